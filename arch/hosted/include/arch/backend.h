@@ -1,0 +1,122 @@
+// Hosted (Linux x86-64) backend: types and inline fast paths of the arch
+// contract (see arch/arch.h).
+//
+// Each virtual CPU is a pinned host thread whose GS base points at its
+// CpuArea, so per-CPU data is one %gs-relative instruction away and cannot be
+// confused by a Spindle thread migrating between host threads (a C++
+// thread_local address could be cached across such a migration).
+//
+// Interrupts are POSIX signals (the per-vCPU timer and directed IPIs).
+// Masking is a flag in the CpuArea, not sigprocmask: a signal that arrives
+// while masked only records itself in `pending` and returns; unmasking
+// delivers what is pending. So masking costs a store, not a system call.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#if !defined(__x86_64__)
+#error "the hosted backend supports x86-64 Linux hosts"
+#endif
+
+namespace spindle::arch {
+
+struct CpuArea {
+  CpuArea* self = nullptr;        // %gs:0
+  std::uint8_t irq_enabled = 0;   // read and written only through %gs
+  std::uint8_t pad_[7] = {};
+  std::atomic<std::uint32_t> pending{0};    // kIrq* bits awaiting delivery
+  std::atomic<std::uint32_t> idle_seq{0};   // futex word the idle vCPU sleeps on
+  std::atomic<std::uint32_t> sleeping{0};   // vCPU is (about to be) in futex wait
+  std::uint32_t id = 0;
+  int tid = 0;                    // host thread id, for tgkill
+  void* timer = nullptr;          // timer_t of the per-vCPU POSIX timer
+  void* kernel = nullptr;         // back-pointer to kernel::Cpu
+  void* altstack = nullptr;       // sigaltstack for fault handlers
+  std::size_t altstack_size = 0;
+};
+
+struct Context {
+  void* sp = nullptr;
+  // Sanitizer bookkeeping (unused in plain builds).
+  const void* stack_lo = nullptr;
+  std::size_t stack_size = 0;
+  void* fake_stack = nullptr;  // ASan fake-stack save slot
+  void* tsan_fiber = nullptr;
+  bool owns_fiber = false;     // created by context_init (not adopted)
+};
+
+struct StackRegion {
+  void* base = nullptr;
+  std::size_t size = 0;
+};
+
+using IrqState = bool;
+
+inline CpuArea* cpu_area() {
+  CpuArea* p;
+  asm volatile("movq %%gs:0, %0" : "=r"(p));
+  return p;
+}
+
+inline bool irqs_enabled() {
+  std::uint8_t v;
+  asm volatile("movb %%gs:%c1, %0" : "=q"(v) : "i"(offsetof(CpuArea, irq_enabled)) : "memory");
+  return v != 0;
+}
+
+// Delivers pending interrupts; called by irq_enable when any are pending.
+void irq_deliver_pending();
+
+inline IrqState irq_save() {
+  // Read and clear are two instructions. A preemption in between is fine:
+  // it can only happen while enabled, and the thread resumes (on whatever
+  // CPU) with that CPU's flag enabled again, which it then clears.
+  bool was = irqs_enabled();
+  asm volatile("movb $0, %%gs:%c0" ::"i"(offsetof(CpuArea, irq_enabled)) : "memory");
+  return was;
+}
+
+inline void irq_enable() {
+  asm volatile("movb $1, %%gs:%c0" ::"i"(offsetof(CpuArea, irq_enabled)) : "memory");
+  std::uint32_t p;
+  asm volatile("movl %%gs:%c1, %0" : "=r"(p) : "i"(offsetof(CpuArea, pending)) : "memory");
+  if (p != 0) irq_deliver_pending();
+}
+
+inline void irq_restore(IrqState s) {
+  if (s) irq_enable();
+}
+
+inline void cpu_relax() { __builtin_ia32_pause(); }
+
+void cpu_init_local(CpuArea* area, unsigned id);
+unsigned cpu_count();
+void run_cpus(void (*entry)(unsigned cpu));
+void send_ipi(unsigned cpu);
+void idle_wait();
+
+void context_init(Context* c, void* stack_lo, std::size_t size, void (*entry)(void*), void* arg);
+void context_switch(Context* from, Context* to);
+[[noreturn]] void context_switch_final(Context* to);
+void context_destroy(Context* c);
+void context_adopt(Context* c);
+
+std::uint64_t now_ns();
+void set_timer(std::uint64_t deadline_ns);
+
+StackRegion stack_alloc(std::size_t size);
+void stack_free(StackRegion r);
+inline constexpr std::size_t kPageSize = 4096;
+// Large enough that a function with a big frame cannot step over it.
+inline constexpr std::size_t kGuardSize = 64 * 1024;
+inline bool in_guard(const StackRegion& r, std::uintptr_t addr) {
+  auto b = reinterpret_cast<std::uintptr_t>(r.base);
+  return addr < b && addr >= b - kGuardSize;
+}
+
+void console_write(const char* s, std::size_t n);
+[[noreturn]] void halt(int exit_code);
+
+}  // namespace spindle::arch

@@ -1,0 +1,249 @@
+// Hosted virtual CPUs: one pinned host thread each; signals as interrupts;
+// a futex for idle sleep; tgkill as the IPI.
+//
+// Signals: kSigTimer (the per-vCPU POSIX timer) and kSigIpi. Both are
+// blocked in every host thread that is not a vCPU, so they only ever land
+// on vCPUs. SIGURG and SIGWINCH are used because gdb passes them silently
+// and nothing else in a Spindle process relies on them; a stray one is
+// harmless (it only makes the vCPU look at its pending bits and timers).
+#include <asm/prctl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <arch/arch.h>
+
+#include "hosted_internal.h"
+
+namespace spindle::arch {
+namespace {
+
+constexpr int kSigTimer = SIGWINCH;
+constexpr int kSigIpi = SIGURG;
+// Idle vCPUs poll this many times (~20 us) before sleeping in the host kernel.
+constexpr int kIdleSpins = 4000;
+constexpr std::size_t kAltStackSize = 64 * 1024;  // signal frames need ~12 KiB
+
+unsigned g_ncpus = 1;
+CpuArea* g_areas[kMaxVcpus];
+pid_t g_pid;
+
+long futex(std::atomic<std::uint32_t>* addr, int op, std::uint32_t val) {
+  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(addr), op | FUTEX_PRIVATE_FLAG, val, nullptr, nullptr,
+                 0);
+}
+
+void block_irq_signals(int how) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, kSigTimer);
+  sigaddset(&set, kSigIpi);
+  pthread_sigmask(how, &set, nullptr);
+}
+
+void on_irq_signal(int sig, siginfo_t*, void* uctx) {
+  int saved_errno = errno;
+  CpuArea* a = cpu_area();
+  if (sig == kSigTimer) a->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);
+  if (irqs_enabled()) {
+    irq_deliver_pending();
+    // We may have been preempted and resumed on another vCPU. sigreturn
+    // restores the altstack setting from this frame, so make it this
+    // vCPU's own, not the one we were interrupted on.
+    CpuArea* now = cpu_area();
+    auto* uc = static_cast<ucontext_t*>(uctx);
+    uc->uc_stack.ss_sp = now->altstack;
+    uc->uc_stack.ss_size = now->altstack_size;
+    uc->uc_stack.ss_flags = 0;
+  } else {
+    // Masked: leave it pending; an idle vCPU about to sleep must notice.
+    a->idle_seq.fetch_add(1, std::memory_order_seq_cst);
+  }
+  errno = saved_errno;
+}
+
+void on_fault_signal(int sig, siginfo_t* info, void*) {
+  auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
+  if (hosted_is_vcpu() && kernel::current_stack_guard_contains(addr)) {
+    irq_save();
+    sigset_t set;  // SA_NODEFER, but be explicit: faults stay deliverable
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    kernel::stack_overflow(addr);
+  }
+  char msg[160];
+  int n = std::snprintf(msg, sizeof msg, "\n*** spindle: fatal %s at address %p\n", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
+                        info->si_addr);
+  if (n > 0) (void)!::write(2, msg, static_cast<std::size_t>(n));
+  signal(sig, SIG_DFL);  // returning re-executes the access and dies with it
+}
+
+void install_handlers() {
+  struct sigaction sa {};
+  sa.sa_sigaction = on_irq_signal;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(kSigTimer, &sa, nullptr);
+  sigaction(kSigIpi, &sa, nullptr);
+  struct sigaction fa {};
+  fa.sa_sigaction = on_fault_signal;
+  fa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+  sigemptyset(&fa.sa_mask);
+  sigaction(SIGSEGV, &fa, nullptr);
+  sigaction(SIGBUS, &fa, nullptr);
+}
+
+struct VcpuStart {
+  void (*entry)(unsigned);
+  unsigned id;
+};
+
+void* vcpu_thread(void* p) {
+  auto* s = static_cast<VcpuStart*>(p);
+  hosted_mark_vcpu();
+  s->entry(s->id);  // returns at shutdown
+  hosted_unmark_vcpu();
+  return nullptr;
+}
+
+}  // namespace
+
+void hosted_set_cpu_count(unsigned n) { g_ncpus = n; }
+
+unsigned cpu_count() { return g_ncpus; }
+
+void cpu_init_local(CpuArea* area, unsigned id) {
+  area->self = area;
+  area->id = id;
+  area->tid = static_cast<int>(gettid());
+  area->irq_enabled = 0;
+  syscall(SYS_arch_prctl, ARCH_SET_GS, area);
+  if (!hosted_is_vcpu()) return;  // the boot thread: no interrupts
+  g_areas[id] = area;
+  if (!area->altstack) {
+    area->altstack = mmap(nullptr, kAltStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    area->altstack_size = kAltStackSize;
+  }
+  stack_t ss{};
+  ss.ss_sp = area->altstack;
+  ss.ss_size = area->altstack_size;
+  sigaltstack(&ss, nullptr);
+  sigevent sev{};
+  sev.sigev_notify = SIGEV_THREAD_ID;
+  sev.sigev_signo = kSigTimer;
+  sev._sigev_un._tid = area->tid;
+  timer_t timer;
+  if (timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0) {
+    std::perror("spindle: timer_create");
+    _exit(1);
+  }
+  area->timer = timer;
+  block_irq_signals(SIG_UNBLOCK);
+}
+
+void run_cpus(void (*entry)(unsigned)) {
+  static bool installed = false;
+  if (!installed) {
+    install_handlers();
+    installed = true;
+  }
+  g_pid = getpid();
+  block_irq_signals(SIG_BLOCK);  // inherited by the vCPUs until they are ready
+  unsigned host_cpus = static_cast<unsigned>(sysconf(_SC_NPROCESSORS_ONLN));
+  pthread_t threads[kMaxVcpus];
+  VcpuStart starts[kMaxVcpus];
+  for (unsigned i = 0; i < g_ncpus; ++i) {
+    starts[i] = {entry, i};
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(i % host_cpus, &set);
+    pthread_attr_setaffinity_np(&attr, sizeof set, &set);
+    if (pthread_create(&threads[i], &attr, vcpu_thread, &starts[i]) != 0) {
+      std::perror("spindle: cannot start a vCPU thread");
+      _exit(1);
+    }
+    pthread_attr_destroy(&attr);
+  }
+  for (unsigned i = 0; i < g_ncpus; ++i) pthread_join(threads[i], nullptr);
+  for (unsigned i = 0; i < g_ncpus; ++i) {
+    if (g_areas[i] && g_areas[i]->timer) {
+      timer_delete(static_cast<timer_t>(g_areas[i]->timer));
+      g_areas[i]->timer = nullptr;
+    }
+    g_areas[i] = nullptr;
+  }
+}
+
+void irq_deliver_pending() {
+  for (;;) {
+    asm volatile("movb $0, %%gs:%c0" ::"i"(offsetof(CpuArea, irq_enabled)) : "memory");
+    // Masked, so we stay on this vCPU until handle_irq switches.
+    std::uint32_t bits = cpu_area()->pending.exchange(0, std::memory_order_acquire);
+    if (bits) kernel::handle_irq(bits);
+    asm volatile("movb $1, %%gs:%c0" ::"i"(offsetof(CpuArea, irq_enabled)) : "memory");
+    if (cpu_area()->pending.load(std::memory_order_relaxed) == 0) return;
+  }
+}
+
+void send_ipi(unsigned cpu) {
+  CpuArea* t = g_areas[cpu];
+  std::uint32_t old = t->pending.fetch_or(kIrqIpi, std::memory_order_seq_cst);
+  if (t == cpu_area() || (old & kIrqIpi)) return;  // self: taken at unmask; or already on its way
+  if (t->sleeping.load(std::memory_order_seq_cst)) {
+    t->idle_seq.fetch_add(1, std::memory_order_seq_cst);
+    futex(&t->idle_seq, FUTEX_WAKE, 1);
+  } else {
+    syscall(SYS_tgkill, g_pid, t->tid, kSigIpi);
+  }
+}
+
+void idle_wait() {
+  CpuArea* a = cpu_area();
+  for (int i = 0; i < kIdleSpins; ++i) {
+    if (a->pending.load(std::memory_order_relaxed)) return;
+    cpu_relax();
+  }
+  a->sleeping.store(1, std::memory_order_seq_cst);
+  std::uint32_t seq = a->idle_seq.load(std::memory_order_seq_cst);
+  if (a->pending.load(std::memory_order_seq_cst) == 0) futex(&a->idle_seq, FUTEX_WAIT, seq);
+  a->sleeping.store(0, std::memory_order_relaxed);
+}
+
+void set_timer(std::uint64_t deadline_ns) {
+  itimerspec its{};
+  std::uint64_t mono = hosted_to_monotonic(deadline_ns);
+  its.it_value.tv_sec = static_cast<time_t>(mono / 1'000'000'000);
+  its.it_value.tv_nsec = static_cast<long>(mono % 1'000'000'000);
+  if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;  // 0 would disarm
+  timer_settime(static_cast<timer_t>(cpu_area()->timer), TIMER_ABSTIME, &its, nullptr);
+}
+
+void console_write(const char* s, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(1, s, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    s += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+void halt(int exit_code) { _exit(exit_code); }
+
+}  // namespace spindle::arch

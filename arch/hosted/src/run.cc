@@ -1,0 +1,32 @@
+// Boots the kernel in this process (see spindle/hosted.h).
+#include <sched.h>
+#include <unistd.h>
+
+#include <arch/arch.h>
+
+#include "hosted_internal.h"
+#include "spindle/hosted.h"
+#include "spindle/panic.h"
+
+namespace spindle::hosted {
+
+unsigned host_cpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+int run(const Options& opts, int (*fn)(void*), void* arg) {
+  unsigned cpus = opts.cpus ? opts.cpus : host_cpus();
+  if (cpus > arch::kMaxVcpus) cpus = arch::kMaxVcpus;
+  arch::hosted_calibrate_clock();
+  arch::hosted_set_cpu_count(cpus);
+  kernel::BootArgs args;
+  args.timeslice_ns = opts.timeslice_ns;
+  args.main = fn;
+  args.main_arg = arg;
+  return kernel::kmain(args);
+}
+
+}  // namespace spindle::hosted

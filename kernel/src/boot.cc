@@ -1,0 +1,130 @@
+// Kernel start and stop: per-CPU bring-up, the idle loop, the main thread,
+// shutdown and teardown.
+#include <new>
+
+#include "kernel.h"
+#include "spindle/console.h"
+
+namespace spindle::kernel {
+namespace {
+
+Tcb g_idle[kMaxCpus];
+// The CPU structure the boot code runs on before the CPUs start (hosted:
+// the process's main host thread, which then only waits).
+Cpu g_boot_cpu;
+std::atomic<unsigned> g_cpus_up{0};
+
+struct MainCall {
+  int (*fn)(void*);
+  void* arg;
+};
+
+void idle_loop(Cpu& c) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  for (;;) {
+    arch::irq_save();
+    g.lock.lock();
+    if (g.shutting_down.load(std::memory_order_relaxed)) {
+      g.lock.unlock();
+      return;
+    }
+    schedule(SwitchReason::kYield);  // returns when nothing else is runnable here
+    bool again = c.need_resched || g.shutting_down.load(std::memory_order_relaxed);
+    unlock_keep_irqs_masked();
+    if (!again) arch::idle_wait();
+    arch::irq_enable();  // take the interrupt that woke us
+  }
+}
+
+void cpu_main(unsigned id) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  Cpu& c = g.cpus[id];
+  c.arch.kernel = &c;
+  arch::cpu_init_local(&c.arch, id);
+  Tcb* idle = &g_idle[id];
+  new (idle) Tcb;
+  idle->is_idle = true;
+  idle->magic = kTcbMagic;
+  idle->state = ThreadState::kRunning;
+  idle->cpu = id;
+  idle->run.priority = -1;
+  format(idle->name, sizeof idle->name, "idle/%u", id);
+  arch::context_adopt(&idle->ctx);
+  arch::irq_save();
+  g.lock.lock();
+  c.id = id;
+  c.idle = c.current = idle;
+  c.switched_in_at = arch::now_ns();
+  c.online = true;
+  g.online = g.online | CpuMask::only(id);
+  g.lock.unlock();
+  // No CPU runs threads before all are online, so placement never sees a
+  // CPU that cannot take an IPI.
+  g_cpus_up.fetch_add(1, std::memory_order_acq_rel);
+  while (g_cpus_up.load(std::memory_order_acquire) < g.ncpus) arch::cpu_relax();
+  idle_loop(c);
+  arch::context_destroy(&idle->ctx);
+}
+
+}  // namespace
+
+void shutdown(int code) {
+  LockGuard guard;
+  if (g.shutting_down.load(std::memory_order_relaxed)) return;
+  g.exit_code = code;
+  g.shutting_down.store(true, std::memory_order_relaxed);
+  for (unsigned i = 0; i < g.ncpus; ++i) resched_cpu(i);
+}
+
+int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  g.~Kernel();
+  new (&g) Kernel;
+  new (&g_boot_cpu) Cpu;
+  g_cpus_up.store(0);
+  g_boot_cpu.arch.kernel = &g_boot_cpu;
+  g_boot_cpu.id = 0;
+  arch::cpu_init_local(&g_boot_cpu.arch, 0);
+  g.ncpus = arch::cpu_count();
+  if (g.ncpus == 0 || g.ncpus > kMaxCpus) panic("cannot run on %u CPUs (1..%u)", g.ncpus, kMaxCpus);
+  g.timeslice_ns = args.timeslice_ns;
+  g.boot_ns = arch::now_ns();
+  for (unsigned i = 0; i < g.ncpus; ++i) new (&g.cpus[i]) Cpu;
+
+  // The main thread goes straight into CPU 0's queue: no CPU is online yet.
+  g.online = CpuMask::only(0);
+  ThreadOptions opts;
+  opts.name = args.main_name;
+  void* slot = nullptr;
+  Result<detail::Tcb*> h = detail::thread_create(opts, sizeof(MainCall), alignof(MainCall), &slot);
+  if (!h.ok()) panic("cannot create the main thread: %s", to_string(h.status()));
+  new (slot) MainCall{args.main, args.main_arg};
+  Tcb* t = Tcb::from(*h);
+  t->invoke = [](void* p) -> int {
+    auto* m = static_cast<MainCall*>(p);
+    int code = m->fn(m->arg);
+    shutdown(code);
+    return code;
+  };
+  t->destroy = [](void*) {};
+  g.online = CpuMask();
+  t->state = ThreadState::kReady;
+  t->cpu = 0;
+  g.threads.push_back(t);
+  ++g.live_threads;
+  g.cpus[0].rq.push_back(&t->run);
+
+  arch::run_cpus(cpu_main);
+
+  // Every CPU has stopped (hosted). Return what is left.
+  arch::irq_save();
+  g.lock.lock();
+  while (Tcb* left = g.threads.front()) free_thread(left);
+  while (g.stack_cache) {
+    void* base = g.stack_cache;
+    g.stack_cache = *static_cast<void**>(base);
+    arch::stack_free({base, kDefaultStackSize});
+  }
+  g.stack_cache_count = 0;
+  g.lock.unlock();
+  return g.exit_code;
+}
+
+}  // namespace spindle::kernel

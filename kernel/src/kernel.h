@@ -1,0 +1,219 @@
+// Kernel-internal declarations: the thread control block, the per-CPU
+// structure, the kernel lock and the scheduler's entry points.
+//
+// Locking rule (the one rule): every field below marked GUARDED_BY(lock) -
+// run queues, timer queues, wait queues, thread scheduling state - is
+// protected by the single kernel lock `g.lock`, taken with this CPU's
+// interrupts masked. The uncontended paths of user-visible objects never
+// take it; only blocking, waking, timers and thread lifecycle do. See
+// docs/architecture.md for why one lock and not one per run queue.
+//
+// The lock is held across a context switch: the thread that calls
+// schedule() holds it, and the thread that resumes releases it. So a
+// thread's saved context is complete before any other CPU can see the
+// thread as runnable.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include <arch/arch.h>
+
+#include "list.h"
+#include "run_queue.h"
+#include "spindle/cpu_mask.h"
+#include "spindle/panic.h"
+#include "spindle/status.h"
+#include "spindle/thread.h"
+#include "spindle/thread_annotations.h"
+#include "spindle/time.h"
+#include "timer_queue.h"
+
+namespace spindle::kernel {
+
+// A ticket lock: FIFO among CPUs, so no CPU starves under contention.
+class SPINDLE_CAPABILITY("kernel lock") KernelLock {
+ public:
+  void lock() SPINDLE_ACQUIRE();
+  void unlock() SPINDLE_RELEASE();
+  bool held() const { return next_.load(std::memory_order_relaxed) != serving_.load(std::memory_order_relaxed); }
+  int owner_cpu() const { return owner_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint32_t> next_{0};
+  std::atomic<std::uint32_t> serving_{0};
+  std::atomic<int> owner_{-1};
+};
+
+enum class ThreadState : std::uint8_t { kReady, kRunning, kBlocked, kSuspended, kDead };
+const char* to_string(ThreadState s);
+
+struct Tcb;
+
+// A one-shot kernel timer; fn runs under the kernel lock, irqs masked, on
+// the CPU whose queue holds it.
+struct Timer {
+  TimerNode node;  // first member: a TimerNode* is a Timer*
+  void (*fn)(Timer*) = nullptr;
+  int cpu = -1;    // queue it is in, -1 when not queued
+};
+
+class WaitQueue {
+ public:
+  enum class Order : std::uint8_t { kPriority, kFifo };
+  explicit WaitQueue(Order o = Order::kPriority) : order_(o) {}
+  WaitQueue(const WaitQueue&) = delete;
+
+  bool empty() const { return waiters_.empty(); }
+  Order order() const { return order_; }
+  // Blocks the current thread on this queue until woken or until the
+  // deadline (then kTimedOut). Kernel lock held; returns with it held.
+  Status wait(TimePoint deadline);
+  // Wakes the first waiter (priority-then-FIFO or FIFO) with status s.
+  Tcb* wake_one(Status s = Status::kOk);
+  unsigned wake_all(Status s = Status::kOk);
+  // Called when a waiter's priority changed, to keep priority order.
+  void reposition(Tcb* t);
+  // Internal: unlink t (woken or timed out).
+  void remove(Tcb* t);
+  // The first waiter (in queue order) whose futex_key is key, or nullptr.
+  Tcb* first_with_key(const void* key) const;
+
+ private:
+  void insert(Tcb* t);
+  List<RunNode, &RunNode::link> waiters_;
+  Order order_;
+};
+
+struct Tcb {
+  detail::Tcb* as_handle() { return reinterpret_cast<detail::Tcb*>(this); }
+  static Tcb* from(detail::Tcb* h) { return reinterpret_cast<Tcb*>(h); }
+
+  RunNode run;  // queue link, effective priority, affinity
+  arch::Context ctx;
+  ThreadState state = ThreadState::kReady;
+  bool suspend_requested = false;
+  bool detached = false;
+  bool handle_released = false;  // joined, or detached
+  bool faulted = false;
+  bool is_idle = false;
+  int base_priority = kDefaultPriority;
+  unsigned cpu = 0;                 // where it runs, is queued, or last ran
+  WaitQueue* wait_queue = nullptr;  // the queue it is blocked on, if any
+  const void* futex_key = nullptr;  // the word it waits on in futex_wait
+  Status wake_status = Status::kOk;
+  Timer timer;                      // sleeps and wait timeouts
+  ThreadId id = 0;
+  char name[32] = {};
+  int exit_code = 0;
+  WaitQueue joiners{WaitQueue::Order::kFifo};  // threads in join()
+  arch::StackRegion stack;          // the whole region; the Tcb is at its top
+  void* callable = nullptr;
+  detail::Invoke invoke = nullptr;
+  detail::Destroy destroy = nullptr;
+  // Accounting.
+  std::uint64_t cpu_ns = 0;
+  std::uint64_t switches_in = 0;
+  std::uint64_t preemptions = 0;
+  std::uintptr_t lowest_sp = 0;     // deepest stack pointer seen at a switch
+  ListNode all_link;                // in g.threads
+  std::uint32_t magic = 0;
+};
+
+inline constexpr std::uint32_t kTcbMagic = 0x5350444cu;  // "SPDL"
+
+enum class SwitchReason : std::uint8_t { kBlock, kYield, kPreempt, kSliceEnd };
+
+struct Cpu {
+  arch::CpuArea arch;
+  unsigned id = 0;
+  bool online = false;
+  Tcb* current = nullptr;
+  Tcb* idle = nullptr;
+  RunQueue rq;
+  TimerQueue timers;
+  bool need_resched = false;
+  bool slice_expired = false;
+  std::uint64_t slice_end = 0;        // 0: no slice running
+  std::uint64_t programmed = UINT64_MAX;  // deadline given to arch::set_timer
+  std::uint64_t switched_in_at = 0;
+  std::uint64_t ipi_out = 0;          // CPUs to interrupt once the lock is dropped
+  Tcb* zombie = nullptr;              // dead detached thread, freed after the switch
+  std::uint64_t idle_ns = 0;
+  std::uint64_t switches = 0;
+  std::uint64_t irqs = 0;
+  unsigned irq_depth = 0;             // > 0 while in handle_irq's handlers
+};
+
+struct Kernel {
+  KernelLock lock;
+  Cpu cpus[kMaxCpus];
+  unsigned ncpus = 0;
+  CpuMask online;
+  std::uint64_t timeslice_ns = 10'000'000;
+  std::uint64_t boot_ns = 0;
+  List<Tcb, &Tcb::all_link> threads;  // every thread but the idle ones
+  ThreadId next_id = 1;
+  unsigned live_threads = 0;
+  std::atomic<bool> shutting_down{false};
+  int exit_code = 0;
+  // Stack cache: regions of the default size, reused without a system call.
+  void* stack_cache = nullptr;
+  unsigned stack_cache_count = 0;
+};
+
+extern Kernel g;
+
+inline Cpu& this_cpu() { return *static_cast<Cpu*>(arch::cpu_area()->kernel); }
+
+// Lock helpers. lock_irqsave masks interrupts and takes the lock;
+// unlock_irqrestore releases it, sends IPIs the critical section decided
+// on, and restores the interrupt state (delivering a pending preemption).
+arch::IrqState lock_irqsave() SPINDLE_ACQUIRE(g.lock);
+void unlock_irqrestore(arch::IrqState s) SPINDLE_RELEASE(g.lock);
+// Releases the lock and sends pending IPIs but leaves interrupts masked.
+void unlock_keep_irqs_masked() SPINDLE_RELEASE(g.lock);
+
+struct SPINDLE_SCOPED_CAPABILITY LockGuard {
+  LockGuard() SPINDLE_ACQUIRE(g.lock) : saved(lock_irqsave()) {}
+  ~LockGuard() SPINDLE_RELEASE() { unlock_irqrestore(saved); }
+  arch::IrqState saved;
+};
+
+// Scheduler (sched.cc). All require the kernel lock.
+void schedule(SwitchReason why) SPINDLE_REQUIRES(g.lock);
+// t became runnable: queue it on the best CPU, preempting there if it is
+// more urgent than what runs (honours a pending suspend).
+void make_ready(Tcb* t, bool front = false) SPINDLE_REQUIRES(g.lock);
+// Ends a wait: unlink from its wait queue, cancel its timeout, make ready.
+void wake(Tcb* t, Status s) SPINDLE_REQUIRES(g.lock);
+// Blocks the current thread (already linked on wq if wq is set) until
+// woken or until the deadline. Returns the wake status.
+Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock);
+// Change a thread's effective priority / affinity, wherever it is (queued,
+// running, blocked), keeping every queue's order and the global rule.
+void set_effective_priority(Tcb* t, int priority) SPINDLE_REQUIRES(g.lock);
+void set_thread_affinity(Tcb* t, CpuMask mask) SPINDLE_REQUIRES(g.lock);
+// The running thread (interrupts masked briefly to read it).
+Tcb* current_thread();
+// Ask `cpu` to reschedule (IPI sent when the lock is dropped).
+void resched_cpu(unsigned cpu) SPINDLE_REQUIRES(g.lock);
+
+void timer_arm(Timer* t, std::uint64_t deadline) SPINDLE_REQUIRES(g.lock);
+void timer_cancel(Timer* t) SPINDLE_REQUIRES(g.lock);
+
+// Runs after every switch in the resumed context: reaps a dead thread.
+void finish_switch() SPINDLE_REQUIRES(g.lock);
+
+// Thread lifecycle (thread.cc).
+[[noreturn]] void exit_current(int code, bool faulted) SPINDLE_EXCLUDES(g.lock);
+void free_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
+
+// Boot (boot.cc): kmain and BootArgs are declared in arch/arch.h.
+// Ends the system: every CPU stops scheduling and kmain returns `code`.
+void shutdown(int code);
+
+using spindle::panic;
+
+}  // namespace spindle::kernel

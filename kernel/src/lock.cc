@@ -1,0 +1,90 @@
+// The kernel lock, panic, and status names.
+#include <cstdarg>
+
+#include "kernel.h"
+#include "spindle/console.h"
+
+namespace spindle {
+
+const char* to_string(Status s) {
+  switch (s) {
+    case Status::kOk: return "ok";
+    case Status::kTimedOut: return "timed out";
+    case Status::kWouldBlock: return "would block";
+    case Status::kDeadlock: return "deadlock";
+    case Status::kOwnerDied: return "owner died";
+    case Status::kInterrupted: return "interrupted";
+    case Status::kInvalidArgument: return "invalid argument";
+    case Status::kInvalidState: return "invalid state";
+    case Status::kNoMemory: return "out of memory";
+    case Status::kFaulted: return "faulted";
+    case Status::kNotFound: return "not found";
+  }
+  return "unknown status";
+}
+
+namespace detail {
+void result_access_failed(Status s) {
+  if (s == Status::kOk) kernel::panic("Result constructed from Status::kOk without a value");
+  kernel::panic("value() of a failed Result (status: %s)", to_string(s));
+}
+}  // namespace detail
+
+namespace kernel {
+
+void KernelLock::lock() {
+  std::uint32_t ticket = next_.fetch_add(1, std::memory_order_relaxed);
+  while (serving_.load(std::memory_order_acquire) != ticket) arch::cpu_relax();
+  owner_.store(static_cast<int>(this_cpu().id), std::memory_order_relaxed);
+}
+
+void KernelLock::unlock() {
+  owner_.store(-1, std::memory_order_relaxed);
+  serving_.store(serving_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+arch::IrqState lock_irqsave() {
+  arch::IrqState s = arch::irq_save();
+  g.lock.lock();
+  return s;
+}
+
+void unlock_keep_irqs_masked() {
+  Cpu& c = this_cpu();
+  std::uint64_t targets = c.ipi_out;
+  c.ipi_out = 0;
+  g.lock.unlock();
+  while (targets) {
+    unsigned cpu = static_cast<unsigned>(__builtin_ctzll(targets));
+    targets &= targets - 1;
+    arch::send_ipi(cpu);
+  }
+}
+
+void unlock_irqrestore(arch::IrqState s) {
+  unlock_keep_irqs_masked();
+  arch::irq_restore(s);
+}
+
+}  // namespace kernel
+
+void panic(const char* fmt, ...) {
+  using namespace kernel;
+  arch::irq_save();
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vformat(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  const char* thread = "(boot)";
+  unsigned cpu = 0;
+  if (arch::cpu_area() != nullptr && arch::cpu_area()->kernel != nullptr) {
+    Cpu& c = this_cpu();
+    cpu = c.id;
+    if (c.current) thread = c.current->name;
+  }
+  print("\n*** spindle panic on cpu %u in thread '%s': %s\n", cpu, thread, msg);
+  arch::halt(kPanicExitCode);
+}
+
+}  // namespace spindle

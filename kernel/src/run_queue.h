@@ -1,0 +1,57 @@
+// The per-CPU run queue: one FIFO list per priority level and a 32-bit
+// bitmap of the non-empty levels, so finding the most urgent ready thread is
+// a count-leading-zeros. Pure data structure: no locking (the caller holds
+// the kernel lock), no knowledge of CPUs or threads beyond RunNode, so it is
+// unit-tested on the host by itself.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+
+#include "list.h"
+#include "spindle/cpu_mask.h"
+
+namespace spindle::kernel {
+
+inline constexpr int kPriorityLevels = 32;
+
+// What the run queue needs of a thread. The Tcb embeds one.
+struct RunNode {
+  ListNode link;        // in a run queue (or, when blocked, a wait queue)
+  int priority = 0;     // effective priority, 0..31, read while queued
+  CpuMask affinity = CpuMask::all();
+};
+
+class RunQueue {
+ public:
+  bool empty() const { return bitmap_ == 0; }
+  // Highest priority with a queued node, or -1.
+  int top_priority() const { return bitmap_ ? 31 - std::countl_zero(bitmap_) : -1; }
+  std::uint32_t bitmap() const { return bitmap_; }
+  unsigned size() const { return count_; }
+
+  // Queues n at the back (fresh slice) or front (it was preempted and keeps
+  // its turn) of its priority level. n must not be queued anywhere.
+  void push_back(RunNode* n);
+  void push_front(RunNode* n);
+  void remove(RunNode* n);  // n must be queued here
+
+  // The first node of the highest level, without removing it; nullptr if empty.
+  RunNode* peek() const;
+  RunNode* pop();
+
+  // The first node, in priority-then-FIFO order, whose affinity allows cpu
+  // and whose priority is at least min_priority; nullptr if none.
+  RunNode* peek_for_cpu(unsigned cpu, int min_priority) const;
+
+  // Whether any node is queued at exactly this priority.
+  bool has_level(int priority) const { return (bitmap_ >> priority) & 1; }
+
+ private:
+  using Level = List<RunNode, &RunNode::link>;
+  Level levels_[kPriorityLevels];
+  std::uint32_t bitmap_ = 0;
+  unsigned count_ = 0;
+};
+
+}  // namespace spindle::kernel

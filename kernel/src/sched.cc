@@ -1,0 +1,253 @@
+// The scheduler: placement of runnable threads on CPUs, the switch itself,
+// time slices and interrupt-time preemption.
+//
+// Global rule: the N most urgent runnable threads run on the N CPUs. It is
+// kept by two mechanisms: a thread that becomes runnable is placed on the
+// allowed CPU whose most urgent thread (running or queued) is least urgent,
+// preempting there if it is more urgent (an IPI); and a CPU that schedules
+// takes a more urgent waiting thread from another CPU's queue before its own.
+#include <climits>
+#include <type_traits>
+
+#include "kernel.h"
+
+namespace spindle::kernel {
+
+Kernel g;
+
+static_assert(std::is_standard_layout_v<Tcb>, "RunNode and Timer are reached from Tcb by offset");
+
+namespace {
+
+Tcb* tcb_of(RunNode* n) { return reinterpret_cast<Tcb*>(n); }
+
+// The priority a CPU will be running once pending preemptions land: its
+// current thread's (unless that is `leaving`, which is being re-placed) or
+// its most urgent queued thread's, whichever is higher; -1 when idle.
+int committed_priority(const Cpu& c, const Tcb* leaving) {
+  const Tcb* cur = c.current;
+  int p = (cur == nullptr || cur == c.idle || cur == leaving) ? -1 : cur->run.priority;
+  int q = c.rq.top_priority();
+  return p > q ? p : q;
+}
+
+// Chooses the CPU for runnable thread t; *preempt tells whether t is more
+// urgent than what that CPU is committed to run.
+unsigned place(const Tcb* t, bool* preempt) {
+  CpuMask allowed = t->run.affinity & g.online;
+  unsigned best = kMaxCpus;
+  int best_p = INT_MAX;
+  for (std::uint64_t bits = allowed.bits(); bits; bits &= bits - 1) {
+    unsigned c = static_cast<unsigned>(__builtin_ctzll(bits));
+    int p = committed_priority(g.cpus[c], t);
+    if (p < best_p || (p == best_p && c == t->cpu)) {
+      best = c;
+      best_p = p;
+    }
+  }
+  *preempt = best_p < t->run.priority;
+  // Nowhere to run at once: wait where it last ran (its cache is there).
+  if (!*preempt && allowed.has(t->cpu)) best = t->cpu;
+  return best;
+}
+
+void enqueue(Tcb* t, bool front, bool in_schedule) {
+  bool preempt = false;
+  unsigned target = place(t, &preempt);
+  t->state = ThreadState::kReady;
+  t->cpu = target;
+  Cpu& tc = g.cpus[target];
+  if (front) {
+    tc.rq.push_front(&t->run);
+  } else {
+    tc.rq.push_back(&t->run);
+  }
+  // A CPU inside schedule() is about to pick anyway.
+  if (preempt && !(in_schedule && target == this_cpu().id)) resched_cpu(target);
+}
+
+Tcb* pick_next(Cpu& c) {
+  if (g.shutting_down.load(std::memory_order_relaxed)) return c.idle;
+  RunQueue* from = &c.rq;
+  RunNode* best = c.rq.peek();
+  int best_p = c.rq.top_priority();
+  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); bits; bits &= bits - 1) {
+    Cpu& o = g.cpus[__builtin_ctzll(bits)];
+    if (o.rq.top_priority() <= best_p) continue;
+    if (RunNode* n = o.rq.peek_for_cpu(c.id, best_p + 1)) {
+      best = n;
+      best_p = n->priority;
+      from = &o.rq;
+    }
+  }
+  if (!best) return c.idle;
+  from->remove(best);
+  return tcb_of(best);
+}
+
+void program_timer(Cpu& c) {
+  std::uint64_t want = c.timers.next_deadline();
+  if (c.slice_end != 0 && c.slice_end < want) want = c.slice_end;
+  // Only ever move the hardware deadline earlier: a later slice end is
+  // handled when the earlier interrupt arrives, so a switch costs no
+  // timer reprogramming (a system call on hosted).
+  if (want < c.programmed) {
+    c.programmed = want;
+    arch::set_timer(want);
+  }
+}
+
+inline std::uintptr_t stack_pointer() { return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)); }
+
+void note_stack_depth(Tcb* t) {
+  std::uintptr_t sp = stack_pointer();
+  if (t->lowest_sp == 0 || sp < t->lowest_sp) t->lowest_sp = sp;
+}
+
+}  // namespace
+
+void resched_cpu(unsigned cpu) {
+  g.cpus[cpu].need_resched = true;
+  this_cpu().ipi_out |= 1ull << cpu;
+}
+
+void make_ready(Tcb* t, bool front) {
+  if (t->suspend_requested) {
+    t->state = ThreadState::kSuspended;
+    return;
+  }
+  enqueue(t, front, false);
+}
+
+void schedule(SwitchReason why) {
+  Cpu& c = this_cpu();
+  Tcb* prev = c.current;
+  c.need_resched = false;
+  c.slice_expired = false;
+  if (prev->state == ThreadState::kRunning && prev != c.idle) {
+    if (prev->suspend_requested) {
+      prev->state = ThreadState::kSuspended;
+    } else {
+      // Preempted threads keep their turn; yielding and expired ones go last.
+      enqueue(prev, why == SwitchReason::kPreempt, true);
+    }
+  }
+  Tcb* next = pick_next(c);
+  next->state = ThreadState::kRunning;
+  next->cpu = c.id;
+  std::uint64_t now = arch::now_ns();
+  c.slice_end = next == c.idle ? 0 : now + g.timeslice_ns;
+  program_timer(c);
+  if (next == prev) return;
+
+  std::uint64_t ran = now - c.switched_in_at;
+  prev->cpu_ns += ran;
+  if (prev == c.idle) c.idle_ns += ran;
+  c.switched_in_at = now;
+  ++next->switches_in;
+  ++c.switches;
+  if (why == SwitchReason::kPreempt || why == SwitchReason::kSliceEnd) ++prev->preemptions;
+  note_stack_depth(prev);
+  c.current = next;
+  if (prev->state == ThreadState::kDead) arch::context_switch_final(&next->ctx);
+  arch::context_switch(&prev->ctx, &next->ctx);
+  finish_switch();
+}
+
+void finish_switch() {
+  Cpu& c = this_cpu();
+  if (Tcb* z = c.zombie) {
+    c.zombie = nullptr;
+    free_thread(z);
+  }
+}
+
+void handle_irq(unsigned sources) {
+  Cpu& c = this_cpu();
+  ++c.irqs;
+  g.lock.lock();
+  ++c.irq_depth;
+  note_stack_depth(c.current);
+  if (sources & arch::kIrqTimer) {
+    c.programmed = UINT64_MAX;  // the one-shot has fired
+    std::uint64_t now = arch::now_ns();
+    while (TimerNode* n = c.timers.pop_expired(now)) {
+      Timer* t = reinterpret_cast<Timer*>(n);
+      t->cpu = -1;
+      t->fn(t);
+    }
+    if (c.slice_end != 0 && now >= c.slice_end) {
+      if (c.rq.top_priority() >= c.current->run.priority) {
+        c.need_resched = true;
+        c.slice_expired = true;
+      } else {
+        c.slice_end = now + g.timeslice_ns;  // nobody to share with: renew
+      }
+    }
+    program_timer(c);
+  }
+  // An IPI carries no message: the sender set need_resched (or shutdown).
+  --c.irq_depth;
+  if (c.need_resched) schedule(c.slice_expired ? SwitchReason::kSliceEnd : SwitchReason::kPreempt);
+  unlock_keep_irqs_masked();
+}
+
+Status block_current(WaitQueue* wq, TimePoint deadline) {
+  Cpu& c = this_cpu();
+  Tcb* self = c.current;
+  if (c.irq_depth != 0 || self == c.idle) panic("a blocking call from an interrupt handler or the idle thread");
+  self->state = ThreadState::kBlocked;
+  self->wait_queue = wq;
+  self->wake_status = Status::kOk;
+  if (deadline != kForever) timer_arm(&self->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
+  schedule(SwitchReason::kBlock);
+  return self->wake_status;
+}
+
+void wake(Tcb* t, Status s) {
+  if (t->wait_queue) t->wait_queue->remove(t);
+  timer_cancel(&t->timer);
+  t->wake_status = s;
+  make_ready(t);
+}
+
+namespace {
+// Takes t out of the run queue it is waiting in, if any; returns whether it was.
+bool unqueue_ready(Tcb* t) {
+  if (t->state != ThreadState::kReady) return false;
+  g.cpus[t->cpu].rq.remove(&t->run);
+  return true;
+}
+
+// After t's priority or affinity changed: put it back where it belongs.
+void requeue(Tcb* t, bool was_queued) {
+  if (was_queued) {
+    enqueue(t, false, false);
+  } else if (t->state == ThreadState::kRunning) {
+    resched_cpu(t->cpu);  // its CPU re-evaluates; it may keep running
+  } else if (t->state == ThreadState::kBlocked && t->wait_queue) {
+    t->wait_queue->reposition(t);
+  }
+}
+}  // namespace
+
+void set_effective_priority(Tcb* t, int priority) {
+  bool queued = unqueue_ready(t);
+  t->run.priority = priority;
+  requeue(t, queued);
+}
+
+void set_thread_affinity(Tcb* t, CpuMask mask) {
+  bool queued = unqueue_ready(t);
+  t->run.affinity = mask;
+  requeue(t, queued);
+}
+
+Tcb* current_thread() {
+  arch::IrqState s = arch::irq_save();
+  Tcb* t = this_cpu().current;
+  arch::irq_restore(s);
+  return t;
+}
+
+}  // namespace spindle::kernel

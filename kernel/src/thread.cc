@@ -1,0 +1,316 @@
+// Thread lifecycle: creation (the Tcb and the callable live at the top of
+// the thread's own stack region, so creating a thread allocates nothing
+// else), start, join, detach, exit, suspend/resume, priority and affinity.
+#include <new>
+
+#include "kernel.h"
+#include "spindle/console.h"
+
+namespace spindle {
+namespace kernel {
+namespace {
+
+constexpr unsigned kStackCacheMax = 1024;
+
+std::size_t round_up(std::size_t v, std::size_t to) { return (v + to - 1) / to * to; }
+
+void thread_timeout(Timer* tm) SPINDLE_REQUIRES(g.lock) {
+  Tcb* t = reinterpret_cast<Tcb*>(reinterpret_cast<char*>(tm) - offsetof(Tcb, timer));
+  if (t->state == ThreadState::kBlocked) wake(t, Status::kTimedOut);
+}
+
+arch::StackRegion stack_get(std::size_t size) SPINDLE_REQUIRES(g.lock) {
+  if (size == kDefaultStackSize && g.stack_cache) {
+    // Cached regions are linked through their first word.
+    void* base = g.stack_cache;
+    g.stack_cache = *static_cast<void**>(base);
+    --g.stack_cache_count;
+    return {base, size};
+  }
+  return {};
+}
+
+// The thread's first code: runs on its new stack with the kernel lock held
+// (handed over by the switch) and interrupts masked.
+[[noreturn]] void thread_entry(void* arg) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  Tcb* t = static_cast<Tcb*>(arg);
+  finish_switch();
+  unlock_keep_irqs_masked();
+  arch::irq_enable();
+  int code = t->invoke(t->callable);
+  t->destroy(t->callable);
+  exit_current(code, false);
+}
+
+Tcb* checked(detail::Tcb* h) {
+  Tcb* t = Tcb::from(h);
+  if (t->magic != kTcbMagic) panic("use of a Thread handle whose thread no longer exists");
+  return t;
+}
+
+}  // namespace
+
+void free_thread(Tcb* t) {
+  if (t->all_link.linked()) decltype(g.threads)::remove(t);
+  arch::context_destroy(&t->ctx);
+  arch::StackRegion r = t->stack;
+  t->magic = 0;
+  t->~Tcb();
+  if (r.size == kDefaultStackSize && g.stack_cache_count < kStackCacheMax) {
+    *static_cast<void**>(r.base) = g.stack_cache;
+    g.stack_cache = r.base;
+    ++g.stack_cache_count;
+  } else {
+    arch::stack_free(r);
+  }
+}
+
+void exit_current(int code, bool faulted) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  arch::irq_save();
+  if (g.lock.owner_cpu() == static_cast<int>(this_cpu().id)) {
+    panic("thread '%s' %s while holding the kernel lock", this_cpu().current->name,
+          faulted ? "faulted" : "exited");
+  }
+  g.lock.lock();
+  Cpu& c = this_cpu();
+  Tcb* self = c.current;
+  self->exit_code = code;
+  self->faulted = faulted;
+  self->state = ThreadState::kDead;
+  timer_cancel(&self->timer);
+  self->joiners.wake_all();
+  --g.live_threads;
+  if (self->detached) c.zombie = self;  // freed by whoever runs next here
+  schedule(SwitchReason::kBlock);
+  panic("a dead thread was resumed");
+}
+
+}  // namespace kernel
+
+namespace detail {
+
+using namespace kernel;
+
+ThreadId thread_id(const Tcb* t) { return reinterpret_cast<const kernel::Tcb*>(t)->id; }
+
+Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size, std::size_t callable_align,
+                           void** callable_slot) {
+  if (opts.priority < kMinPriority || opts.priority > kMaxPriority) return Status::kInvalidArgument;
+  if (opts.stack_size < kMinStackSize || opts.stack_size > kMaxStackSize) return Status::kInvalidArgument;
+  if (callable_size > opts.stack_size / 4 || callable_align > 64) return Status::kInvalidArgument;
+  std::size_t size = round_up(opts.stack_size, arch::kPageSize);
+  arch::StackRegion region;
+  ThreadId id;
+  {
+    LockGuard guard;
+    if ((opts.affinity & g.online).empty()) return Status::kInvalidArgument;
+    region = stack_get(size);
+    id = g.next_id++;
+  }
+  if (!region.base) region = arch::stack_alloc(size);
+  if (!region.base) return Status::kNoMemory;
+
+  auto top = reinterpret_cast<std::uintptr_t>(region.base) + region.size;
+  auto tcb_at = (top - sizeof(kernel::Tcb)) & ~std::uintptr_t{63};
+  auto* t = new (reinterpret_cast<void*>(tcb_at)) kernel::Tcb;
+  auto slot = (tcb_at - callable_size) & ~(callable_align - 1);
+  auto sp_top = slot & ~std::uintptr_t{63};
+  t->magic = kTcbMagic;
+  t->id = id;
+  const char* name = opts.name ? opts.name : "thread";
+  std::size_t n = 0;
+  while (n + 1 < sizeof t->name && name[n]) {
+    t->name[n] = name[n];
+    ++n;
+  }
+  t->name[n] = '\0';
+  t->base_priority = opts.priority;
+  t->run.priority = opts.priority;
+  t->run.affinity = opts.affinity;
+  t->suspend_requested = opts.start_suspended;
+  t->stack = region;
+  t->timer.fn = thread_timeout;
+  t->callable = reinterpret_cast<void*>(slot);
+  arch::context_init(&t->ctx, region.base, sp_top - reinterpret_cast<std::uintptr_t>(region.base), thread_entry, t);
+  *callable_slot = t->callable;
+  return reinterpret_cast<Tcb*>(t);
+}
+
+void thread_start(Tcb* h, Invoke invoke, Destroy destroy) {
+  kernel::Tcb* t = kernel::Tcb::from(h);
+  t->invoke = invoke;
+  t->destroy = destroy;
+  LockGuard guard;
+  t->cpu = this_cpu().id;
+  g.threads.push_back(t);
+  ++g.live_threads;
+  make_ready(t);
+}
+
+}  // namespace detail
+
+using namespace kernel;
+
+Result<Thread> Thread::create(const ThreadOptions& opts, int (*entry)(void*), void* arg) {
+  if (!entry) return Status::kInvalidArgument;
+  return create(opts, [entry, arg] { return entry(arg); });
+}
+
+Thread& Thread::operator=(Thread&& o) noexcept {
+  if (this != &o) {
+    if (tcb_) panic("a joinable Thread (id %llu) was overwritten: join() or detach() it first",
+                    static_cast<unsigned long long>(id_));
+    tcb_ = std::exchange(o.tcb_, nullptr);
+    id_ = std::exchange(o.id_, 0);
+  }
+  return *this;
+}
+
+Thread::~Thread() {
+  if (tcb_) {
+    panic("Thread '%s' (id %llu) destroyed while joinable: join() or detach() it first",
+          checked(tcb_)->name, static_cast<unsigned long long>(id_));
+  }
+}
+
+Status Thread::join(int* exit_code) { return join_until(kForever, exit_code); }
+
+Status Thread::join_until(TimePoint deadline, int* exit_code) {
+  if (!tcb_) return Status::kInvalidState;
+  if (!arch::irqs_enabled()) return Status::kInvalidState;
+  Tcb* t = checked(tcb_);
+  bool faulted;
+  int code;
+  {
+    LockGuard guard;
+    if (t == this_cpu().current) return Status::kDeadlock;
+    while (t->state != ThreadState::kDead) {
+      if (t->joiners.wait(deadline) == Status::kTimedOut && t->state != ThreadState::kDead) {
+        return Status::kTimedOut;
+      }
+    }
+    faulted = t->faulted;
+    code = t->exit_code;
+    free_thread(t);
+  }
+  tcb_ = nullptr;
+  id_ = 0;
+  if (exit_code) *exit_code = faulted ? -1 : code;
+  return faulted ? Status::kFaulted : Status::kOk;
+}
+
+Status Thread::detach() {
+  if (!tcb_) return Status::kInvalidState;
+  Tcb* t = checked(tcb_);
+  {
+    LockGuard guard;
+    if (t->state == ThreadState::kDead) {
+      free_thread(t);
+    } else {
+      t->detached = true;
+    }
+  }
+  tcb_ = nullptr;
+  id_ = 0;
+  return Status::kOk;
+}
+
+Status Thread::set_priority(int priority) {
+  if (!tcb_) return Status::kInvalidState;
+  if (priority < kMinPriority || priority > kMaxPriority) return Status::kInvalidArgument;
+  Tcb* t = checked(tcb_);
+  LockGuard guard;
+  if (t->state == ThreadState::kDead) return Status::kInvalidState;
+  t->base_priority = priority;
+  set_effective_priority(t, priority);
+  return Status::kOk;
+}
+
+int Thread::priority() const {
+  if (!tcb_) return -1;
+  return checked(tcb_)->run.priority;
+}
+
+Status Thread::set_affinity(CpuMask mask) {
+  if (!tcb_) return Status::kInvalidState;
+  Tcb* t = checked(tcb_);
+  LockGuard guard;
+  if ((mask & g.online).empty()) return Status::kInvalidArgument;
+  if (t->state == ThreadState::kDead) return Status::kInvalidState;
+  set_thread_affinity(t, mask);
+  return Status::kOk;
+}
+
+Status Thread::suspend() {
+  if (!tcb_) return Status::kInvalidState;
+  Tcb* t = checked(tcb_);
+  LockGuard guard;
+  switch (t->state) {
+    case ThreadState::kDead:
+      return Status::kInvalidState;
+    case ThreadState::kReady:
+      t->suspend_requested = true;
+      g.cpus[t->cpu].rq.remove(&t->run);
+      t->state = ThreadState::kSuspended;
+      break;
+    case ThreadState::kRunning:
+      t->suspend_requested = true;
+      if (t == this_cpu().current) {
+        schedule(SwitchReason::kYield);  // returns once resumed
+      } else {
+        resched_cpu(t->cpu);
+      }
+      break;
+    case ThreadState::kBlocked:    // held back when its wait ends
+    case ThreadState::kSuspended:
+      t->suspend_requested = true;
+      break;
+  }
+  return Status::kOk;
+}
+
+Status Thread::resume() {
+  if (!tcb_) return Status::kInvalidState;
+  Tcb* t = checked(tcb_);
+  LockGuard guard;
+  if (t->state == ThreadState::kDead) return Status::kInvalidState;
+  t->suspend_requested = false;
+  if (t->state == ThreadState::kSuspended) make_ready(t);
+  return Status::kOk;
+}
+
+namespace this_thread {
+
+void yield() {
+  LockGuard guard;
+  Cpu& c = this_cpu();
+  if (c.irq_depth == 0 && c.rq.top_priority() >= c.current->run.priority) schedule(SwitchReason::kYield);
+}
+
+ThreadId id() { return current_thread()->id; }
+const char* name() { return current_thread()->name; }
+int priority() { return current_thread()->run.priority; }
+unsigned cpu() { return current_thread()->cpu; }
+
+void exit(int code) { exit_current(code, false); }
+
+}  // namespace this_thread
+
+namespace kernel {
+
+bool current_stack_guard_contains(std::uintptr_t addr) {
+  Tcb* t = this_cpu().current;
+  return t && !t->is_idle && arch::in_guard(t->stack, addr);
+}
+
+void stack_overflow(std::uintptr_t fault_addr) {
+  Tcb* t = this_cpu().current;
+  auto lo = reinterpret_cast<std::uintptr_t>(t->stack.base);
+  print("*** stack overflow in thread '%s' (id %llu): fault at %p, stack %p..%p (%zu KiB); thread killed\n", t->name,
+        static_cast<unsigned long long>(t->id), reinterpret_cast<void*>(fault_addr), reinterpret_cast<void*>(lo),
+        reinterpret_cast<void*>(lo + t->stack.size), t->stack.size / 1024);
+  exit_current(-1, true);
+}
+
+}  // namespace kernel
+}  // namespace spindle

@@ -1,0 +1,55 @@
+// Kernel timers (tickless: each CPU's hardware one-shot is set to its
+// earliest deadline or slice end) and the sleep calls built on them.
+#include "kernel.h"
+
+namespace spindle {
+
+Clock::time_point Clock::now() noexcept {
+  return time_point(duration(static_cast<rep>(arch::now_ns())));
+}
+
+TimePoint deadline_after(Duration d) noexcept {
+  TimePoint now = Clock::now();
+  if (d <= Duration::zero()) return now;
+  if (d >= kForever - now) return kForever;
+  return now + d;
+}
+
+namespace kernel {
+
+void timer_arm(Timer* t, std::uint64_t deadline) {
+  if (t->cpu >= 0) timer_cancel(t);
+  Cpu& c = this_cpu();
+  t->cpu = static_cast<int>(c.id);
+  c.timers.insert(&t->node, deadline);
+  if (deadline < c.programmed) {
+    c.programmed = deadline;
+    arch::set_timer(deadline);
+  }
+}
+
+void timer_cancel(Timer* t) {
+  if (t->cpu < 0) return;
+  g.cpus[t->cpu].timers.remove(&t->node);
+  t->cpu = -1;
+}
+
+}  // namespace kernel
+
+namespace this_thread {
+
+Status sleep_until(TimePoint t) {
+  using namespace kernel;
+  if (!arch::irqs_enabled()) return Status::kInvalidState;  // interrupt context
+  LockGuard guard;
+  if (t <= Clock::now()) return Status::kOk;
+  // A sleep is a wait on no queue that only its timer ends.
+  while (block_current(nullptr, t) != Status::kTimedOut) {
+  }
+  return Status::kOk;
+}
+
+Status sleep_for(Duration d) { return sleep_until(deadline_after(d)); }
+
+}  // namespace this_thread
+}  // namespace spindle
