@@ -294,6 +294,22 @@ unsigned cpu() { return current_thread()->cpu; }
 
 void exit(int code) { exit_current(code, false); }
 
+Status set_priority(int priority) {
+  if (priority < kMinPriority || priority > kMaxPriority) return Status::kInvalidArgument;
+  LockGuard guard;
+  Tcb* t = this_cpu().current;
+  t->base_priority = priority;
+  set_effective_priority(t, priority);
+  return Status::kOk;
+}
+
+Status set_affinity(CpuMask mask) {
+  LockGuard guard;
+  if ((mask & g.online).empty()) return Status::kInvalidArgument;
+  set_thread_affinity(this_cpu().current, mask);
+  return Status::kOk;
+}
+
 }  // namespace this_thread
 
 namespace kernel {

@@ -154,7 +154,13 @@ const char* name();
 int priority();
 unsigned cpu();  // the CPU running the caller right now (may change at once)
 
-// Ends the calling thread with this exit code. Does not return.
+// Change the calling thread's base priority / affinity; as the Thread
+// methods of the same names (the caller may be preempted at once).
+Status set_priority(int priority);
+Status set_affinity(CpuMask mask);
+
+// Ends the calling thread with this exit code. Does not return. Objects on
+// its stack are not destroyed (as with pthread_exit).
 [[noreturn]] void exit(int code);
 
 }  // namespace this_thread

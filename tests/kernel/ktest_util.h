@@ -1,0 +1,59 @@
+// Helpers shared by the kernel test cases.
+#pragma once
+
+#include <atomic>
+#include <utility>
+
+#include <spindle/spindle.h>
+
+#include "ktest.h"
+
+namespace spindle::ktest {
+
+// Creates a thread or records a failure (returns an empty handle).
+template <typename F>
+Thread spawn(const char* name, int priority, CpuMask affinity, F&& fn, bool suspended = false) {
+  ThreadOptions o;
+  o.name = name;
+  o.priority = priority;
+  o.affinity = affinity;
+  o.start_suspended = suspended;
+  Result<Thread> r = Thread::create(o, std::forward<F>(fn));
+  if (!r.ok()) {
+    record_failure(__FILE__, __LINE__, "Thread::create(%s) failed: %s", name, to_string(r.status()));
+    return Thread();
+  }
+  return std::move(r).value();
+}
+
+// Spins (yielding the CPU to equals) until pred() or the timeout; returns pred().
+template <typename P>
+bool wait_until(P&& pred, Duration timeout = std::chrono::seconds(10)) {
+  TimePoint end = deadline_after(timeout);
+  while (!pred()) {
+    if (Clock::now() >= end) return pred();
+    this_thread::yield();
+  }
+  return true;
+}
+
+// An append-only event log safe to write from many threads.
+template <unsigned N>
+struct EventLog {
+  std::atomic<unsigned> n{0};
+  int items[N] = {};
+  void add(int v) {
+    unsigned i = n.fetch_add(1, std::memory_order_relaxed);
+    if (i < N) __atomic_store_n(&items[i], v, __ATOMIC_RELEASE);
+  }
+  unsigned size() const { return n.load() < N ? n.load() : N; }
+  int operator[](unsigned i) const { return __atomic_load_n(&items[i], __ATOMIC_ACQUIRE); }
+};
+
+inline std::uint64_t cpu_time_of(ThreadId id) {
+  ThreadStats s;
+  if (thread_stats(id, &s) != Status::kOk) return 0;
+  return s.cpu_time_ns;
+}
+
+}  // namespace spindle::ktest

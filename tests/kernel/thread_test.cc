@@ -1,0 +1,256 @@
+// Thread lifecycle: create/join at scale, exit codes, detach, suspend,
+// stack overflow containment, bad arguments.
+#include "ktest_util.h"
+
+using namespace spindle;
+using namespace spindle::ktest;
+using namespace std::chrono_literals;
+
+KTEST(create_join_10000, 1) {
+  unsigned bad = 0;
+  for (int i = 0; i < 10000; ++i) {
+    Thread t = spawn("short", 16, CpuMask::all(), [i] { return i % 1000; });
+    int code = -1;
+    if (t.join(&code) != Status::kOk || code != i % 1000) ++bad;
+  }
+  KCHECK_EQ(bad, 0u);
+  // And in batches that are alive at the same time.
+  constexpr int kBatch = 200;
+  static Thread batch[kBatch];
+  static std::atomic<int> ran{0};
+  ran = 0;
+  for (int round = 0; round < 10; ++round) {
+    for (auto& t : batch) t = spawn("batch", 16, CpuMask::all(), [] { ran.fetch_add(1); });
+    for (auto& t : batch) KCHECK(t.join() == Status::kOk);
+  }
+  KCHECK_EQ(ran.load(), 10 * kBatch);
+  KCHECK_EQ(system_stats().threads, 1u);  // only main is left
+}
+
+KTEST(exit_codes, 1) {
+  Thread a = spawn("returns", 16, CpuMask::all(), [] { return 42; });
+  Thread b = spawn("exits", 16, CpuMask::all(), [] {
+    [] { this_thread::exit(7); }();
+    return 1;  // not reached
+  });
+  Thread c = spawn("void", 16, CpuMask::all(), [] {});
+  int ca = 0, cb = 0, cc = -1;
+  KCHECK(a.join(&ca) == Status::kOk);
+  KCHECK(b.join(&cb) == Status::kOk);
+  KCHECK(c.join(&cc) == Status::kOk);
+  KCHECK_EQ(ca, 42);
+  KCHECK_EQ(cb, 7);
+  KCHECK_EQ(cc, 0);
+  static int arg_seen = 0;
+  auto r = Thread::create(ThreadOptions{}, [](void* p) { arg_seen = *static_cast<int*>(p); return 3; },
+                          static_cast<void*>(&ca));
+  KREQUIRE(r.ok());
+  Thread d = std::move(r).value();
+  int cd = 0;
+  KCHECK(d.join(&cd) == Status::kOk);
+  KCHECK_EQ(cd, 3);
+  KCHECK_EQ(arg_seen, 42);
+}
+
+KTEST(join_long_after_exit, 1) {
+  Thread t = spawn("early", 16, CpuMask::all(), [] { return 5; });
+  this_thread::sleep_for(100ms);
+  ThreadStats s;
+  KCHECK(thread_stats(t.id(), &s) == Status::kOk);
+  KCHECK(s.state[0] == 'd');  // dead, waiting to be joined
+  int code = 0;
+  KCHECK(t.join(&code) == Status::kOk);
+  KCHECK_EQ(code, 5);
+  KCHECK(!t.joinable());
+}
+
+KTEST(join_timeout, 1) {
+  Thread t = spawn("sleeper", 16, CpuMask::all(), [] { this_thread::sleep_for(200ms); });
+  TimePoint start = Clock::now();
+  KCHECK(t.join_for(20ms) == Status::kTimedOut);
+  KCHECK(Clock::now() - start >= 20ms);
+  KCHECK(t.joinable());  // a timed-out join leaves the handle as it was
+  KCHECK(t.join() == Status::kOk);
+}
+
+KTEST(detached_threads_clean_up, 2) {
+  static std::atomic<int> done{0};
+  done = 0;
+  for (int i = 0; i < 100; ++i) {
+    Thread t = spawn("detached", 16, CpuMask::all(), [] {
+      this_thread::sleep_for(1ms);
+      done.fetch_add(1);
+    });
+    KCHECK(t.detach() == Status::kOk);
+    KCHECK(!t.joinable());
+    KCHECK(t.detach() == Status::kInvalidState);
+  }
+  KCHECK(wait_until([] { return done.load() == 100 && system_stats().threads == 1; }));
+}
+
+KTEST(bad_arguments_rejected, 1) {
+  ThreadOptions o;
+  o.priority = 99;
+  KCHECK(Thread::create(o, [] {}).status() == Status::kInvalidArgument);
+  o.priority = -1;
+  KCHECK(Thread::create(o, [] {}).status() == Status::kInvalidArgument);
+  o = ThreadOptions{};
+  o.stack_size = 0;
+  KCHECK(Thread::create(o, [] {}).status() == Status::kInvalidArgument);
+  o.stack_size = kMaxStackSize + 1;
+  KCHECK(Thread::create(o, [] {}).status() == Status::kInvalidArgument);
+  o = ThreadOptions{};
+  o.affinity = CpuMask();
+  KCHECK(Thread::create(o, [] {}).status() == Status::kInvalidArgument);
+  o.affinity = CpuMask::only(63);
+  KCHECK(Thread::create(o, [] {}).status() == Status::kInvalidArgument);
+  KCHECK(Thread::create(ThreadOptions{}, static_cast<int (*)(void*)>(nullptr), nullptr).status() ==
+         Status::kInvalidArgument);
+
+  Thread empty;
+  KCHECK(empty.join() == Status::kInvalidState);
+  KCHECK(empty.detach() == Status::kInvalidState);
+  KCHECK(empty.resume() == Status::kInvalidState);
+  KCHECK(empty.set_priority(3) == Status::kInvalidState);
+
+  Thread t = spawn("target", 16, CpuMask::all(), [] {});
+  KCHECK(t.set_priority(32) == Status::kInvalidArgument);
+  KCHECK(t.set_affinity(CpuMask()) == Status::kInvalidArgument);
+  KCHECK(t.join() == Status::kOk);
+  KCHECK(t.join() == Status::kInvalidState);  // joining twice
+  KCHECK(this_thread::set_priority(40) == Status::kInvalidArgument);
+}
+
+KTEST(join_self_is_deadlock, 1) {
+  static std::atomic<Thread*> handle{nullptr};
+  static std::atomic<int> result{-1};
+  handle = nullptr;
+  static Thread t;
+  t = spawn("selfish", 16, CpuMask::all(), [] {
+    while (!handle.load()) this_thread::yield();
+    result = static_cast<int>(handle.load()->join());
+  });
+  handle = &t;
+  KCHECK(wait_until([] { return result.load() != -1; }));
+  KCHECK_EQ(result.load(), static_cast<int>(Status::kDeadlock));
+  KCHECK(t.join() == Status::kOk);
+}
+
+KTEST(suspend_and_resume, 2) {
+  static std::atomic<std::uint64_t> spins{0};
+  static std::atomic<bool> stop{false};
+  stop = false;
+  spins = 0;
+  Thread t = spawn("spinner", 16, CpuMask::only(1), [] {
+    while (!stop.load()) spins.fetch_add(1);
+  });
+  KREQUIRE(wait_until([] { return spins.load() > 0; }));
+  KCHECK(t.suspend() == Status::kOk);
+  this_thread::sleep_for(5ms);  // let the suspension land on CPU 1
+  std::uint64_t a = spins.load();
+  this_thread::sleep_for(50ms);
+  KCHECK_EQ(spins.load(), a);
+  KCHECK(t.resume() == Status::kOk);
+  KCHECK(wait_until([&] { return spins.load() > a; }));
+  stop = true;
+  KCHECK(t.join() == Status::kOk);
+
+  // A blocked thread that is suspended stays held when its wait ends.
+  static std::atomic<bool> woke{false};
+  woke = false;
+  Thread s = spawn("sleeper", 16, CpuMask::all(), [] {
+    this_thread::sleep_for(20ms);
+    woke = true;
+  });
+  this_thread::sleep_for(2ms);
+  KCHECK(s.suspend() == Status::kOk);
+  this_thread::sleep_for(60ms);
+  KCHECK(!woke.load());
+  ThreadStats st;
+  KCHECK(thread_stats(s.id(), &st) == Status::kOk);
+  KCHECK(st.state[0] == 's');
+  KCHECK(s.resume() == Status::kOk);
+  KCHECK(s.join() == Status::kOk);
+  KCHECK(woke.load());
+
+  // Suspending yourself blocks until someone resumes you.
+  static std::atomic<int> phase{0};
+  static std::atomic<bool> published{false};
+  phase = 0;
+  published = false;
+  static Thread self;
+  self = spawn("self", 16, CpuMask::all(), [] {
+    phase = 1;
+    while (!published.load()) this_thread::yield();
+    self.suspend();
+    phase = 2;
+  });
+  published = true;
+  KCHECK(wait_until([] {
+    ThreadStats x;
+    return phase.load() == 1 && thread_stats(self.id(), &x) == Status::kOk && x.state[0] == 's';
+  }));
+  KCHECK_EQ(phase.load(), 1);
+  KCHECK(self.resume() == Status::kOk);
+  KCHECK(self.join() == Status::kOk);
+  KCHECK_EQ(phase.load(), 2);
+}
+
+namespace {
+int recurse(int depth) {
+  volatile char pad[512];
+  pad[0] = static_cast<char>(depth);
+  return recurse(depth + 1) + pad[0];
+}
+}  // namespace
+
+KTEST(stack_overflow_contained, 2) {
+  static std::atomic<std::uint64_t> healthy{0};
+  static std::atomic<bool> stop{false};
+  stop = false;
+  healthy = 0;
+  Thread sibling = spawn("sibling", 16, CpuMask::all(), [] {
+    while (!stop.load()) {
+      healthy.fetch_add(1);
+      this_thread::yield();
+    }
+  });
+  Thread bad = spawn("overflower", 16, CpuMask::all(), [] { return recurse(0); });
+  int code = 0;
+  KCHECK(bad.join(&code) == Status::kFaulted);
+  KCHECK_EQ(code, -1);
+  std::uint64_t h = healthy.load();
+  KCHECK(wait_until([&] { return healthy.load() > h + 10; }));
+  stop = true;
+  KCHECK(sibling.join() == Status::kOk);
+  // The system is still whole: threads come and go as before.
+  Thread after = spawn("after", 16, CpuMask::all(), [] { return 9; });
+  KCHECK(after.join(&code) == Status::kOk);
+  KCHECK_EQ(code, 9);
+}
+
+KTEST(stats_account_cpu_time, 2) {
+  static std::atomic<bool> stop{false};
+  stop = false;
+  Thread t = spawn("busy", 16, CpuMask::only(1), [] {
+    while (!stop.load()) {
+    }
+  });
+  this_thread::sleep_for(100ms);
+  stop = true;
+  KREQUIRE(wait_until([&] {
+    ThreadStats s;
+    return thread_stats(t.id(), &s) == Status::kOk && s.state[0] == 'd';
+  }));
+  ThreadStats s;
+  KREQUIRE(thread_stats(t.id(), &s) == Status::kOk);
+  KCHECK(s.cpu_time_ns >= 80'000'000ull);
+  KCHECK(s.switches >= 1);
+  KCHECK(s.stack_size == kDefaultStackSize);
+  KCHECK(s.stack_high_water > 0 && s.stack_high_water < s.stack_size);
+  SystemStats sys = system_stats();
+  KCHECK_EQ(sys.cpus, 2u);
+  KCHECK(sys.uptime_ns >= 100'000'000ull);
+  print_stats();
+  KCHECK(t.join() == Status::kOk);
+}
