@@ -117,6 +117,8 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   arch::irq_save();
   g.lock.lock();
   while (Tcb* left = g.threads.front()) free_thread(left);
+  void* unmap = this_cpu().unmap_list;
+  this_cpu().unmap_list = nullptr;
   while (g.stack_cache) {
     void* base = g.stack_cache;
     g.stack_cache = *static_cast<void**>(base);
@@ -124,6 +126,7 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   }
   g.stack_cache_count = 0;
   g.lock.unlock();
+  release_unmapped_stacks(unmap);
   return g.exit_code;
 }
 

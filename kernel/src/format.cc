@@ -48,6 +48,7 @@ int vformat(char* buf, std::size_t size, const char* fmt, va_list ap) {
       o.put(*p);
       continue;
     }
+    const char* spec = p;  // to echo an unknown conversion as written
     ++p;
     bool left = false, zero = false;
     for (;; ++p) {
@@ -60,7 +61,7 @@ int vformat(char* buf, std::size_t size, const char* fmt, va_list ap) {
       width = va_arg(ap, int);
       if (width < 0) {
         left = true;
-        width = -width;
+        width = width == INT32_MIN ? INT32_MAX : -width;
       }
       ++p;
     } else {
@@ -107,9 +108,15 @@ int vformat(char* buf, std::size_t size, const char* fmt, va_list ap) {
         break;
       }
       case 'p': {
-        o.put('0');
-        o.put('x');
-        emit_number(o, reinterpret_cast<std::uintptr_t>(va_arg(ap, void*)), false, 16, false, 0, -1, false, false);
+        char hex[24];
+        Out h{hex, sizeof hex};
+        h.put('0');
+        h.put('x');
+        emit_number(h, reinterpret_cast<std::uintptr_t>(va_arg(ap, void*)), false, 16, false, 0, -1, false, false);
+        int n = static_cast<int>(h.len);
+        if (!left) o.pad(' ', width - n);
+        for (int i = 0; i < n; ++i) o.put(hex[i]);
+        if (left) o.pad(' ', width - n);
         break;
       }
       case 'c': {
@@ -122,7 +129,7 @@ int vformat(char* buf, std::size_t size, const char* fmt, va_list ap) {
         const char* s = va_arg(ap, const char*);
         if (!s) s = "(null)";
         int n = 0;
-        while (s[n] && (precision < 0 || n < precision)) ++n;
+        while ((precision < 0 || n < precision) && s[n]) ++n;  // never read past the precision
         if (!left) o.pad(' ', width - n);
         for (int i = 0; i < n; ++i) o.put(s[i]);
         if (left) o.pad(' ', width - n);
@@ -135,8 +142,7 @@ int vformat(char* buf, std::size_t size, const char* fmt, va_list ap) {
         --p;  // a lone '%' at the end: stop
         break;
       default:  // unknown conversion: show it as written
-        o.put('%');
-        o.put(*p);
+        for (const char* q = spec; q <= p; ++q) o.put(*q);
         break;
     }
   }

@@ -140,6 +140,7 @@ struct Cpu {
   std::uint64_t switched_in_at = 0;
   std::uint64_t ipi_out = 0;          // CPUs to interrupt once the lock is dropped
   Tcb* zombie = nullptr;              // dead detached thread, freed after the switch
+  void* unmap_list = nullptr;         // stacks to return to the arch once the lock is dropped
   std::uint64_t idle_ns = 0;
   std::uint64_t switches = 0;
   std::uint64_t irqs = 0;
@@ -208,7 +209,10 @@ void finish_switch() SPINDLE_REQUIRES(g.lock);
 
 // Thread lifecycle (thread.cc).
 [[noreturn]] void exit_current(int code, bool faulted) SPINDLE_EXCLUDES(g.lock);
+// Returns t's memory: its stack goes to the cache, or to this CPU's unmap
+// list, released by release_unmapped_stacks once the lock is dropped.
 void free_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
+void release_unmapped_stacks(void* list) SPINDLE_EXCLUDES(g.lock);
 
 // Boot (boot.cc): kmain and BootArgs are declared in arch/arch.h.
 // Ends the system: every CPU stops scheduling and kmain returns `code`.

@@ -25,10 +25,10 @@ class List {
   T* front() const { return empty() ? nullptr : from(head_.next); }
   T* back() const { return empty() ? nullptr : from(head_.prev); }
 
-  void push_back(T* t) { insert_before(&head_, t); }
-  void push_front(T* t) { insert_before(head_.next, t); }
+  void push_back(T* t) { link_before(&head_, t); }
+  void push_front(T* t) { link_before(head_.next, t); }
   // Inserts t just before pos (pos == nullptr: at the end).
-  void insert_before(T* pos, T* t) { insert_before(pos ? &(pos->*Member) : &head_, t); }
+  void insert_before(T* pos, T* t) { link_before(pos ? &(pos->*Member) : &head_, t); }
 
   static void remove(T* t) {
     ListNode* n = &(t->*Member);
@@ -44,6 +44,11 @@ class List {
   // The element after t, or nullptr at the end.
   T* next(const T* t) const {
     ListNode* n = (t->*Member).next;
+    return n == &head_ ? nullptr : from(n);
+  }
+  // The element before t, or nullptr at the front.
+  T* prev(const T* t) const {
+    ListNode* n = (t->*Member).prev;
     return n == &head_ ? nullptr : from(n);
   }
   std::size_t size() const {
@@ -70,7 +75,7 @@ class List {
     auto off = reinterpret_cast<const char*>(&(probe->*Member)) - reinterpret_cast<const char*>(probe);
     return reinterpret_cast<T*>(reinterpret_cast<char*>(const_cast<ListNode*>(n)) - off);
   }
-  void insert_before(ListNode* pos, T* t) {
+  void link_before(ListNode* pos, T* t) {
     ListNode* n = &(t->*Member);
     n->next = pos;
     n->prev = pos->prev;

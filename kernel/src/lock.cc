@@ -53,7 +53,10 @@ void unlock_keep_irqs_masked() {
   Cpu& c = this_cpu();
   std::uint64_t targets = c.ipi_out;
   c.ipi_out = 0;
+  void* unmap = c.unmap_list;
+  c.unmap_list = nullptr;
   g.lock.unlock();
+  if (unmap) release_unmapped_stacks(unmap);
   while (targets) {
     unsigned cpu = static_cast<unsigned>(__builtin_ctzll(targets));
     targets &= targets - 1;

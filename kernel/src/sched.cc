@@ -22,11 +22,13 @@ namespace {
 Tcb* tcb_of(RunNode* n) { return reinterpret_cast<Tcb*>(n); }
 
 // The priority a CPU will be running once pending preemptions land: its
-// current thread's (unless that is `leaving`, which is being re-placed) or
-// its most urgent queued thread's, whichever is higher; -1 when idle.
+// current thread's (unless that is `leaving`, which is being re-placed, or
+// it is no longer running: blocking or exiting) or its most urgent queued
+// thread's, whichever is higher; -1 when idle.
 int committed_priority(const Cpu& c, const Tcb* leaving) {
   const Tcb* cur = c.current;
-  int p = (cur == nullptr || cur == c.idle || cur == leaving) ? -1 : cur->run.priority;
+  bool counts = cur && cur != c.idle && cur != leaving && cur->state == ThreadState::kRunning;
+  int p = counts ? cur->run.priority : -1;
   int q = c.rq.top_priority();
   return p > q ? p : q;
 }
@@ -62,8 +64,11 @@ void enqueue(Tcb* t, bool front, bool in_schedule) {
   } else {
     tc.rq.push_back(&t->run);
   }
-  // A CPU inside schedule() is about to pick anyway.
-  if (preempt && !(in_schedule && target == this_cpu().id)) resched_cpu(target);
+  // A CPU inside schedule(), or whose current thread is blocking or
+  // exiting (so schedule() follows under this lock hold), picks anyway.
+  Cpu& self = this_cpu();
+  bool picks_anyway = target == self.id && (in_schedule || self.current->state != ThreadState::kRunning);
+  if (preempt && !picks_anyway) resched_cpu(target);
 }
 
 Tcb* pick_next(Cpu& c) {
@@ -164,8 +169,8 @@ void finish_switch() {
 
 void handle_irq(unsigned sources) {
   Cpu& c = this_cpu();
-  ++c.irqs;
   g.lock.lock();
+  ++c.irqs;
   ++c.irq_depth;
   note_stack_depth(c.current);
   if (sources & arch::kIrqTimer) {

@@ -61,6 +61,19 @@ void free_thread(Tcb* t) {
     g.stack_cache = r.base;
     ++g.stack_cache_count;
   } else {
+    // stack_free is a system call on hosted (munmap): never under the
+    // kernel lock. Queue it; unlock_keep_irqs_masked releases it.
+    auto* link = static_cast<arch::StackRegion*>(r.base);
+    link[0] = {this_cpu().unmap_list, r.size};
+    this_cpu().unmap_list = r.base;
+  }
+}
+
+void release_unmapped_stacks(void* list) {
+  while (list) {
+    auto* link = static_cast<arch::StackRegion*>(list);
+    arch::StackRegion r{list, link->size};
+    list = link->base;
     arch::stack_free(r);
   }
 }

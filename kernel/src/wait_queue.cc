@@ -14,9 +14,10 @@ void WaitQueue::insert(Tcb* t) {
     return;
   }
   // Behind every waiter of equal or higher priority: FIFO within a level.
-  RunNode* pos = waiters_.front();
-  while (pos && pos->priority >= t->run.priority) pos = waiters_.next(pos);
-  waiters_.insert_before(pos, &t->run);
+  // Scanned from the back, so waiters of one priority queue up in O(1).
+  RunNode* after = waiters_.back();
+  while (after && after->priority < t->run.priority) after = waiters_.prev(after);
+  waiters_.insert_before(after ? waiters_.next(after) : waiters_.front(), &t->run);
 }
 
 void WaitQueue::remove(Tcb* t) {

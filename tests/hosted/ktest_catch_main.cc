@@ -24,6 +24,13 @@ class KtestInvoker : public Catch::ITestInvoker {
  public:
   explicit KtestInvoker(const spindle::ktest::Case* c) : case_(c) {}
   void invoke() const override {
+#if defined(__SANITIZE_THREAD__)
+    if (case_->switches_in_signal) {
+      WARN("skipped under ThreadSanitizer: needs a thread switch inside a signal handler, which TSan cannot "
+           "follow (runs in the hosted and hosted-debug builds)");
+      return;
+    }
+#endif
     spindle::hosted::Options opts;
     opts.cpus = std::max(2u, case_->min_cpus);
     int failures = spindle::hosted::run(opts, run_in_kernel, const_cast<spindle::ktest::Case*>(case_));

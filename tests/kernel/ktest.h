@@ -20,6 +20,11 @@ struct Case {
   unsigned min_cpus;  // the case is skipped (QEMU) / booted with at least this many vCPUs (hosted)
   const char* file;
   int line;
+  // Needs the kernel to switch threads from inside a signal handler on
+  // hosted: preempting a thread that spins without calling the kernel, or
+  // killing a thread on a stack-overflow fault. ThreadSanitizer cannot
+  // follow a switch made in a handler, so the hosted TSan build skips these.
+  bool switches_in_signal = false;
   Case* next = nullptr;
 };
 
@@ -66,6 +71,14 @@ class Rng {
 #define KTEST(name, min_cpus)                                                                            \
   static void ktest_body_##name();                                                                       \
   static ::spindle::ktest::Case ktest_case_##name{#name, ktest_body_##name, min_cpus, __FILE__, __LINE__}; \
+  static ::spindle::ktest::Registrar ktest_reg_##name(&ktest_case_##name);                              \
+  static void ktest_body_##name()
+
+// A case that needs a switch from a signal handler on hosted (see Case).
+#define KTEST_SIGNAL_SWITCH(name, min_cpus)                                                                 \
+  static void ktest_body_##name();                                                                       \
+  static ::spindle::ktest::Case ktest_case_##name{#name, ktest_body_##name, min_cpus, __FILE__, __LINE__, \
+                                                  true};                                                 \
   static ::spindle::ktest::Registrar ktest_reg_##name(&ktest_case_##name);                              \
   static void ktest_body_##name()
 

@@ -58,7 +58,7 @@ KTEST(preempt_on_wake_same_cpu, 1) {
   c.join();
 }
 
-KTEST(preempt_on_wake_other_cpu, 2) {
+KTEST_SIGNAL_SWITCH(preempt_on_wake_other_cpu, 2) {
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
   static std::atomic<bool> stop{false};
   static std::atomic<std::uint64_t> spins{0};
@@ -123,7 +123,7 @@ KTEST(yield_alternates_equals, 2) {
   KCHECK_EQ(repeats, 0u);
 }
 
-KTEST(time_slices_shared_equally, 2) {
+KTEST_SIGNAL_SWITCH(time_slices_shared_equally, 2) {
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
   static std::atomic<bool> stop{false};
   stop = false;
@@ -154,7 +154,7 @@ KTEST(time_slices_shared_equally, 2) {
   for (auto& x : t) x.join();
 }
 
-KTEST(affinity_honoured, 2) {
+KTEST_SIGNAL_SWITCH(affinity_honoured, 2) {
   static std::atomic<unsigned> wrong{0};
   wrong = 0;
   Thread t = spawn("pinned", 16, CpuMask::only(1), [] {
@@ -182,7 +182,7 @@ KTEST(affinity_honoured, 2) {
   m.join();
 }
 
-KTEST(n_most_urgent_run, 2) {
+KTEST_SIGNAL_SWITCH(n_most_urgent_run, 2) {
   KREQUIRE(this_thread::set_priority(31) == Status::kOk);
   static std::atomic<std::uint64_t> count[4];
   static std::atomic<bool> stop{false};

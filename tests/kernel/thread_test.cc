@@ -136,7 +136,7 @@ KTEST(join_self_is_deadlock, 1) {
   KCHECK(t.join() == Status::kOk);
 }
 
-KTEST(suspend_and_resume, 2) {
+KTEST_SIGNAL_SWITCH(suspend_and_resume, 2) {
   static std::atomic<std::uint64_t> spins{0};
   static std::atomic<bool> stop{false};
   stop = false;
@@ -204,7 +204,7 @@ int recurse(int depth) {
 }
 }  // namespace
 
-KTEST(stack_overflow_contained, 2) {
+KTEST_SIGNAL_SWITCH(stack_overflow_contained, 2) {
   static std::atomic<std::uint64_t> healthy{0};
   static std::atomic<bool> stop{false};
   stop = false;

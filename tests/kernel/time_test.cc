@@ -46,29 +46,35 @@ KTEST(many_sleepers_wake_in_deadline_order, 1) {
   static std::atomic<unsigned> early{0};
   order.n = 0;
   early = 0;
-  TimePoint base = Clock::now() + 50ms;
   Rng rng(3);
   static int slot_of[kN];
-  for (int i = 0; i < kN; ++i) {
-    // Distinct deadlines 20 us apart, shuffled, all on one CPU: wake-ups
-    // must come out in deadline order.
-    slot_of[i] = i;
-  }
+  for (int i = 0; i < kN; ++i) slot_of[i] = i;
   for (int i = kN - 1; i > 0; --i) {
     int j = static_cast<int>(rng.below(static_cast<std::uint64_t>(i) + 1));
     int tmp = slot_of[i];
     slot_of[i] = slot_of[j];
     slot_of[j] = tmp;
   }
+  // Every sleeper first waits for the common base time, so all of them are
+  // asleep before the first deadline however slow thread creation is
+  // (sanitizer builds). Deadlines are distinct, 20 us apart, shuffled, all
+  // on one CPU: the wake-ups must come out in deadline order.
+  static std::atomic<std::uint32_t> go{0};
+  static TimePoint base;
+  go = 0;
   for (int i = 0; i < kN; ++i) {
     int slot = slot_of[i];
-    TimePoint when = base + std::chrono::microseconds(20 * slot);
-    t[i] = spawn("sleeper", 20, CpuMask::only(0), [slot, when] {
+    t[i] = spawn("sleeper", 20, CpuMask::only(0), [slot] {
+      while (go.load() == 0) futex_wait(&go, 0);
+      TimePoint when = base + std::chrono::microseconds(20 * slot);
       this_thread::sleep_until(when);
       if (Clock::now() < when) early.fetch_add(1);
       order.add(slot);
     });
   }
+  base = Clock::now() + 300ms;
+  go = 1;
+  futex_wake(&go, kN);
   for (auto& x : t) KCHECK(x.join() == Status::kOk);
   KCHECK_EQ(early.load(), 0u);
   KREQUIRE(order.size() == kN);

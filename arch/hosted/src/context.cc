@@ -8,6 +8,7 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SPINDLE_ASAN 1
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #if defined(__SANITIZE_THREAD__)
@@ -51,6 +52,10 @@ inline void after_switch(Context* self) {
 }  // namespace
 
 void context_init(Context* c, void* stack_lo, std::size_t size, void (*entry)(void*), void* arg) {
+#ifdef SPINDLE_ASAN
+  // A reused stack still carries the redzones of its last owner's frames.
+  ASAN_UNPOISON_MEMORY_REGION(stack_lo, size);
+#endif
   auto top = (reinterpret_cast<std::uintptr_t>(stack_lo) + size) & ~std::uintptr_t{15};
   auto* f = reinterpret_cast<std::uint64_t*>(top);
   // Frame popped by spindle_hosted_switch (see switch_x86_64.S), so that

@@ -27,8 +27,7 @@ struct CpuArea {
   std::uint8_t irq_enabled = 0;   // read and written only through %gs
   std::uint8_t pad_[7] = {};
   std::atomic<std::uint32_t> pending{0};    // kIrq* bits awaiting delivery
-  std::atomic<std::uint32_t> idle_seq{0};   // futex word the idle vCPU sleeps on
-  std::atomic<std::uint32_t> sleeping{0};   // vCPU is (about to be) in futex wait
+  std::atomic<std::uint32_t> polling{0};    // idle and polling `pending`: no signal needed
   std::uint32_t id = 0;
   int tid = 0;                    // host thread id, for tgkill
   void* timer = nullptr;          // timer_t of the per-vCPU POSIX timer
