@@ -113,20 +113,19 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
 
   arch::run_cpus(cpu_main);
 
-  // Every CPU has stopped (hosted). Return what is left.
+  // Every CPU has stopped (hosted). Return what is left: threads still
+  // alive (their stacks are released as the lock is dropped), then the
+  // stack cache, which nobody else can touch any more.
   arch::irq_save();
   g.lock.lock();
   while (Tcb* left = g.threads.front()) free_thread(left);
-  void* unmap = this_cpu().unmap_list;
-  this_cpu().unmap_list = nullptr;
+  unlock_keep_irqs_masked();
   while (g.stack_cache) {
     void* base = g.stack_cache;
     g.stack_cache = *static_cast<void**>(base);
     arch::stack_free({base, kDefaultStackSize});
   }
   g.stack_cache_count = 0;
-  g.lock.unlock();
-  release_unmapped_stacks(unmap);
   return g.exit_code;
 }
 

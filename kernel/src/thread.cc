@@ -228,15 +228,32 @@ Status Thread::detach() {
   return Status::kOk;
 }
 
-Status Thread::set_priority(int priority) {
-  if (!tcb_) return Status::kInvalidState;
+namespace {
+
+// The checks and effect shared by Thread::set_priority/set_affinity and
+// their this_thread forms (t may be the caller).
+Status change_priority(Tcb* t, int priority) {
   if (priority < kMinPriority || priority > kMaxPriority) return Status::kInvalidArgument;
-  Tcb* t = checked(tcb_);
   LockGuard guard;
   if (t->state == ThreadState::kDead) return Status::kInvalidState;
   t->base_priority = priority;
   set_effective_priority(t, priority);
   return Status::kOk;
+}
+
+Status change_affinity(Tcb* t, CpuMask mask) {
+  LockGuard guard;
+  if ((mask & g.online).empty()) return Status::kInvalidArgument;
+  if (t->state == ThreadState::kDead) return Status::kInvalidState;
+  set_thread_affinity(t, mask);
+  return Status::kOk;
+}
+
+}  // namespace
+
+Status Thread::set_priority(int priority) {
+  if (!tcb_) return Status::kInvalidState;
+  return change_priority(checked(tcb_), priority);
 }
 
 int Thread::priority() const {
@@ -246,12 +263,7 @@ int Thread::priority() const {
 
 Status Thread::set_affinity(CpuMask mask) {
   if (!tcb_) return Status::kInvalidState;
-  Tcb* t = checked(tcb_);
-  LockGuard guard;
-  if ((mask & g.online).empty()) return Status::kInvalidArgument;
-  if (t->state == ThreadState::kDead) return Status::kInvalidState;
-  set_thread_affinity(t, mask);
-  return Status::kOk;
+  return change_affinity(checked(tcb_), mask);
 }
 
 Status Thread::suspend() {
@@ -307,21 +319,8 @@ unsigned cpu() { return current_thread()->cpu; }
 
 void exit(int code) { exit_current(code, false); }
 
-Status set_priority(int priority) {
-  if (priority < kMinPriority || priority > kMaxPriority) return Status::kInvalidArgument;
-  LockGuard guard;
-  Tcb* t = this_cpu().current;
-  t->base_priority = priority;
-  set_effective_priority(t, priority);
-  return Status::kOk;
-}
-
-Status set_affinity(CpuMask mask) {
-  LockGuard guard;
-  if ((mask & g.online).empty()) return Status::kInvalidArgument;
-  set_thread_affinity(this_cpu().current, mask);
-  return Status::kOk;
-}
+Status set_priority(int priority) { return change_priority(current_thread(), priority); }
+Status set_affinity(CpuMask mask) { return change_affinity(current_thread(), mask); }
 
 }  // namespace this_thread
 

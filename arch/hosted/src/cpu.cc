@@ -1,5 +1,5 @@
 // Hosted virtual CPUs: one pinned host thread each; signals as interrupts;
-// a futex for idle sleep; tgkill as the IPI.
+// tgkill as the IPI; ppoll for idle sleep.
 //
 // Idle: a vCPU with nothing to run polls its pending bits briefly, then
 // sleeps in ppoll() with the interrupt signals unblocked atomically, so a
@@ -63,18 +63,22 @@ unsigned g_ncpus = 1;
 CpuArea* g_areas[kMaxVcpus];
 pid_t g_pid;
 
-void block_irq_signals(int how) {
+sigset_t irq_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, kSigTimer);
   sigaddset(&set, kSigIpi);
+  return set;
+}
+
+void block_irq_signals(int how) {
+  sigset_t set = irq_signals();
   pthread_sigmask(how, &set, nullptr);
 }
 
 void on_irq_signal(int sig, siginfo_t*, void* uctx) {
   int saved_errno = errno;
-  CpuArea* a = cpu_area();
-  if (sig == kSigTimer) a->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);
+  if (sig == kSigTimer) cpu_area()->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);
   if (kPreemptInHandler && irqs_enabled()) {
     irq_deliver_pending();
     // We may have been preempted and resumed on another vCPU. sigreturn
@@ -86,7 +90,6 @@ void on_irq_signal(int sig, siginfo_t*, void* uctx) {
     uc->uc_stack.ss_size = now->altstack_size;
     uc->uc_stack.ss_flags = 0;
   }
-  (void)a;
   errno = saved_errno;
 }
 
@@ -236,10 +239,7 @@ void idle_wait() {
   if (a->pending.load(std::memory_order_seq_cst)) return;
   // Sleep until a signal: blocked while we check, unblocked atomically by
   // ppoll. The handler (interrupts are masked) only records the source.
-  sigset_t irq, old;
-  sigemptyset(&irq);
-  sigaddset(&irq, kSigTimer);
-  sigaddset(&irq, kSigIpi);
+  sigset_t irq = irq_signals(), old;
   pthread_sigmask(SIG_BLOCK, &irq, &old);
   if (a->pending.load(std::memory_order_seq_cst) == 0 && ppoll(nullptr, 0, kIdleTimeout, &old) == 0) {
     a->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);  // only with kIdleTimeout (TSan)

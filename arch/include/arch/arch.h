@@ -76,7 +76,7 @@ namespace spindle::arch {
 //       Sending to yourself is allowed and is delivered at the next unmask.
 //   void idle_wait();               irqs-off, idle thread only. Returns when
 //       an interrupt is pending (delivered by the caller's next unmask), or
-//       spuriously. Hosted: spins briefly, then sleeps on a futex.
+//       spuriously. Hosted: polls briefly, then sleeps in ppoll.
 //   void cpu_relax();               any. Spin-wait hint.
 
 // ---------------------------------------------------------------------------
