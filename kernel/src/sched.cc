@@ -256,3 +256,19 @@ Tcb* current_thread() {
 }
 
 }  // namespace spindle::kernel
+
+namespace spindle {
+
+Status set_timeslice(Duration slice) {
+  if (slice < kMinTimeslice || slice > kMaxTimeslice) return Status::kInvalidArgument;
+  kernel::LockGuard guard;
+  kernel::g.timeslice_ns = static_cast<std::uint64_t>(slice.count());
+  return Status::kOk;
+}
+
+Duration timeslice() {
+  kernel::LockGuard guard;
+  return Duration(static_cast<Duration::rep>(kernel::g.timeslice_ns));
+}
+
+}  // namespace spindle

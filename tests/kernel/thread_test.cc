@@ -119,6 +119,15 @@ KTEST(bad_arguments_rejected, 1) {
   KCHECK(t.join() == Status::kOk);
   KCHECK(t.join() == Status::kInvalidState);  // joining twice
   KCHECK(this_thread::set_priority(40) == Status::kInvalidArgument);
+
+  Duration slice = timeslice();
+  KCHECK(slice == std::chrono::milliseconds(10));  // the boot default
+  KCHECK(set_timeslice(kMinTimeslice - 1ns) == Status::kInvalidArgument);
+  KCHECK(set_timeslice(kMaxTimeslice + 1ns) == Status::kInvalidArgument);
+  KCHECK(timeslice() == slice);  // unchanged by the rejected calls
+  KCHECK(set_timeslice(3ms) == Status::kOk);
+  KCHECK(timeslice() == 3ms);
+  KCHECK(set_timeslice(slice) == Status::kOk);
 }
 
 KTEST(join_self_is_deadlock, 1) {

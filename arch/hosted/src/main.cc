@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "spindle/app.h"
 #include "spindle/hosted.h"
+#include "spindle/thread.h"
 
 ABSL_FLAG(int, cpus, 0, "number of virtual CPUs (default: every host core)");
 ABSL_FLAG(absl::Duration, timeslice, absl::Milliseconds(10),
@@ -40,9 +41,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   absl::Duration slice = absl::GetFlag(FLAGS_timeslice);
-  if (slice < absl::Microseconds(50) || slice > absl::Seconds(10)) {
-    absl::FPrintF(stderr, "%s: --timeslice=%s is out of range: give 50us..10s\n", argv[0],
-                  absl::FormatDuration(slice));
+  const absl::Duration lo = absl::FromChrono(spindle::kMinTimeslice);
+  const absl::Duration hi = absl::FromChrono(spindle::kMaxTimeslice);
+  if (slice < lo || slice > hi) {
+    absl::FPrintF(stderr, "%s: --timeslice=%s is out of range: give %s..%s\n", argv[0], absl::FormatDuration(slice),
+                  absl::FormatDuration(lo), absl::FormatDuration(hi));
     return 2;
   }
   spindle::hosted::Options opts;

@@ -139,6 +139,15 @@ Result<Thread> Thread::create(const ThreadOptions& opts, F&& fn) {
   return Thread(tcb, id);
 }
 
+// The round-robin time slice among runnable threads of equal priority, the
+// same on every CPU (hosted apps start with --timeslice, default 10 ms).
+// A change applies from each CPU's next switch. Any thread; does not block.
+// kInvalidArgument (nothing changed) outside kMinTimeslice..kMaxTimeslice.
+inline constexpr Duration kMinTimeslice = std::chrono::microseconds(50);
+inline constexpr Duration kMaxTimeslice = std::chrono::seconds(10);
+Status set_timeslice(Duration slice);
+Duration timeslice();
+
 namespace this_thread {
 
 // Gives the CPU to the next thread of the same priority, if any. Never blocks.
