@@ -43,12 +43,14 @@
 #include <thread>
 #include <vector>
 
+// Spindle first: Boost.Fiber defines a function-like macro cpu_relax().
+#include <spindle/hosted.h>
+#include <spindle/spindle.h>
+
 #include <benchmark/benchmark.h>
 #include <boost/context/fiber.hpp>
 #include <boost/context/stack_traits.hpp>
 #include <boost/fiber/all.hpp>
-#include <spindle/hosted.h>
-#include <spindle/spindle.h>
 
 namespace {
 

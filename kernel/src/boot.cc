@@ -52,6 +52,7 @@ void cpu_main(unsigned id) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   g.lock.lock();
   c.id = id;
   c.idle = c.current = idle;
+  arch::set_thread_pointer(idle);
   c.switched_in_at = arch::now_ns();
   c.online = true;
   g.online = g.online | CpuMask::only(id);
@@ -107,8 +108,7 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   g.online = CpuMask();
   t->state = ThreadState::kReady;
   t->cpu = 0;
-  g.threads.push_back(t);
-  ++g.live_threads;
+  register_thread(t);
   g.cpus[0].rq.push_back(&t->run);
 
   arch::run_cpus(cpu_main);
@@ -119,6 +119,7 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   arch::irq_save();
   g.lock.lock();
   while (Tcb* left = g.threads.front()) free_thread(left);
+  release_lock_states();
   unlock_keep_irqs_masked();
   while (g.stack_cache) {
     void* base = g.stack_cache;

@@ -1,7 +1,30 @@
-// Futex wait queues: a fixed hash of wait queues keyed by the word's
-// address. Waiters of different words may share a bucket; wake filters by
-// key. All under the kernel lock.
+// The futex-like interface every blocking object is built on.
+//
+// Plain waits (futex_wait/futex_wake): a fixed hash of wait queues keyed by
+// the word's address; waiters of different words may share a bucket and
+// wake filters by key.
+//
+// Owner-aware locks (futex_lock/futex_unlock): the lock word holds the
+// owner's id, so the kernel can find the owner when a thread blocks. A
+// contended word gets a LockState (its own wait queue and the owner the
+// kernel knows of), linked into the owner's held_locks so priority
+// inheritance can compute the owner's effective priority as the maximum of
+// its base priority and the top waiter of every lock it holds.
+//
+// Invariants (all under the kernel lock):
+//  - a LockState exists for a word iff its queue has waiters;
+//  - the word's kWaiters bit is set whenever a LockState exists (it may be
+//    set spuriously, which only costs the next unlock a kernel call);
+//  - the kernel only sets kWaiters under the lock; user space only ever
+//    swaps 0 -> id and id -> 0 (or id -> id|... via futex_lock), so a
+//    kernel CAS on the word races only with those;
+//  - s->owner, when set, has s in its held_locks; a thread blocked on s
+//    has blocked_lock == s and wait_queue == &s->waiters.
+#include <new>
+
 #include "kernel.h"
+#include "spindle/console.h"
+#include "spindle/diagnostics.h"
 #include "spindle/futex.h"
 
 namespace spindle {
@@ -16,23 +39,184 @@ struct Bucket {
 };
 Bucket g_buckets[kBuckets];
 
-Bucket& bucket_of(const void* key) {
+unsigned hash_key(const void* key) {
   auto a = reinterpret_cast<std::uintptr_t>(key);
-  return g_buckets[(a >> 2 ^ a >> 10 ^ a >> 18) % kBuckets];
+  return static_cast<unsigned>(a >> 2 ^ a >> 10 ^ a >> 18);
+}
+
+Bucket& bucket_of(const void* key) { return g_buckets[hash_key(key) % kBuckets]; }
+
+WaitQueue::Order to_order(WaitOrder o) {
+  return o == WaitOrder::kFifo ? WaitQueue::Order::kFifo : WaitQueue::Order::kPriority;
+}
+
+// ---------------------------------------------------------------------------
+// LockState lookup and lifetime.
+
+auto& lock_bucket(const void* key) { return g.lock_states[hash_key(key) % kLockBuckets]; }
+
+LockState* find_state(const void* key) SPINDLE_REQUIRES(g.lock) {
+  LockState* found = nullptr;
+  lock_bucket(key).for_each([&](LockState* s) {
+    if (s->key == key) found = s;
+  });
+  return found;
+}
+
+// A state for key with the caller's policy, or nullptr when memory is out.
+LockState* create_state(const void* key, const LockPolicy& p) SPINDLE_REQUIRES(g.lock) {
+  LockState* s = g.free_lock_states.pop_front();
+  if (!s) {
+    // The kernel allocator never sleeps; it is safe under the lock.
+    s = new (std::nothrow) LockState;
+    if (!s) return nullptr;
+  }
+  s->key = key;
+  s->owner = nullptr;
+  s->waiters.set_order(to_order(p.order));
+  s->inherit = p.inherit;
+  s->handoff = p.handoff;
+  s->aging = p.aging;
+  s->handoffs = 0;
+  s->name = p.name ? p.name : "lock";
+  lock_bucket(key).push_back(s);
+  return s;
+}
+
+void set_owner(LockState* s, Tcb* owner) SPINDLE_REQUIRES(g.lock) {
+  if (s->owner == owner) return;
+  Tcb* old = s->owner;
+  if (old) decltype(old->held_locks)::remove(s);
+  s->owner = owner;
+  if (owner) owner->held_locks.push_back(s);
+  if (old) update_priority(old);
+  if (owner) update_priority(owner);
+}
+
+std::atomic<std::uint32_t>* word_of(LockState* s) {
+  return static_cast<std::atomic<std::uint32_t>*>(const_cast<void*>(s->key));
+}
+
+// Recycles s once nobody waits on it, clearing the word's kWaiters.
+void drop_if_unused(LockState* s) SPINDLE_REQUIRES(g.lock) {
+  if (!s->waiters.empty()) return;
+  word_of(s)->fetch_and(~lock_word::kWaiters, std::memory_order_relaxed);
+  set_owner(s, nullptr);
+  decltype(g.free_lock_states)::remove(s);  // from its hash bucket
+  s->key = nullptr;
+  g.free_lock_states.push_back(s);
+}
+
+// The waiter an unlock serves: the queue's front, unless aging is on and
+// some waiter has been passed over `aging` hand-offs (then the longest
+// waiting such one).
+Tcb* choose_waiter(LockState* s) SPINDLE_REQUIRES(g.lock) {
+  Tcb* pick = s->waiters.front();
+  if (s->aging == 0 || !pick) return pick;
+  for (Tcb* t = s->waiters.next(pick); t; t = s->waiters.next(t)) {
+    if (s->handoffs - t->lock_arrival >= s->aging && t->lock_arrival < pick->lock_arrival) pick = t;
+  }
+  return pick;
+}
+
+// ---------------------------------------------------------------------------
+// Deadlock detection: would `self` waiting for `owner` close a cycle?
+
+bool closes_cycle(Tcb* self, Tcb* owner) SPINDLE_REQUIRES(g.lock) {
+  Tcb* t = owner;
+  for (unsigned hops = 0; t && hops <= g.live_threads; ++hops) {
+    if (t == self) return true;
+    t = t->blocked_lock ? t->blocked_lock->owner : nullptr;
+  }
+  return false;
+}
+
+void report_cycle(Tcb* self, LockState* want, const char* want_name) SPINDLE_REQUIRES(g.lock) {
+  char buf[512];
+  int n = format(buf, sizeof buf, "spindle: deadlock: thread '%s' (id %llu) would wait for '%s'", self->name,
+                 static_cast<unsigned long long>(self->head.id), want_name);
+  for (Tcb* t = want->owner; t && n < static_cast<int>(sizeof buf);) {
+    n += format(buf + n, sizeof buf - static_cast<unsigned>(n), ", held by '%s' (id %llu)", t->name,
+                static_cast<unsigned long long>(t->head.id));
+    if (t == self || !t->blocked_lock || n >= static_cast<int>(sizeof buf)) break;
+    n += format(buf + n, sizeof buf - static_cast<unsigned>(n), ", which waits for '%s'", t->blocked_lock->name);
+    t = t->blocked_lock->owner;
+  }
+  print("%s: a cycle; the call returns kDeadlock\n", buf);
+  ++g.deadlocks_detected;
+}
+
+// ---------------------------------------------------------------------------
+// Starvation watchdog.
+
+void watchdog_fire(Timer* tm) SPINDLE_REQUIRES(g.lock) {
+  Tcb* t = reinterpret_cast<Tcb*>(reinterpret_cast<char*>(tm) - offsetof(Tcb, watchdog));
+  if (t->state != ThreadState::kBlocked && t->state != ThreadState::kSuspended) return;
+  auto waited_ms = static_cast<unsigned long long>((arch::now_ns() - t->blocked_since) / 1'000'000);
+  Tcb* owner = t->blocked_lock ? t->blocked_lock->owner : nullptr;
+  if (owner) {
+    print("spindle: starvation: thread '%s' (id %llu, priority %d) has waited %llu ms for '%s', held by '%s' (id %llu)\n",
+          t->name, static_cast<unsigned long long>(t->head.id), t->run.priority, waited_ms,
+          t->wait_name ? t->wait_name : "?", owner->name, static_cast<unsigned long long>(owner->head.id));
+  } else {
+    print("spindle: starvation: thread '%s' (id %llu, priority %d) has waited %llu ms for '%s'\n", t->name,
+          static_cast<unsigned long long>(t->head.id), t->run.priority, waited_ms,
+          t->wait_name ? t->wait_name : "?");
+  }
+  ++g.starvation_reports;
 }
 
 }  // namespace
+
+void watchdog_arm(Tcb* t) {
+  if constexpr (kWatchdog) {
+    if (g.starvation_bound_ns == 0 || !t->futex_key) return;
+    t->blocked_since = arch::now_ns();
+    t->watchdog.fn = watchdog_fire;
+    timer_arm(&t->watchdog, t->blocked_since + g.starvation_bound_ns);
+  }
+}
+
+void release_lock_states() {
+  for (auto& bucket : g.lock_states) {
+    while (LockState* s = bucket.pop_front()) delete s;
+  }
+  while (LockState* s = g.free_lock_states.pop_front()) delete s;
+}
+
+void lock_waiter_left(Tcb* t) {
+  LockState* s = t->blocked_lock;
+  t->blocked_lock = nullptr;
+  if (s->waiters.empty()) {
+    drop_if_unused(s);
+  } else if (s->inherit && s->owner) {
+    update_priority(s->owner);  // t's boost is gone; the next waiter's remains
+  }
+}
+
+void release_held_locks(Tcb* t) {
+  // Each lock it held with waiters: the owner field keeps the dead id and
+  // gains kOwnerDied; the next futex_lock sees a dead owner and takes it
+  // over with Status::kOwnerDied. Wake one waiter to do so.
+  while (LockState* s = t->held_locks.front()) {
+    word_of(s)->fetch_or(lock_word::kOwnerDied, std::memory_order_relaxed);
+    set_owner(s, nullptr);
+    if (Tcb* w = s->waiters.front()) wake(w, Status::kOk);
+  }
+}
+
 }  // namespace kernel
 
 using namespace kernel;
 
 Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, TimePoint deadline,
-                  WaitOrder order) {
+                  WaitOrder order, const char* name) {
   if (!arch::irqs_enabled()) return Status::kInvalidState;
   LockGuard guard;
-  if (word->load(std::memory_order_acquire) != expected) return Status::kWouldBlock;
+  if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
   Tcb* self = this_cpu().current;
   self->futex_key = word;
+  self->wait_name = name;
   Bucket& b = bucket_of(word);
   Status s = (order == WaitOrder::kFifo ? b.fifo : b.prio).wait(deadline);
   self->futex_key = nullptr;
@@ -54,6 +238,120 @@ unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
     }
   }
   return woken;
+}
+
+Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline) {
+  using namespace lock_word;
+  if (!arch::irqs_enabled()) return Status::kInvalidState;
+  LockGuard guard;
+  Tcb* self = this_cpu().current;
+  const auto me = static_cast<std::uint32_t>(self->head.id);
+  for (;;) {
+    std::uint32_t v = word->load(std::memory_order_relaxed);
+    std::uint32_t owner_id = v & kOwnerMask;
+    LockState* s = find_state(word);
+    Tcb* owner = owner_id ? find_thread(owner_id) : nullptr;
+    bool owner_dead = owner_id != 0 && (!owner || owner->state == ThreadState::kDead);
+    if (owner_id == 0 || owner_dead) {
+      // Free (or its owner is gone): take it, keeping kWaiters for the
+      // threads still queued.
+      std::uint32_t died = owner_dead || (v & kOwnerDied) ? kOwnerDied : 0;
+      std::uint32_t nv = me | (s ? kWaiters : 0) | died;
+      if (!word->compare_exchange_strong(v, nv, std::memory_order_acquire, std::memory_order_relaxed)) continue;
+      if (s) set_owner(s, self);
+      return died ? Status::kOwnerDied : Status::kOk;
+    }
+    if (owner_id == me) return Status::kDeadlock;
+    if (!(v & kWaiters) &&
+        !word->compare_exchange_strong(v, v | kWaiters, std::memory_order_relaxed, std::memory_order_relaxed)) {
+      continue;
+    }
+    if (!s && !(s = create_state(word, policy))) return Status::kNoMemory;  // kWaiters stays: harmless
+    set_owner(s, owner);  // it may have been taken in user space since
+    const char* name = policy.name ? policy.name : s->name;
+    if (kDeadlockDetection && g.deadlock_detection && closes_cycle(self, owner)) {
+      report_cycle(self, s, name);
+      drop_if_unused(s);
+      return Status::kDeadlock;
+    }
+    if (deadline != kForever && deadline <= Clock::now()) {
+      drop_if_unused(s);
+      return Status::kTimedOut;
+    }
+    self->blocked_lock = s;
+    self->futex_key = word;
+    self->wait_name = name;
+    self->handed_off = false;
+    self->lock_arrival = s->handoffs;
+    Status r = s->waiters.wait(deadline);  // wake() runs lock_waiter_left
+    self->futex_key = nullptr;
+    if (self->handed_off) {
+      self->handed_off = false;
+      return word->load(std::memory_order_relaxed) & kOwnerDied ? Status::kOwnerDied : Status::kOk;
+    }
+    if (r == Status::kTimedOut) return Status::kTimedOut;
+    // Woken to compete (no hand-off): try again.
+  }
+}
+
+Status futex_unlock(std::atomic<std::uint32_t>* word) {
+  using namespace lock_word;
+  LockGuard guard;
+  Tcb* self = this_cpu().current;
+  const auto me = static_cast<std::uint32_t>(self->head.id);
+  std::uint32_t v = word->load(std::memory_order_relaxed);
+  if ((v & kOwnerMask) != me) return Status::kInvalidState;
+  LockState* s = find_state(word);
+  if (!s) {
+    word->store(0, std::memory_order_release);  // nobody queued: a spurious kWaiters
+    return Status::kOk;
+  }
+  set_owner(s, nullptr);  // drops the boost this lock lent us
+  Tcb* w = choose_waiter(s);
+  if (s->handoff) {
+    // Direct hand-off: the word names the new owner before it runs, so no
+    // newcomer can take the lock ahead of the queue.
+    bool more = s->waiters.size() > 1;
+    word->store(static_cast<std::uint32_t>(w->head.id) | (more ? kWaiters : 0), std::memory_order_release);
+    ++s->handoffs;
+    w->handed_off = true;
+    set_owner(s, w);
+    wake(w, Status::kOk);  // may release s if w was the last waiter
+  } else {
+    // Wake the most urgent waiter to compete; kWaiters stays while others
+    // remain queued.
+    word->store(s->waiters.size() > 1 ? kWaiters : 0, std::memory_order_release);
+    wake(w, Status::kOk);
+  }
+  return Status::kOk;
+}
+
+// ---------------------------------------------------------------------------
+// Diagnostics settings.
+
+Status set_starvation_bound(Duration bound) {
+  if constexpr (!kWatchdog) return Status::kInvalidState;
+  if (bound < Duration::zero()) return Status::kInvalidArgument;
+  LockGuard guard;
+  g.starvation_bound_ns = static_cast<std::uint64_t>(bound.count());
+  return Status::kOk;
+}
+
+std::uint64_t starvation_reports() {
+  LockGuard guard;
+  return g.starvation_reports;
+}
+
+std::uint64_t deadlocks_detected() {
+  LockGuard guard;
+  return g.deadlocks_detected;
+}
+
+Status set_deadlock_detection(bool on) {
+  if constexpr (!kDeadlockDetection) return on ? Status::kInvalidState : Status::kOk;
+  LockGuard guard;
+  g.deadlock_detection = on;
+  return Status::kOk;
 }
 
 }  // namespace spindle

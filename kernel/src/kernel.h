@@ -23,6 +23,8 @@
 #include "list.h"
 #include "run_queue.h"
 #include "spindle/cpu_mask.h"
+#include "spindle/diagnostics.h"
+#include "spindle/futex.h"
 #include "spindle/panic.h"
 #include "spindle/status.h"
 #include "spindle/thread.h"
@@ -67,6 +69,12 @@ class WaitQueue {
 
   bool empty() const { return waiters_.empty(); }
   Order order() const { return order_; }
+  void set_order(Order o) { order_ = o; }  // only while empty
+  // The waiter wake_one would pick, or nullptr.
+  Tcb* front() const;
+  // Iteration in queue order (f may not unlink).
+  Tcb* next(const Tcb* t) const;
+  std::size_t size() const { return waiters_.size(); }
   // Blocks the current thread on this queue until woken or until the
   // deadline (then kTimedOut). Kernel lock held; returns with it held.
   Status wait(TimePoint deadline);
@@ -86,10 +94,38 @@ class WaitQueue {
   Order order_;
 };
 
+// The kernel side of an owner-aware futex lock (futex_lock/futex_unlock)
+// while it is contended: who the kernel knows as the owner, and the queue
+// of waiters. Created when the first waiter blocks, recycled when the last
+// one leaves. Guarded by the kernel lock.
+struct LockState {
+  const void* key = nullptr;  // the lock word's address
+  Tcb* owner = nullptr;       // as last read from the word (a user-space steal is seen at the next block)
+  WaitQueue waiters;
+  bool inherit = false;       // waiters lend their priority to the owner
+  bool handoff = false;       // unlock passes ownership to the chosen waiter
+  std::uint32_t aging = 0;    // hand-offs a waiter may be passed over (0: unbounded)
+  std::uint64_t handoffs = 0;
+  const char* name = nullptr;
+  ListNode owner_link;        // in owner->held_locks
+  ListNode hash_link;         // in its hash bucket, or the free list
+};
+
+// Lock-order validator: one lock the thread holds (lockdep.cc).
+struct HeldLock {
+  const void* lock = nullptr;
+  const char* name = nullptr;
+  const char* file = nullptr;
+  unsigned line = 0;
+};
+inline constexpr unsigned kLockdepDepth = 24;
+
 struct Tcb {
   detail::Tcb* as_handle() { return reinterpret_cast<detail::Tcb*>(this); }
   static Tcb* from(detail::Tcb* h) { return reinterpret_cast<Tcb*>(h); }
+  static Tcb* from_run(RunNode* n) { return reinterpret_cast<Tcb*>(reinterpret_cast<char*>(n) - offsetof(Tcb, run)); }
 
+  detail::ThreadHead head;  // first: arch::thread_pointer() points here
   RunNode run;  // queue link, effective priority, affinity
   arch::Context ctx;
   ThreadState state = ThreadState::kReady;
@@ -102,9 +138,18 @@ struct Tcb {
   unsigned cpu = 0;                 // where it runs, is queued, or last ran
   WaitQueue* wait_queue = nullptr;  // the queue it is blocked on, if any
   const void* futex_key = nullptr;  // the word it waits on in futex_wait
+  const char* wait_name = nullptr;  // what it waits on, for reports
+  LockState* blocked_lock = nullptr;  // the owner-aware lock it waits for
+  List<LockState, &LockState::owner_link> held_locks;  // contended locks it owns
+  bool handed_off = false;          // an unlock made it the owner
+  std::uint64_t lock_arrival = 0;   // blocked_lock->handoffs when it queued (aging)
+  std::uint64_t blocked_since = 0;  // now_ns() when it last blocked
+  Timer watchdog;                   // starvation report
+  Tcb* id_next = nullptr;           // chain in g.by_id
+  HeldLock lockdep[kLockdepDepth];  // locks held, innermost last (lockdep builds)
+  unsigned lockdep_depth = 0;
   Status wake_status = Status::kOk;
   Timer timer;                      // sleeps and wait timeouts
-  ThreadId id = 0;
   char name[32] = {};
   int exit_code = 0;
   WaitQueue joiners{WaitQueue::Order::kFifo};  // threads in join()
@@ -147,6 +192,9 @@ struct Cpu {
   unsigned irq_depth = 0;             // > 0 while in handle_irq's handlers
 };
 
+inline constexpr unsigned kIdBuckets = 1024;
+inline constexpr unsigned kLockBuckets = 256;
+
 struct Kernel {
   KernelLock lock;
   Cpu cpus[kMaxCpus];
@@ -156,6 +204,13 @@ struct Kernel {
   std::uint64_t boot_ns = 0;
   List<Tcb, &Tcb::all_link> threads;  // every thread but the idle ones
   ThreadId next_id = 1;
+  Tcb* by_id[kIdBuckets] = {};        // threads by id, until freed
+  List<LockState, &LockState::hash_link> lock_states[kLockBuckets];
+  List<LockState, &LockState::hash_link> free_lock_states;
+  std::uint64_t starvation_bound_ns = 0;  // 0: watchdog off
+  bool deadlock_detection = true;
+  std::uint64_t starvation_reports = 0;
+  std::uint64_t deadlocks_detected = 0;
   unsigned live_threads = 0;
   std::atomic<bool> shutting_down{false};
   int exit_code = 0;
@@ -196,8 +251,24 @@ Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock)
 // running, blocked), keeping every queue's order and the global rule.
 void set_effective_priority(Tcb* t, int priority) SPINDLE_REQUIRES(g.lock);
 void set_thread_affinity(Tcb* t, CpuMask mask) SPINDLE_REQUIRES(g.lock);
-// The running thread (interrupts masked briefly to read it).
-Tcb* current_thread();
+// The running thread (one migration-safe load).
+inline Tcb* current_thread() { return static_cast<Tcb*>(arch::thread_pointer()); }
+// Counts t among the live threads and makes it findable by id.
+void register_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
+// Returns every LockState to the allocator (at shutdown, nobody waits).
+void release_lock_states() SPINDLE_REQUIRES(g.lock);
+// The live (not yet freed) thread with this id, or nullptr.
+Tcb* find_thread(ThreadId id) SPINDLE_REQUIRES(g.lock);
+// Recomputes t's effective priority (base, or inherited from the waiters
+// of the locks it holds) and propagates a change along the chain of owners.
+void update_priority(Tcb* t) SPINDLE_REQUIRES(g.lock);
+// t left blocked_lock's queue (woken, timed out): drop the state if it was
+// the last waiter, and undo the boost it lent the owner.
+void lock_waiter_left(Tcb* t) SPINDLE_REQUIRES(g.lock);
+// A thread is exiting holding contended locks: they become owner-died.
+void release_held_locks(Tcb* t) SPINDLE_REQUIRES(g.lock);
+// Starvation watchdog: arm / disarm t's report timer for a wait.
+void watchdog_arm(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // Ask `cpu` to reschedule (IPI sent when the lock is dropped).
 void resched_cpu(unsigned cpu) SPINDLE_REQUIRES(g.lock);
 

@@ -19,6 +19,8 @@ const char* to_string(Status s) {
     case Status::kNoMemory: return "out of memory";
     case Status::kFaulted: return "faulted";
     case Status::kNotFound: return "not found";
+    case Status::kClosed: return "closed";
+    case Status::kOverflow: return "overflow";
   }
   return "unknown status";
 }

@@ -1,62 +1,129 @@
-// Mutex: the classic three-state futex lock (Drepper, "Futexes Are Tricky").
+// The owner-word locks (spindle/mutex.h): user-space fast paths, the brief
+// spin, and the calls into futex_lock/futex_unlock.
 #include "spindle/mutex.h"
 
-#include "spindle/futex.h"
+#include <arch/arch.h>
+
 #include "spindle/panic.h"
 
 namespace spindle {
+namespace detail {
+namespace {
 
-Mutex::~Mutex() {
-  if (state_.load(std::memory_order_relaxed) != 0) {
-    panic("mutex '%s' destroyed while held by thread %llu", name_,
-          static_cast<unsigned long long>(owner_.load(std::memory_order_relaxed)));
+using namespace lock_word;
+
+// How long a contended Mutex spins before sleeping: about the cost of a
+// sleep and wake-up, so a short critical section on another CPU is waited
+// out rather than slept through.
+constexpr unsigned kSpins = 200;
+
+unsigned long long ull(std::uint64_t v) { return static_cast<unsigned long long>(v); }
+
+}  // namespace
+
+OwnerLock::~OwnerLock() {
+  std::uint32_t v = word_.load(std::memory_order_relaxed);
+  if (v & kOwnerMask) {
+    panic("%s '%s' destroyed while held by thread %llu", kind_, policy_.name, ull(v & kOwnerMask));
   }
+  if (v & kWaiters) panic("%s '%s' destroyed while threads wait for it", kind_, policy_.name);
+  if constexpr (kLockdep) lockdep_forget(this);
 }
 
-void Mutex::lock() { lock_until(kForever); }
+Status OwnerLock::acquire_slow(std::uint32_t me, TimePoint deadline) {
+  std::uint32_t v = word_.load(std::memory_order_relaxed);
+  if ((v & kOwnerMask) == me) {
+    panic("thread %llu ('%s') locked %s '%s', which it already holds (self-deadlock)", ull(me),
+          this_thread::name(), kind_, policy_.name);
+  }
+  if (spin_ && arch::cpu_count() > 1) {
+    for (unsigned i = 0; i < kSpins; ++i) {
+      // Free, perhaps with waiters queued: take it, keeping kWaiters so
+      // our unlock wakes the next one. Owner-died words go to the kernel.
+      if ((v & ~kWaiters) == 0 &&
+          word_.compare_exchange_weak(v, me | v, std::memory_order_acquire, std::memory_order_relaxed)) {
+        return Status::kOk;
+      }
+      arch::cpu_relax();
+      v = word_.load(std::memory_order_relaxed);
+    }
+  }
+  return futex_lock(&word_, policy_, deadline);
+}
 
-bool Mutex::try_lock() {
-  std::uint32_t expected = 0;
-  if (!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+void OwnerLock::release_slow(std::uint32_t me, std::uint32_t v) {
+  if ((v & kOwnerMask) != me) {
+    std::uint32_t owner = v & kOwnerMask;
+    if (owner == 0) panic("thread %llu ('%s') unlocked %s '%s', which nobody holds", ull(me), this_thread::name(), kind_, policy_.name);
+    panic("thread %llu ('%s') unlocked %s '%s', held by thread %llu", ull(me), this_thread::name(), kind_,
+          policy_.name, ull(owner));
+  }
+  futex_unlock(&word_);
+}
+
+void OwnerLock::lock_failed(Status s) {
+  if (s == Status::kOwnerDied) return;
+  panic("thread %llu ('%s') could not lock %s '%s': %s", ull(current_thread_id()), this_thread::name(), kind_,
+        policy_.name, to_string(s));
+}
+
+bool OwnerLock::try_lock(const Site& site) {
+  auto me = static_cast<std::uint32_t>(current_thread_id());
+  std::uint32_t v = 0;
+  if (!word_.compare_exchange_strong(v, me, std::memory_order_acquire, std::memory_order_relaxed)) {
+    if ((v & kOwnerMask) == me) {
+      panic("thread %llu ('%s') try-locked %s '%s', which it already holds (self-deadlock)", ull(me),
+            this_thread::name(), kind_, policy_.name);
+    }
     return false;
   }
-  owner_.store(this_thread::id(), std::memory_order_relaxed);
+  if constexpr (kLockdep) lockdep_acquire(this, policy_.name, site, true);
   return true;
 }
 
-bool Mutex::lock_until(TimePoint deadline) {
-  ThreadId self = this_thread::id();
-  std::uint32_t expected = 0;
-  if (!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed) &&
-      !lock_slow(self, deadline)) {
-    return false;
+Status OwnerLock::lock_until(TimePoint deadline, const Site& site) {
+  if constexpr (kLockdep) lockdep_acquire(this, policy_.name, site, false);
+  Status s = acquire(deadline);
+  if constexpr (kLockdep) {
+    if (!acquired(s)) lockdep_release(this, policy_.name);
   }
-  owner_.store(self, std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace detail
+
+void RecursiveMutex::lock(const Site& site) {
+  if (held_by_caller()) {
+    ++depth_;
+    return;
+  }
+  OwnerLock::lock(site);
+  depth_ = 1;
+}
+
+bool RecursiveMutex::try_lock(const Site& site) {
+  if (held_by_caller()) {
+    ++depth_;
+    return true;
+  }
+  if (!OwnerLock::try_lock(site)) return false;
+  depth_ = 1;
   return true;
 }
 
-bool Mutex::lock_slow(ThreadId self, TimePoint deadline) {
-  if (owner_.load(std::memory_order_relaxed) == self) {
-    panic("thread %llu locked mutex '%s' that it already holds (self-deadlock)",
-          static_cast<unsigned long long>(self), name_);
+Status RecursiveMutex::lock_until(TimePoint deadline, const Site& site) {
+  if (held_by_caller()) {
+    ++depth_;
+    return Status::kOk;
   }
-  // From here the state is 2 whenever we may be waiting, so the holder's
-  // unlock knows to wake someone.
-  while (state_.exchange(2, std::memory_order_acquire) != 0) {
-    if (futex_wait(&state_, 2, deadline) == Status::kTimedOut) return false;
-  }
-  return true;
+  Status s = OwnerLock::lock_until(deadline, site);
+  if (acquired(s)) depth_ = 1;
+  return s;
 }
 
-void Mutex::unlock() {
-  ThreadId self = this_thread::id();
-  ThreadId owner = owner_.load(std::memory_order_relaxed);
-  if (owner != self) {
-    panic("thread %llu unlocked mutex '%s' held by %s%llu", static_cast<unsigned long long>(self), name_,
-          owner ? "thread " : "nobody", static_cast<unsigned long long>(owner));
-  }
-  owner_.store(0, std::memory_order_relaxed);
-  if (state_.exchange(0, std::memory_order_release) == 2) futex_wake(&state_, 1);
+void RecursiveMutex::unlock() {
+  if (held_by_caller() && --depth_ > 0) return;
+  OwnerLock::unlock();  // panics naming it when the caller does not hold it
 }
 
 }  // namespace spindle

@@ -19,7 +19,7 @@ static_assert(std::is_standard_layout_v<Tcb>, "RunNode and Timer are reached fro
 
 namespace {
 
-Tcb* tcb_of(RunNode* n) { return reinterpret_cast<Tcb*>(n); }
+Tcb* tcb_of(RunNode* n) { return Tcb::from_run(n); }
 
 // The priority a CPU will be running once pending preemptions land: its
 // current thread's (unless that is `leaving`, which is being re-placed, or
@@ -154,6 +154,7 @@ void schedule(SwitchReason why) {
   if (why == SwitchReason::kPreempt || why == SwitchReason::kSliceEnd) ++prev->preemptions;
   note_stack_depth(prev);
   c.current = next;
+  arch::set_thread_pointer(next);
   if (prev->state == ThreadState::kDead) arch::context_switch_final(&next->ctx);
   arch::context_switch(&prev->ctx, &next->ctx);
   finish_switch();
@@ -205,13 +206,16 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   self->wait_queue = wq;
   self->wake_status = Status::kOk;
   if (deadline != kForever) timer_arm(&self->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
+  if (wq) watchdog_arm(self);
   schedule(SwitchReason::kBlock);
   return self->wake_status;
 }
 
 void wake(Tcb* t, Status s) {
   if (t->wait_queue) t->wait_queue->remove(t);
+  if (t->blocked_lock) lock_waiter_left(t);
   timer_cancel(&t->timer);
+  timer_cancel(&t->watchdog);
   t->wake_status = s;
   make_ready(t);
 }
@@ -242,17 +246,27 @@ void set_effective_priority(Tcb* t, int priority) {
   requeue(t, queued);
 }
 
+void update_priority(Tcb* t) {
+  // Walks the chain t -> the owner of the lock t waits for -> ... A chain
+  // longer than the thread count is a cycle (a deadlock nobody detected):
+  // stop rather than loop.
+  for (unsigned hops = 0; t && hops <= g.live_threads; ++hops) {
+    int p = t->base_priority;
+    t->held_locks.for_each([&p](LockState* s) {
+      if (!s->inherit) return;
+      if (Tcb* top = s->waiters.front(); top && top->run.priority > p) p = top->run.priority;
+    });
+    if (p == t->run.priority) return;
+    set_effective_priority(t, p);  // re-sorts the queue t waits in
+    LockState* next = t->blocked_lock;
+    t = next && next->inherit ? next->owner : nullptr;
+  }
+}
+
 void set_thread_affinity(Tcb* t, CpuMask mask) {
   bool queued = unqueue_ready(t);
   t->run.affinity = mask;
   requeue(t, queued);
-}
-
-Tcb* current_thread() {
-  arch::IrqState s = arch::irq_save();
-  Tcb* t = this_cpu().current;
-  arch::irq_restore(s);
-  return t;
 }
 
 }  // namespace spindle::kernel

@@ -20,7 +20,7 @@ const char* to_string(ThreadState s) {
 namespace {
 
 void fill(const Tcb* t, std::uint64_t now, ThreadStats* s) SPINDLE_REQUIRES(g.lock) {
-  s->id = t->id;
+  s->id = t->head.id;
   for (std::size_t i = 0; i < sizeof s->name; ++i) s->name[i] = t->name[i];
   s->state = to_string(t->state);
   s->priority = t->run.priority;
@@ -56,7 +56,7 @@ Status thread_stats(ThreadId id, ThreadStats* out) {
   std::uint64_t now = arch::now_ns();
   Status st = Status::kNotFound;
   g.threads.for_each([&](Tcb* t) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-    if (t->id == id) {
+    if (t->head.id == id) {
       fill(t, now, out);
       st = Status::kOk;
     }

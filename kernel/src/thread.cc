@@ -42,6 +42,26 @@ arch::StackRegion stack_get(std::size_t size) SPINDLE_REQUIRES(g.lock) {
   exit_current(code, false);
 }
 
+unsigned id_bucket(ThreadId id) { return static_cast<unsigned>(id % kIdBuckets); }
+
+// The next id not held by a live or unjoined thread.
+ThreadId allocate_id() SPINDLE_REQUIRES(g.lock) {
+  for (;;) {
+    ThreadId id = g.next_id;
+    g.next_id = id == kMaxThreadId ? 1 : id + 1;
+    if (!find_thread(id)) return id;
+  }
+}
+
+void unregister_id(Tcb* t) SPINDLE_REQUIRES(g.lock) {
+  for (Tcb** p = &g.by_id[id_bucket(t->head.id)]; *p; p = &(*p)->id_next) {
+    if (*p == t) {
+      *p = t->id_next;
+      return;
+    }
+  }
+}
+
 Tcb* checked(detail::Tcb* h) {
   Tcb* t = Tcb::from(h);
   if (t->magic != kTcbMagic) panic("use of a Thread handle whose thread no longer exists");
@@ -50,8 +70,24 @@ Tcb* checked(detail::Tcb* h) {
 
 }  // namespace
 
+void register_thread(Tcb* t) {
+  g.threads.push_back(t);
+  Tcb*& head = g.by_id[id_bucket(t->head.id)];
+  t->id_next = head;
+  head = t;
+  ++g.live_threads;
+}
+
+Tcb* find_thread(ThreadId id) {
+  for (Tcb* t = g.by_id[id_bucket(id)]; t; t = t->id_next) {
+    if (t->head.id == id) return t;
+  }
+  return nullptr;
+}
+
 void free_thread(Tcb* t) {
   if (t->all_link.linked()) decltype(g.threads)::remove(t);
+  unregister_id(t);
   arch::context_destroy(&t->ctx);
   arch::StackRegion r = t->stack;
   t->magic = 0;
@@ -91,6 +127,7 @@ void exit_current(int code, bool faulted) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   self->faulted = faulted;
   self->state = ThreadState::kDead;
   timer_cancel(&self->timer);
+  release_held_locks(self);
   self->joiners.wake_all();
   --g.live_threads;
   if (self->detached) c.zombie = self;  // freed by whoever runs next here
@@ -104,7 +141,7 @@ namespace detail {
 
 using namespace kernel;
 
-ThreadId thread_id(const Tcb* t) { return reinterpret_cast<const kernel::Tcb*>(t)->id; }
+ThreadId thread_id(const Tcb* t) { return reinterpret_cast<const kernel::Tcb*>(t)->head.id; }
 
 Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size, std::size_t callable_align,
                            void** callable_slot) {
@@ -118,7 +155,7 @@ Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size,
     LockGuard guard;
     if ((opts.affinity & g.online).empty()) return Status::kInvalidArgument;
     region = stack_get(size);
-    id = g.next_id++;
+    id = allocate_id();
   }
   if (!region.base) region = arch::stack_alloc(size);
   if (!region.base) return Status::kNoMemory;
@@ -129,7 +166,7 @@ Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size,
   auto slot = (tcb_at - callable_size) & ~(callable_align - 1);
   auto sp_top = slot & ~std::uintptr_t{63};
   t->magic = kTcbMagic;
-  t->id = id;
+  t->head.id = id;
   const char* name = opts.name ? opts.name : "thread";
   std::size_t n = 0;
   while (n + 1 < sizeof t->name && name[n]) {
@@ -155,8 +192,7 @@ void thread_start(Tcb* h, Invoke invoke, Destroy destroy) {
   t->destroy = destroy;
   LockGuard guard;
   t->cpu = this_cpu().id;
-  g.threads.push_back(t);
-  ++g.live_threads;
+  register_thread(t);
   make_ready(t);
 }
 
@@ -237,7 +273,7 @@ Status change_priority(Tcb* t, int priority) {
   LockGuard guard;
   if (t->state == ThreadState::kDead) return Status::kInvalidState;
   t->base_priority = priority;
-  set_effective_priority(t, priority);
+  update_priority(t);
   return Status::kOk;
 }
 
@@ -312,7 +348,6 @@ void yield() {
   if (c.irq_depth == 0 && c.rq.top_priority() >= c.current->run.priority) schedule(SwitchReason::kYield);
 }
 
-ThreadId id() { return current_thread()->id; }
 const char* name() { return current_thread()->name; }
 int priority() { return current_thread()->run.priority; }
 unsigned cpu() { return current_thread()->cpu; }
@@ -335,7 +370,7 @@ void stack_overflow(std::uintptr_t fault_addr) {
   Tcb* t = this_cpu().current;
   auto lo = reinterpret_cast<std::uintptr_t>(t->stack.base);
   print("*** stack overflow in thread '%s' (id %llu): fault at %p, stack %p..%p (%zu KiB); thread killed\n", t->name,
-        static_cast<unsigned long long>(t->id), reinterpret_cast<void*>(fault_addr), reinterpret_cast<void*>(lo),
+        static_cast<unsigned long long>(t->head.id), reinterpret_cast<void*>(fault_addr), reinterpret_cast<void*>(lo),
         reinterpret_cast<void*>(lo + t->stack.size), t->stack.size / 1024);
   exit_current(-1, true);
 }

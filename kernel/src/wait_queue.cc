@@ -5,7 +5,7 @@
 namespace spindle::kernel {
 
 namespace {
-Tcb* tcb_of(RunNode* n) { return reinterpret_cast<Tcb*>(n); }
+Tcb* tcb_of(RunNode* n) { return Tcb::from_run(n); }
 }  // namespace
 
 void WaitQueue::insert(Tcb* t) {
@@ -44,6 +44,16 @@ unsigned WaitQueue::wake_all(Status s) {
   unsigned n = 0;
   while (wake_one(s)) ++n;
   return n;
+}
+
+Tcb* WaitQueue::front() const {
+  RunNode* n = waiters_.front();
+  return n ? tcb_of(n) : nullptr;
+}
+
+Tcb* WaitQueue::next(const Tcb* t) const {
+  RunNode* n = waiters_.next(&t->run);
+  return n ? tcb_of(n) : nullptr;
 }
 
 Tcb* WaitQueue::first_with_key(const void* key) const {

@@ -31,6 +31,14 @@ namespace spindle::arch {
 //                                 irqs-off callers. A thread that may be
 //                                 preempted can migrate right after reading.
 //   void cpu_init_local(CpuArea*, unsigned id);   boot, on that CPU.
+//
+// Thread pointer. A per-thread word the kernel sets on every switch, read in
+// one migration-safe access (hosted: a %gs-relative load; aarch64: a
+// thread-ID register switched with the context), so user-level fast paths
+// (a mutex recording its owner) know the running thread without masking
+// interrupts.
+//   void* thread_pointer();         any.
+//   void set_thread_pointer(void*); irqs-off, by the scheduler only.
 
 // ---------------------------------------------------------------------------
 // Interrupts. Masking is per CPU. While masked, interrupts are held pending

@@ -1,7 +1,8 @@
-// The futex-like pair every blocking object is built on: wait on a 32-bit
-// word while it holds an expected value; wake waiters of a word. Objects
-// keep their state in that word with atomics, so an uncontended operation
-// never enters the kernel; only a real wait or wake does.
+// The futex-like calls every blocking object is built on. Objects keep
+// their state in 32-bit words in their own memory and change it with
+// atomics, so an uncontended operation never enters the kernel; only a real
+// wait or wake does. This is the boundary isolated processes will cross as
+// system calls: it takes addresses and values, never kernel objects.
 #pragma once
 
 #include <atomic>
@@ -19,15 +20,52 @@ enum class WaitOrder : std::uint8_t {
 
 // Blocks while *word == expected, until woken or the deadline passes.
 // The check and the sleep are atomic with respect to futex_wake: a wake
-// after the caller's store to the word is never lost.
+// after the caller's store to the word is never lost. `name` names the
+// object in diagnostics (starvation reports); it must outlive the wait.
 // Returns kOk (woken), kWouldBlock (*word != expected at the call),
 // kTimedOut, or kInvalidState when called from an interrupt handler.
 // Spurious kOk returns are possible: callers re-check their condition.
 Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, TimePoint deadline = kForever,
-                  WaitOrder order = WaitOrder::kPriority);
+                  WaitOrder order = WaitOrder::kPriority, const char* name = nullptr);
 
 // Wakes up to n waiters of word (in their wait order). Returns how many.
 // Any Spindle thread. Does not block.
 unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n);
+
+// ---------------------------------------------------------------------------
+// Owner-aware locks. The lock word holds the owner's thread id, so the
+// kernel can find the owner of a contended lock (priority inheritance,
+// deadlock detection, owner-died recovery). Protocol:
+//   lock:   CAS 0 -> id in user space; if that fails, futex_lock.
+//   unlock: CAS id -> 0 in user space; if that fails (kWaiters is set),
+//           futex_unlock.
+// Words are only changed by those two CASes and by the kernel.
+namespace lock_word {
+inline constexpr std::uint32_t kOwnerMask = (1u << 30) - 1;  // owner's ThreadId; 0 = free
+inline constexpr std::uint32_t kOwnerDied = 1u << 30;        // the previous owner died holding it
+inline constexpr std::uint32_t kWaiters = 1u << 31;          // unlock must call futex_unlock
+}  // namespace lock_word
+
+struct LockPolicy {
+  WaitOrder order = WaitOrder::kPriority;
+  bool inherit = true;     // waiters lend their priority to the owner, transitively
+  bool handoff = false;    // unlock makes the chosen waiter the owner (no barging)
+  std::uint32_t aging = 0; // with handoff: a waiter passed over this many hand-offs is served next (0: never)
+  const char* name = nullptr;  // the lock's name in reports; must outlive the lock
+};
+
+// Acquires the lock at word for the caller, blocking in the policy's order
+// until it is free (or handed over) or until the deadline. The policy of
+// the first thread to block applies while the lock stays contended.
+// Returns kOk; kOwnerDied (acquired, but the previous owner exited holding
+// it: the protected data may be inconsistent); kTimedOut; kDeadlock (the
+// caller holds it already, or waiting would close a cycle of lock waits;
+// nothing changed); kNoMemory; kInvalidState from an interrupt handler.
+Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline = kForever);
+
+// Releases the lock at word, which the caller must own (else
+// kInvalidState, nothing changed): hands it to the next waiter (handoff
+// policy) or wakes the most urgent waiter to compete for it.
+Status futex_unlock(std::atomic<std::uint32_t>* word);
 
 }  // namespace spindle

@@ -2,11 +2,18 @@
 #pragma once
 
 #include "spindle/app.h"
+#include "spindle/barrier.h"
+#include "spindle/cond_var.h"
 #include "spindle/console.h"
 #include "spindle/cpu_mask.h"
+#include "spindle/diagnostics.h"
 #include "spindle/futex.h"
 #include "spindle/mutex.h"
 #include "spindle/panic.h"
+#include "spindle/queue.h"
+#include "spindle/rw_lock.h"
+#include "spindle/semaphore.h"
+#include "spindle/spin_lock.h"
 #include "spindle/stats.h"
 #include "spindle/status.h"
 #include "spindle/thread.h"

@@ -20,6 +20,8 @@ enum class Status : int {
   kNoMemory,         // an allocation failed; nothing was changed
   kFaulted,          // the thread was killed by a fault (e.g. stack overflow)
   kNotFound,
+  kClosed,           // the object (a Queue) was closed
+  kOverflow,         // the call would raise a count past its maximum; nothing was changed
 };
 
 // A short, stable, human-readable name ("timed out").

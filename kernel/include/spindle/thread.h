@@ -12,6 +12,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <arch/arch.h>
+
 #include "spindle/cpu_mask.h"
 #include "spindle/status.h"
 #include "spindle/time.h"
@@ -27,7 +29,11 @@ inline constexpr std::size_t kDefaultStackSize = 64 * 1024;
 inline constexpr std::size_t kMinStackSize = 32 * 1024;
 inline constexpr std::size_t kMaxStackSize = 64 * 1024 * 1024;
 
-using ThreadId = std::uint64_t;  // never reused within one boot; 0 = none
+// 1..kMaxThreadId; 0 = none. An id is not reused while its thread is
+// alive or unjoined; ids wrap (skipping live ones) after kMaxThreadId
+// creations. It fits the owner field of a lock word (spindle/futex.h).
+using ThreadId = std::uint64_t;
+inline constexpr ThreadId kMaxThreadId = (ThreadId{1} << 30) - 1;
 
 struct ThreadOptions {
   const char* name = "thread";     // copied; truncated to 31 characters
@@ -39,6 +45,12 @@ struct ThreadOptions {
 
 namespace detail {
 struct Tcb;
+// The first bytes of every thread's control block, which the arch thread
+// pointer addresses: the running thread's id is one migration-safe load away.
+struct ThreadHead {
+  ThreadId id = 0;
+};
+inline ThreadId current_thread_id() { return static_cast<const ThreadHead*>(arch::thread_pointer())->id; }
 // The kernel's thread entry: runs a type-erased callable stored in the new
 // thread's stack and returns its exit code.
 using Invoke = int (*)(void* callable);
@@ -158,7 +170,7 @@ void yield();
 Status sleep_for(Duration d);
 Status sleep_until(TimePoint t);
 
-ThreadId id();
+inline ThreadId id() { return detail::current_thread_id(); }
 const char* name();
 int priority();
 unsigned cpu();  // the CPU running the caller right now (may change at once)

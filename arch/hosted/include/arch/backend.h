@@ -32,6 +32,7 @@ struct CpuArea {
   int tid = 0;                    // host thread id, for tgkill
   void* timer = nullptr;          // timer_t of the per-vCPU POSIX timer
   void* kernel = nullptr;         // back-pointer to kernel::Cpu
+  void* thread = nullptr;         // the running thread's pointer (thread_pointer())
   void* altstack = nullptr;       // sigaltstack for fault handlers
   std::size_t altstack_size = 0;
 };
@@ -57,6 +58,17 @@ inline CpuArea* cpu_area() {
   CpuArea* p;
   asm volatile("movq %%gs:0, %0" : "=r"(p));
   return p;
+}
+
+// The running thread's pointer: one %gs-relative load, so a thread that is
+// preempted and resumed elsewhere reads its own value either way.
+inline void* thread_pointer() {
+  void* p;
+  asm volatile("movq %%gs:%c1, %0" : "=r"(p) : "i"(offsetof(CpuArea, thread)));
+  return p;
+}
+inline void set_thread_pointer(void* p) {
+  asm volatile("movq %0, %%gs:%c1" ::"r"(p), "i"(offsetof(CpuArea, thread)) : "memory");
 }
 
 inline bool irqs_enabled() {

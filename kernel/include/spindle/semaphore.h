@@ -1,0 +1,69 @@
+// Counting semaphore with a maximum, and BinarySemaphore. acquire takes one
+// unit, waiting while there is none; release returns units and wakes as
+// many waiters (most urgent first, or in arrival order with WaitOrder::kFifo).
+// Uncontended acquire and release are one atomic each; a release enters the
+// kernel only when someone waits.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "spindle/futex.h"
+#include "spindle/status.h"
+#include "spindle/time.h"
+
+namespace spindle {
+
+class Semaphore {
+ public:
+  static constexpr std::uint32_t kMaxCount = UINT32_MAX;
+
+  // initial <= max (else every call returns kInvalidArgument and the
+  // semaphore holds nothing).
+  explicit Semaphore(std::uint32_t initial, std::uint32_t max = kMaxCount, const char* name = "semaphore",
+                     WaitOrder order = WaitOrder::kPriority);
+  Semaphore(const Semaphore&) = delete;
+  Semaphore& operator=(const Semaphore&) = delete;
+  ~Semaphore();  // panics if threads still wait
+
+  void acquire() { (void)acquire_until(kForever); }
+  bool try_acquire();
+  template <class R, class P>
+  bool try_acquire_for(const std::chrono::duration<R, P>& d) {
+    return acquire_until(deadline_after(std::chrono::duration_cast<Duration>(d))) == Status::kOk;
+  }
+  template <class C, class D>
+  bool try_acquire_until(const std::chrono::time_point<C, D>& t) {
+    return acquire_until(to_spindle_time(t)) == Status::kOk;
+  }
+  // kOk, kTimedOut, kInvalidArgument (bad construction), kInvalidState
+  // (from an interrupt handler while none is available).
+  Status acquire_for(Duration d) { return acquire_until(deadline_after(d)); }
+  Status acquire_until(TimePoint deadline);
+
+  // Returns n units. kOverflow (nothing released) if the count would pass
+  // the maximum. Any context, including interrupt handlers.
+  Status release(std::uint32_t n = 1);
+
+  std::uint32_t value() const { return count_.load(std::memory_order_relaxed); }
+  std::uint32_t max() const { return max_; }
+  const char* name() const { return name_; }
+
+ private:
+  std::atomic<std::uint32_t> count_;
+  std::atomic<std::uint32_t> waiters_{0};
+  std::uint32_t max_;
+  const char* name_;
+  WaitOrder order_;
+  bool valid_;
+};
+
+class BinarySemaphore : public Semaphore {
+ public:
+  explicit BinarySemaphore(bool available = false, const char* name = "binary semaphore",
+                           WaitOrder order = WaitOrder::kPriority)
+      : Semaphore(available ? 1 : 0, 1, name, order) {}
+};
+
+}  // namespace spindle

@@ -1,0 +1,202 @@
+// The counting and signalling objects: SpinLock, Semaphore, CondVar, Latch,
+// Event and the Barrier helpers. Each keeps its state in atomics in its own
+// memory and enters the kernel (futex_wait/futex_wake) only to sleep or to
+// wake a sleeper; a `waiters` count tells a waker whether anyone sleeps.
+//
+// The pattern that makes that safe (no lost wake-up): a waiter increments
+// `waiters` (seq_cst), then re-reads the state word inside futex_wait; a
+// waker changes the state word (seq_cst), then reads `waiters`. One of the
+// two sees the other's write.
+#include <arch/arch.h>
+
+#include "spindle/barrier.h"
+#include "spindle/cond_var.h"
+#include "spindle/diagnostics.h"
+#include "spindle/panic.h"
+#include "spindle/semaphore.h"
+#include "spindle/spin_lock.h"
+
+namespace spindle {
+namespace {
+unsigned long long ull(std::uint64_t v) { return static_cast<unsigned long long>(v); }
+}  // namespace
+
+namespace detail {
+
+void wake_all_waiters(const std::atomic<std::uint32_t>& word, const std::atomic<std::uint32_t>& waiters) {
+  if (waiters.load(std::memory_order_seq_cst) != 0) futex_wake(&word, UINT32_MAX);
+}
+
+Status wait_while_equal(const std::atomic<std::uint32_t>& word, std::uint32_t value,
+                        std::atomic<std::uint32_t>& waiters, TimePoint deadline, const char* name) {
+  while (word.load(std::memory_order_acquire) == value) {
+    waiters.fetch_add(1, std::memory_order_seq_cst);
+    Status s = futex_wait(&word, value, deadline, WaitOrder::kPriority, name);
+    waiters.fetch_sub(1, std::memory_order_relaxed);
+    if (s == Status::kTimedOut && word.load(std::memory_order_acquire) == value) return Status::kTimedOut;
+    if (s == Status::kInvalidState) return s;
+  }
+  return Status::kOk;
+}
+
+void destroyed_with_waiters(const char* kind, const char* name, std::uint32_t waiters) {
+  panic("%s '%s' destroyed while %u thread(s) wait on it", kind, name, waiters);
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// SpinLock
+
+SpinLock::~SpinLock() {
+  if (ThreadId o = owner_.load(std::memory_order_relaxed)) {
+    panic("spin lock '%s' destroyed while held by thread %llu", name_, ull(o));
+  }
+  if constexpr (kLockdep) detail::lockdep_forget(this);
+}
+
+void SpinLock::lock(const Site& site) {
+  ThreadId me = this_thread::id();
+  if (owner_.load(std::memory_order_relaxed) == me) {
+    panic("thread %llu ('%s') locked spin lock '%s', which it already holds (self-deadlock)", ull(me),
+          this_thread::name(), name_);
+  }
+  if constexpr (kLockdep) detail::lockdep_acquire(this, name_, site, false);
+  std::uint32_t ticket = next_.fetch_add(1, std::memory_order_relaxed);
+  for (unsigned spins = 0; serving_.load(std::memory_order_acquire) != ticket; ++spins) {
+    arch::cpu_relax();
+    // A holder preempted on this CPU cannot finish while we spin: give
+    // equal-priority threads a turn now and then.
+    if ((spins & 0x3ff) == 0x3ff) this_thread::yield();
+  }
+  owner_.store(me, std::memory_order_relaxed);
+}
+
+bool SpinLock::try_lock(const Site& site) {
+  std::uint32_t serving = serving_.load(std::memory_order_acquire);
+  std::uint32_t expected = serving;
+  if (!next_.compare_exchange_strong(expected, serving + 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+    return false;
+  }
+  owner_.store(this_thread::id(), std::memory_order_relaxed);
+  if constexpr (kLockdep) detail::lockdep_acquire(this, name_, site, true);
+  return true;
+}
+
+void SpinLock::unlock() {
+  ThreadId me = this_thread::id();
+  ThreadId owner = owner_.load(std::memory_order_relaxed);
+  if (owner != me) {
+    if (owner == 0) panic("thread %llu ('%s') unlocked spin lock '%s', which nobody holds", ull(me), this_thread::name(), name_);
+    panic("thread %llu ('%s') unlocked spin lock '%s', held by thread %llu", ull(me), this_thread::name(), name_,
+          ull(owner));
+  }
+  if constexpr (kLockdep) detail::lockdep_release(this, name_);
+  owner_.store(0, std::memory_order_relaxed);
+  serving_.store(serving_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+// ---------------------------------------------------------------------------
+// Semaphore
+
+Semaphore::Semaphore(std::uint32_t initial, std::uint32_t max, const char* name, WaitOrder order)
+    : count_(initial <= max ? initial : 0), max_(max), name_(name), order_(order), valid_(initial <= max && max > 0) {}
+
+Semaphore::~Semaphore() {
+  if (auto w = waiters_.load(std::memory_order_relaxed)) detail::destroyed_with_waiters("semaphore", name_, w);
+}
+
+bool Semaphore::try_acquire() {
+  std::uint32_t c = count_.load(std::memory_order_relaxed);
+  while (c > 0) {
+    if (count_.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
+Status Semaphore::acquire_until(TimePoint deadline) {
+  if (!valid_) return Status::kInvalidArgument;
+  for (;;) {
+    if (try_acquire()) return Status::kOk;
+    waiters_.fetch_add(1, std::memory_order_seq_cst);
+    Status s = futex_wait(&count_, 0, deadline, order_, name_);
+    waiters_.fetch_sub(1, std::memory_order_relaxed);
+    if (s == Status::kTimedOut) return try_acquire() ? Status::kOk : Status::kTimedOut;
+    if (s == Status::kInvalidState) return s;
+  }
+}
+
+Status Semaphore::release(std::uint32_t n) {
+  if (!valid_) return Status::kInvalidArgument;
+  if (n == 0) return Status::kOk;
+  std::uint32_t c = count_.load(std::memory_order_relaxed);
+  do {
+    if (n > max_ - c) return Status::kOverflow;
+  } while (!count_.compare_exchange_weak(c, c + n, std::memory_order_seq_cst, std::memory_order_relaxed));
+  if (waiters_.load(std::memory_order_seq_cst) != 0) futex_wake(&count_, n);
+  return Status::kOk;
+}
+
+// ---------------------------------------------------------------------------
+// CondVar
+
+CondVar::~CondVar() {
+  if (auto w = waiters_.load(std::memory_order_relaxed)) detail::destroyed_with_waiters("condvar", name_, w);
+}
+
+void CondVar::notify(std::uint32_t n) {
+  if (waiters_.load(std::memory_order_seq_cst) == 0) return;
+  seq_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(&seq_, n);
+}
+
+// ---------------------------------------------------------------------------
+// Latch
+
+Latch::~Latch() {
+  if (auto w = waiters_.load(std::memory_order_relaxed)) detail::destroyed_with_waiters("latch", name_, w);
+}
+
+Status Latch::count_down(std::uint32_t n) {
+  std::uint32_t c = count_.load(std::memory_order_relaxed);
+  do {
+    if (n > c) return Status::kOverflow;
+  } while (!count_.compare_exchange_weak(c, c - n, std::memory_order_seq_cst, std::memory_order_relaxed));
+  if (c == n) detail::wake_all_waiters(count_, waiters_);
+  return Status::kOk;
+}
+
+Status Latch::wait_until(TimePoint deadline) {
+  for (;;) {
+    std::uint32_t c = count_.load(std::memory_order_acquire);
+    if (c == 0) return Status::kOk;
+    // Counting down changes the word: a stale value just returns and retries.
+    Status s = detail::wait_while_equal(count_, c, waiters_, deadline, name_);
+    if (s != Status::kOk) return s;
+  }
+}
+
+Status Latch::arrive_and_wait(std::uint32_t n) {
+  if (Status s = count_down(n); s != Status::kOk) return s;
+  return wait_until(kForever);
+}
+
+// ---------------------------------------------------------------------------
+// Event
+
+Event::~Event() {
+  if (auto w = waiters_.load(std::memory_order_relaxed)) detail::destroyed_with_waiters("event", name_, w);
+}
+
+void Event::set() {
+  flag_.store(1, std::memory_order_seq_cst);
+  detail::wake_all_waiters(flag_, waiters_);
+}
+
+void Event::clear() { flag_.store(0, std::memory_order_release); }
+
+Status Event::wait_until(TimePoint deadline) {
+  return detail::wait_while_equal(flag_, 0, waiters_, deadline, name_);
+}
+
+}  // namespace spindle
