@@ -1,0 +1,2 @@
+// Lockdep, cycle detection and the starvation watchdog (written below).
+#include "ktest_util.h"

@@ -1,0 +1,2 @@
+// Priority inheritance and the hand-off locks (written below).
+#include "ktest_util.h"
