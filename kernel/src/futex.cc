@@ -108,15 +108,16 @@ void drop_if_unused(LockState* s) SPINDLE_REQUIRES(g.lock) {
 }
 
 // The waiter an unlock serves: the queue's front, unless aging is on and
-// some waiter has been passed over `aging` hand-offs (then the longest
-// waiting such one).
+// some waiters have been passed over `aging` hand-offs: then the one of
+// those that arrived first.
 Tcb* choose_waiter(LockState* s) SPINDLE_REQUIRES(g.lock) {
   Tcb* pick = s->waiters.front();
-  if (s->aging == 0 || !pick) return pick;
-  for (Tcb* t = s->waiters.next(pick); t; t = s->waiters.next(t)) {
-    if (s->handoffs - t->lock_arrival >= s->aging && t->lock_arrival < pick->lock_arrival) pick = t;
+  if (s->aging == 0) return pick;
+  Tcb* aged = nullptr;
+  for (Tcb* t = pick; t; t = s->waiters.next(t)) {
+    if (s->handoffs - t->lock_arrival >= s->aging && (!aged || t->lock_seq < aged->lock_seq)) aged = t;
   }
-  return pick;
+  return aged ? aged : pick;
 }
 
 // ---------------------------------------------------------------------------
@@ -283,7 +284,10 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
     self->wait_name = name;
     self->handed_off = false;
     self->lock_arrival = s->handoffs;
-    Status r = s->waiters.wait(deadline);  // wake() runs lock_waiter_left
+    self->lock_seq = ++g.lock_waits;
+    s->waiters.insert(self);
+    if (s->inherit) update_priority(owner);  // lend our priority along the chain
+    Status r = block_current(&s->waiters, deadline);  // wake() runs lock_waiter_left
     self->futex_key = nullptr;
     if (self->handed_off) {
       self->handed_off = false;

@@ -85,11 +85,12 @@ class WaitQueue {
   void reposition(Tcb* t);
   // Internal: unlink t (woken or timed out).
   void remove(Tcb* t);
+  // Links t (the caller, about to block_current on this queue) in order.
+  void insert(Tcb* t);
   // The first waiter (in queue order) whose futex_key is key, or nullptr.
   Tcb* first_with_key(const void* key) const;
 
  private:
-  void insert(Tcb* t);
   List<RunNode, &RunNode::link> waiters_;
   Order order_;
 };
@@ -143,6 +144,7 @@ struct Tcb {
   List<LockState, &LockState::owner_link> held_locks;  // contended locks it owns
   bool handed_off = false;          // an unlock made it the owner
   std::uint64_t lock_arrival = 0;   // blocked_lock->handoffs when it queued (aging)
+  std::uint64_t lock_seq = 0;       // global arrival order of lock waits (aging)
   std::uint64_t blocked_since = 0;  // now_ns() when it last blocked
   Timer watchdog;                   // starvation report
   Tcb* id_next = nullptr;           // chain in g.by_id
@@ -210,6 +212,7 @@ struct Kernel {
   std::uint64_t starvation_bound_ns = 0;  // 0: watchdog off
   bool deadlock_detection = true;
   std::uint64_t starvation_reports = 0;
+  std::uint64_t lock_waits = 0;       // numbers lock waits in arrival order
   std::uint64_t deadlocks_detected = 0;
   unsigned live_threads = 0;
   std::atomic<bool> shutting_down{false};

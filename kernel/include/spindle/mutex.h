@@ -182,12 +182,20 @@ class SPINDLE_CAPABILITY("mutex") RecursiveMutex : private detail::OwnerLock {
   unsigned depth_ = 0;  // written by the holder only
 };
 
-// A scoped lock for any BasicLockable, for code that cannot include <mutex>
-// (std::scoped_lock works just as well where it is available).
+// A scoped lock for any BasicLockable. Unlike std::scoped_lock it needs no
+// <mutex> (bare metal), and it passes its own call site on to Spindle
+// locks, so lock-order reports name the line of the Guard rather than a
+// line inside a standard header.
 template <class L>
 class SPINDLE_SCOPED_CAPABILITY Guard {
  public:
-  explicit Guard(L& l) SPINDLE_ACQUIRE(l) : l_(l) { l_.lock(); }
+  explicit Guard(L& l, const Site& site = Site::current()) SPINDLE_ACQUIRE(l) : l_(l) {
+    if constexpr (requires { l.lock(site); }) {
+      l_.lock(site);
+    } else {
+      l_.lock();
+    }
+  }
   ~Guard() SPINDLE_RELEASE() { l_.unlock(); }
   Guard(const Guard&) = delete;
   Guard& operator=(const Guard&) = delete;
