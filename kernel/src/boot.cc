@@ -35,6 +35,9 @@ void idle_loop(Cpu& c) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   }
 }
 
+// The thread identity of code that runs outside every Spindle thread.
+Tcb g_outside;
+
 void cpu_main(unsigned id) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   Cpu& c = g.cpus[id];
   c.arch.kernel = &c;
@@ -83,6 +86,14 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   g_boot_cpu.arch.kernel = &g_boot_cpu;
   g_boot_cpu.id = 0;
   arch::cpu_init_local(&g_boot_cpu.arch, 0);
+  // Code on the boot thread outside any Spindle thread (before the CPUs
+  // run, and static destructors after they stopped) runs as "outside".
+  if (g_outside.magic != kTcbMagic) {
+    g_outside.magic = kTcbMagic;
+    g_outside.head.id = kOutsideThreadId;
+    format(g_outside.name, sizeof g_outside.name, "outside");
+  }
+  arch::set_thread_pointer(&g_outside);
   g.ncpus = arch::cpu_count();
   if (g.ncpus == 0 || g.ncpus > kMaxCpus) panic("cannot run on %u CPUs (1..%u)", g.ncpus, kMaxCpus);
   g.timeslice_ns = args.timeslice_ns;

@@ -169,6 +169,8 @@ struct Tcb {
 };
 
 inline constexpr std::uint32_t kTcbMagic = 0x5350444cu;  // "SPDL"
+// The id of the boot thread's "outside" identity (never a real thread's).
+inline constexpr ThreadId kOutsideThreadId = kMaxThreadId;
 
 enum class SwitchReason : std::uint8_t { kBlock, kYield, kPreempt, kSliceEnd };
 

@@ -188,15 +188,24 @@ Event::~Event() {
   if (auto w = waiters_.load(std::memory_order_relaxed)) detail::destroyed_with_waiters("event", name_, w);
 }
 
+// The word is (generation << 1) | flag. set() bumps the generation, so a
+// waiter that saw the flag clear returns once the word changes at all,
+// even if clear() follows at once: every thread waiting when set() was
+// called is released (a clear on a clear flag changes nothing).
 void Event::set() {
-  flag_.store(1, std::memory_order_seq_cst);
+  std::uint32_t v = flag_.load(std::memory_order_relaxed);
+  do {
+    if (v & 1) return;
+  } while (!flag_.compare_exchange_weak(v, (v + 2) | 1, std::memory_order_seq_cst, std::memory_order_relaxed));
   detail::wake_all_waiters(flag_, waiters_);
 }
 
-void Event::clear() { flag_.store(0, std::memory_order_release); }
+void Event::clear() { flag_.fetch_and(~1u, std::memory_order_release); }
 
 Status Event::wait_until(TimePoint deadline) {
-  return detail::wait_while_equal(flag_, 0, waiters_, deadline, name_);
+  std::uint32_t v = flag_.load(std::memory_order_acquire);
+  if (v & 1) return Status::kOk;
+  return detail::wait_while_equal(flag_, v, waiters_, deadline, name_);
 }
 
 }  // namespace spindle

@@ -48,7 +48,7 @@ unsigned id_bucket(ThreadId id) { return static_cast<unsigned>(id % kIdBuckets);
 ThreadId allocate_id() SPINDLE_REQUIRES(g.lock) {
   for (;;) {
     ThreadId id = g.next_id;
-    g.next_id = id == kMaxThreadId ? 1 : id + 1;
+    g.next_id = id + 1 == kOutsideThreadId ? 1 : id + 1;
     if (!find_thread(id)) return id;
   }
 }

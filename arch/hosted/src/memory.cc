@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
+#include <cstdint>
 #include <new>
 
 #include <arch/arch.h>
@@ -62,12 +63,15 @@ void* alloc(std::size_t n) {
   return checked(std::malloc(n ? n : 1), n);
 }
 
-void* alloc_aligned(std::size_t n, std::align_val_t a) {
+void* try_alloc_aligned(std::size_t n, std::align_val_t a) {
   MaskIrqs m;
   std::size_t align = static_cast<std::size_t>(a);
+  if (n > SIZE_MAX - align) return nullptr;
   std::size_t rounded = (n + align - 1) / align * align;
-  return checked(std::aligned_alloc(align, rounded ? rounded : align), n);
+  return std::aligned_alloc(align, rounded ? rounded : align);
 }
+
+void* alloc_aligned(std::size_t n, std::align_val_t a) { return checked(try_alloc_aligned(n, a), n); }
 
 void release(void* p) {
   if (!p) return;
@@ -90,7 +94,17 @@ void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
 void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
 void* operator new(std::size_t n, std::align_val_t a) { return alloc_aligned(n, a); }
 void* operator new[](std::size_t n, std::align_val_t a) { return alloc_aligned(n, a); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return try_alloc_aligned(n, a);
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return try_alloc_aligned(n, a);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
 void operator delete(void* p) noexcept { release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { release(p); }
 void operator delete[](void* p) noexcept { release(p); }
 void operator delete(void* p, std::size_t) noexcept { release(p); }
 void operator delete[](void* p, std::size_t) noexcept { release(p); }

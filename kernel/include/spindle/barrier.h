@@ -128,7 +128,7 @@ class Event {
 
   void set();    // any context, including interrupt handlers
   void clear();
-  bool is_set() const { return flag_.load(std::memory_order_acquire) != 0; }
+  bool is_set() const { return (flag_.load(std::memory_order_acquire) & 1) != 0; }
   void wait() { (void)wait_until(kForever); }
   Status wait_for(Duration d) { return wait_until(deadline_after(d)); }
   Status wait_until(TimePoint deadline);  // kOk once set, or kTimedOut
@@ -136,7 +136,7 @@ class Event {
   const char* name() const { return name_; }
 
  private:
-  std::atomic<std::uint32_t> flag_{0};
+  std::atomic<std::uint32_t> flag_{0};  // (generation << 1) | set
   std::atomic<std::uint32_t> waiters_{0};
   const char* name_;
 };

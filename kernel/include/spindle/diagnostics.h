@@ -9,8 +9,8 @@
 //    Uncontended locks pay for it (a per-thread held-lock stack); off by
 //    default in the release preset, on in hosted-debug and hosted-tsan.
 //  - Wait-for cycle detection: when a thread is about to block on an
-//    owner-aware lock (Mutex, RecursiveMutex, FairMutex, PriorityMutex, a
-//    writer of RwLock), the kernel follows owner -> the lock that owner
+//    owner-aware lock (Mutex, RecursiveMutex, FairMutex, PriorityMutex),
+//    the kernel follows owner -> the lock that owner
 //    waits for -> its owner ...; reaching the caller means the wait would
 //    never end: the call returns Status::kDeadlock (lock() panics, having
 //    no way to return it) and a report names every thread and lock in the

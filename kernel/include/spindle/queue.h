@@ -27,7 +27,7 @@ class Queue {
  public:
   explicit Queue(std::size_t capacity, const char* name = "queue", WaitOrder order = WaitOrder::kPriority)
       : capacity_(capacity),
-        slots_(capacity ? static_cast<Slot*>(::operator new[](capacity * sizeof(Slot), std::nothrow)) : nullptr),
+        slots_(allocate(capacity)),
         lock_(name),
         not_empty_(name, order),
         not_full_(name, order),
@@ -35,12 +35,12 @@ class Queue {
         name_(name) {}
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
+  // Destroys the items left. Nobody may use the queue any more, so no
+  // lock is taken (a Queue with static storage is destroyed after the
+  // kernel has stopped).
   ~Queue() {
-    {
-      Guard hold(lock_);
-      while (count_ > 0) pop_locked();
-    }
-    ::operator delete[](slots_, std::nothrow);
+    while (count_ > 0) pop_locked();
+    if (slots_) ::operator delete[](slots_, std::align_val_t(alignof(Slot)), std::nothrow);
   }
 
   // Puts v at the tail. kOk, kTimedOut, kWouldBlock (try_put on a full
@@ -99,6 +99,11 @@ class Queue {
     unsigned char bytes[sizeof(T)];
   };
 
+  static Slot* allocate(std::size_t capacity) {
+    if (capacity == 0 || capacity > SIZE_MAX / sizeof(Slot)) return nullptr;
+    return static_cast<Slot*>(
+        ::operator new[](capacity * sizeof(Slot), std::align_val_t(alignof(Slot)), std::nothrow));
+  }
   Status usable() const {
     if (capacity_ == 0) return Status::kInvalidArgument;
     return slots_ ? Status::kOk : Status::kNoMemory;
