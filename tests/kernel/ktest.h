@@ -25,6 +25,9 @@ struct Case {
   // killing a thread on a stack-overflow fault. ThreadSanitizer cannot
   // follow a switch made in a handler, so the hosted TSan build skips these.
   bool switches_in_signal = false;
+  // Needs the host (a Linux process around the kernel); the bare-metal
+  // runner reports it as skipped. Mark with KTEST_HOST_ONLY.
+  bool host_only = false;
   Case* next = nullptr;
 };
 
@@ -79,6 +82,14 @@ class Rng {
   static void ktest_body_##name();                                                                       \
   static ::spindle::ktest::Case ktest_case_##name{#name, ktest_body_##name, min_cpus, __FILE__, __LINE__, \
                                                   true};                                                 \
+  static ::spindle::ktest::Registrar ktest_reg_##name(&ktest_case_##name);                              \
+  static void ktest_body_##name()
+
+// A case that needs the host (see Case::host_only); runs only in hosted builds.
+#define KTEST_HOST_ONLY(name, min_cpus)                                                                     \
+  static void ktest_body_##name();                                                                       \
+  static ::spindle::ktest::Case ktest_case_##name{#name, ktest_body_##name, min_cpus, __FILE__, __LINE__, \
+                                                  false, true};                                          \
   static ::spindle::ktest::Registrar ktest_reg_##name(&ktest_case_##name);                              \
   static void ktest_body_##name()
 

@@ -50,6 +50,8 @@ constexpr std::size_t kAltStackSize = 64 * 1024;  // signal frames need ~12 KiB
 // pending check, and may lose a timer signal's effect there: so under TSan
 // an idle sleep is bounded to 1 ms and its timeout counts as a timer
 // interrupt (timer handling re-checks every deadline against the clock).
+// A busy vCPU can lose a timer signal the same way: every unmask polls the
+// programmed deadline (tsan_poll_timer).
 #if defined(__SANITIZE_THREAD__)
 constexpr bool kPreemptInHandler = false;
 constexpr timespec kIdleSleepLimit{0, 1'000'000};
@@ -247,7 +249,18 @@ void idle_wait() {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
+#if defined(__SANITIZE_THREAD__)
+void tsan_poll_timer() {
+  CpuArea* a = cpu_area();
+  if (a->timer_deadline != UINT64_MAX && now_ns() >= a->timer_deadline) {
+    a->timer_deadline = UINT64_MAX;
+    a->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);
+  }
+}
+#endif
+
 void set_timer(std::uint64_t deadline_ns) {
+  cpu_area()->timer_deadline = deadline_ns;
   itimerspec its{};
   std::uint64_t mono = hosted_to_monotonic(deadline_ns);
   its.it_value.tv_sec = static_cast<time_t>(mono / 1'000'000'000);

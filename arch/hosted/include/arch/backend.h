@@ -33,6 +33,7 @@ struct CpuArea {
   void* timer = nullptr;          // timer_t of the per-vCPU POSIX timer
   void* kernel = nullptr;         // back-pointer to kernel::Cpu
   void* thread = nullptr;         // the running thread's pointer (thread_pointer())
+  std::uint64_t timer_deadline = UINT64_MAX;  // last set_timer deadline (checked by polling under TSan)
   void* altstack = nullptr;       // sigaltstack for fault handlers
   std::size_t altstack_size = 0;
 };
@@ -89,7 +90,17 @@ inline IrqState irq_save() {
   return was;
 }
 
+#if defined(__SANITIZE_THREAD__)
+// TSan defers a signal to the thread's next intercepted call and can hold a
+// timer signal back for good (see cpu.cc): under TSan every unmask also
+// compares the clock with the programmed deadline. Interrupts masked.
+void tsan_poll_timer();
+#endif
+
 inline void irq_enable() {
+#if defined(__SANITIZE_THREAD__)
+  tsan_poll_timer();
+#endif
   asm volatile("movb $1, %%gs:%c0" ::"i"(offsetof(CpuArea, irq_enabled)) : "memory");
   std::uint32_t p;
   asm volatile("movl %%gs:%c1, %0" : "=r"(p) : "i"(offsetof(CpuArea, pending)) : "memory");

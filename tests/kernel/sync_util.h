@@ -1,0 +1,137 @@
+// Helpers shared by the sync-object cases (sync_test.cc, rwlock_test.cc,
+// queue_test.cc, mutex_test.cc): scaling for sanitizer builds, "is that
+// thread blocked yet" handshakes, timed joins that turn a hang into a
+// failure, and a timing check for timeouts.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+
+#include "ktest_util.h"
+
+namespace spindle::ktest {
+
+// Sanitizer builds are several times slower: stress loops divide their
+// iteration counts by this.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr int kSlowdown = 10;
+#elif defined(__SANITIZE_ADDRESS__)
+inline constexpr int kSlowdown = 4;
+#else
+inline constexpr int kSlowdown = 1;
+#endif
+
+inline constexpr bool kSanitized = kSlowdown != 1;
+
+inline constexpr long scaled(long n) { return n / kSlowdown > 0 ? n / kSlowdown : 1; }
+
+// The thread's state string ("ready", "running", "blocked", ...), or "gone".
+inline const char* state_of(ThreadId id) {
+  ThreadStats s;
+  if (thread_stats(id, &s) != Status::kOk) return "gone";
+  return s.state;
+}
+
+inline bool is_blocked(ThreadId id) { return state_of(id)[0] == 'b'; }
+
+// Waits until t sleeps in the kernel (on whatever it was told to wait for).
+// Used to make arrival orders deterministic: start the next waiter only
+// once the previous one is queued.
+inline bool wait_blocked(const Thread& t, Duration timeout = std::chrono::seconds(10)) {
+  ThreadId id = t.id();
+  return wait_until([id] { return is_blocked(id); }, timeout);
+}
+
+// The same for a thread less urgent than the caller on the caller's CPU:
+// polls with sleeps (a yield would not let it run).
+inline bool wait_blocked_sleeping(const Thread& t, Duration timeout = std::chrono::seconds(10)) {
+  TimePoint end = deadline_after(timeout);
+  while (!is_blocked(t.id())) {
+    if (Clock::now() >= end) return false;
+    this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// Waits until t is blocked, giving up at `deadline` (for a thread that
+// stops waiting then).
+inline bool wait_blocked_until(const Thread& t, TimePoint deadline) {
+  ThreadId id = t.id();
+  while (!is_blocked(id)) {
+    if (Clock::now() >= deadline) return is_blocked(id);
+    this_thread::yield();
+  }
+  return true;
+}
+
+// For a scenario with a waiter that gives up at a deadline and must still
+// be waiting once the rest is set up: attempt(timeout) runs the scenario
+// with that timeout and returns whether the setup was complete in time
+// (conclusive). An inconclusive attempt (a loaded host delayed the setup)
+// is repeated with a four times longer timeout: 50 ms, 200 ms, 800 ms, 3.2 s.
+template <class F>
+void with_growing_timeout(F attempt, const char* file, int line) {
+  Duration t = std::chrono::milliseconds(50);
+  for (int i = 0; i < 4; ++i, t *= 4) {
+    if (attempt(t)) return;
+  }
+  record_failure(file, line, "the setup was never complete before the timed waiter's deadline");
+}
+#define KWITH_GROWING_TIMEOUT(attempt) ::spindle::ktest::with_growing_timeout((attempt), __FILE__, __LINE__)
+
+// Joins t, or (if it does not end within the timeout: a hang, i.e. a bug)
+// records a failure and detaches it, so the case still ends.
+inline Status join_within(Thread& t, const char* file, int line, Duration timeout = std::chrono::seconds(20)) {
+  if (!t.joinable()) return Status::kInvalidState;
+  int code = 0;
+  Status s = t.join_for(timeout, &code);
+  if (s == Status::kTimedOut) {
+    record_failure(file, line, "thread %llu did not finish within %lld ms (hung?)",
+                   static_cast<unsigned long long>(t.id()),
+                   static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()));
+    (void)t.detach();
+    return s;
+  }
+  if (s != Status::kOk) record_failure(file, line, "join failed: %s", to_string(s));
+  if (code != 0) record_failure(file, line, "thread exited with code %d", code);
+  return s;
+}
+#define KJOIN(t) ::spindle::ktest::join_within((t), __FILE__, __LINE__)
+
+// Checks that a timed operation took at least `wanted` (it must never
+// return early) and not absurdly long (it did time out, not hang until
+// something else happened).
+inline void check_waited(Duration took, Duration wanted, const char* what, const char* file, int line) {
+  using std::chrono::duration_cast;
+  using std::chrono::microseconds;
+  if (took < wanted) {
+    record_failure(file, line, "%s returned after %lld us, before its %lld us timeout", what,
+                   static_cast<long long>(duration_cast<microseconds>(took).count()),
+                   static_cast<long long>(duration_cast<microseconds>(wanted).count()));
+  }
+  if (took > wanted + std::chrono::seconds(5)) {
+    record_failure(file, line, "%s took %lld us for a %lld us timeout", what,
+                   static_cast<long long>(duration_cast<microseconds>(took).count()),
+                   static_cast<long long>(duration_cast<microseconds>(wanted).count()));
+  }
+}
+#define KCHECK_WAITED(took, wanted, what) ::spindle::ktest::check_waited((took), (wanted), (what), __FILE__, __LINE__)
+
+// Like KCHECK_EQ for Status values, printing their names.
+#define KCHECK_STATUS(expr, expected)                                                                  \
+  do {                                                                                                 \
+    ::spindle::Status ktest_s = (expr);                                                                \
+    ::spindle::Status ktest_e = (expected);                                                            \
+    if (ktest_s != ktest_e) {                                                                          \
+      ::spindle::ktest::record_failure(__FILE__, __LINE__, "%s: got '%s', want '%s'", #expr,           \
+                                       ::spindle::to_string(ktest_s), ::spindle::to_string(ktest_e)); \
+    }                                                                                                  \
+  } while (0)
+
+// A value that a test thread publishes and the main thread waits for.
+template <class T>
+bool wait_for_value(const std::atomic<T>& a, T v, Duration timeout = std::chrono::seconds(10)) {
+  return wait_until([&] { return a.load() == v; }, timeout);
+}
+
+}  // namespace spindle::ktest
