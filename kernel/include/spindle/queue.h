@@ -2,8 +2,9 @@
 // Python's queue.Queue. put waits while the queue is full, get while it is
 // empty; task_done/join let a producer wait until every item it queued has
 // been processed; close() ends the queue: later puts fail with kClosed,
-// gets drain what is left and then fail with kClosed, and every waiter is
-// released.
+// gets drain what is left and then fail with kClosed, and every blocked put
+// and get is released (join() still waits for task_done of the items that
+// were taken).
 //
 // Waiters are served most urgent first (or in arrival order with
 // WaitOrder::kFifo). Storage for `capacity` items is allocated once at

@@ -2,7 +2,10 @@
 // unit, waiting while there is none; release returns units and wakes as
 // many waiters (most urgent first, or in arrival order with WaitOrder::kFifo).
 // Uncontended acquire and release are one atomic each; a release enters the
-// kernel only when someone waits.
+// kernel only when someone waits. The order sets who is woken; a thread
+// that arrives while a woken waiter is on its way may take the unit first
+// (the woken one then waits again). For strict arrival-order service use a
+// FairMutex-protected resource instead.
 #pragma once
 
 #include <atomic>
