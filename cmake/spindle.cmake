@@ -5,9 +5,26 @@
 # compiler's memcpy/memset (checked by the kernel_symbols test).
 set(SPINDLE_KERNEL_FLAGS -fno-exceptions -fno-rtti -fno-threadsafe-statics)
 
+# Bare metal: the emulator that boots images in ctest; images are NAME.elf.
+if(NOT SPINDLE_ARCH STREQUAL "hosted")
+  find_program(SPINDLE_QEMU qemu-system-aarch64 REQUIRED)
+  set(CMAKE_EXECUTABLE_SUFFIX .elf)
+endif()
+
+# spindle_qemu_command(VAR IMAGE CPUS GIC): in VAR, the QEMU command line
+# that boots IMAGE (a path or generator expression) on CPUS CPUs with GIC
+# version GIC. Deterministic (-icount shift=0,sleep=off: one instruction is
+# one ns of virtual time, idle time is skipped); the guest's semihosting
+# exit code is QEMU's exit status.
+function(spindle_qemu_command var image cpus gic)
+  set(${var} ${SPINDLE_QEMU} -M virt,gic-version=${gic} -cpu cortex-a53 -smp ${cpus} -m 256M
+      -nographic -semihosting -no-reboot -icount shift=0,sleep=off -kernel ${image} PARENT_SCOPE)
+endfunction()
+
 # spindle_add_app(NAME [SOURCES...]): an app in apps/NAME, built for the
-# current target as bin/NAME, with a ctest that runs it on 2 vCPUs and
-# requires exit status 0.
+# current target as bin/NAME (bare metal: the bootable image bin/NAME.elf),
+# with a ctest that runs it (hosted: on 2 vCPUs; QEMU: booted on 4 CPUs)
+# and requires exit status 0.
 function(spindle_add_app name)
   set(sources ${ARGN})
   if(NOT sources)
@@ -18,5 +35,10 @@ function(spindle_add_app name)
   if(SPINDLE_ARCH STREQUAL "hosted")
     add_test(NAME app.${name} COMMAND ${name} --cpus=2)
     set_tests_properties(app.${name} PROPERTIES TIMEOUT 120 LABELS app)
+  else()
+    set_target_properties(${name} PROPERTIES LINK_DEPENDS ${SPINDLE_LINK_SCRIPT})
+    spindle_qemu_command(cmd $<TARGET_FILE:${name}> 4 3)
+    add_test(NAME app.${name} COMMAND ${cmd})
+    set_tests_properties(app.${name} PROPERTIES TIMEOUT 300 LABELS app)
   endif()
 endfunction()

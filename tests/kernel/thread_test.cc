@@ -261,7 +261,7 @@ KTEST(stats_account_cpu_time, 2) {
   KCHECK(s.stack_size == kDefaultStackSize);
   KCHECK(s.stack_high_water > 0 && s.stack_high_water < s.stack_size);
   SystemStats sys = system_stats();
-  KCHECK_EQ(sys.cpus, 2u);
+  KCHECK(sys.cpus >= 2u);  // the case asks for at least 2
   KCHECK(sys.uptime_ns >= 100'000'000ull);
   print_stats();
   KCHECK(t.join() == Status::kOk);

@@ -1,0 +1,141 @@
+// aarch64 bare-metal backend (QEMU `virt`): types and inline fast paths of
+// the arch contract (see arch/arch.h).
+//
+// The kernel runs at EL1 in the upper half of the address space (TTBR1);
+// TTBR0 is left for per-process address spaces. Per-CPU data is reached
+// through TPIDR_EL1 (the CpuArea of this CPU), the running thread through
+// TPIDRRO_EL0, which the scheduler rewrites on every switch: both are one
+// `mrs`, so neither can be stale after a migration.
+//
+// Interrupt masking is PSTATE.I (DAIF). Besides the hardware sources (the
+// generic timer, SGIs from other CPUs), `pending` holds interrupts raised in
+// software: an IPI a CPU sends to itself is only a bit here, delivered by
+// the next irq_enable/irq_restore, so "preempt at the next unmask" is exact
+// and costs no trip through the GIC.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#if !defined(__aarch64__)
+#error "the aarch64 backend is built with an aarch64 compiler"
+#endif
+
+namespace spindle::arch {
+
+// The backend starts at most this many CPUs (MPIDR Aff0 0..7 on `virt`).
+inline constexpr unsigned kMaxCpusAarch64 = 8;
+
+struct CpuArea {
+  std::atomic<std::uint32_t> pending{0};  // kIrq* bits raised in software
+  std::uint32_t id = 0;
+  void* kernel = nullptr;                 // back-pointer to kernel::Cpu
+  std::uintptr_t fault_stack_top = 0;     // offset 16: read by the vectors (vectors.S)
+  std::atomic<std::uint32_t> relax_spins{0};  // cpu_relax calls, to pace its yields
+};
+static_assert(offsetof(CpuArea, fault_stack_top) == 16, "vectors.S reads CpuArea::fault_stack_top at 16");
+
+// The saved state of a thread that is not running: its stack pointer. The
+// callee-saved registers x19..x30 are on that stack (switch.S); an
+// interrupted thread also has its complete exception frame there.
+struct Context {
+  void* sp = nullptr;
+};
+
+struct StackRegion {
+  void* base = nullptr;
+  std::size_t size = 0;
+};
+
+using IrqState = std::uint64_t;  // DAIF as read
+
+inline CpuArea* cpu_area() {
+  CpuArea* p;
+  asm volatile("mrs %0, tpidr_el1" : "=r"(p));
+  return p;
+}
+
+inline void* thread_pointer() {
+  void* p;
+  asm volatile("mrs %0, tpidrro_el0" : "=r"(p));
+  return p;
+}
+inline void set_thread_pointer(void* p) { asm volatile("msr tpidrro_el0, %0" ::"r"(p) : "memory"); }
+
+inline bool irqs_enabled() {
+  std::uint64_t daif;
+  asm volatile("mrs %0, daif" : "=r"(daif)::"memory");
+  return (daif & (1u << 7)) == 0;
+}
+
+// Delivers interrupts raised in software; called by irq_enable when any are.
+void irq_deliver_pending();
+
+inline IrqState irq_save() {
+  std::uint64_t daif;
+  asm volatile("mrs %0, daif\n\tmsr daifset, #2" : "=r"(daif)::"memory");
+  return daif;
+}
+
+inline void irq_enable() {
+  asm volatile("msr daifclr, #2" ::: "memory");
+  // Preemption right after the unmask is fine: cpu_area() is then the new
+  // CPU's, and its bits are the ones that concern this thread now.
+  if (cpu_area()->pending.load(std::memory_order_relaxed) != 0) irq_deliver_pending();
+}
+
+inline void irq_restore(IrqState s) {
+  if ((s & (1u << 7)) == 0) irq_enable();
+}
+
+// A spin-wait pause: mostly `isb` (it really waits for the pipeline to
+// drain, where `yield` is a no-op on many cores), and `yield` every 512th
+// time. Under QEMU's single-threaded round-robin (which -icount forces) a
+// `yield` hands the host thread to the next vCPU for its whole time slice:
+// a spin that waits for another CPU needs that to make progress at all,
+// but yielding on every iteration stretches a short bounded spin (a
+// Mutex's, before it sleeps) to many milliseconds of virtual time. The
+// count is per CPU and only a heuristic: a migrating caller may bump
+// another CPU's count, which does no harm.
+inline void cpu_relax() {
+  CpuArea* a = cpu_area();
+  std::uint32_t n = a->relax_spins.load(std::memory_order_relaxed) + 1;
+  a->relax_spins.store(n, std::memory_order_relaxed);
+  if ((n & 511) == 0) {
+    asm volatile("yield" ::: "memory");
+  } else {
+    asm volatile("isb" ::: "memory");
+  }
+}
+
+void cpu_init_local(CpuArea* area, unsigned id);
+unsigned cpu_count();
+void run_cpus(void (*entry)(unsigned cpu));
+void send_ipi(unsigned cpu);
+void idle_wait();
+
+void context_init(Context* c, void* stack_lo, std::size_t size, void (*entry)(void*), void* arg);
+void context_switch(Context* from, Context* to);
+[[noreturn]] void context_switch_final(Context* to);
+inline void context_destroy(Context*) {}
+inline void context_adopt(Context* c) { c->sp = nullptr; }  // filled by the first switch away
+
+std::uint64_t now_ns();
+void set_timer(std::uint64_t deadline_ns);
+
+StackRegion stack_alloc(std::size_t size);
+void stack_free(StackRegion r);
+inline constexpr std::size_t kPageSize = 4096;
+// Unmapped virtual space below every stack. As on hosted: large enough that
+// a function with a big frame cannot step over it.
+inline constexpr std::size_t kGuardSize = 64 * 1024;
+inline bool in_guard(const StackRegion& r, std::uintptr_t addr) {
+  auto b = reinterpret_cast<std::uintptr_t>(r.base);
+  return addr < b && addr >= b - kGuardSize;
+}
+
+void console_write(const char* s, std::size_t n);
+[[noreturn]] void halt(int exit_code);
+
+}  // namespace spindle::arch

@@ -1,0 +1,102 @@
+// Private to the aarch64 backend: the memory map, system-register access,
+// and the pieces the backend's files share.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <arch/arch.h>
+
+namespace spindle::arch {
+
+// ---------------------------------------------------------------------------
+// Virtual memory layout (4 KiB granule, 39-bit VAs in both halves).
+//
+//   TTBR1 (kernel, shared by all CPUs, global entries):
+//     0xFFFFFF80_00000000 + PA   linear map of PA 0..4 GiB:
+//                                 L1[0]: 0..1 GiB devices (Device-nGnRE, XN)
+//                                 L1[1..3]: RAM, 2 MiB Normal WB blocks
+//     0xFFFFFF82_00000000        stacks, 8 GiB: 4 KiB pages with an
+//                                 unmapped guard below each stack
+//   TTBR0: free for per-process (EL0) address spaces tagged with ASIDs;
+//          walks disabled (TCR_EL1.EPD0) once every CPU runs in the upper half.
+inline constexpr std::uintptr_t kKernelOffset = 0xFFFFFF8000000000ull;
+inline constexpr std::uintptr_t kStackRegionBase = 0xFFFFFF8200000000ull;
+inline constexpr std::uintptr_t kStackRegionSize = 8ull << 30;
+inline constexpr std::uintptr_t kRamBase = 0x40000000;
+inline constexpr std::uintptr_t kRamLimit = 0x100000000ull;  // RAM above 4 GiB is not used
+
+inline std::uintptr_t phys_to_virt(std::uintptr_t pa) { return pa + kKernelOffset; }
+inline std::uintptr_t virt_to_phys(std::uintptr_t va) { return va - kKernelOffset; }
+template <typename T>
+T* device(std::uintptr_t pa) {
+  return reinterpret_cast<T*>(phys_to_virt(pa));
+}
+
+// QEMU virt peripherals (physical).
+inline constexpr std::uintptr_t kPl011Base = 0x09000000;
+inline constexpr std::uintptr_t kPl031Base = 0x09010000;
+inline constexpr std::uintptr_t kGicdBase = 0x08000000;
+inline constexpr std::uintptr_t kGiccBase = 0x08010000;
+inline constexpr std::uintptr_t kGicrBase = 0x080A0000;
+
+// Interrupt ids.
+inline constexpr unsigned kIntidIpi = 0;     // SGI 0: "look at your pending bits"
+inline constexpr unsigned kIntidTimer = 27;  // CNTV, the EL1 virtual timer (PPI 11)
+
+#define SPINDLE_READ_SYSREG(name)                        \
+  ([] {                                                  \
+    std::uint64_t v_;                                    \
+    asm volatile("mrs %0, " #name : "=r"(v_)::"memory"); \
+    return v_;                                           \
+  }())
+#define SPINDLE_WRITE_SYSREG(name, v) asm volatile("msr " #name ", %0" ::"r"(std::uint64_t(v)) : "memory")
+
+// The register frame an exception pushes (vectors.S).
+struct Frame {
+  std::uint64_t x[31];
+  std::uint64_t sp;  // at the time of the exception
+  std::uint64_t elr;
+  std::uint64_t spsr;
+};
+static_assert(sizeof(Frame) == 34 * 8);
+
+// Boot (boot.cc, start.S).
+extern "C" std::uint64_t spindle_boot_el;  // EL at entry: 1, or 2 (virtualization=on)
+extern "C" std::uintptr_t spindle_secondary_stacks[kMaxCpusAarch64];
+extern "C" char spindle_secondary_entry[];  // PA entry of secondaries (start.S)
+
+// PSCI through the conduit the boot EL implies (psci.cc).
+namespace psci {
+std::int64_t call(std::uint64_t fn, std::uint64_t a1 = 0, std::uint64_t a2 = 0, std::uint64_t a3 = 0);
+inline constexpr std::uint64_t kCpuOn = 0xC4000003;
+inline constexpr std::uint64_t kAffinityInfo = 0xC4000004;
+inline constexpr std::uint64_t kCpuOff = 0x84000002;
+inline constexpr std::uint64_t kSystemOff = 0x84000008;
+}  // namespace psci
+
+// Memory (memory.cc).
+void memory_init(std::uintptr_t ram_end_pa);
+// Physical pages; returns a PA or 0.
+std::uintptr_t page_alloc(std::size_t npages);
+void page_free(std::uintptr_t pa, std::size_t npages);
+// RAM end from semihosting SYS_HEAPINFO; 0 if semihosting is off (boot.cc).
+std::uintptr_t semihosting_ram_end();
+
+// Per-CPU hardware bring-up: interrupt controller, timer (cpu.cc).
+void cpu_hw_init(unsigned id);
+// Before the kernel's per-CPU areas: a fault stack and TPIDR_EL1 (cpu.cc).
+void cpu_early_init(unsigned id);
+void irq_controller_init_global();
+// Which GIC drives the interrupts, for the boot banner.
+const char* irq_controller_name();
+
+// Time (time.cc).
+void time_init();
+void timer_disarm_local();
+
+// Console (console.cc): PL011 output.
+void console_init();
+void console_put_raw(const char* s);
+
+}  // namespace spindle::arch

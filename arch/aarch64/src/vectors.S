@@ -1,0 +1,137 @@
+// Exception vectors (VBAR_EL1) and the register frame (struct Frame in
+// aarch64.h): x0..x30, the interrupted sp, ELR_EL1, SPSR_EL1.
+//
+// The kernel and its threads run at EL1 on SP_EL1, so an exception taken
+// from a thread pushes its frame on that thread's own stack. That is what
+// makes interrupt-time preemption work: handle_irq may switch threads, and
+// the frame stays on the preempted thread's stack until it is resumed, on
+// whichever CPU, and returns through the same exception return.
+//
+// A synchronous exception first checks (AT S1E1W) that the frame fits
+// below sp. If it does not, sp is in an unmapped guard (a stack overflow),
+// and the frame goes on this CPU's fault stack (CpuArea::fault_stack_top)
+// instead of faulting again forever. TPIDR_EL0 and SP_EL0 serve as scratch
+// there: nothing runs at EL0 yet. (When processes come, their entry path
+// saves both first.)
+#define FRAME_SIZE 272
+#define CPUAREA_FAULT_STACK 16
+
+.macro SAVE_REGS
+        stp     x0, x1, [sp, #0]
+        stp     x2, x3, [sp, #16]
+        stp     x4, x5, [sp, #32]
+        stp     x6, x7, [sp, #48]
+        stp     x8, x9, [sp, #64]
+        stp     x10, x11, [sp, #80]
+        stp     x12, x13, [sp, #96]
+        stp     x14, x15, [sp, #112]
+        stp     x16, x17, [sp, #128]
+        stp     x18, x19, [sp, #144]
+        stp     x20, x21, [sp, #160]
+        stp     x22, x23, [sp, #176]
+        stp     x24, x25, [sp, #192]
+        stp     x26, x27, [sp, #208]
+        stp     x28, x29, [sp, #224]
+        mrs     x0, elr_el1
+        mrs     x1, spsr_el1
+        stp     x0, x1, [sp, #256]
+.endm
+
+// Pushes a frame on the current stack; the recorded sp is the one before.
+.macro PUSH_FRAME
+        sub     sp, sp, #FRAME_SIZE
+        SAVE_REGS
+        add     x0, sp, #FRAME_SIZE
+        stp     x30, x0, [sp, #240]
+.endm
+
+.macro POP_FRAME_AND_RETURN
+        ldp     x0, x1, [sp, #256]
+        msr     elr_el1, x0
+        msr     spsr_el1, x1
+        ldp     x0, x1, [sp, #0]
+        ldp     x2, x3, [sp, #16]
+        ldp     x4, x5, [sp, #32]
+        ldp     x6, x7, [sp, #48]
+        ldp     x8, x9, [sp, #64]
+        ldp     x10, x11, [sp, #80]
+        ldp     x12, x13, [sp, #96]
+        ldp     x14, x15, [sp, #112]
+        ldp     x16, x17, [sp, #128]
+        ldp     x18, x19, [sp, #144]
+        ldp     x20, x21, [sp, #160]
+        ldp     x22, x23, [sp, #176]
+        ldp     x24, x25, [sp, #192]
+        ldp     x26, x27, [sp, #208]
+        ldp     x28, x29, [sp, #224]
+        ldr     x30, [sp, #240]
+        add     sp, sp, #FRAME_SIZE
+        eret
+.endm
+
+// An entry that cannot be handled (kind = vector number 0..15).
+.macro UNEXPECTED kind
+        .balign 0x80
+        PUSH_FRAME
+        mov     x0, sp
+        mov     x1, #\kind
+        bl      spindle_aarch64_unexpected
+        b       .
+.endm
+
+        .text
+        .balign 0x800
+        .globl  spindle_vectors
+spindle_vectors:
+        // Current EL with SP_EL0: never used (the kernel runs on SP_EL1).
+        UNEXPECTED 0
+        UNEXPECTED 1
+        UNEXPECTED 2
+        UNEXPECTED 3
+        // Current EL with SP_ELx: the kernel.
+        .balign 0x80
+        b       el1_sync
+        .balign 0x80
+        b       el1_irq
+        UNEXPECTED 6
+        UNEXPECTED 7
+        // Lower EL, AArch64 and AArch32: no user mode yet.
+        UNEXPECTED 8
+        UNEXPECTED 9
+        UNEXPECTED 10
+        UNEXPECTED 11
+        UNEXPECTED 12
+        UNEXPECTED 13
+        UNEXPECTED 14
+        UNEXPECTED 15
+
+el1_sync:
+        msr     tpidr_el0, x0
+        sub     x0, sp, #FRAME_SIZE
+        at      s1e1w, x0
+        isb
+        mrs     x0, par_el1
+        tbnz    x0, #0, 1f                      // PAR_EL1.F: the frame would fault
+        mrs     x0, tpidr_el0
+        PUSH_FRAME
+        b       2f
+1:      // Overflow: frame on this CPU's fault stack, recording the real sp.
+        mov     x0, sp
+        msr     sp_el0, x0
+        mrs     x0, tpidr_el1
+        ldr     x0, [x0, #CPUAREA_FAULT_STACK]
+        mov     sp, x0
+        mrs     x0, tpidr_el0
+        sub     sp, sp, #FRAME_SIZE
+        SAVE_REGS
+        mrs     x0, sp_el0
+        stp     x30, x0, [sp, #240]
+2:      mov     x0, sp
+        bl      spindle_aarch64_sync
+        POP_FRAME_AND_RETURN
+
+el1_irq:
+        PUSH_FRAME
+        mov     x0, sp
+        bl      spindle_aarch64_irq
+        POP_FRAME_AND_RETURN
