@@ -1,0 +1,380 @@
+// qemu_bench: deterministic instruction counts of kernel paths on QEMU
+// aarch64 (bare metal only), set beside Zephyr's published latency_measure
+// cycle counts.
+//
+// What is counted: instructions retired, read from the PMU event counter 0
+// programmed with INST_RETIRED (event 0x08). Under QEMU with
+// -icount shift=0,sleep=off these counts are exact and repeat run to run.
+// They are INSTRUCTIONS, not cycles: QEMU models no pipeline, caches or
+// TLBs, so a comparison with cycle counts measured on real hardware is only
+// a rough guide (see docs/benchmarks.md).
+//
+// Every measurement reads the counter before and after the operation and
+// subtracts the cost of an empty measurement (two reads back to back). Each
+// is repeated many times; the table gives the minimum and the median.
+//
+// All threads are pinned to CPU 0: the counter is per CPU, and every path
+// measured here is a one-CPU path.
+#include <spindle/spindle.h>
+
+#include <atomic>
+#include <cstdint>
+
+namespace {
+
+using spindle::print;
+
+// --- the PMU ---------------------------------------------------------------
+
+void pmu_enable() {
+  std::uint64_t type = 0x08;  // INST_RETIRED, counted at EL0 and EL1
+  asm volatile("msr pmevtyper0_el0, %0" ::"r"(type));
+  asm volatile("msr pmccfiltr_el0, xzr");
+  std::uint64_t enable = (std::uint64_t{1} << 31) | 1;  // cycle counter + counter 0
+  asm volatile("msr pmcntenset_el0, %0" ::"r"(enable));
+  std::uint64_t pmcr;
+  asm volatile("mrs %0, pmcr_el0" : "=r"(pmcr));
+  pmcr |= 7;  // enable, reset the event counters and the cycle counter
+  asm volatile("msr pmcr_el0, %0" ::"r"(pmcr));
+  asm volatile("isb" ::: "memory");
+}
+
+// Event counters are 32 bits on a Cortex-A53: differences are taken mod 2^32.
+inline std::uint32_t insns() {
+  std::uint64_t v;
+  asm volatile("mrs %0, pmevcntr0_el0" : "=r"(v)::"memory");
+  return static_cast<std::uint32_t>(v);
+}
+
+inline std::uint64_t cntvct() {
+  std::uint64_t v;
+  asm volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v)::"memory");
+  return v;
+}
+
+// --- samples ---------------------------------------------------------------
+
+constexpr int kRuns = 1000;
+
+struct Samples {
+  std::uint32_t v[kRuns];
+  int n = 0;
+  void add(std::uint32_t x) {
+    if (n < kRuns) v[n++] = x;
+  }
+  void sort() {
+    for (int gap = n / 2; gap > 0; gap /= 2) {
+      for (int i = gap; i < n; ++i) {
+        std::uint32_t x = v[i];
+        int j = i;
+        for (; j >= gap && v[j - gap] > x; j -= gap) v[j] = v[j - gap];
+        v[j] = x;
+      }
+    }
+  }
+  std::uint32_t min() const { return v[0]; }
+  std::uint32_t median() const { return v[n / 2]; }
+  std::uint32_t max() const { return v[n - 1]; }
+};
+
+Samples g_s;           // the current benchmark's samples
+std::uint32_t g_ovh;   // an empty measurement (minimum)
+
+// Clamp at zero after subtracting the empty measurement.
+std::uint32_t net(std::uint32_t a, std::uint32_t b) {
+  std::uint32_t d = b - a;
+  return d > g_ovh ? d - g_ovh : 0;
+}
+
+// --- the report ------------------------------------------------------------
+
+struct Row {
+  const char* name;
+  std::uint32_t min, median, max;
+  std::uint32_t zephyr;  // 0: no published figure given
+};
+
+constexpr int kMaxRows = 24;
+Row g_rows[kMaxRows];
+int g_nrows = 0;
+
+// Sorts the current samples into a row; div: samples per operation (2 for
+// a round trip of two switches).
+void finish(const char* name, std::uint32_t zephyr, std::uint32_t div = 1) {
+  g_s.sort();
+  if (g_nrows < kMaxRows) {
+    g_rows[g_nrows++] = Row{name, g_s.min() / div, g_s.median() / div, g_s.max() / div, zephyr};
+  }
+  g_s.n = 0;
+}
+
+void report() {
+  print("\n%-44s %9s %9s %9s %8s %6s %s\n", "benchmark (Spindle: instructions)", "min", "median", "max",
+        "Zephyr", "ratio", "at/below Zephyr");
+  for (int i = 0; i < g_nrows; ++i) {
+    const Row& r = g_rows[i];
+    if (r.zephyr == 0) {
+      print("%-44s %9u %9u %9u %8s %6s %s\n", r.name, r.min, r.median, r.max, "-", "-", "n/a");
+      continue;
+    }
+    // ratio = median / Zephyr, two decimals, integer arithmetic (no FPU).
+    unsigned hundredths = (r.median * 100u + r.zephyr / 2) / r.zephyr;
+    print("%-44s %9u %9u %9u %8u %3u.%02u %s\n", r.name, r.min, r.median, r.max, r.zephyr, hundredths / 100,
+          hundredths % 100, r.median <= r.zephyr ? "yes" : "no");
+  }
+  print("\nSpindle columns: instructions retired (PMU event 0x08) under QEMU -icount, empty-measurement\n"
+        "overhead (%u) subtracted, %d runs each. Zephyr column: CYCLES from Zephyr's latency_measure\n"
+        "on a 120 MHz MCU. Instructions are not cycles; 'at/below' compares the median with that figure.\n",
+        g_ovh, kRuns);
+}
+
+// --- helpers ---------------------------------------------------------------
+
+spindle::ThreadOptions pinned(const char* name, int priority) {
+  spindle::ThreadOptions o;
+  o.name = name;
+  o.priority = priority;
+  o.stack_size = spindle::kMinStackSize;
+  o.affinity = spindle::CpuMask::only(0);
+  return o;
+}
+
+bool check(bool ok, const char* what) {
+  if (!ok) print("qemu_bench: %s failed\n", what);
+  return ok;
+}
+
+constexpr int kMainPriority = 16;
+
+// --- 0. the empty measurement -----------------------------------------------
+
+void bench_empty() {
+  for (int i = 0; i < kRuns; ++i) {
+    std::uint32_t a = insns();
+    std::uint32_t b = insns();
+    g_s.add(b - a);
+  }
+  g_s.sort();
+  g_ovh = g_s.min();
+  g_s.n = 0;
+}
+
+// --- 1. yield switch ----------------------------------------------------------
+
+std::atomic<bool> g_stop{false};
+
+bool bench_yield() {
+  g_stop.store(false);
+  auto t = spindle::Thread::create(pinned("yield partner", kMainPriority), [] {
+    while (!g_stop.load(std::memory_order_relaxed)) spindle::this_thread::yield();
+  });
+  if (!check(t.ok(), "create yield partner")) return false;
+  for (int i = 0; i < 10; ++i) spindle::this_thread::yield();  // partner is running its loop
+  for (int i = 0; i < kRuns; ++i) {
+    std::uint32_t a = insns();
+    spindle::this_thread::yield();  // to the partner, which yields straight back
+    std::uint32_t b = insns();
+    g_s.add(net(a, b));
+  }
+  g_stop.store(true);
+  spindle::this_thread::yield();
+  check(t.value().join() == spindle::Status::kOk, "join yield partner");
+  finish("yield switch (round trip / 2)", 519, 2);
+  return true;
+}
+
+// Sub-step: a yield that finds no other thread of its priority (no switch).
+void bench_yield_alone() {
+  for (int i = 0; i < kRuns; ++i) {
+    std::uint32_t a = insns();
+    spindle::this_thread::yield();
+    std::uint32_t b = insns();
+    g_s.add(net(a, b));
+  }
+  finish("  sub-step: yield, nobody to switch to", 0);
+}
+
+// --- 2. semaphore -------------------------------------------------------------
+
+void bench_sem_nowait() {
+  spindle::Semaphore s(0);
+  Samples give, take;
+  for (int i = 0; i < kRuns; ++i) {
+    std::uint32_t a = insns();
+    (void)s.release();
+    std::uint32_t b = insns();
+    s.acquire();
+    std::uint32_t c = insns();
+    give.add(net(a, b));
+    take.add(net(b, c));
+  }
+  g_s = give;
+  finish("semaphore give, no waiter", 134);
+  g_s = take;
+  finish("semaphore take, available", 53);
+}
+
+std::atomic<std::uint32_t> g_t0{0};
+
+bool bench_sem_wake() {
+  static spindle::Semaphore s(0);
+  static Samples* out;
+  out = &g_s;
+  auto t = spindle::Thread::create(pinned("sem waiter", kMainPriority + 4), [] {
+    for (int i = 0; i < kRuns + 1; ++i) {
+      s.acquire();
+      std::uint32_t b = insns();
+      if (i > 0) out->add(net(g_t0.load(std::memory_order_relaxed), b));
+    }
+  });
+  if (!check(t.ok(), "create sem waiter")) return false;
+  // The waiter is more urgent: it ran at once and now waits in acquire.
+  for (int i = 0; i < kRuns + 1; ++i) {
+    std::uint32_t a = insns();
+    g_t0.store(a, std::memory_order_relaxed);
+    (void)s.release();  // wakes the waiter, which preempts us at once
+  }
+  check(t.value().join() == spindle::Status::kOk, "join sem waiter");
+  finish("semaphore give, wakes more urgent waiter", 0);
+  return true;
+}
+
+// Sub-step: a give that wakes a LESS urgent waiter: the wake without the
+// switch. After each give the measuring thread sleeps briefly, so the waiter
+// runs, takes the unit and waits again.
+bool bench_sem_wake_noswitch() {
+  static spindle::Semaphore s(0);
+  g_stop.store(false);
+  auto t = spindle::Thread::create(pinned("sem waiter", kMainPriority - 4), [] {
+    for (;;) {
+      s.acquire();
+      if (g_stop.load(std::memory_order_relaxed)) return;
+    }
+  });
+  if (!check(t.ok(), "create sem waiter")) return false;
+  (void)spindle::this_thread::sleep_for(std::chrono::microseconds(10));  // now it waits
+  for (int i = 0; i < kRuns; ++i) {
+    std::uint32_t a = insns();
+    (void)s.release();
+    std::uint32_t b = insns();
+    g_s.add(net(a, b));
+    (void)spindle::this_thread::sleep_for(std::chrono::microseconds(10));
+  }
+  g_stop.store(true);
+  (void)s.release();
+  check(t.value().join() == spindle::Status::kOk, "join sem waiter");
+  finish("  sub-step: give, wakes less urgent waiter", 0);
+  return true;
+}
+
+// --- 3. mutex -------------------------------------------------------------------
+
+void bench_mutex() {
+  spindle::Mutex m;
+  Samples lock, unlock;
+  for (int i = 0; i < kRuns; ++i) {
+    std::uint32_t a = insns();
+    m.lock();
+    std::uint32_t b = insns();
+    m.unlock();
+    std::uint32_t c = insns();
+    lock.add(net(a, b));
+    unlock.add(net(b, c));
+  }
+  g_s = lock;
+  finish("mutex lock, uncontended", 94);
+  g_s = unlock;
+  finish("mutex unlock, uncontended", 24);
+}
+
+// --- 4. timer interrupt to thread wake-up -------------------------------------
+//
+// A less urgent thread keeps CPU 0 busy, so the CPU never idles and, with
+// -icount shift=0, virtual time advances exactly one ns per instruction.
+// The measuring thread waits for a counter tick edge (a multiple of 16 ns:
+// QEMU's counter runs at 62.5 MHz), reads the instruction counter (p0) and
+// sleeps until that edge + kSleepNs. The timer fires exactly at the
+// deadline, i.e. when the instruction counter reaches p0 + kSleepNs (less
+// the few instructions between the edge and p0). Latency = p1 - that.
+
+constexpr std::uint64_t kSleepNs = 20'000;
+
+bool bench_wakeup(bool busy) {
+  g_stop.store(false);
+  spindle::Thread spinner;
+  if (busy) {
+    auto t = spindle::Thread::create(pinned("spinner", spindle::kMinPriority + 1), [] {
+      while (!g_stop.load(std::memory_order_relaxed)) {
+      }
+    });
+    if (!check(t.ok(), "create spinner")) return false;
+    spinner = std::move(t).value();
+  }
+  (void)spindle::this_thread::set_priority(kMainPriority + 4);
+  Samples clock_ns;
+  for (int i = 0; i < kRuns; ++i) {
+    std::uint64_t t = cntvct();
+    std::uint64_t edge;
+    while ((edge = cntvct()) == t) {
+    }
+    std::uint32_t p0 = insns();
+    std::uint64_t deadline = edge * 16 + kSleepNs;
+    (void)spindle::this_thread::sleep_until(spindle::TimePoint(spindle::Duration(deadline)));
+    std::uint32_t p1 = insns();
+    std::uint64_t woke = cntvct();
+    g_s.add(busy ? p1 - p0 - static_cast<std::uint32_t>(kSleepNs) : net(p0, p1));
+    clock_ns.add(static_cast<std::uint32_t>(woke * 16 - deadline));
+  }
+  (void)spindle::this_thread::set_priority(kMainPriority);
+  g_stop.store(true);
+  if (busy) check(spinner.join() == spindle::Status::kOk, "join spinner");
+  if (busy) {
+    finish("timer deadline -> thread running (instr.)", 0);
+    g_s = clock_ns;
+    finish("  same, by the virtual clock (16 ns steps)", 0);
+  } else {
+    // Idle CPU: the counter stops while the CPU sleeps in WFI, so this is
+    // the instructions of the whole sleep: block, idle, interrupt, wake.
+    finish("sleep_until round trip, idle CPU (instr.)", 0);
+  }
+  return true;
+}
+
+// --- 5. thread create + join ---------------------------------------------------
+
+bool bench_create_join() {
+  for (int i = 0; i < kRuns; ++i) {
+    std::uint32_t a = insns();
+    auto t = spindle::Thread::create(pinned("short", kMainPriority), [] { return 0; });
+    if (!check(t.ok(), "create")) return false;
+    (void)t.value().join();
+    std::uint32_t b = insns();
+    g_s.add(net(a, b));
+  }
+  finish("thread create + join (same priority)", 0);
+  return true;
+}
+
+}  // namespace
+
+int spindle_main(int, char**) {
+  if (spindle::this_thread::set_affinity(spindle::CpuMask::only(0)) != spindle::Status::kOk) return 1;
+  pmu_enable();
+  print("qemu_bench: %u CPU(s); instruction counts on CPU 0\n", spindle::system_stats().cpus);
+  if (insns() == 0 && insns() == 0) {
+    print("qemu_bench: the PMU instruction counter reads 0 (run QEMU with -icount shift=0,sleep=off)\n");
+    return 1;
+  }
+  bench_empty();
+  bool ok = bench_yield();
+  bench_yield_alone();
+  bench_sem_nowait();
+  ok = bench_sem_wake() && ok;
+  ok = bench_sem_wake_noswitch() && ok;
+  bench_mutex();
+  ok = bench_wakeup(true) && ok;
+  ok = bench_wakeup(false) && ok;
+  ok = bench_create_join() && ok;
+  report();
+  return ok ? 0 : 1;
+}
