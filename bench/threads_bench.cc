@@ -24,8 +24,6 @@
 // goes to stdout, or to stderr with --benchmark_format=json|csv.
 // Usage: spindle_bench [--benchmark_filter=REGEX] [other Google Benchmark flags]
 #include <fcntl.h>
-#include <pthread.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -35,9 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <iostream>
 #include <map>
-#include <memory>
 #include <semaphore>
 #include <string>
 #include <thread>
@@ -52,11 +48,15 @@
 #include <boost/context/stack_traits.hpp>
 #include <boost/fiber/all.hpp>
 
+#include "bench_report.h"
+
 namespace {
 
 namespace sp = spindle;
 namespace ctx = boost::context;
 namespace fibers = boost::fibers;
+using spindle_bench::pin_self_to;
+using spindle_bench::Result;
 
 constexpr double kMinTime = 0.2;  // seconds per repetition
 constexpr int kRepetitions = 5;   // the summary uses the median
@@ -95,13 +95,6 @@ long read_long_file(const char* path) {
   if (n <= 0) return -1;
   buf[n] = '\0';
   return std::strtol(buf, nullptr, 10);
-}
-
-void pin_self_to(unsigned core) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(core, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
 // The host core the std::thread ping-pong runs on.
@@ -468,46 +461,6 @@ BENCHMARK(BM_SpindleThreadsAlive)->UseRealTime()->Iterations(1)->Unit(benchmark:
 
 // ------------------------------------------------------------- summary ---
 
-struct Result {
-  double real_ns = 0;
-  double cpu_ns = 0;
-  std::map<std::string, double> counters;
-  bool from_median = false;
-};
-
-// Passes everything to the real display reporter and keeps, per benchmark,
-// the median (or the only run) for the summary against the targets.
-class Recorder : public benchmark::BenchmarkReporter {
- public:
-  explicit Recorder(std::unique_ptr<benchmark::BenchmarkReporter> inner) : inner_(std::move(inner)) {
-    inner_->SetOutputStream(&std::cout);
-    inner_->SetErrorStream(&std::cerr);
-  }
-  bool ReportContext(const Context& c) override { return inner_->ReportContext(c); }
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.error_occurred) continue;
-      bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
-      if (r.run_type == Run::RT_Aggregate && !median) continue;
-      std::string key = r.run_name.function_name + (r.run_name.args.empty() ? "" : "/" + r.run_name.args);
-      Result& out = results[key];
-      if (out.from_median && !median) continue;
-      out.from_median = median;
-      out.real_ns = r.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(r.time_unit) * 1e9;
-      out.cpu_ns = r.GetAdjustedCPUTime() / benchmark::GetTimeUnitMultiplier(r.time_unit) * 1e9;
-      out.counters.clear();
-      for (const auto& [name, c] : r.counters) out.counters[name] = c.value;
-    }
-    inner_->ReportRuns(runs);
-  }
-  void Finalize() override { inner_->Finalize(); }
-
-  std::map<std::string, Result> results;
-
- private:
-  std::unique_ptr<benchmark::BenchmarkReporter> inner_;
-};
-
 // One line per target: what was measured, the ratio, MET / NOT MET.
 // Times are medians of the repetitions (real time, as reported above); for
 // the single-threaded yield benchmarks the CPU-time ratio is shown too, as
@@ -572,17 +525,6 @@ void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
   }
 }
 
-std::unique_ptr<benchmark::BenchmarkReporter> make_display_reporter(const std::string& format) {
-  if (format == "json") return std::make_unique<benchmark::JSONReporter>();
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  if (format == "csv") return std::make_unique<benchmark::CSVReporter>();
-#pragma GCC diagnostic pop
-  bool color = ::isatty(STDOUT_FILENO);
-  return std::make_unique<benchmark::ConsoleReporter>(color ? benchmark::ConsoleReporter::OO_Color
-                                                            : benchmark::ConsoleReporter::OO_None);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -598,7 +540,7 @@ int main(int argc, char** argv) {
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  Recorder rec(make_display_reporter(format));
+  spindle_bench::Recorder rec(spindle_bench::make_display_reporter(format));
   benchmark::RunSpecifiedBenchmarks(&rec);
   print_summary(rec.results, format == "console" ? stdout : stderr);
   benchmark::Shutdown();
