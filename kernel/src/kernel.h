@@ -120,6 +120,14 @@ struct HeldLock {
   unsigned line = 0;
 };
 inline constexpr unsigned kLockdepDepth = 24;
+// Lock-order validator: a pair (held, taking) this thread already checked,
+// valid while no lock has been destroyed since (`generation`).
+struct CheckedOrder {
+  const void* held = nullptr;
+  const void* taking = nullptr;
+  std::uint32_t generation = 0;
+};
+inline constexpr unsigned kLockdepCache = 8;  // power of two
 
 struct Tcb {
   detail::Tcb* as_handle() { return reinterpret_cast<detail::Tcb*>(this); }
@@ -150,6 +158,7 @@ struct Tcb {
   Tcb* id_next = nullptr;           // chain in g.by_id
   HeldLock lockdep[kLockdepDepth];  // locks held, innermost last (lockdep builds)
   unsigned lockdep_depth = 0;
+  CheckedOrder lockdep_checked[kLockdepCache];  // known orders, checked without the graph lock
   Status wake_status = Status::kOk;
   Timer timer;                      // sleeps and wait timeouts
   char name[32] = {};

@@ -7,8 +7,10 @@
 // path L -> ... -> H, some thread took those locks in the opposite order,
 // and two threads doing both could deadlock: the report names both locks,
 // the sites of this acquisition, and every edge of the opposite path with
-// its sites. Each edge is checked once, when first seen, so a program
-// re-taking known orders pays one hash lookup per held lock.
+// its sites. Each edge is checked once, when first seen. A thread also
+// remembers the last orders it checked (a small per-thread cache, dropped
+// whenever any lock is destroyed), so re-taking a known nested pair touches
+// no shared state and scales across CPUs.
 //
 // Locks are identified by address; a destroyed lock's edges are dropped
 // (lockdep_forget) so a later lock at the same address starts clean.
@@ -62,6 +64,10 @@ struct Graph {
   }
 };
 Graph g_graph;
+// Bumped by lockdep_forget: per-thread caches of checked orders from an
+// older generation are ignored (a new lock may reuse a destroyed one's
+// address).
+std::atomic<std::uint32_t> g_generation{1};
 
 struct GraphGuard {
   arch::IrqState saved;
@@ -199,8 +205,14 @@ void lockdep_acquire(const void* lock, const char* name, const Site& site, bool 
   if (!trying) {
     // A try-lock never waits, so it cannot deadlock: no order is learned
     // from it (but it is held, and orders after it are learned).
+    std::uint32_t gen = g_generation.load(std::memory_order_acquire);
     for (unsigned i = 0; i < t->lockdep_depth; ++i) {
-      if (t->lockdep[i].lock != lock) learn(t, t->lockdep[i], taking);
+      const void* held = t->lockdep[i].lock;
+      if (held == lock) continue;
+      CheckedOrder& c = t->lockdep_checked[(hash_ptr(held) ^ hash_ptr(lock)) & (kLockdepCache - 1)];
+      if (c.held == held && c.taking == lock && c.generation == gen) continue;
+      learn(t, t->lockdep[i], taking);
+      c = CheckedOrder{held, lock, gen};
     }
   }
   if (t->lockdep_depth < kLockdepDepth) t->lockdep[t->lockdep_depth++] = taking;
@@ -217,6 +229,7 @@ void lockdep_release(const void* lock, const char*) {
 }
 
 void lockdep_forget(const void* lock) {
+  g_generation.fetch_add(1, std::memory_order_acq_rel);
   GraphGuard guard;
   int n = node_of(lock, nullptr, false);
   if (n < 0) return;
