@@ -7,7 +7,7 @@
 // is not, that its calls say so.
 #include <new>
 
-#include "ktest_util.h"
+#include "sync_util.h"
 
 using namespace spindle;
 using namespace spindle::ktest;
@@ -15,20 +15,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-template <typename P>
-bool settle(P&& pred, Duration timeout = 5s) {
-  TimePoint end = deadline_after(timeout);
-  while (!pred()) {
-    if (Clock::now() >= end) return pred();
-    this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
-bool blocked(const Thread& t) {
-  ThreadStats s;
-  return thread_stats(t.id(), &s) == Status::kOk && s.state[0] == 'b';
-}
+bool blocked(const Thread& t) { return is_blocked(t.id()); }
 
 // Thread i holds locks[i], then (once every thread holds its own) wants
 // locks[(i + 1) % n]. The last thread closes the cycle.

@@ -8,7 +8,7 @@
 // the top priority and polls with short sleeps, so every other thread gets
 // to run even on one CPU. Priorities are read back with Thread::priority()
 // (the effective priority).
-#include "ktest_util.h"
+#include "sync_util.h"
 
 using namespace spindle;
 using namespace spindle::ktest;
@@ -16,21 +16,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Polls pred with 1 ms sleeps (lets lower-priority threads run).
-template <typename P>
-bool settle(P&& pred, Duration timeout = 5s) {
-  TimePoint end = deadline_after(timeout);
-  while (!pred()) {
-    if (Clock::now() >= end) return pred();
-    this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
-bool blocked(const Thread& t) {
-  ThreadStats s;
-  return thread_stats(t.id(), &s) == Status::kOk && s.state[0] == 'b';
-}
+bool blocked(const Thread& t) { return is_blocked(t.id()); }
 
 void top_priority() { KREQUIRE(this_thread::set_priority(kMaxPriority) == Status::kOk); }
 
