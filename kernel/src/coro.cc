@@ -1,0 +1,1 @@
+// Coroutine runtime: see kernel/include/spindle/task.h (work in progress).
