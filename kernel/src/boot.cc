@@ -55,7 +55,7 @@ void cpu_main(unsigned id) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   g.lock.lock();
   c.id = id;
   c.idle = c.current = idle;
-  arch::set_thread_pointer(idle);
+  set_current_thread(idle);
   c.switched_in_at = arch::now_ns();
   c.online = true;
   g.online = g.online | CpuMask::only(id);
@@ -93,12 +93,13 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
     g_outside.head.id = kOutsideThreadId;
     format(g_outside.name, sizeof g_outside.name, "outside");
   }
-  arch::set_thread_pointer(&g_outside);
+  set_current_thread(&g_outside);
   g.ncpus = arch::cpu_count();
   if (g.ncpus == 0 || g.ncpus > kMaxCpus) panic("cannot run on %u CPUs (1..%u)", g.ncpus, kMaxCpus);
   g.timeslice_ns = args.timeslice_ns;
   g.boot_ns = arch::now_ns();
   for (unsigned i = 0; i < g.ncpus; ++i) new (&g.cpus[i]) Cpu;
+  jobs_boot();
 
   // The main thread goes straight into CPU 0's queue: no CPU is online yet.
   g.online = CpuMask::only(0);
@@ -129,7 +130,11 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   // stack cache, which nobody else can touch any more.
   arch::irq_save();
   g.lock.lock();
-  while (Tcb* left = g.threads.front()) free_thread(left);
+  jobs_shutdown();
+  while (Tcb* left = g.threads.front()) {
+    if (left->wait_queue) left->wait_queue->remove(left);  // the futex buckets outlive this boot
+    free_thread(left);
+  }
   release_lock_states();
   unlock_keep_irqs_masked();
   while (g.stack_cache) {

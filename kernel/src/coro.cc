@@ -1,1 +1,588 @@
-// Coroutine runtime: see kernel/include/spindle/task.h (work in progress).
+// The coroutine runtime: jobs, executors and the frame pool.
+//
+// A CoJob is a Waiter (kernel.h) with `async` set: when it suspends on a
+// kernel object it is linked into the same WaitQueue as threads, in the
+// queue's order, and wake() hands it to job_woken instead of the run queue.
+//
+// Executors: one Spindle thread per vCPU, pinned, each with a ready queue
+// of jobs (guarded by the executor's own spin lock, taken with interrupts
+// masked; lock order: kernel lock, then an executor lock). An executor runs
+// its own jobs in FIFO order, steals unpinned jobs from the others when it
+// has none, and sleeps on its `sleeping` word (futex) when there is nothing
+// to steal. Pushing a job to a sleeping executor wakes it; pushing to a
+// busy one wakes one sleeping executor to steal.
+//
+// CoJob lifetime: a reference for the job itself (dropped when it ends) and
+// one per JoinHandle; the last release destroys the root frame (holding
+// the result) and returns the CoJob to the pool.
+//
+// Invariants (kernel lock): a job is `parked` iff it waits on a kernel
+// queue and/or its timer and nothing has woken it; a parked job is in no
+// executor queue; `resume` is written before the job can be woken.
+// Cancellation sets `cancel` and wakes a parked job; an executor never
+// resumes a job whose `cancel` (or `fail`) is set, it destroys its root.
+#include <coroutine>
+#include <new>
+
+#include "kernel.h"
+#include "spindle/console.h"
+#include "spindle/task.h"
+
+namespace spindle {
+namespace detail {
+
+struct CoJob : kernel::Waiter {
+  std::coroutine_handle<> resume;  // where the job continues
+  std::coroutine_handle<> root;    // its outermost frame; null once destroyed
+  std::atomic<std::uint32_t> refs{2};
+  std::atomic<std::uint32_t> done{0};    // 1 once ended; joiners wait on it
+  std::atomic<std::uint32_t> signal{0};  // bumped when a child with signal_parent ends
+  std::atomic<bool> cancel{false};
+  Status fail = Status::kOk;  // set by job_fail before it is requeued
+  Status status = Status::kOk;  // how it ended
+  CoJob* parent = nullptr;        // signalled when it ends (a reference held)
+  std::int16_t home = 0;        // executor it is queued on / last ran on
+  std::int16_t pinned = -1;     // executor it must run on, or -1
+  std::uint16_t reg_cpu = 0;    // registry it is in
+  kernel::ListNode reg_link;    // in g_registry[reg_cpu]
+};
+
+}  // namespace detail
+
+namespace kernel {
+namespace {
+
+using detail::CoJob;
+
+CoJob* job_of(Waiter* w) { return static_cast<CoJob*>(w); }
+CoJob* job_of(RunNode* n) { return job_of(Waiter::from_run(n)); }
+
+// A test-and-set lock taken with this CPU's interrupts masked, so a timer
+// interrupt that wakes a job cannot find it held on the same CPU.
+class IrqSpin {
+ public:
+  arch::IrqState lock() {
+    arch::IrqState s = arch::irq_save();
+    while (flag_.exchange(true, std::memory_order_acquire)) {
+      while (flag_.load(std::memory_order_relaxed)) arch::cpu_relax();
+    }
+    return s;
+  }
+  void unlock(arch::IrqState s) {
+    flag_.store(false, std::memory_order_release);
+    arch::irq_restore(s);
+  }
+
+ private:
+  std::atomic<bool> flag_{false};
+};
+
+struct Executor {
+  IrqSpin lock;
+  List<RunNode, &RunNode::link> ready;  // jobs, FIFO
+  std::atomic<std::uint32_t> sleeping{0};  // 1: waits on this word for work
+};
+
+struct Registry {
+  IrqSpin lock;
+  List<CoJob, &CoJob::reg_link> jobs;
+  std::uint64_t count = 0;
+};
+
+Executor g_exec[kMaxCpus];
+Registry g_registry[kMaxCpus];
+unsigned g_nexec = 0;
+std::atomic<unsigned> g_exec_state{0};  // 0: none, 1: being started, 2: running
+std::atomic<unsigned> g_sleepers{0};
+
+unsigned cpu_now() {
+  arch::IrqState s = arch::irq_save();
+  unsigned id = this_cpu().id;
+  arch::irq_restore(s);
+  return id;
+}
+
+CoJob* current_job() { return current_thread()->job; }
+
+CoJob* running_job(const char* what) {
+  CoJob* j = current_job();
+  if (!j) panic("%s: co_await of a Spindle awaitable outside a spawned coroutine (use spawn or run)", what);
+  return j;
+}
+
+void wake_executor(Executor& e, bool locked) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  if (locked) {
+    futex_wake_locked(&e.sleeping, 1);
+  } else {
+    futex_wake(&e.sleeping, 1);
+  }
+}
+
+// Queues j on its executor and makes sure someone will run it. `locked`:
+// the caller holds the kernel lock.
+void push(CoJob* j, bool locked) {
+  Executor& e = g_exec[j->home];
+  arch::IrqState s = e.lock.lock();
+  e.ready.push_back(&j->run);
+  e.lock.unlock(s);
+  if (e.sleeping.load(std::memory_order_seq_cst) != 0) {
+    if (e.sleeping.exchange(0, std::memory_order_seq_cst) != 0) wake_executor(e, locked);
+    return;
+  }
+  if (j->pinned >= 0 || g_sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // Its executor is busy: wake one that sleeps, to steal it.
+  for (unsigned i = 0; i < g_nexec; ++i) {
+    Executor& o = g_exec[i];
+    if (o.sleeping.load(std::memory_order_relaxed) != 0 && o.sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+      wake_executor(o, locked);
+      return;
+    }
+  }
+}
+
+CoJob* pop(unsigned i) {
+  Executor& e = g_exec[i];
+  arch::IrqState s = e.lock.lock();
+  RunNode* n = e.ready.pop_front();
+  e.lock.unlock(s);
+  return n ? job_of(n) : nullptr;
+}
+
+// Takes an unpinned job from another executor's queue (oldest first).
+CoJob* steal(unsigned thief) {
+  for (unsigned k = 1; k < g_nexec; ++k) {
+    unsigned v = (thief + k) % g_nexec;
+    Executor& e = g_exec[v];
+    if (e.ready.empty()) continue;  // racy peek; the lock decides
+    arch::IrqState s = e.lock.lock();
+    CoJob* found = nullptr;
+    for (RunNode* n = e.ready.front(); n; n = e.ready.next(n)) {
+      if (job_of(n)->pinned < 0) {
+        found = job_of(n);
+        decltype(e.ready)::remove(n);
+        break;
+      }
+    }
+    e.lock.unlock(s);
+    if (found) {
+      found->home = static_cast<std::int16_t>(thief);
+      return found;
+    }
+  }
+  return nullptr;
+}
+
+void registry_add(CoJob* j) {
+  unsigned cpu = cpu_now();
+  j->reg_cpu = static_cast<std::uint16_t>(cpu);
+  Registry& r = g_registry[cpu];
+  arch::IrqState s = r.lock.lock();
+  r.jobs.push_back(j);
+  ++r.count;
+  r.lock.unlock(s);
+}
+
+void registry_remove(CoJob* j) {
+  Registry& r = g_registry[j->reg_cpu];
+  arch::IrqState s = r.lock.lock();
+  decltype(r.jobs)::remove(j);
+  --r.count;
+  r.lock.unlock(s);
+}
+
+void free_job(CoJob* j) {
+  if (j->root) j->root.destroy();
+  registry_remove(j);
+  j->~CoJob();
+  detail::frame_free(j, sizeof(CoJob));
+}
+
+// The job ended with `status` (its root frame is at its final suspension
+// point, or destroyed): release its lock identity, wake its joiners and its
+// parent, drop its own reference.
+void end_job(CoJob* j, Status status) {
+  j->status = status;
+  CoJob* parent = j->parent;
+  {
+    LockGuard guard;
+    if (j->head.id != 0) {
+      release_job_locks(j->head.id);
+      unregister_id(j);
+    }
+    j->done.store(1, std::memory_order_release);
+    futex_wake_locked(&j->done, UINT32_MAX);
+    if (parent) {
+      parent->signal.fetch_add(1, std::memory_order_release);
+      futex_wake_locked(&parent->signal, UINT32_MAX);
+    }
+  }
+  if (parent) detail::job_release(parent);
+  detail::job_release(j);
+}
+
+// Destroys the frames of a cancelled or failed job (running their
+// destructors: guards unlock, waiter counts drop) and ends it.
+void unwind(CoJob* j) {
+  Status s = j->cancel.load(std::memory_order_acquire) ? Status::kInterrupted : j->fail;
+  std::coroutine_handle<> root = std::exchange(j->root, {});
+  root.destroy();
+  end_job(j, s);
+}
+
+void run_job(Tcb* self, CoJob* j) {
+  self->job = j;
+  if (j->fail != Status::kOk || j->cancel.load(std::memory_order_acquire)) {
+    unwind(j);
+  } else {
+    j->resume.resume();  // j may be gone once this returns
+  }
+  self->job = nullptr;
+}
+
+int executor_main(unsigned i) {
+  Executor& e = g_exec[i];
+  Tcb* self = current_thread();
+  for (;;) {
+    CoJob* j = pop(i);
+    if (!j) j = steal(i);
+    if (!j) {
+      e.sleeping.store(1, std::memory_order_seq_cst);
+      g_sleepers.fetch_add(1, std::memory_order_seq_cst);
+      j = pop(i);
+      if (!j) j = steal(i);
+      if (!j) (void)futex_wait(&e.sleeping, 1, kForever, WaitOrder::kFifo, "executor idle");
+      e.sleeping.store(0, std::memory_order_relaxed);
+      g_sleepers.fetch_sub(1, std::memory_order_relaxed);
+      if (!j) continue;
+    }
+    run_job(self, j);
+  }
+}
+
+bool ensure_executors() {
+  unsigned state = g_exec_state.load(std::memory_order_acquire);
+  if (state == 2) return g_nexec > 0;
+  if (state == 0 && g_exec_state.compare_exchange_strong(state, 1, std::memory_order_acq_rel)) {
+    unsigned n = 0;
+    unsigned ncpus = g.ncpus;
+    for (unsigned i = 0; i < ncpus; ++i) {
+      char name[16];
+      format(name, sizeof name, "executor-%u", i);
+      ThreadOptions o;
+      o.name = name;
+      o.affinity = CpuMask::only(i);
+      Result<Thread> t = Thread::create(o, [i] { return executor_main(i); });
+      if (!t.ok()) break;
+      (void)t->detach();
+      ++n;
+    }
+    // Executors only ever run their own CPU's queue index; jobs are homed
+    // on CPUs < n.
+    g_nexec = n;
+    g_exec_state.store(2, std::memory_order_release);
+    if (n < ncpus) print("spindle: only %u of %u coroutine executors could be started\n", n, ncpus);
+    return n > 0;
+  }
+  while (g_exec_state.load(std::memory_order_acquire) != 2) this_thread::yield();
+  return g_nexec > 0;
+}
+
+void job_timeout(Timer* t) SPINDLE_REQUIRES(g.lock) {
+  Waiter* w = Waiter::from_timer(t);
+  if (w->parked) wake(w, Status::kTimedOut);
+}
+
+// Marks j suspended at h until a wake (its wait was set up by the caller).
+bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
+  j->resume = h;
+  j->wake_status = Status::kOk;
+  j->parked = true;
+  return true;
+}
+
+// Frame pool: size classes of 16 bytes up to 1 KiB, with a free list per
+// class per CPU (interrupts masked while a CPU touches its own lists).
+// Bigger frames come straight from the kernel heap.
+constexpr std::size_t kGranule = 16;
+constexpr unsigned kClasses = 64;
+constexpr unsigned kCacheMax = 8192;  // blocks per class per CPU beyond which frees go back to the heap
+
+struct FreeBlock {
+  FreeBlock* next;
+};
+struct FrameCache {
+  FreeBlock* head[kClasses] = {};
+  std::uint32_t count[kClasses] = {};
+  std::atomic<std::int64_t> bytes{0};  // allocated minus freed on this CPU (may go negative)
+};
+FrameCache g_frames[kMaxCpus];
+std::atomic<unsigned> g_fail_frames{0};
+
+}  // namespace
+
+void job_woken(Waiter* w) {
+  CoJob* j = job_of(w);
+  j->parked = false;
+  j->futex_key = nullptr;
+  push(j, true);
+}
+
+void jobs_boot() {
+  for (auto& e : g_exec) new (&e) Executor;
+  for (auto& r : g_registry) new (&r) Registry;
+  g_nexec = 0;
+  g_exec_state.store(0, std::memory_order_relaxed);
+  g_sleepers.store(0, std::memory_order_relaxed);
+}
+
+void jobs_shutdown() {
+  // The CPUs have stopped. Jobs still suspended are not unwound (like the
+  // threads still blocked, they just stop); they leave the kernel's
+  // queues, which outlive this boot.
+  std::uint64_t left = 0;
+  for (auto& r : g_registry) {
+    r.jobs.for_each([&](CoJob* j) {
+      if (j->wait_queue) j->wait_queue->remove(j);
+      ++left;
+    });
+  }
+  if (left) print("spindle: %llu coroutine job(s) still suspended at shutdown\n", static_cast<unsigned long long>(left));
+}
+
+}  // namespace kernel
+
+namespace detail {
+
+using namespace kernel;
+
+void* frame_alloc(std::size_t n) noexcept {
+  if (g_fail_frames.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+    unsigned f = g_fail_frames.load(std::memory_order_relaxed);
+    while (f != 0 && !g_fail_frames.compare_exchange_weak(f, f - 1, std::memory_order_relaxed)) {
+    }
+    if (f != 0) return nullptr;
+  }
+  std::size_t cls = (n + kGranule - 1) / kGranule;
+  if (cls >= kClasses) {
+    void* p = ::operator new(n, std::nothrow);
+    if (p) {
+      arch::IrqState s = arch::irq_save();
+      g_frames[this_cpu().id].bytes.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+      arch::irq_restore(s);
+    }
+    return p;
+  }
+  std::size_t size = cls * kGranule;
+  arch::IrqState s = arch::irq_save();
+  FrameCache& c = g_frames[this_cpu().id];
+  FreeBlock* b = c.head[cls];
+  if (b) {
+    c.head[cls] = b->next;
+    --c.count[cls];
+    c.bytes.fetch_add(static_cast<std::int64_t>(size), std::memory_order_relaxed);
+    arch::irq_restore(s);
+    return b;
+  }
+  arch::irq_restore(s);
+  void* p = ::operator new(size, std::nothrow);
+  if (!p) return nullptr;
+  s = arch::irq_save();
+  g_frames[this_cpu().id].bytes.fetch_add(static_cast<std::int64_t>(size), std::memory_order_relaxed);
+  arch::irq_restore(s);
+  return p;
+}
+
+void frame_free(void* p, std::size_t n) noexcept {
+  if (!p) return;
+  std::size_t cls = (n + kGranule - 1) / kGranule;
+  std::size_t size = cls < kClasses ? cls * kGranule : n;
+  arch::IrqState s = arch::irq_save();
+  FrameCache& c = g_frames[this_cpu().id];
+  c.bytes.fetch_sub(static_cast<std::int64_t>(size), std::memory_order_relaxed);
+  if (cls < kClasses && c.count[cls] < kCacheMax) {
+    auto* b = static_cast<FreeBlock*>(p);
+    b->next = c.head[cls];
+    c.head[cls] = b;
+    ++c.count[cls];
+    arch::irq_restore(s);
+    return;
+  }
+  arch::irq_restore(s);
+  ::operator delete(p);
+}
+
+void fail_frame_allocations(unsigned n) { g_fail_frames.store(n, std::memory_order_relaxed); }
+
+void coroutine_exception() noexcept { panic("an exception escaped a coroutine (Spindle coroutines do not throw)"); }
+
+Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signal_parent, CoJob** out) noexcept {
+  *out = nullptr;
+  if (o.priority < kMinPriority || o.priority > kMaxPriority) {
+    print("spindle: spawn: priority %d is outside %d..%d\n", o.priority, kMinPriority, kMaxPriority);
+    return Status::kInvalidArgument;
+  }
+  if (!ensure_executors()) return Status::kNoMemory;
+  if (o.cpu >= 0 && static_cast<unsigned>(o.cpu) >= g_nexec) {
+    print("spindle: spawn: no executor on CPU %d (%u executors)\n", o.cpu, g_nexec);
+    return Status::kInvalidArgument;
+  }
+  void* mem = frame_alloc(sizeof(CoJob));
+  if (!mem) return Status::kNoMemory;
+  CoJob* j = new (mem) CoJob;
+  j->async = true;
+  j->run.priority = o.priority;
+  j->timer.fn = job_timeout;
+  j->root = j->resume = root;
+  j->pinned = static_cast<std::int16_t>(o.cpu);
+  unsigned here = cpu_now();
+  j->home = static_cast<std::int16_t>(o.cpu >= 0 ? static_cast<unsigned>(o.cpu) : (here < g_nexec ? here : 0));
+  if (signal_parent) {
+    if (CoJob* p = current_job()) {
+      p->refs.fetch_add(1, std::memory_order_relaxed);
+      j->parent = p;
+    }
+  }
+  registry_add(j);
+  push(j, false);
+  *out = j;
+  return Status::kOk;
+}
+
+void job_release(CoJob* j) noexcept {
+  if (j->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) free_job(j);
+}
+
+void job_cancel(CoJob* j) noexcept {
+  if (j->done.load(std::memory_order_acquire)) return;
+  j->cancel.store(true, std::memory_order_seq_cst);
+  LockGuard guard;
+  if (j->parked) wake(j, Status::kInterrupted);
+}
+
+bool job_done(const CoJob* j) noexcept { return j->done.load(std::memory_order_acquire) != 0; }
+Status job_status(const CoJob* j) noexcept { return j->status; }
+const std::atomic<std::uint32_t>* job_done_word(const CoJob* j) noexcept { return &j->done; }
+void* job_root(const CoJob* j) noexcept { return j->root.address(); }
+
+Status job_join(CoJob* j, TimePoint deadline) noexcept {
+  if (current_job()) {
+    print("spindle: join of a coroutine from inside a coroutine would block its executor; co_await the handle\n");
+    return Status::kDeadlock;
+  }
+  while (!job_done(j)) {
+    Status s = futex_wait(&j->done, 0, deadline, WaitOrder::kFifo, "join");
+    if (s == Status::kTimedOut) return job_done(j) ? Status::kOk : Status::kTimedOut;
+    if (s == Status::kInvalidState) return s;
+  }
+  return Status::kOk;
+}
+
+bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+              TimePoint deadline, WaitOrder order, const char* name, Status* now) noexcept {
+  CoJob* j = running_job(name ? name : "wait");
+  LockGuard guard;
+  if (j->cancel.load(std::memory_order_relaxed)) {
+    push(j, true);  // unwinds on the executor
+    return true;
+  }
+  if (deadline != kForever && deadline <= Clock::now()) {
+    *now = word->load(std::memory_order_seq_cst) != expected ? Status::kWouldBlock : Status::kTimedOut;
+    return false;
+  }
+  Status s = futex_wait_async(j, word, expected, order, name);
+  if (s != Status::kOk) {
+    *now = s;
+    return false;
+  }
+  if (deadline != kForever) timer_arm(&j->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
+  return park(j, h);
+}
+
+bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const LockPolicy& policy,
+              TimePoint deadline, Status* now) noexcept {
+  CoJob* j = running_job(policy.name ? policy.name : "lock");
+  LockGuard guard;
+  if (j->cancel.load(std::memory_order_relaxed)) {
+    push(j, true);
+    return true;
+  }
+  if (j->head.id == 0) {
+    j->head.id = allocate_id();
+    register_id(j);
+  }
+  Status s = futex_lock_async(j, word, policy, deadline);
+  if (s != Status::kWouldBlock) {
+    *now = s;
+    return false;
+  }
+  return park(j, h);
+}
+
+void job_sleep(std::coroutine_handle<> h, TimePoint deadline) noexcept {
+  CoJob* j = running_job("sleep");
+  LockGuard guard;
+  if (j->cancel.load(std::memory_order_relaxed)) {
+    push(j, true);
+    return;
+  }
+  timer_arm(&j->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
+  park(j, h);
+}
+
+void job_yield(std::coroutine_handle<> h) noexcept {
+  CoJob* j = running_job("yield");
+  j->resume = h;
+  push(j, false);
+}
+
+std::coroutine_handle<> job_fail(Status s) noexcept {
+  CoJob* j = running_job("task");
+  j->fail = s;
+  push(j, false);
+  return std::noop_coroutine();
+}
+
+std::coroutine_handle<> job_finished() noexcept {
+  end_job(running_job("task"), Status::kOk);
+  return std::noop_coroutine();
+}
+
+Status job_wake_status() noexcept { return running_job("wait")->wake_status; }
+
+ThreadId job_lock_id() noexcept {
+  CoJob* j = running_job("lock");
+  if (j->head.id == 0) {
+    LockGuard guard;
+    j->head.id = allocate_id();
+    register_id(j);
+  }
+  return j->head.id;
+}
+
+Status job_unlock(std::atomic<std::uint32_t>* word, ThreadId owner) noexcept {
+  LockGuard guard;
+  return futex_unlock_as(word, owner);
+}
+
+std::atomic<std::uint32_t>* job_signal_word() noexcept { return &running_job("gather")->signal; }
+
+bool in_job() noexcept { return current_job() != nullptr; }
+
+}  // namespace detail
+
+CoroutineStats coroutine_stats() {
+  using namespace kernel;
+  CoroutineStats st;
+  for (auto& r : g_registry) {
+    arch::IrqState s = r.lock.lock();
+    st.jobs += r.count;
+    r.lock.unlock(s);
+  }
+  std::int64_t bytes = 0;
+  for (auto& c : g_frames) bytes += c.bytes.load(std::memory_order_relaxed);
+  st.frame_bytes = bytes > 0 ? static_cast<std::uint64_t>(bytes) : 0;
+  st.executors = g_nexec;
+  return st;
+}
+
+}  // namespace spindle

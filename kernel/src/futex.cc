@@ -97,6 +97,39 @@ std::atomic<std::uint32_t>* word_of(LockState* s) {
   return static_cast<std::atomic<std::uint32_t>*>(const_cast<void*>(s->key));
 }
 
+// The thread behind w for priority inheritance and cycle detection; a
+// coroutine job takes part in neither.
+Tcb* thread_of(Waiter* w) { return w && !w->async ? static_cast<Tcb*>(w) : nullptr; }
+
+// Direct hand-off: the word names w as the owner before w runs, so no
+// newcomer can take the lock ahead of the queue. `st` is kOk or kOwnerDied.
+void hand_off(LockState* s, Waiter* w, Status st) SPINDLE_REQUIRES(g.lock) {
+  using namespace lock_word;
+  bool more = s->waiters.size() > 1;
+  word_of(s)->store(static_cast<std::uint32_t>(w->head.id) | (more ? kWaiters : 0) |
+                        (st == Status::kOwnerDied ? kOwnerDied : 0),
+                    std::memory_order_release);
+  ++s->handoffs;
+  w->handed_off = true;
+  set_owner(s, thread_of(w));
+  wake(w, st);  // may release s if w was the last waiter
+}
+
+// The owner of s is gone: the next owner learns it with kOwnerDied. A job
+// waiting is handed the lock (it cannot retry by itself); a thread is woken
+// and takes it over in futex_lock.
+void pass_dead_lock(LockState* s) SPINDLE_REQUIRES(g.lock) {
+  word_of(s)->fetch_or(lock_word::kOwnerDied, std::memory_order_relaxed);
+  set_owner(s, nullptr);
+  Waiter* w = s->waiters.front();
+  if (!w) return;
+  if (w->async) {
+    hand_off(s, w, Status::kOwnerDied);
+  } else {
+    wake(w, Status::kOk);
+  }
+}
+
 // Recycles s once nobody waits on it, clearing the word's kWaiters.
 void drop_if_unused(LockState* s) SPINDLE_REQUIRES(g.lock) {
   if (!s->waiters.empty()) return;
@@ -110,11 +143,11 @@ void drop_if_unused(LockState* s) SPINDLE_REQUIRES(g.lock) {
 // The waiter an unlock serves: the queue's front, unless aging is on and
 // some waiters have been passed over `aging` hand-offs: then the one of
 // those that arrived first.
-Tcb* choose_waiter(LockState* s) SPINDLE_REQUIRES(g.lock) {
-  Tcb* pick = s->waiters.front();
+Waiter* choose_waiter(LockState* s) SPINDLE_REQUIRES(g.lock) {
+  Waiter* pick = s->waiters.front();
   if (s->aging == 0) return pick;
-  Tcb* aged = nullptr;
-  for (Tcb* t = pick; t; t = s->waiters.next(t)) {
+  Waiter* aged = nullptr;
+  for (Waiter* t = pick; t; t = s->waiters.next(t)) {
     if (s->handoffs - t->lock_arrival >= s->aging && (!aged || t->lock_seq < aged->lock_seq)) aged = t;
   }
   return aged ? aged : pick;
@@ -151,7 +184,7 @@ void report_cycle(Tcb* self, LockState* want, const char* want_name) SPINDLE_REQ
 // Starvation watchdog.
 
 void watchdog_fire(Timer* tm) SPINDLE_REQUIRES(g.lock) {
-  Tcb* t = reinterpret_cast<Tcb*>(reinterpret_cast<char*>(tm) - offsetof(Tcb, watchdog));
+  Tcb* t = reinterpret_cast<Tcb::Watchdog*>(tm)->thread;
   if (t->state != ThreadState::kBlocked && t->state != ThreadState::kSuspended) return;
   auto waited_ms = static_cast<unsigned long long>((arch::now_ns() - t->blocked_since) / 1'000'000);
   Tcb* owner = t->blocked_lock ? t->blocked_lock->owner : nullptr;
@@ -173,8 +206,9 @@ void watchdog_arm(Tcb* t) {
   if constexpr (kWatchdog) {
     if (g.starvation_bound_ns == 0 || !t->futex_key) return;
     t->blocked_since = arch::now_ns();
-    t->watchdog.fn = watchdog_fire;
-    timer_arm(&t->watchdog, t->blocked_since + g.starvation_bound_ns);
+    t->watchdog.timer.fn = watchdog_fire;
+    t->watchdog.thread = t;
+    timer_arm(&t->watchdog.timer, t->blocked_since + g.starvation_bound_ns);
   }
 }
 
@@ -185,7 +219,7 @@ void release_lock_states() {
   while (LockState* s = g.free_lock_states.pop_front()) delete s;
 }
 
-void lock_waiter_left(Tcb* t) {
+void lock_waiter_left(Waiter* t) {
   LockState* s = t->blocked_lock;
   t->blocked_lock = nullptr;
   if (s->waiters.empty()) {
@@ -199,11 +233,47 @@ void release_held_locks(Tcb* t) {
   // Each lock it held with waiters: the owner field keeps the dead id and
   // gains kOwnerDied; the next futex_lock sees a dead owner and takes it
   // over with Status::kOwnerDied. Wake one waiter to do so.
-  while (LockState* s = t->held_locks.front()) {
-    word_of(s)->fetch_or(lock_word::kOwnerDied, std::memory_order_relaxed);
-    set_owner(s, nullptr);
-    if (Tcb* w = s->waiters.front()) wake(w, Status::kOk);
+  while (LockState* s = t->held_locks.front()) pass_dead_lock(s);
+}
+
+void release_job_locks(ThreadId id) {
+  // A job owns no held_locks list (it takes no part in inheritance): find
+  // the contended words that name it.
+  for (auto& bucket : g.lock_states) {
+    for (LockState* s = bucket.front(); s;) {
+      LockState* next = bucket.next(s);
+      if ((word_of(s)->load(std::memory_order_relaxed) & lock_word::kOwnerMask) == id) pass_dead_lock(s);
+      s = next;
+    }
   }
+}
+
+unsigned futex_wake_locked(const void* word, unsigned n) {
+  Bucket& b = bucket_of(word);
+  unsigned woken = 0;
+  // FIFO waiters of this word first, then priority ones: one word is only
+  // ever waited on with one order by a well-formed object.
+  for (WaitQueue* q : {&b.fifo, &b.prio}) {
+    while (woken < n) {
+      Waiter* w = q->first_with_key(word);
+      if (!w) break;
+      wake(w, Status::kOk);
+      ++woken;
+    }
+  }
+  return woken;
+}
+
+Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                        WaitOrder order, const char* name) {
+  if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
+  w->futex_key = word;
+  w->wait_name = name;
+  Bucket& b = bucket_of(word);
+  WaitQueue* q = order == WaitOrder::kFifo ? &b.fifo : &b.prio;
+  q->insert(w);
+  w->wait_queue = q;
+  return Status::kOk;
 }
 
 }  // namespace kernel
@@ -226,40 +296,34 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
 
 unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
   LockGuard guard;
-  Bucket& b = bucket_of(word);
-  unsigned woken = 0;
-  // FIFO waiters of this word first, then priority ones: one word is only
-  // ever waited on with one order by a well-formed object.
-  for (WaitQueue* q : {&b.fifo, &b.prio}) {
-    while (woken < n) {
-      Tcb* t = q->first_with_key(word);
-      if (!t) break;
-      wake(t, Status::kOk);
-      ++woken;
-    }
-  }
-  return woken;
+  return futex_wake_locked(word, n);
 }
 
-Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline) {
+namespace kernel {
+namespace {
+
+// One attempt to take the lock at word for self (a thread or a job).
+// Returns kOk or kOwnerDied (acquired), kDeadlock, kNoMemory, kTimedOut
+// (nothing changed), or kWouldBlock: self is queued on the lock's waiters
+// (blocked_lock, wait_queue set) and must now block or suspend.
+Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline)
+    SPINDLE_REQUIRES(g.lock) {
   using namespace lock_word;
-  if (!arch::irqs_enabled()) return Status::kInvalidState;
-  LockGuard guard;
-  Tcb* self = this_cpu().current;
   const auto me = static_cast<std::uint32_t>(self->head.id);
   for (;;) {
     std::uint32_t v = word->load(std::memory_order_relaxed);
     std::uint32_t owner_id = v & kOwnerMask;
     LockState* s = find_state(word);
-    Tcb* owner = owner_id ? find_thread(owner_id) : nullptr;
-    bool owner_dead = owner_id != 0 && (!owner || owner->state == ThreadState::kDead);
+    Waiter* owner = owner_id ? find_owner(owner_id) : nullptr;
+    Tcb* owner_thread = thread_of(owner);
+    bool owner_dead = owner_id != 0 && (!owner || (owner_thread && owner_thread->state == ThreadState::kDead));
     if (owner_id == 0 || owner_dead) {
       // Free (or its owner is gone): take it, keeping kWaiters for the
-      // threads still queued.
+      // waiters still queued.
       std::uint32_t died = owner_dead || (v & kOwnerDied) ? kOwnerDied : 0;
       std::uint32_t nv = me | (s ? kWaiters : 0) | died;
       if (!word->compare_exchange_strong(v, nv, std::memory_order_acquire, std::memory_order_relaxed)) continue;
-      if (s) set_owner(s, self);
+      if (s) set_owner(s, thread_of(self));
       return died ? Status::kOwnerDied : Status::kOk;
     }
     if (owner_id == me) return Status::kDeadlock;
@@ -268,10 +332,10 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
       continue;
     }
     if (!s && !(s = create_state(word, policy))) return Status::kNoMemory;  // kWaiters stays: harmless
-    set_owner(s, owner);  // it may have been taken in user space since
+    set_owner(s, owner_thread);  // it may have been taken in user space since
     const char* name = policy.name ? policy.name : s->name;
-    if (kDeadlockDetection && g.deadlock_detection && closes_cycle(self, owner)) {
-      report_cycle(self, s, name);
+    if (kDeadlockDetection && g.deadlock_detection && !self->async && closes_cycle(static_cast<Tcb*>(self), owner_thread)) {
+      report_cycle(static_cast<Tcb*>(self), s, name);
       drop_if_unused(s);
       return Status::kDeadlock;
     }
@@ -286,23 +350,14 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
     self->lock_arrival = s->handoffs;
     self->lock_seq = ++g.lock_waits;
     s->waiters.insert(self);
-    if (s->inherit) update_priority(owner);  // lend our priority along the chain
-    Status r = block_current(&s->waiters, deadline);  // wake() runs lock_waiter_left
-    self->futex_key = nullptr;
-    if (self->handed_off) {
-      self->handed_off = false;
-      return word->load(std::memory_order_relaxed) & kOwnerDied ? Status::kOwnerDied : Status::kOk;
-    }
-    if (r == Status::kTimedOut) return Status::kTimedOut;
-    // Woken to compete (no hand-off): try again.
+    self->wait_queue = &s->waiters;
+    if (s->inherit && owner_thread) update_priority(owner_thread);  // lend our priority along the chain
+    return Status::kWouldBlock;
   }
 }
 
-Status futex_unlock(std::atomic<std::uint32_t>* word) {
+Status unlock_as(std::atomic<std::uint32_t>* word, std::uint32_t me) SPINDLE_REQUIRES(g.lock) {
   using namespace lock_word;
-  LockGuard guard;
-  Tcb* self = this_cpu().current;
-  const auto me = static_cast<std::uint32_t>(self->head.id);
   std::uint32_t v = word->load(std::memory_order_relaxed);
   if ((v & kOwnerMask) != me) return Status::kInvalidState;
   LockState* s = find_state(word);
@@ -311,16 +366,10 @@ Status futex_unlock(std::atomic<std::uint32_t>* word) {
     return Status::kOk;
   }
   set_owner(s, nullptr);  // drops the boost this lock lent us
-  Tcb* w = choose_waiter(s);
-  if (s->handoff) {
-    // Direct hand-off: the word names the new owner before it runs, so no
-    // newcomer can take the lock ahead of the queue.
-    bool more = s->waiters.size() > 1;
-    word->store(static_cast<std::uint32_t>(w->head.id) | (more ? kWaiters : 0), std::memory_order_release);
-    ++s->handoffs;
-    w->handed_off = true;
-    set_owner(s, w);
-    wake(w, Status::kOk);  // may release s if w was the last waiter
+  Waiter* w = choose_waiter(s);
+  // A job is always handed the lock: it cannot compete for it by itself.
+  if (s->handoff || w->async) {
+    hand_off(s, w, Status::kOk);
   } else {
     // Wake the most urgent waiter to compete; kWaiters stays while others
     // remain queued.
@@ -328,6 +377,45 @@ Status futex_unlock(std::atomic<std::uint32_t>* word) {
     wake(w, Status::kOk);
   }
   return Status::kOk;
+}
+
+}  // namespace
+
+Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline) {
+  Status st = lock_step(w, word, policy, deadline);
+  if (st == Status::kWouldBlock && deadline != kForever) {
+    timer_arm(&w->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
+  }
+  return st;
+}
+
+Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) {
+  return unlock_as(word, static_cast<std::uint32_t>(id));
+}
+
+}  // namespace kernel
+
+Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline) {
+  if (!arch::irqs_enabled()) return Status::kInvalidState;
+  LockGuard guard;
+  Tcb* self = this_cpu().current;
+  for (;;) {
+    Status st = lock_step(self, word, policy, deadline);
+    if (st != Status::kWouldBlock) return st;
+    Status r = block_current(self->wait_queue, deadline);  // wake() runs lock_waiter_left
+    self->futex_key = nullptr;
+    if (self->handed_off) {
+      self->handed_off = false;
+      return word->load(std::memory_order_relaxed) & lock_word::kOwnerDied ? Status::kOwnerDied : Status::kOk;
+    }
+    if (r == Status::kTimedOut) return Status::kTimedOut;
+    // Woken to compete (no hand-off): try again.
+  }
+}
+
+Status futex_unlock(std::atomic<std::uint32_t>* word) {
+  LockGuard guard;
+  return unlock_as(word, static_cast<std::uint32_t>(this_cpu().current->head.id));
 }
 
 // ---------------------------------------------------------------------------

@@ -32,6 +32,10 @@
 #include "spindle/time.h"
 #include "timer_queue.h"
 
+namespace spindle::detail {
+struct CoJob;
+}
+
 namespace spindle::kernel {
 
 // A ticket lock: FIFO among CPUs, so no CPU starves under contention.
@@ -52,6 +56,7 @@ enum class ThreadState : std::uint8_t { kReady, kRunning, kBlocked, kSuspended, 
 const char* to_string(ThreadState s);
 
 struct Tcb;
+struct Waiter;
 
 // A one-shot kernel timer; fn runs under the kernel lock, irqs masked, on
 // the CPU whose queue holds it.
@@ -61,6 +66,9 @@ struct Timer {
   int cpu = -1;    // queue it is in, -1 when not queued
 };
 
+// An ordered queue of waiters: threads blocked in the kernel and suspended
+// coroutine jobs alike (both are Waiters), so an object's ordering policy
+// holds across both kinds.
 class WaitQueue {
  public:
   enum class Order : std::uint8_t { kPriority, kFifo };
@@ -71,24 +79,24 @@ class WaitQueue {
   Order order() const { return order_; }
   void set_order(Order o) { order_ = o; }  // only while empty
   // The waiter wake_one would pick, or nullptr.
-  Tcb* front() const;
+  Waiter* front() const;
   // Iteration in queue order (f may not unlink).
-  Tcb* next(const Tcb* t) const;
+  Waiter* next(const Waiter* w) const;
   std::size_t size() const { return waiters_.size(); }
   // Blocks the current thread on this queue until woken or until the
   // deadline (then kTimedOut). Kernel lock held; returns with it held.
   Status wait(TimePoint deadline);
   // Wakes the first waiter (priority-then-FIFO or FIFO) with status s.
-  Tcb* wake_one(Status s = Status::kOk);
+  Waiter* wake_one(Status s = Status::kOk);
   unsigned wake_all(Status s = Status::kOk);
   // Called when a waiter's priority changed, to keep priority order.
-  void reposition(Tcb* t);
-  // Internal: unlink t (woken or timed out).
-  void remove(Tcb* t);
-  // Links t (the caller, about to block_current on this queue) in order.
-  void insert(Tcb* t);
+  void reposition(Waiter* w);
+  // Internal: unlink w (woken or timed out).
+  void remove(Waiter* w);
+  // Links w (about to block or suspend on this queue) in order.
+  void insert(Waiter* w);
   // The first waiter (in queue order) whose futex_key is key, or nullptr.
-  Tcb* first_with_key(const void* key) const;
+  Waiter* first_with_key(const void* key) const;
 
  private:
   List<RunNode, &RunNode::link> waiters_;
@@ -101,7 +109,8 @@ class WaitQueue {
 // one leaves. Guarded by the kernel lock.
 struct LockState {
   const void* key = nullptr;  // the lock word's address
-  Tcb* owner = nullptr;       // as last read from the word (a user-space steal is seen at the next block)
+  Tcb* owner = nullptr;       // as last read from the word (a user-space steal is seen at the
+                              // next block); nullptr while a coroutine job owns it (no PI)
   WaitQueue waiters;
   bool inherit = false;       // waiters lend their priority to the owner
   bool handoff = false;       // unlock passes ownership to the chosen waiter
@@ -129,13 +138,38 @@ struct CheckedOrder {
 };
 inline constexpr unsigned kLockdepCache = 8;  // power of two
 
-struct Tcb {
+// Something that waits on a WaitQueue and can own an owner-aware lock: a
+// thread (Tcb) or a coroutine job (Job, coro.cc; `async` set). The wait
+// fields are guarded by the kernel lock.
+struct Waiter {
+  static Waiter* from_run(RunNode* n) {
+    return reinterpret_cast<Waiter*>(reinterpret_cast<char*>(n) - offsetof(Waiter, run));
+  }
+  static Waiter* from_timer(Timer* t) {
+    return reinterpret_cast<Waiter*>(reinterpret_cast<char*>(t) - offsetof(Waiter, timer));
+  }
+
+  detail::ThreadHead head;  // first: a thread's id, or a job's lock identity (0: none yet)
+  RunNode run;              // queue link, effective priority, affinity
+  bool async = false;       // a coroutine job, not a thread
+  bool parked = false;      // async: suspended on a kernel wait (queue and/or timer)
+  bool handed_off = false;  // an unlock made it the owner
+  Status wake_status = Status::kOk;
+  WaitQueue* wait_queue = nullptr;  // the queue it waits on, if any
+  const void* futex_key = nullptr;  // the word it waits on
+  const char* wait_name = nullptr;  // what it waits on, for reports
+  LockState* blocked_lock = nullptr;  // the owner-aware lock it waits for
+  std::uint64_t lock_arrival = 0;   // blocked_lock->handoffs when it queued (aging)
+  std::uint64_t lock_seq = 0;       // global arrival order of lock waits (aging)
+  Waiter* id_next = nullptr;        // chain in g.by_id
+  Timer timer;                      // sleeps and wait timeouts
+};
+
+struct Tcb : Waiter {
   detail::Tcb* as_handle() { return reinterpret_cast<detail::Tcb*>(this); }
   static Tcb* from(detail::Tcb* h) { return reinterpret_cast<Tcb*>(h); }
-  static Tcb* from_run(RunNode* n) { return reinterpret_cast<Tcb*>(reinterpret_cast<char*>(n) - offsetof(Tcb, run)); }
+  static Tcb* from_run(RunNode* n) { return static_cast<Tcb*>(Waiter::from_run(n)); }
 
-  detail::ThreadHead head;  // first: arch::thread_pointer() points here
-  RunNode run;  // queue link, effective priority, affinity
   arch::Context ctx;
   ThreadState state = ThreadState::kReady;
   bool suspend_requested = false;
@@ -145,27 +179,21 @@ struct Tcb {
   bool is_idle = false;
   int base_priority = kDefaultPriority;
   unsigned cpu = 0;                 // where it runs, is queued, or last ran
-  WaitQueue* wait_queue = nullptr;  // the queue it is blocked on, if any
-  const void* futex_key = nullptr;  // the word it waits on in futex_wait
-  const char* wait_name = nullptr;  // what it waits on, for reports
-  LockState* blocked_lock = nullptr;  // the owner-aware lock it waits for
   List<LockState, &LockState::owner_link> held_locks;  // contended locks it owns
-  bool handed_off = false;          // an unlock made it the owner
-  std::uint64_t lock_arrival = 0;   // blocked_lock->handoffs when it queued (aging)
-  std::uint64_t lock_seq = 0;       // global arrival order of lock waits (aging)
   std::uint64_t blocked_since = 0;  // now_ns() when it last blocked
-  Timer watchdog;                   // starvation report
-  Tcb* id_next = nullptr;           // chain in g.by_id
+  struct Watchdog {
+    Timer timer;  // first: the timer callback finds the thread from it
+    Tcb* thread = nullptr;
+  } watchdog;                       // starvation report
   HeldLock lockdep[kLockdepDepth];  // locks held, innermost last (lockdep builds)
   unsigned lockdep_depth = 0;
   CheckedOrder lockdep_checked[kLockdepCache];  // known orders, checked without the graph lock
-  Status wake_status = Status::kOk;
-  Timer timer;                      // sleeps and wait timeouts
   char name[32] = {};
   int exit_code = 0;
   WaitQueue joiners{WaitQueue::Order::kFifo};  // threads in join()
   arch::StackRegion stack;          // the whole region; the Tcb is at its top
   void* callable = nullptr;
+  detail::CoJob* job = nullptr;       // the coroutine job it runs (an executor), if any
   detail::Invoke invoke = nullptr;
   detail::Destroy destroy = nullptr;
   // Accounting.
@@ -217,7 +245,7 @@ struct Kernel {
   std::uint64_t boot_ns = 0;
   List<Tcb, &Tcb::all_link> threads;  // every thread but the idle ones
   ThreadId next_id = 1;
-  Tcb* by_id[kIdBuckets] = {};        // threads by id, until freed
+  Waiter* by_id[kIdBuckets] = {};     // threads by id until freed; jobs by lock identity
   List<LockState, &LockState::hash_link> lock_states[kLockBuckets];
   List<LockState, &LockState::hash_link> free_lock_states;
   std::uint64_t starvation_bound_ns = 0;  // 0: watchdog off
@@ -257,7 +285,7 @@ void schedule(SwitchReason why) SPINDLE_REQUIRES(g.lock);
 // more urgent than what runs (honours a pending suspend).
 void make_ready(Tcb* t, bool front = false) SPINDLE_REQUIRES(g.lock);
 // Ends a wait: unlink from its wait queue, cancel its timeout, make ready.
-void wake(Tcb* t, Status s) SPINDLE_REQUIRES(g.lock);
+void wake(Waiter* w, Status s) SPINDLE_REQUIRES(g.lock);
 // Blocks the current thread (already linked on wq if wq is set) until
 // woken or until the deadline. Returns the wake status.
 Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock);
@@ -266,19 +294,47 @@ Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock)
 void set_effective_priority(Tcb* t, int priority) SPINDLE_REQUIRES(g.lock);
 void set_thread_affinity(Tcb* t, CpuMask mask) SPINDLE_REQUIRES(g.lock);
 // The running thread (one migration-safe load).
-inline Tcb* current_thread() { return static_cast<Tcb*>(arch::thread_pointer()); }
+// The thread pointer points at the thread's head (ThreadHead, first in
+// Waiter), so user-space fast paths read the id with one load.
+inline Tcb* current_thread() { return static_cast<Tcb*>(static_cast<Waiter*>(arch::thread_pointer())); }
+inline void set_current_thread(Tcb* t) { arch::set_thread_pointer(static_cast<Waiter*>(t)); }
 // Counts t among the live threads and makes it findable by id.
 void register_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // Returns every LockState to the allocator (at shutdown, nobody waits).
 void release_lock_states() SPINDLE_REQUIRES(g.lock);
 // The live (not yet freed) thread with this id, or nullptr.
 Tcb* find_thread(ThreadId id) SPINDLE_REQUIRES(g.lock);
+// The thread or coroutine job that holds this id, or nullptr.
+Waiter* find_owner(ThreadId id) SPINDLE_REQUIRES(g.lock);
+// A fresh id (for a thread, or a job's lock identity), not held by anyone.
+ThreadId allocate_id() SPINDLE_REQUIRES(g.lock);
+void register_id(Waiter* w) SPINDLE_REQUIRES(g.lock);
+void unregister_id(Waiter* w) SPINDLE_REQUIRES(g.lock);
 // Recomputes t's effective priority (base, or inherited from the waiters
 // of the locks it holds) and propagates a change along the chain of owners.
 void update_priority(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // t left blocked_lock's queue (woken, timed out): drop the state if it was
 // the last waiter, and undo the boost it lent the owner.
-void lock_waiter_left(Tcb* t) SPINDLE_REQUIRES(g.lock);
+void lock_waiter_left(Waiter* w) SPINDLE_REQUIRES(g.lock);
+// A coroutine job with this lock identity ended: the contended locks it
+// still owns become owner-died, as release_held_locks does for a thread.
+void release_job_locks(ThreadId id) SPINDLE_REQUIRES(g.lock);
+// Coroutine jobs (coro.cc): w (async) was woken; queue it on an executor.
+void job_woken(Waiter* w) SPINDLE_REQUIRES(g.lock);
+// Coroutine jobs' side of the futex calls (futex.cc), kernel lock held.
+// futex_wait_async queues w on word if *word == expected (else
+// kWouldBlock), leaving the timer to the caller. futex_lock_async is one
+// acquisition attempt: kOk/kOwnerDied (acquired), an error, or kWouldBlock:
+// queued (timer armed for the deadline); the wake status then says whether
+// the lock was handed over (kOk, kOwnerDied) or not (kTimedOut,
+// kInterrupted). futex_unlock_as releases the lock for owner id.
+Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected, WaitOrder order,
+                        const char* name) SPINDLE_REQUIRES(g.lock);
+Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline)
+    SPINDLE_REQUIRES(g.lock);
+Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) SPINDLE_REQUIRES(g.lock);
+// futex_wake with the kernel lock held.
+unsigned futex_wake_locked(const void* word, unsigned n) SPINDLE_REQUIRES(g.lock);
 // A thread is exiting holding contended locks: they become owner-died.
 void release_held_locks(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // Starvation watchdog: arm / disarm t's report timer for a wait.
@@ -298,6 +354,11 @@ void finish_switch() SPINDLE_REQUIRES(g.lock);
 // list, released by release_unmapped_stacks once the lock is dropped.
 void free_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
 void release_unmapped_stacks(void* list) SPINDLE_EXCLUDES(g.lock);
+
+// Coroutine jobs (coro.cc): state reset at boot; after the CPUs stopped,
+// jobs still suspended are withdrawn from the kernel's queues.
+void jobs_boot();
+void jobs_shutdown() SPINDLE_REQUIRES(g.lock);
 
 // Boot (boot.cc): kmain and BootArgs are declared in arch/arch.h.
 // Ends the system: every CPU stops scheduling and kmain returns `code`.

@@ -15,7 +15,7 @@ namespace spindle::kernel {
 
 Kernel g;
 
-static_assert(std::is_standard_layout_v<Tcb>, "RunNode and Timer are reached from Tcb by offset");
+static_assert(std::is_standard_layout_v<Waiter>, "RunNode and Timer are reached from a Waiter by offset");
 
 namespace {
 
@@ -154,7 +154,7 @@ void schedule(SwitchReason why) {
   if (why == SwitchReason::kPreempt || why == SwitchReason::kSliceEnd) ++prev->preemptions;
   note_stack_depth(prev);
   c.current = next;
-  arch::set_thread_pointer(next);
+  set_current_thread(next);
   if (prev->state == ThreadState::kDead) arch::context_switch_final(&next->ctx);
   arch::context_switch(&prev->ctx, &next->ctx);
   finish_switch();
@@ -211,12 +211,17 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   return self->wake_status;
 }
 
-void wake(Tcb* t, Status s) {
-  if (t->wait_queue) t->wait_queue->remove(t);
-  if (t->blocked_lock) lock_waiter_left(t);
-  timer_cancel(&t->timer);
-  timer_cancel(&t->watchdog);
-  t->wake_status = s;
+void wake(Waiter* w, Status s) {
+  if (w->wait_queue) w->wait_queue->remove(w);
+  if (w->blocked_lock) lock_waiter_left(w);
+  timer_cancel(&w->timer);
+  w->wake_status = s;
+  if (w->async) {
+    job_woken(w);
+    return;
+  }
+  Tcb* t = static_cast<Tcb*>(w);
+  timer_cancel(&t->watchdog.timer);
   make_ready(t);
 }
 
@@ -254,7 +259,7 @@ void update_priority(Tcb* t) {
     int p = t->base_priority;
     t->held_locks.for_each([&p](LockState* s) {
       if (!s->inherit) return;
-      if (Tcb* top = s->waiters.front(); top && top->run.priority > p) p = top->run.priority;
+      if (Waiter* top = s->waiters.front(); top && top->run.priority > p) p = top->run.priority;
     });
     if (p == t->run.priority) return;
     set_effective_priority(t, p);  // re-sorts the queue t waits in

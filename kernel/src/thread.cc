@@ -15,7 +15,7 @@ constexpr unsigned kStackCacheMax = 1024;
 std::size_t round_up(std::size_t v, std::size_t to) { return (v + to - 1) / to * to; }
 
 void thread_timeout(Timer* tm) SPINDLE_REQUIRES(g.lock) {
-  Tcb* t = reinterpret_cast<Tcb*>(reinterpret_cast<char*>(tm) - offsetof(Tcb, timer));
+  Tcb* t = static_cast<Tcb*>(Waiter::from_timer(tm));
   if (t->state == ThreadState::kBlocked) wake(t, Status::kTimedOut);
 }
 
@@ -44,23 +44,6 @@ arch::StackRegion stack_get(std::size_t size) SPINDLE_REQUIRES(g.lock) {
 
 unsigned id_bucket(ThreadId id) { return static_cast<unsigned>(id % kIdBuckets); }
 
-// The next id not held by a live or unjoined thread.
-ThreadId allocate_id() SPINDLE_REQUIRES(g.lock) {
-  for (;;) {
-    ThreadId id = g.next_id;
-    g.next_id = id + 1 == kOutsideThreadId ? 1 : id + 1;
-    if (!find_thread(id)) return id;
-  }
-}
-
-void unregister_id(Tcb* t) SPINDLE_REQUIRES(g.lock) {
-  for (Tcb** p = &g.by_id[id_bucket(t->head.id)]; *p; p = &(*p)->id_next) {
-    if (*p == t) {
-      *p = t->id_next;
-      return;
-    }
-  }
-}
 
 Tcb* checked(detail::Tcb* h) {
   Tcb* t = Tcb::from(h);
@@ -70,19 +53,46 @@ Tcb* checked(detail::Tcb* h) {
 
 }  // namespace
 
+// The next id not held by a live or unjoined thread or a running job.
+ThreadId allocate_id() {
+  for (;;) {
+    ThreadId id = g.next_id;
+    g.next_id = id + 1 == kOutsideThreadId ? 1 : id + 1;
+    if (!find_owner(id)) return id;
+  }
+}
+
+void register_id(Waiter* w) {
+  Waiter*& head = g.by_id[id_bucket(w->head.id)];
+  w->id_next = head;
+  head = w;
+}
+
+void unregister_id(Waiter* w) {
+  for (Waiter** p = &g.by_id[id_bucket(w->head.id)]; *p; p = &(*p)->id_next) {
+    if (*p == w) {
+      *p = w->id_next;
+      return;
+    }
+  }
+}
+
 void register_thread(Tcb* t) {
   g.threads.push_back(t);
-  Tcb*& head = g.by_id[id_bucket(t->head.id)];
-  t->id_next = head;
-  head = t;
+  register_id(t);
   ++g.live_threads;
 }
 
-Tcb* find_thread(ThreadId id) {
-  for (Tcb* t = g.by_id[id_bucket(id)]; t; t = t->id_next) {
-    if (t->head.id == id) return t;
+Waiter* find_owner(ThreadId id) {
+  for (Waiter* w = g.by_id[id_bucket(id)]; w; w = w->id_next) {
+    if (w->head.id == id) return w;
   }
   return nullptr;
+}
+
+Tcb* find_thread(ThreadId id) {
+  Waiter* w = find_owner(id);
+  return w && !w->async ? static_cast<Tcb*>(w) : nullptr;
 }
 
 void free_thread(Tcb* t) {

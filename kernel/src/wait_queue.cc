@@ -1,14 +1,14 @@
-// The one wait mechanism: every blocking call parks the thread on a
-// WaitQueue, ordered by priority then arrival (default) or by arrival only.
+// The one wait mechanism: every blocking call parks the thread (or a
+// suspended coroutine job) on a WaitQueue, ordered by priority then arrival (default) or by arrival only.
 #include "kernel.h"
 
 namespace spindle::kernel {
 
 namespace {
-Tcb* tcb_of(RunNode* n) { return Tcb::from_run(n); }
+Waiter* waiter_of(RunNode* n) { return n ? Waiter::from_run(n) : nullptr; }
 }  // namespace
 
-void WaitQueue::insert(Tcb* t) {
+void WaitQueue::insert(Waiter* t) {
   if (order_ == Order::kFifo) {
     waiters_.push_back(&t->run);
     return;
@@ -20,7 +20,7 @@ void WaitQueue::insert(Tcb* t) {
   waiters_.insert_before(after ? waiters_.next(after) : waiters_.front(), &t->run);
 }
 
-void WaitQueue::remove(Tcb* t) {
+void WaitQueue::remove(Waiter* t) {
   decltype(waiters_)::remove(&t->run);
   t->wait_queue = nullptr;
 }
@@ -32,12 +32,10 @@ Status WaitQueue::wait(TimePoint deadline) {
   return block_current(this, deadline);
 }
 
-Tcb* WaitQueue::wake_one(Status s) {
-  RunNode* n = waiters_.front();
-  if (!n) return nullptr;
-  Tcb* t = tcb_of(n);
-  wake(t, s);
-  return t;
+Waiter* WaitQueue::wake_one(Status s) {
+  Waiter* w = front();
+  if (w) wake(w, s);
+  return w;
 }
 
 unsigned WaitQueue::wake_all(Status s) {
@@ -46,24 +44,18 @@ unsigned WaitQueue::wake_all(Status s) {
   return n;
 }
 
-Tcb* WaitQueue::front() const {
-  RunNode* n = waiters_.front();
-  return n ? tcb_of(n) : nullptr;
-}
+Waiter* WaitQueue::front() const { return waiter_of(waiters_.front()); }
 
-Tcb* WaitQueue::next(const Tcb* t) const {
-  RunNode* n = waiters_.next(&t->run);
-  return n ? tcb_of(n) : nullptr;
-}
+Waiter* WaitQueue::next(const Waiter* w) const { return waiter_of(waiters_.next(&w->run)); }
 
-Tcb* WaitQueue::first_with_key(const void* key) const {
-  for (RunNode* n = waiters_.front(); n; n = waiters_.next(n)) {
-    if (tcb_of(n)->futex_key == key) return tcb_of(n);
+Waiter* WaitQueue::first_with_key(const void* key) const {
+  for (Waiter* w = front(); w; w = next(w)) {
+    if (w->futex_key == key) return w;
   }
   return nullptr;
 }
 
-void WaitQueue::reposition(Tcb* t) {
+void WaitQueue::reposition(Waiter* t) {
   if (order_ == Order::kFifo) return;
   decltype(waiters_)::remove(&t->run);
   insert(t);

@@ -1,0 +1,456 @@
+// C++20 stackless coroutines as kernel citizens.
+//
+//   Task<T>          a lazy, move-only coroutine returning T; `co_await task`
+//                    runs it by symmetric transfer (no stack growth) and
+//                    yields its T.
+//   spawn(task)      runs a task as a job on the executors (one per vCPU,
+//                    work stealing; SpawnOptions::cpu pins it); returns a
+//                    JoinHandle<T> (drop it to detach).
+//   run(task)        drives a task to completion from ordinary code, like
+//                    asyncio.run: Result<T>.
+//   co_await sleep_for(d) / sleep_until(t) / yield()
+//
+// A job is one chain of awaiting coroutines with one current suspension
+// point, waiting in the same kernel wait queues as threads (so an object's
+// FIFO or priority order holds across threads and coroutines). Its status,
+// as its JoinHandle reports it: kOk (finished), kInterrupted (cancelled),
+// kNoMemory (a coroutine frame in the chain could not be allocated).
+//
+// Failure and cancellation unwind: the job's root frame is destroyed at
+// the suspension point, which destroys every frame of the chain with their
+// locals (guards unlock, waits are withdrawn), and the job ends with the
+// status. Cancellation is cooperative: it takes effect at the job's next
+// suspension point (a wait, sleep or yield), or at once if it is waiting.
+//
+// Frames come from a kernel allocator with per-size pools and per-CPU
+// caches (no general heap needed on bare metal); allocation failure is a
+// status, never a crash.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include "spindle/futex.h"
+#include "spindle/status.h"
+#include "spindle/thread.h"
+#include "spindle/time.h"
+
+namespace spindle {
+
+struct SpawnOptions {
+  int cpu = -1;                     // run only on this CPU's executor; -1: any (work stealing)
+  int priority = kDefaultPriority;  // its place among waiters of priority-ordered objects
+};
+
+template <class T = void>
+class Task;
+
+namespace detail {
+
+struct CoJob;
+
+// Frame pool (coro.cc).
+void* frame_alloc(std::size_t n) noexcept;
+void frame_free(void* p, std::size_t n) noexcept;
+[[noreturn]] void coroutine_exception() noexcept;
+// Testing: the next n frame (or job) allocations fail.
+void fail_frame_allocations(unsigned n);
+
+// Jobs (coro.cc). A job holds one reference for itself until it ends;
+// job_spawn returns a second one for the caller.
+// kInvalidArgument (bad options), kNoMemory, or kOk with *out set.
+Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signal_parent, CoJob** out) noexcept;
+void job_release(CoJob* j) noexcept;
+void job_cancel(CoJob* j) noexcept;
+bool job_done(const CoJob* j) noexcept;
+Status job_status(const CoJob* j) noexcept;  // once done
+const std::atomic<std::uint32_t>* job_done_word(const CoJob* j) noexcept;
+void* job_root(const CoJob* j) noexcept;  // the finished root frame's address (status kOk)
+Status job_join(CoJob* j, TimePoint deadline) noexcept;  // blocks a thread until done
+
+// Suspension points of the running job, called from await_suspend. They
+// return true when the job is suspended (it resumes on an executor; the
+// caller must not touch the frame any more) and false with *now set when
+// it is not (the condition did not hold: kWouldBlock; or an immediate
+// result).
+bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+              TimePoint deadline, WaitOrder order, const char* name, Status* now) noexcept;
+bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const LockPolicy& policy,
+              TimePoint deadline, Status* now) noexcept;
+void job_sleep(std::coroutine_handle<> h, TimePoint deadline) noexcept;
+void job_yield(std::coroutine_handle<> h) noexcept;
+// The running job fails with s (its root is destroyed); returns the handle
+// to transfer to (a no-op: the job is over).
+std::coroutine_handle<> job_fail(Status s) noexcept;
+// The root coroutine of the running job finished.
+std::coroutine_handle<> job_finished() noexcept;
+// After a suspension: how the job was resumed (kOk, kTimedOut, kOwnerDied).
+Status job_wake_status() noexcept;
+// The running job's identity as a lock owner (allocated on first use).
+ThreadId job_lock_id() noexcept;
+Status job_unlock(std::atomic<std::uint32_t>* word, ThreadId owner) noexcept;
+// The running job's signal word, bumped when a child spawned with
+// signal_parent ends.
+std::atomic<std::uint32_t>* job_signal_word() noexcept;
+bool in_job() noexcept;
+
+inline constexpr Status kPending = static_cast<Status>(-1);
+
+// Awaits `*word != expected` (or the deadline) like futex_wait: the wait
+// ends when a futex_wake on word reaches it. Result: kOk (woken),
+// kWouldBlock (the word had changed), kTimedOut.
+class WordWait {
+ public:
+  WordWait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, TimePoint deadline, WaitOrder order,
+           const char* name)
+      : word_(word), expected_(expected), deadline_(deadline), order_(order), name_(name) {}
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    status_ = kPending;
+    return job_wait(h, word_, expected_, deadline_, order_, name_, &status_);
+  }
+  Status await_resume() const noexcept { return status_ == kPending ? job_wake_status() : status_; }
+
+ private:
+  const std::atomic<std::uint32_t>* word_;
+  std::uint32_t expected_;
+  TimePoint deadline_;
+  WaitOrder order_;
+  const char* name_;
+  Status status_ = kPending;
+};
+
+// Increments a waiter count for as long as it lives (also when the frame
+// holding it is destroyed by cancellation).
+class CountWaiter {
+ public:
+  explicit CountWaiter(std::atomic<std::uint32_t>& n) : n_(n) { n_.fetch_add(1, std::memory_order_seq_cst); }
+  CountWaiter(const CountWaiter&) = delete;
+  ~CountWaiter() { n_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint32_t>& n_;
+};
+
+class PromiseBase {
+ public:
+  static void* operator new(std::size_t n) noexcept { return frame_alloc(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { frame_free(p, n); }
+
+  std::suspend_always initial_suspend() noexcept { return {}; }
+  struct FinalAwaiter {
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
+      std::coroutine_handle<> c = h.promise().continuation_;
+      return c ? c : job_finished();
+    }
+    void await_resume() const noexcept {}
+  };
+  FinalAwaiter final_suspend() noexcept { return {}; }
+  void unhandled_exception() noexcept { coroutine_exception(); }
+
+  std::coroutine_handle<> continuation_;
+};
+
+template <class T>
+class TaskPromise : public PromiseBase {
+ public:
+  TaskPromise() = default;
+  TaskPromise(const TaskPromise&) = delete;
+  ~TaskPromise() {
+    if (has_) ptr()->~T();
+  }
+  Task<T> get_return_object() noexcept;
+  static Task<T> get_return_object_on_allocation_failure() noexcept;
+  template <class U>
+    requires std::is_constructible_v<T, U&&>
+  void return_value(U&& v) {
+    new (storage_) T(std::forward<U>(v));
+    has_ = true;
+  }
+  T take() { return std::move(*ptr()); }
+
+ private:
+  T* ptr() { return std::launder(reinterpret_cast<T*>(storage_)); }
+  alignas(T) unsigned char storage_[sizeof(T)];
+  bool has_ = false;
+};
+
+template <>
+class TaskPromise<void> : public PromiseBase {
+ public:
+  Task<void> get_return_object() noexcept;
+  static Task<void> get_return_object_on_allocation_failure() noexcept;
+  void return_void() noexcept {}
+  void take() noexcept {}
+};
+
+}  // namespace detail
+
+// A lazy coroutine: it starts when awaited (or spawned), runs in the
+// awaiting job, and hands the awaiter its result. Destroying a Task that
+// was never awaited frees its frame.
+template <class T>
+class [[nodiscard]] Task {
+ public:
+  using promise_type = detail::TaskPromise<T>;
+  using Handle = std::coroutine_handle<promise_type>;
+  using value_type = T;
+
+  Task() = default;
+  Task(Task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  Task& operator=(Task&& o) noexcept {
+    if (this != &o) {
+      if (h_) h_.destroy();
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  ~Task() {
+    if (h_) h_.destroy();
+  }
+
+  // False when the frame could not be allocated (awaiting it then fails
+  // the job with kNoMemory; spawning it reports kNoMemory).
+  bool valid() const { return static_cast<bool>(h_); }
+
+  class Awaiter {
+   public:
+    explicit Awaiter(Handle h) : h_(h) {}
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
+      if (!h_) return detail::job_fail(Status::kNoMemory);
+      h_.promise().continuation_ = awaiting;
+      return h_;  // symmetric transfer: no stack growth
+    }
+    T await_resume() { return h_.promise().take(); }
+
+   private:
+    Handle h_;
+  };
+  Awaiter operator co_await() & noexcept { return Awaiter(h_); }
+  Awaiter operator co_await() && noexcept { return Awaiter(h_); }
+
+  // Gives up ownership of the frame (for spawn).
+  Handle release() { return std::exchange(h_, {}); }
+  Handle handle() const { return h_; }
+
+ private:
+  friend promise_type;
+  explicit Task(Handle h) : h_(h) {}
+  Handle h_;
+};
+
+namespace detail {
+template <class T>
+Task<T> TaskPromise<T>::get_return_object() noexcept {
+  return Task<T>(std::coroutine_handle<TaskPromise<T>>::from_promise(*this));
+}
+template <class T>
+Task<T> TaskPromise<T>::get_return_object_on_allocation_failure() noexcept {
+  return Task<T>();
+}
+inline Task<void> TaskPromise<void>::get_return_object() noexcept {
+  return Task<void>(std::coroutine_handle<TaskPromise<void>>::from_promise(*this));
+}
+inline Task<void> TaskPromise<void>::get_return_object_on_allocation_failure() noexcept { return Task<void>(); }
+
+// What a job's result is reported as: Result<T> for a value type, Status
+// for void; a task that returns Status or Result<U> itself is flattened
+// (its own status and the job's share one channel).
+template <class T>
+struct ResultOf {
+  using type = Result<T>;
+};
+template <>
+struct ResultOf<void> {
+  using type = Status;
+};
+template <>
+struct ResultOf<Status> {
+  using type = Status;
+};
+template <class U>
+struct ResultOf<Result<U>> {
+  using type = Result<U>;
+};
+template <class T>
+inline constexpr bool kFlattened = std::is_same_v<typename ResultOf<T>::type, T>;
+}  // namespace detail
+
+template <class T>
+using ResultOf = typename detail::ResultOf<T>::type;
+
+// A spawned job: wait for it (a thread: join; a coroutine: co_await),
+// read its result once, cancel it. Dropping the handle detaches the job
+// (it runs on); a handle made with cancel_on_drop cancels it instead.
+template <class T = void>
+class [[nodiscard]] JoinHandle {
+ public:
+  JoinHandle() = default;
+  explicit JoinHandle(Status failed) : failed_(failed) {}
+  JoinHandle(detail::CoJob* j, bool cancel_on_drop) : job_(j), cancel_on_drop_(cancel_on_drop) {}
+  JoinHandle(JoinHandle&& o) noexcept
+      : job_(std::exchange(o.job_, nullptr)), failed_(o.failed_), cancel_on_drop_(o.cancel_on_drop_) {}
+  JoinHandle& operator=(JoinHandle&& o) noexcept {
+    if (this != &o) {
+      drop();
+      job_ = std::exchange(o.job_, nullptr);
+      failed_ = o.failed_;
+      cancel_on_drop_ = o.cancel_on_drop_;
+    }
+    return *this;
+  }
+  ~JoinHandle() { drop(); }
+
+  // kOk when the job was started; kNoMemory when it could not be.
+  Status status() const { return job_ ? Status::kOk : failed_; }
+  bool done() const { return !job_ || detail::job_done(job_); }
+  // Asks the job to stop: it unwinds at its next suspension point (at once
+  // if it waits) and ends with kInterrupted. No effect once done.
+  void cancel() {
+    if (job_) detail::job_cancel(job_);
+  }
+  void detach() {
+    if (job_) detail::job_release(std::exchange(job_, nullptr));
+  }
+
+  // From a thread: waits for the job and returns its result (once).
+  ResultOf<T> join() {
+    if (!job_) return failed_;
+    (void)detail::job_join(job_, kForever);
+    return result();
+  }
+  // Waits until the deadline: kOk (done) or kTimedOut.
+  Status wait_until(TimePoint deadline) { return job_ ? detail::job_join(job_, deadline) : Status::kOk; }
+
+  // From a coroutine: co_await handle -> its result (once).
+  class Awaiter {
+   public:
+    explicit Awaiter(JoinHandle* h) : h_(h) {}
+    bool await_ready() const noexcept { return h_->done(); }
+    bool await_suspend(std::coroutine_handle<> c) noexcept {
+      Status now = detail::kPending;
+      return detail::job_wait(c, detail::job_done_word(h_->job_), 0, kForever, WaitOrder::kFifo, "join", &now);
+    }
+    ResultOf<T> await_resume() { return h_->result(); }
+
+   private:
+    JoinHandle* h_;
+  };
+  Awaiter operator co_await() & noexcept { return Awaiter(this); }
+  Awaiter operator co_await() && noexcept { return Awaiter(this); }
+
+  // The result of a finished job (once): its value, or how it ended.
+  ResultOf<T> result() {
+    if (!job_) return failed_;
+    Status s = detail::job_status(job_);
+    if (s != Status::kOk) return s;
+    auto h = std::coroutine_handle<detail::TaskPromise<T>>::from_address(detail::job_root(job_));
+    if constexpr (std::is_void_v<T>) {
+      return Status::kOk;
+    } else if constexpr (detail::kFlattened<T>) {
+      return h.promise().take();
+    } else {
+      return Result<T>(h.promise().take());
+    }
+  }
+
+ private:
+  void drop() {
+    if (!job_) return;
+    if (cancel_on_drop_) detail::job_cancel(job_);
+    detail::job_release(std::exchange(job_, nullptr));
+  }
+  detail::CoJob* job_ = nullptr;
+  Status failed_ = Status::kInvalidState;
+  bool cancel_on_drop_ = false;
+};
+
+namespace detail {
+template <class T>
+JoinHandle<T> spawn_job(Task<T> task, const SpawnOptions& o, bool child) {
+  if (!task.valid()) return JoinHandle<T>(Status::kNoMemory);
+  auto h = task.release();
+  CoJob* j = nullptr;
+  if (Status s = job_spawn(h, o, child, &j); s != Status::kOk) {
+    h.destroy();
+    return JoinHandle<T>(s);
+  }
+  return JoinHandle<T>(j, child);
+}
+}  // namespace detail
+
+// Runs task as a new job on the executors. The handle's status() is
+// kNoMemory or kInvalidArgument (a bad option; nothing started) on failure.
+template <class T>
+JoinHandle<T> spawn(Task<T> task, const SpawnOptions& o = {}) {
+  return detail::spawn_job(std::move(task), o, false);
+}
+
+// What the coroutine runtime holds now.
+struct CoroutineStats {
+  std::uint64_t jobs = 0;         // spawned and not yet released
+  std::uint64_t frame_bytes = 0;  // coroutine frames and job records in use
+  unsigned executors = 0;
+};
+CoroutineStats coroutine_stats();
+
+// Runs task to completion from a thread and returns its result.
+template <class T>
+ResultOf<T> run(Task<T> task, const SpawnOptions& o = {}) {
+  return spawn(std::move(task), o).join();
+}
+
+// co_await sleep_for(d): suspends the job (not the executor) for d.
+class SleepAwaiter {
+ public:
+  explicit SleepAwaiter(TimePoint deadline) : deadline_(deadline) {}
+  bool await_ready() const noexcept { return deadline_ <= Clock::now(); }
+  void await_suspend(std::coroutine_handle<> h) noexcept { detail::job_sleep(h, deadline_); }
+  void await_resume() const noexcept {}
+
+ private:
+  TimePoint deadline_;
+};
+inline SleepAwaiter sleep_until(TimePoint t) { return SleepAwaiter(t); }
+inline SleepAwaiter sleep_for(Duration d) { return SleepAwaiter(deadline_after(d)); }
+
+// co_await yield(): lets the other ready jobs of this executor run first.
+struct YieldAwaiter {
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) noexcept { detail::job_yield(h); }
+  void await_resume() const noexcept {}
+};
+inline YieldAwaiter yield() { return {}; }
+
+namespace detail {
+
+// An awaitable operation with a fast path: `fast()` completes it without
+// suspending (true), else the coroutine `slow()` (a Task<Status>) runs in
+// the awaiting job and its status is the result.
+template <class Fast, class Slow>
+class FastOrSlow {
+ public:
+  FastOrSlow(Fast f, Slow s) : fast_(std::move(f)), slow_fn_(std::move(s)) {}
+  bool await_ready() { return fast_(); }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) noexcept {
+    slow_ = slow_fn_();
+    return typename Task<Status>::Awaiter(slow_.handle()).await_suspend(h);
+  }
+  Status await_resume() { return slow_.valid() ? slow_.handle().promise().take() : Status::kOk; }
+
+ private:
+  Fast fast_;
+  Slow slow_fn_;
+  Task<Status> slow_;
+};
+
+}  // namespace detail
+}  // namespace spindle
