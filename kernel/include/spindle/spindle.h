@@ -16,5 +16,6 @@
 #include "spindle/spin_lock.h"
 #include "spindle/stats.h"
 #include "spindle/status.h"
+#include "spindle/task.h"
 #include "spindle/thread.h"
 #include "spindle/time.h"
