@@ -1,6 +1,6 @@
 // The coroutine runtime: jobs, executors and the frame pool.
 //
-// A CoJob is a Waiter (kernel.h) with `async` set: when it suspends on a
+// A job (CoJob) is a Waiter (kernel.h) with `async` set: when it suspends on a
 // kernel object it is linked into the same WaitQueue as threads, in the
 // queue's order, and wake() hands it to job_woken instead of the run queue.
 //
@@ -12,9 +12,9 @@
 // to steal. Pushing a job to a sleeping executor wakes it; pushing to a
 // busy one wakes one sleeping executor to steal.
 //
-// CoJob lifetime: a reference for the job itself (dropped when it ends) and
+// Job lifetime: a reference for the job itself (dropped when it ends) and
 // one per JoinHandle; the last release destroys the root frame (holding
-// the result) and returns the CoJob to the pool.
+// the result) and returns the record to the pool.
 //
 // Invariants (kernel lock): a job is `parked` iff it waits on a kernel
 // queue and/or its timer and nothing has woken it; a parked job is in no
@@ -94,6 +94,7 @@ Registry g_registry[kMaxCpus];
 unsigned g_nexec = 0;
 std::atomic<unsigned> g_exec_state{0};  // 0: none, 1: being started, 2: running
 std::atomic<unsigned> g_sleepers{0};
+std::uint64_t g_parked = 0;  // jobs parked on kernel waits (kernel lock)
 
 unsigned cpu_now() {
   arch::IrqState s = arch::irq_save();
@@ -297,6 +298,7 @@ bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
   j->resume = h;
   j->wake_status = Status::kOk;
   j->parked = true;
+  ++g_parked;
   return true;
 }
 
@@ -323,6 +325,7 @@ std::atomic<unsigned> g_fail_frames{0};
 void job_woken(Waiter* w) {
   CoJob* j = job_of(w);
   j->parked = false;
+  --g_parked;
   j->futex_key = nullptr;
   push(j, true);
 }
@@ -333,6 +336,7 @@ void jobs_boot() {
   g_nexec = 0;
   g_exec_state.store(0, std::memory_order_relaxed);
   g_sleepers.store(0, std::memory_order_relaxed);
+  g_parked = 0;
 }
 
 void jobs_shutdown() {
@@ -343,7 +347,7 @@ void jobs_shutdown() {
   for (auto& r : g_registry) {
     r.jobs.for_each([&](CoJob* j) {
       if (j->wait_queue) j->wait_queue->remove(j);
-      ++left;
+      if (!j->done.load(std::memory_order_relaxed)) ++left;
     });
   }
   if (left) print("spindle: %llu coroutine job(s) still suspended at shutdown\n", static_cast<unsigned long long>(left));
@@ -568,6 +572,17 @@ std::atomic<std::uint32_t>* job_signal_word() noexcept { return &running_job("ga
 
 bool in_job() noexcept { return current_job() != nullptr; }
 
+Task<Status> wait_while_equal_async(const std::atomic<std::uint32_t>& word, std::uint32_t value,
+                                   std::atomic<std::uint32_t>& waiters, TimePoint deadline, WaitOrder order,
+                                   const char* name) {
+  CountWaiter counted(waiters);
+  while (word.load(std::memory_order_acquire) == value) {
+    Status s = co_await WordWait(&word, value, deadline, order, name);
+    if (s == Status::kTimedOut && word.load(std::memory_order_acquire) == value) co_return Status::kTimedOut;
+  }
+  co_return Status::kOk;
+}
+
 }  // namespace detail
 
 CoroutineStats coroutine_stats() {
@@ -582,6 +597,8 @@ CoroutineStats coroutine_stats() {
   for (auto& c : g_frames) bytes += c.bytes.load(std::memory_order_relaxed);
   st.frame_bytes = bytes > 0 ? static_cast<std::uint64_t>(bytes) : 0;
   st.executors = g_nexec;
+  LockGuard guard;
+  st.waiting = g_parked;
   return st;
 }
 

@@ -61,6 +61,16 @@ void OwnerLock::release_slow(std::uint32_t me, std::uint32_t v) {
   futex_unlock(&word_);
 }
 
+void OwnerLock::release_as_slow(ThreadId owner) {
+  std::uint32_t v = word_.load(std::memory_order_relaxed);
+  if ((v & kOwnerMask) != owner) {
+    panic("coroutine job %llu unlocked %s '%s', held by %llu", ull(owner), kind_, policy_.name, ull(v & kOwnerMask));
+  }
+  if (job_unlock(&word_, owner) != Status::kOk) {
+    panic("coroutine job %llu unlocked %s '%s', which it does not hold", ull(owner), kind_, policy_.name);
+  }
+}
+
 void OwnerLock::lock_failed(Status s) {
   if (s == Status::kOwnerDied) return;
   panic("thread %llu ('%s') could not lock %s '%s': %s", ull(current_thread_id()), this_thread::name(), kind_,

@@ -126,6 +126,16 @@ Status Semaphore::acquire_until(TimePoint deadline) {
   }
 }
 
+Task<Status> Semaphore::acquire_async_slow(TimePoint deadline) {
+  if (!valid_) co_return Status::kInvalidArgument;
+  for (;;) {
+    if (try_acquire()) co_return Status::kOk;
+    detail::CountWaiter counted(waiters_);
+    Status s = co_await detail::WordWait(&count_, 0, deadline, order_, name_);
+    if (s == Status::kTimedOut) co_return try_acquire() ? Status::kOk : Status::kTimedOut;
+  }
+}
+
 Status Semaphore::release(std::uint32_t n) {
   if (!valid_) return Status::kInvalidArgument;
   if (n == 0) return Status::kOk;
@@ -176,6 +186,15 @@ Status Latch::wait_until(TimePoint deadline) {
   }
 }
 
+Task<Status> Latch::wait_async_slow(TimePoint deadline) {
+  for (;;) {
+    std::uint32_t c = count_.load(std::memory_order_acquire);
+    if (c == 0) co_return Status::kOk;
+    Status s = co_await detail::wait_while_equal_async(count_, c, waiters_, deadline, WaitOrder::kPriority, name_);
+    if (s != Status::kOk) co_return s;
+  }
+}
+
 Status Latch::arrive_and_wait(std::uint32_t n) {
   if (Status s = count_down(n); s != Status::kOk) return s;
   return wait_until(kForever);
@@ -198,6 +217,12 @@ void Event::set() {
     if (v & 1) return;
   } while (!flag_.compare_exchange_weak(v, (v + 2) | 1, std::memory_order_seq_cst, std::memory_order_relaxed));
   detail::wake_all_waiters(flag_, waiters_);
+}
+
+Task<Status> Event::wait_async_slow(TimePoint deadline) {
+  std::uint32_t v = flag_.load(std::memory_order_acquire);
+  if (v & 1) co_return Status::kOk;
+  co_return co_await detail::wait_while_equal_async(flag_, v, waiters_, deadline, WaitOrder::kPriority, name_);
 }
 
 void Event::clear() { flag_.fetch_and(~1u, std::memory_order_release); }

@@ -11,6 +11,7 @@
 #include "spindle/futex.h"
 #include "spindle/panic.h"
 #include "spindle/status.h"
+#include "spindle/task.h"
 #include "spindle/time.h"
 
 namespace spindle {
@@ -59,6 +60,17 @@ class Barrier {
   void arrive_and_wait() { (void)wait(arrive()); }
   Status arrive_and_wait_for(Duration d) { return wait(arrive(), deadline_after(d)); }
   Status arrive_and_wait_until(TimePoint deadline) { return wait(arrive(), deadline); }
+  // From a coroutine: co_await barrier.arrive_and_wait_async() arrives now
+  // and suspends the coroutine (not its executor) until the phase ends.
+  auto wait_async(Token token, TimePoint deadline = kForever) {
+    return detail::FastOrSlow(
+        [this, token] { return phase_.load(std::memory_order_acquire) != token; },
+        [this, token, deadline] {
+          return detail::wait_while_equal_async(phase_, token, waiters_, deadline, WaitOrder::kPriority, name_);
+        });
+  }
+  auto arrive_and_wait_async() { return wait_async(arrive()); }
+  auto arrive_and_wait_async_for(Duration d) { return wait_async(arrive(), deadline_after(d)); }
   // Arrives, and this thread takes no part in later phases.
   void arrive_and_drop() {
     expected_.fetch_sub(1, std::memory_order_acq_rel);
@@ -107,11 +119,19 @@ class Latch {
   Status wait_for(Duration d) { return wait_until(deadline_after(d)); }
   Status wait_until(TimePoint deadline);
   Status arrive_and_wait(std::uint32_t n = 1);
+  // From a coroutine: co_await latch.wait_async().
+  auto wait_async_until(TimePoint deadline) {
+    return detail::FastOrSlow([this] { return try_wait(); }, [this, deadline] { return wait_async_slow(deadline); });
+  }
+  auto wait_async() { return wait_async_until(kForever); }
+  auto wait_async_for(Duration d) { return wait_async_until(deadline_after(d)); }
 
   std::uint32_t count() const { return count_.load(std::memory_order_acquire); }
   const char* name() const { return name_; }
 
  private:
+  Task<Status> wait_async_slow(TimePoint deadline);
+
   std::atomic<std::uint32_t> count_;
   std::atomic<std::uint32_t> waiters_{0};
   const char* name_;
@@ -132,10 +152,18 @@ class Event {
   void wait() { (void)wait_until(kForever); }
   Status wait_for(Duration d) { return wait_until(deadline_after(d)); }
   Status wait_until(TimePoint deadline);  // kOk once set, or kTimedOut
+  // From a coroutine: co_await event.wait_async().
+  auto wait_async_until(TimePoint deadline) {
+    return detail::FastOrSlow([this] { return is_set(); }, [this, deadline] { return wait_async_slow(deadline); });
+  }
+  auto wait_async() { return wait_async_until(kForever); }
+  auto wait_async_for(Duration d) { return wait_async_until(deadline_after(d)); }
 
   const char* name() const { return name_; }
 
  private:
+  Task<Status> wait_async_slow(TimePoint deadline);
+
   std::atomic<std::uint32_t> flag_{0};  // (generation << 1) | set
   std::atomic<std::uint32_t> waiters_{0};
   const char* name_;

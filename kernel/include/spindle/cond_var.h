@@ -16,6 +16,7 @@
 
 #include "spindle/futex.h"
 #include "spindle/status.h"
+#include "spindle/task.h"
 #include "spindle/time.h"
 
 namespace spindle {
@@ -47,6 +48,48 @@ class CondVar {
   template <class Lock>
   Status wait_for(Lock& lock, Duration d) {
     return wait_until(lock, deadline_after(d));
+  }
+
+  // From a coroutine: co_await cv.wait_async(lock) unlocks `lock`,
+  // suspends the coroutine (not its executor) until notified, and relocks
+  // (blocking the executor while the lock is taken: use it with locks held
+  // for short sections, as Queue does). kOk or kTimedOut. If the coroutine
+  // is cancelled while it waits, it unwinds without the lock.
+  template <class Lock>
+  class AsyncWait {
+   public:
+    AsyncWait(CondVar* cv, Lock& lock, TimePoint deadline) : cv_(cv), lock_(lock), deadline_(deadline) {}
+    AsyncWait(const AsyncWait&) = delete;
+    ~AsyncWait() {
+      if (counted_) cv_->waiters_.fetch_sub(1, std::memory_order_relaxed);  // unwound while waiting
+    }
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) noexcept {
+      std::uint32_t seq = cv_->seq_.load(std::memory_order_relaxed);
+      cv_->waiters_.fetch_add(1, std::memory_order_seq_cst);
+      counted_ = true;
+      lock_.unlock();
+      status_ = detail::kPending;
+      return detail::job_wait(h, &cv_->seq_, seq, deadline_, cv_->order_, cv_->name_, &status_);
+    }
+    Status await_resume() {
+      Status s = status_ == detail::kPending ? detail::job_wake_status() : status_;
+      counted_ = false;
+      cv_->waiters_.fetch_sub(1, std::memory_order_relaxed);
+      lock_.lock();
+      return s == Status::kTimedOut ? Status::kTimedOut : Status::kOk;
+    }
+
+   private:
+    CondVar* cv_;
+    Lock& lock_;
+    TimePoint deadline_;
+    bool counted_ = false;
+    Status status_ = detail::kPending;
+  };
+  template <class Lock>
+  AsyncWait<Lock> wait_async(Lock& lock, TimePoint deadline = kForever) {
+    return AsyncWait<Lock>(this, lock, deadline);
   }
 
   // Predicate forms: wait until pred() holds (checked with the lock held).

@@ -27,6 +27,7 @@
 
 #include "spindle/diagnostics.h"
 #include "spindle/futex.h"
+#include "spindle/task.h"
 #include "spindle/thread.h"
 #include "spindle/thread_annotations.h"
 #include "spindle/time.h"
@@ -77,6 +78,20 @@ class SPINDLE_CAPABILITY("mutex") OwnerLock {
   // The holder's id, or 0. A snapshot: may change at once.
   ThreadId owner() const { return word_.load(std::memory_order_relaxed) & lock_word::kOwnerMask; }
 
+  // From a coroutine: `auto g = co_await m.lock_async();` suspends the
+  // coroutine (not its executor) until it owns the lock, queued among
+  // threads in the lock's order, and returns a guard that unlocks. The
+  // owner is the coroutine's job (it may resume on another executor), so
+  // a thread or another job that unlocks it is refused. A job waiting is
+  // always handed the lock on unlock. A job owner takes no part in
+  // priority inheritance or cycle detection, and the lock-order validator
+  // does not see it.
+  class AsyncGuard;
+  class LockAwaiter;
+  LockAwaiter lock_async_until(TimePoint deadline);
+  LockAwaiter lock_async();
+  LockAwaiter lock_async_for(Duration d);
+
  protected:
   constexpr OwnerLock(const char* kind, const LockPolicy& p, bool spin) : kind_(kind), policy_(p), spin_(spin) {}
   ~OwnerLock();
@@ -103,8 +118,15 @@ class SPINDLE_CAPABILITY("mutex") OwnerLock {
   }
   // lock() could not take it: kOwnerDied is accepted, the rest panic.
   void lock_failed(Status s);
+  // Unlock for a job owner (AsyncGuard).
+  void release_as(ThreadId owner) {
+    std::uint32_t v = static_cast<std::uint32_t>(owner);
+    if (word_.compare_exchange_strong(v, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+    release_as_slow(owner);
+  }
 
  private:
+  void release_as_slow(ThreadId owner);
   Status acquire_slow(std::uint32_t me, TimePoint deadline);
   void release_slow(std::uint32_t me, std::uint32_t v);
 
@@ -113,6 +135,72 @@ class SPINDLE_CAPABILITY("mutex") OwnerLock {
   LockPolicy policy_;
   bool spin_;  // spin briefly before sleeping (and barge on a free lock)
 };
+
+// Owns an OwnerLock for a coroutine job (see lock_async).
+class OwnerLock::AsyncGuard {
+ public:
+  AsyncGuard() = default;
+  AsyncGuard(OwnerLock* l, ThreadId owner, Status s) : l_(l), owner_(owner), status_(s) {}
+  AsyncGuard(AsyncGuard&& o) noexcept
+      : l_(std::exchange(o.l_, nullptr)), owner_(std::exchange(o.owner_, 0)), status_(o.status_) {}
+  AsyncGuard& operator=(AsyncGuard&& o) noexcept {
+    if (this != &o) {
+      unlock();
+      l_ = std::exchange(o.l_, nullptr);
+      owner_ = std::exchange(o.owner_, 0);
+      status_ = o.status_;
+    }
+    return *this;
+  }
+  ~AsyncGuard() { unlock(); }
+
+  bool owns_lock() const { return l_ != nullptr; }
+  explicit operator bool() const { return owns_lock(); }
+  // kOk; kOwnerDied (acquired, but its previous owner ended holding it);
+  // kTimedOut or kDeadlock (not acquired).
+  Status status() const { return status_; }
+  void unlock() {
+    if (l_) std::exchange(l_, nullptr)->release_as(owner_);
+  }
+
+ private:
+  OwnerLock* l_ = nullptr;
+  ThreadId owner_ = 0;
+  Status status_ = Status::kInvalidState;
+};
+
+class OwnerLock::LockAwaiter {
+ public:
+  LockAwaiter(OwnerLock* l, TimePoint deadline) : l_(l), deadline_(deadline) {}
+  bool await_ready() {
+    id_ = job_lock_id();
+    std::uint32_t v = 0;
+    if (l_->word_.compare_exchange_strong(v, static_cast<std::uint32_t>(id_), std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+      status_ = Status::kOk;
+      return true;
+    }
+    return false;
+  }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    status_ = kPending;
+    return job_lock(h, &l_->word_, l_->policy_, deadline_, &status_);
+  }
+  AsyncGuard await_resume() {
+    Status s = status_ == kPending ? job_wake_status() : status_;
+    return acquired(s) ? AsyncGuard(l_, id_, s) : AsyncGuard(nullptr, 0, s);
+  }
+
+ private:
+  OwnerLock* l_;
+  TimePoint deadline_;
+  ThreadId id_ = 0;
+  Status status_ = kPending;
+};
+
+inline OwnerLock::LockAwaiter OwnerLock::lock_async_until(TimePoint deadline) { return LockAwaiter(this, deadline); }
+inline OwnerLock::LockAwaiter OwnerLock::lock_async() { return LockAwaiter(this, kForever); }
+inline OwnerLock::LockAwaiter OwnerLock::lock_async_for(Duration d) { return LockAwaiter(this, deadline_after(d)); }
 
 }  // namespace detail
 

@@ -6,8 +6,9 @@
 // and get is released (join() still waits for task_done of the items that
 // were taken).
 //
-// Waiters are served most urgent first (or in arrival order with
-// WaitOrder::kFifo). Storage for `capacity` items is allocated once at
+// Waiters, threads and coroutines alike, are served most urgent first (or
+// in arrival order with WaitOrder::kFifo). `Lock` is the internal lock
+// (Mutex; FairMutex to serve contending callers in arrival order too). Storage for `capacity` items is allocated once at
 // construction; if that fails, every call returns kNoMemory.
 #pragma once
 
@@ -23,7 +24,7 @@
 
 namespace spindle {
 
-template <class T>
+template <class T, class Lock = Mutex>
 class Queue {
  public:
   explicit Queue(std::size_t capacity, const char* name = "queue", WaitOrder order = WaitOrder::kPriority)
@@ -58,6 +59,44 @@ class Queue {
   Result<T> try_get() { return get_impl(kForever, true); }
   Result<T> get_for(Duration d) { return get_until(deadline_after(d)); }
   Result<T> get_until(TimePoint deadline) { return get_impl(deadline, false); }
+
+  // From a coroutine: co_await q.get_async() / q.put_async(v) suspend the
+  // coroutine, not its executor, queued with the threads that wait on the
+  // same queue in its order. Same results as get_until / put_until; the
+  // internal lock is taken by blocking (it guards a few instructions).
+  Task<Result<T>> get_async(TimePoint deadline = kForever) {
+    if (Status s = usable(); s != Status::kOk) co_return s;
+    lock_.lock();
+    while (count_ == 0 && !closed_) {
+      if (co_await not_empty_.wait_async(lock_, deadline) == Status::kTimedOut && count_ == 0 && !closed_) {
+        lock_.unlock();
+        co_return Status::kTimedOut;
+      }
+    }
+    if (count_ == 0) {
+      lock_.unlock();
+      co_return Status::kClosed;
+    }
+    T v = pop_locked();
+    not_full_.notify_one();
+    lock_.unlock();
+    co_return Result<T>(std::move(v));
+  }
+  Task<Result<T>> get_async_for(Duration d) { return get_async(deadline_after(d)); }
+  Task<Status> put_async(T v, TimePoint deadline = kForever) {
+    if (Status s = usable(); s != Status::kOk) co_return s;
+    lock_.lock();
+    while (count_ == capacity_ && !closed_) {
+      if (co_await not_full_.wait_async(lock_, deadline) == Status::kTimedOut && count_ == capacity_ && !closed_) {
+        lock_.unlock();
+        co_return Status::kTimedOut;
+      }
+    }
+    Status s = closed_ ? Status::kClosed : push_locked(v);
+    lock_.unlock();
+    co_return s;
+  }
+  Task<Status> put_async_for(T v, Duration d) { return put_async(std::move(v), deadline_after(d)); }
 
   // One item taken by get() has been fully processed. kInvalidState if
   // called more often than items were put.
@@ -129,6 +168,10 @@ class Queue {
       }
     }
     if (closed_) return Status::kClosed;
+    return push_locked(v);
+  }
+
+  Status push_locked(T& v) {
     std::size_t tail = head_ + count_;
     if (tail >= capacity_) tail -= capacity_;
     new (slots_[tail].bytes) T(std::move(v));
@@ -155,7 +198,7 @@ class Queue {
 
   const std::size_t capacity_;
   Slot* const slots_;
-  mutable Mutex lock_;
+  mutable Lock lock_;
   CondVar not_empty_;
   CondVar not_full_;
   CondVar all_done_;

@@ -14,6 +14,7 @@
 
 #include "spindle/futex.h"
 #include "spindle/status.h"
+#include "spindle/task.h"
 #include "spindle/time.h"
 
 namespace spindle {
@@ -49,11 +50,23 @@ class Semaphore {
   // the maximum. Any context, including interrupt handlers.
   Status release(std::uint32_t n = 1);
 
+  // From a coroutine: co_await sem.acquire_async() suspends the coroutine,
+  // not its executor; it queues among threads in the semaphore's order.
+  // kOk, kTimedOut, or kInvalidArgument (a semaphore made with bad counts).
+  auto acquire_async_until(TimePoint deadline) {
+    return detail::FastOrSlow([this] { return valid_ && try_acquire(); },
+                              [this, deadline] { return acquire_async_slow(deadline); });
+  }
+  auto acquire_async() { return acquire_async_until(kForever); }
+  auto acquire_async_for(Duration d) { return acquire_async_until(deadline_after(d)); }
+
   std::uint32_t value() const { return count_.load(std::memory_order_relaxed); }
   std::uint32_t max() const { return max_; }
   const char* name() const { return name_; }
 
  private:
+  Task<Status> acquire_async_slow(TimePoint deadline);
+
   std::atomic<std::uint32_t> count_;
   std::atomic<std::uint32_t> waiters_{0};
   std::uint32_t max_;

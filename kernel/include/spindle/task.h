@@ -397,6 +397,7 @@ JoinHandle<T> spawn(Task<T> task, const SpawnOptions& o = {}) {
 // What the coroutine runtime holds now.
 struct CoroutineStats {
   std::uint64_t jobs = 0;         // spawned and not yet released
+  std::uint64_t waiting = 0;      // suspended on a wait, a sleep or a lock
   std::uint64_t frame_bytes = 0;  // coroutine frames and job records in use
   unsigned executors = 0;
 };
@@ -435,6 +436,13 @@ namespace detail {
 // An awaitable operation with a fast path: `fast()` completes it without
 // suspending (true), else the coroutine `slow()` (a Task<Status>) runs in
 // the awaiting job and its status is the result.
+// The coroutine form of a wait on an object's word: while word == value,
+// waits (counted in `waiters`, so the waker knows to call futex_wake).
+// kOk once the word changed, or kTimedOut.
+Task<Status> wait_while_equal_async(const std::atomic<std::uint32_t>& word, std::uint32_t value,
+                                   std::atomic<std::uint32_t>& waiters, TimePoint deadline, WaitOrder order,
+                                   const char* name);
+
 template <class Fast, class Slow>
 class FastOrSlow {
  public:

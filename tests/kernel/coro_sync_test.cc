@@ -1,0 +1,431 @@
+// Coroutines on the synchronization objects: awaitables, mixed
+// thread/coroutine waiters in one order, cancellation while waiting on each
+// kind of awaitable, locks held across suspension.
+#include "sync_util.h"
+
+using namespace spindle;
+using namespace spindle::ktest;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Waits until n jobs are suspended on a wait, sleep or lock.
+bool jobs_waiting(std::uint64_t n) {
+  return settle([n] { return coroutine_stats().waiting == n; });
+}
+
+struct OnExit {
+  std::atomic<int>* n;
+  ~OnExit() { n->fetch_add(1); }
+};
+
+}  // namespace
+
+KTEST(coro_semaphore_async, 1) {
+  Semaphore sem(2, 10, "coro sem");
+  auto take = [&sem](int n) -> Task<int> {
+    int got = 0;
+    for (int i = 0; i < n; ++i) {
+      if (co_await sem.acquire_async() == Status::kOk) ++got;
+    }
+    co_return got;
+  };
+  // Uncontended: no suspension.
+  KCHECK_EQ(run(take(2)).value(), 2);
+  KCHECK_EQ(sem.value(), 0u);
+  // Contended: the coroutine waits until a thread releases.
+  JoinHandle<int> h = spawn(take(3));
+  KREQUIRE(jobs_waiting(1));
+  for (int i = 0; i < 3; ++i) {
+    KCHECK_STATUS(sem.release(), Status::kOk);
+    this_thread::sleep_for(2ms);
+  }
+  KCHECK_EQ(h.join().value(), 3);
+  // Timeout.
+  auto timed = [&sem]() -> Task<Status> { co_return co_await sem.acquire_async_for(20ms); };
+  TimePoint t0 = Clock::now();
+  KCHECK_STATUS(run(timed()), Status::kTimedOut);
+  KCHECK(Clock::now() - t0 >= 20ms);
+  // A semaphore made with bad counts refuses.
+  Semaphore bad(5, 2, "bad sem");
+  auto bad_take = [&bad]() -> Task<Status> { co_return co_await bad.acquire_async(); };
+  KCHECK_STATUS(run(bad_take()), Status::kInvalidArgument);
+}
+
+KTEST(coro_mixed_waiters_fifo_semaphore, 1) {
+  // Thread, coroutine, thread, coroutine queue on a FIFO semaphore; each
+  // release serves the longest waiter, whichever kind it is.
+  Semaphore sem(0, 10, "fifo sem", WaitOrder::kFifo);
+  EventLog<8> order;
+  auto coro = [&](int id) -> Task<> {
+    co_await sem.acquire_async();
+    order.add(id);
+  };
+  Thread t1 = spawn("t1", kDefaultPriority, CpuMask::all(), [&] {
+    sem.acquire();
+    order.add(1);
+  });
+  KREQUIRE(wait_blocked_sleeping(t1));
+  JoinHandle<> c2 = spawn(coro(2));
+  KREQUIRE(jobs_waiting(1));
+  Thread t3 = spawn("t3", kDefaultPriority, CpuMask::all(), [&] {
+    sem.acquire();
+    order.add(3);
+  });
+  KREQUIRE(wait_blocked_sleeping(t3));
+  JoinHandle<> c4 = spawn(coro(4));
+  KREQUIRE(jobs_waiting(2));
+  for (unsigned i = 0; i < 4; ++i) {
+    KCHECK_STATUS(sem.release(), Status::kOk);
+    KCHECK(settle([&] { return order.size() == i + 1; }));
+  }
+  KJOIN(t1);
+  KJOIN(t3);
+  KCHECK_STATUS(c2.join(), Status::kOk);
+  KCHECK_STATUS(c4.join(), Status::kOk);
+  KREQUIRE(order.size() == 4);
+  for (unsigned i = 0; i < 4; ++i) KCHECK_EQ(order[i], static_cast<int>(i + 1));
+}
+
+KTEST(coro_mixed_waiters_priority_semaphore, 1) {
+  // On a priority-ordered semaphore a coroutine's spawn priority places it
+  // among the threads.
+  Semaphore sem(0, 10, "prio sem");
+  EventLog<8> order;
+  Thread low = spawn("low", 5, CpuMask::all(), [&] {
+    sem.acquire();
+    order.add(5);
+  });
+  KREQUIRE(wait_blocked_sleeping(low));
+  auto coro = [&](int id) -> Task<> {
+    co_await sem.acquire_async();
+    order.add(id);
+  };
+  JoinHandle<> mid = spawn(coro(10), SpawnOptions{.priority = 10});
+  KREQUIRE(jobs_waiting(1));
+  Thread high = spawn("high", 20, CpuMask::all(), [&] {
+    sem.acquire();
+    order.add(20);
+  });
+  KREQUIRE(wait_blocked_sleeping(high));
+  for (unsigned i = 0; i < 3; ++i) {
+    KCHECK_STATUS(sem.release(), Status::kOk);
+    KCHECK(settle([&] { return order.size() == i + 1; }));
+  }
+  KJOIN(low);
+  KJOIN(high);
+  KCHECK_STATUS(mid.join(), Status::kOk);
+  KREQUIRE(order.size() == 3);
+  KCHECK_EQ(order[0], 20);
+  KCHECK_EQ(order[1], 10);
+  KCHECK_EQ(order[2], 5);
+}
+
+KTEST(coro_mixed_waiters_fifo_fair_mutex_and_queue, 1) {
+  // A FairMutex hands itself over in arrival order across threads and
+  // coroutines; a FIFO queue built on it serves getters the same way.
+  FairMutex m("fair");
+  EventLog<8> order;
+  m.lock();
+  Thread t1 = spawn("t1", kDefaultPriority, CpuMask::all(), [&] {
+    m.lock();
+    order.add(1);
+    m.unlock();
+  });
+  KREQUIRE(wait_blocked_sleeping(t1));
+  auto coro = [&](int id) -> Task<> {
+    auto g = co_await m.lock_async();
+    order.add(id);
+  };
+  JoinHandle<> c2 = spawn(coro(2));
+  KREQUIRE(jobs_waiting(1));
+  Thread t3 = spawn("t3", kDefaultPriority, CpuMask::all(), [&] {
+    m.lock();
+    order.add(3);
+    m.unlock();
+  });
+  KREQUIRE(wait_blocked_sleeping(t3));
+  JoinHandle<> c4 = spawn(coro(4));
+  KREQUIRE(jobs_waiting(2));
+  m.unlock();
+  KJOIN(t1);
+  KJOIN(t3);
+  KCHECK_STATUS(c2.join(), Status::kOk);
+  KCHECK_STATUS(c4.join(), Status::kOk);
+  KREQUIRE(order.size() == 4);
+  for (unsigned i = 0; i < 4; ++i) KCHECK_EQ(order[i], static_cast<int>(i + 1));
+
+  Queue<int, FairMutex> q(4, "fair queue", WaitOrder::kFifo);
+  EventLog<8> got;
+  auto getter = [&](int id) -> Task<> {
+    Result<int> r = co_await q.get_async();
+    if (r.ok()) got.add(id * 100 + r.value());
+  };
+  Thread g1 = spawn("g1", kDefaultPriority, CpuMask::all(), [&] {
+    Result<int> r = q.get();
+    if (r.ok()) got.add(100 + r.value());
+  });
+  KREQUIRE(wait_blocked_sleeping(g1));
+  JoinHandle<> g2 = spawn(getter(2));
+  KREQUIRE(jobs_waiting(1));
+  Thread g3 = spawn("g3", kDefaultPriority, CpuMask::all(), [&] {
+    Result<int> r = q.get();
+    if (r.ok()) got.add(300 + r.value());
+  });
+  KREQUIRE(wait_blocked_sleeping(g3));
+  for (int i = 0; i < 3; ++i) {
+    KCHECK_STATUS(q.put(i), Status::kOk);
+    KCHECK(settle([&] { return got.size() == static_cast<unsigned>(i + 1); }));
+  }
+  KJOIN(g1);
+  KJOIN(g3);
+  KCHECK_STATUS(g2.join(), Status::kOk);
+  KREQUIRE(got.size() == 3);
+  KCHECK_EQ(got[0], 100);
+  KCHECK_EQ(got[1], 201);
+  KCHECK_EQ(got[2], 302);
+}
+
+KTEST(coro_lock_async_held_across_suspension, 1) {
+  // Coroutines hold the mutex across a yield (so it is owned by the job,
+  // not the executor thread) while threads contend with lock(): the count
+  // is exact and nobody is ever inside with another.
+  Mutex m("counter");
+  long counter = 0;
+  std::atomic<int> inside{0};
+  std::atomic<int> overlaps{0};
+  const int rounds = static_cast<int>(scaled(500));
+  auto coro = [&]() -> Task<> {
+    for (int i = 0; i < rounds; ++i) {
+      auto g = co_await m.lock_async();
+      if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
+      long v = counter;
+      co_await yield();
+      counter = v + 1;
+      inside.fetch_sub(1);
+    }
+  };
+  JoinHandle<> c[4] = {spawn(coro()), spawn(coro()), spawn(coro()), spawn(coro())};
+  auto thread_body = [&] {
+    for (int i = 0; i < rounds; ++i) {
+      Guard g(m);
+      if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
+      counter = counter + 1;
+      inside.fetch_sub(1);
+    }
+  };
+  Thread t1 = spawn("t1", kDefaultPriority, CpuMask::all(), thread_body);
+  Thread t2 = spawn("t2", kDefaultPriority, CpuMask::all(), thread_body);
+  for (auto& h : c) KCHECK_STATUS(h.join(), Status::kOk);
+  KJOIN(t1);
+  KJOIN(t2);
+  KCHECK_EQ(counter, 6L * rounds);
+  KCHECK_EQ(overlaps.load(), 0);
+  KCHECK_EQ(m.owner(), ThreadId{0});
+}
+
+KTEST(coro_lock_async_timeout_and_self_deadlock, 1) {
+  Mutex m("held");
+  m.lock();
+  auto timed = [&]() -> Task<Status> {
+    auto g = co_await m.lock_async_for(20ms);
+    co_return g.owns_lock() ? Status::kOk : g.status();
+  };
+  KCHECK_STATUS(run(timed()), Status::kTimedOut);
+  m.unlock();
+  auto twice = [&]() -> Task<Status> {
+    auto a = co_await m.lock_async();
+    auto b = co_await m.lock_async();  // the same job again
+    co_return b.owns_lock() ? Status::kOk : b.status();
+  };
+  KCHECK_STATUS(run(twice()), Status::kDeadlock);
+  KCHECK_EQ(m.owner(), ThreadId{0});
+}
+
+KTEST(coro_lock_owner_died, 1) {
+  // A job that ends while it owns a contended lock (its guard leaked):
+  // the waiting thread takes it over with kOwnerDied.
+  Mutex m("orphan");
+  Event go("go");
+  alignas(detail::OwnerLock::AsyncGuard) static unsigned char leak[sizeof(detail::OwnerLock::AsyncGuard)];
+  auto owner = [&]() -> Task<> {
+    auto g = co_await m.lock_async();
+    new (leak) detail::OwnerLock::AsyncGuard(std::move(g));  // never unlocked
+    co_await go.wait_async();
+  };
+  JoinHandle<> h = spawn(owner());
+  KREQUIRE(jobs_waiting(1));
+  Status got = Status::kInvalidState;
+  Thread t = spawn("waiter", kDefaultPriority, CpuMask::all(), [&] {
+    got = m.lock_until(kForever);
+    m.unlock();
+  });
+  KREQUIRE(wait_blocked_sleeping(t));
+  go.set();
+  KCHECK_STATUS(h.join(), Status::kOk);
+  KJOIN(t);
+  KCHECK_STATUS(got, Status::kOwnerDied);
+}
+
+KTEST(coro_event_latch_barrier, 1) {
+  Event ev("start");
+  Latch done(3, "done");
+  std::atomic<int> started{0};
+  auto waiter = [&]() -> Task<> {
+    co_await ev.wait_async();
+    started.fetch_add(1);
+    (void)done.count_down();
+  };
+  JoinHandle<> w[3] = {spawn(waiter()), spawn(waiter()), spawn(waiter())};
+  KREQUIRE(jobs_waiting(3));
+  KCHECK_EQ(started.load(), 0);
+  ev.set();
+  done.wait();
+  KCHECK_EQ(started.load(), 3);
+  for (auto& h : w) KCHECK_STATUS(h.join(), Status::kOk);
+  // A latch awaited by a coroutine.
+  Latch l(2, "l");
+  auto lw = [&]() -> Task<Status> { co_return co_await l.wait_async_for(5s); };
+  JoinHandle<Status> lh = spawn(lw());
+  KREQUIRE(jobs_waiting(1));
+  (void)l.count_down();
+  (void)l.count_down();
+  KCHECK_STATUS(lh.join(), Status::kOk);
+  // Barrier phases shared by three coroutines and a thread: nobody leaves
+  // a phase before all four arrived.
+  const int phases = 20;
+  std::atomic<int> arrived[phases] = {};
+  std::atomic<int> early{0};
+  Barrier b(4, "phases");
+  auto party = [&]() -> Task<> {
+    for (int p = 0; p < phases; ++p) {
+      arrived[p].fetch_add(1);
+      co_await b.arrive_and_wait_async();
+      if (arrived[p].load() != 4) early.fetch_add(1);
+    }
+  };
+  JoinHandle<> ps[3] = {spawn(party()), spawn(party()), spawn(party())};
+  for (int p = 0; p < phases; ++p) {
+    arrived[p].fetch_add(1);
+    b.arrive_and_wait();
+    if (arrived[p].load() != 4) early.fetch_add(1);
+  }
+  for (auto& h : ps) KCHECK_STATUS(h.join(), Status::kOk);
+  KCHECK_EQ(early.load(), 0);
+  KCHECK_EQ(b.generation(), static_cast<std::uint32_t>(phases));
+}
+
+KTEST(coro_queue_async_producer_consumer, 1) {
+  // Coroutine producers and a thread consumer, then the reverse, through a
+  // small queue: every item arrives exactly once, in order per producer.
+  Queue<int> q(2, "pc");
+  const int n = static_cast<int>(scaled(2000));
+  auto producer = [&](int base) -> Task<Status> {
+    for (int i = 0; i < n; ++i) {
+      if (Status s = co_await q.put_async(base + i); s != Status::kOk) co_return s;
+    }
+    co_return Status::kOk;
+  };
+  JoinHandle<Status> p1 = spawn(producer(0));
+  JoinHandle<Status> p2 = spawn(producer(1'000'000));
+  int next[2] = {0, 1'000'000};
+  for (int i = 0; i < 2 * n; ++i) {
+    Result<int> r = q.get();
+    KREQUIRE(r.ok());
+    int k = r.value() >= 1'000'000 ? 1 : 0;
+    if (r.value() != next[k]) KFAIL("got %d, want %d", r.value(), next[k]);
+    next[k] = r.value() + 1;
+  }
+  KCHECK_STATUS(p1.join(), Status::kOk);
+  KCHECK_STATUS(p2.join(), Status::kOk);
+
+  auto consumer = [&]() -> Task<long> {
+    long sum = 0;
+    for (;;) {
+      Result<int> r = co_await q.get_async();
+      if (!r.ok()) co_return r.status() == Status::kClosed ? sum : -1;
+      sum += r.value();
+    }
+  };
+  JoinHandle<long> c1 = spawn(consumer());
+  JoinHandle<long> c2 = spawn(consumer());
+  long want = 0;
+  for (int i = 0; i < n; ++i) {
+    KCHECK_STATUS(q.put(i), Status::kOk);
+    want += i;
+  }
+  q.close();
+  long a = c1.join().value(), b = c2.join().value();
+  KCHECK_EQ(a + b, want);
+  // Timeouts.
+  Queue<int> e(1, "empty");
+  auto late = [&]() -> Task<Status> { co_return (co_await e.get_async_for(10ms)).status(); };
+  KCHECK_STATUS(run(late()), Status::kTimedOut);
+  KCHECK_STATUS(e.put(1), Status::kOk);
+  auto full = [&]() -> Task<Status> { co_return co_await e.put_async_for(2, 10ms); };
+  KCHECK_STATUS(run(full()), Status::kTimedOut);
+}
+
+KTEST(coro_cancel_while_waiting_on_each_kind, 1) {
+  // For each awaitable: a coroutine waits, is cancelled, unwinds (its
+  // locals are destroyed, it never resumes), and the object is left
+  // consistent: nobody counted as waiting, the next waiter is served.
+  std::atomic<int> unwound{0};
+  std::atomic<int> resumed{0};
+  Semaphore sem(0, 10, "c sem");
+  Mutex m("c mutex");
+  Event ev("c event");
+  Barrier b(2, "c barrier");
+  Queue<int> q(1, "c queue");
+  CondVar cv("c condvar");
+  Mutex cv_lock("c cv lock");
+  JoinHandle<int> never = spawn([]() -> Task<int> {
+    co_await sleep_for(1h);
+    co_return 0;
+  }());
+  auto waiter = [&](int kind) -> Task<> {
+    OnExit guard{&unwound};
+    switch (kind) {
+      case 0: (void)co_await sem.acquire_async(); break;
+      case 1: (void)co_await m.lock_async(); break;
+      case 2: (void)co_await ev.wait_async(); break;
+      case 3: (void)co_await b.arrive_and_wait_async(); break;
+      case 4: (void)co_await q.get_async(); break;
+      case 5: {
+        cv_lock.lock();
+        (void)co_await cv.wait_async(cv_lock);
+        cv_lock.unlock();
+        break;
+      }
+      case 6: co_await sleep_for(1h); break;
+      case 7: (void)co_await never; break;
+    }
+    resumed.fetch_add(1);
+  };
+  m.lock();
+  const int kinds = 8;
+  for (int k = 0; k < kinds; ++k) {
+    JoinHandle<> h = spawn(waiter(k));
+    if (!jobs_waiting(2)) KFAIL("kind %d: the coroutine did not wait", k);
+    h.cancel();
+    KCHECK_STATUS(h.join(), Status::kInterrupted);
+    KCHECK_EQ(unwound.load(), k + 1);
+  }
+  KCHECK_EQ(resumed.load(), 0);
+  // Each object still works and counts no waiter (their destructors would
+  // panic otherwise).
+  m.unlock();
+  KCHECK(m.try_lock());
+  m.unlock();
+  KCHECK_STATUS(sem.release(), Status::kOk);
+  KCHECK(sem.try_acquire());
+  KCHECK_STATUS(q.put(1), Status::kOk);
+  KCHECK_EQ(q.get().value(), 1);
+  never.cancel();
+  KCHECK_STATUS(never.join().status(), Status::kInterrupted);
+  KCHECK(jobs_waiting(0));
+  // The barrier counted the cancelled arrival (like a thread that timed
+  // out): one more arrival completes the phase.
+  b.arrive_and_wait();
+  KCHECK_EQ(b.generation(), 1u);
+}
