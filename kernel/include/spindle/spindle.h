@@ -2,12 +2,14 @@
 #pragma once
 
 #include "spindle/app.h"
+#include "spindle/async.h"
 #include "spindle/barrier.h"
 #include "spindle/cond_var.h"
 #include "spindle/console.h"
 #include "spindle/cpu_mask.h"
 #include "spindle/diagnostics.h"
 #include "spindle/futex.h"
+#include "spindle/generator.h"
 #include "spindle/mutex.h"
 #include "spindle/panic.h"
 #include "spindle/queue.h"
