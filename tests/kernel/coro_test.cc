@@ -46,14 +46,17 @@ KTEST(coro_run_returns_value, 1) {
 KTEST(coro_symmetric_transfer_1e6_awaits, 1) {
   // 1e6 chained awaits of a child that completes at once, then a
   // recursion 100000 frames deep: with symmetric transfer neither grows
-  // the executor's 64 KiB stack (without it, the first overflows).
-  const long n = scaled(1'000'000);
+  // the executor's 64 KiB stack (without it, both overflow). Sanitizer
+  // builds have no tail calls: the loop is bounded by the completion flag
+  // (see task.h), the recursion is only checked where transfer is real.
+  const long n = 1'000'000;
   Result<long> r = run(sum_chain(n));
   KREQUIRE(r.ok());
   KCHECK_EQ(r.value(), 42 * n);
-  Result<long> d = run(deep(100'000));
+  const long depth = detail::kSymmetricTransfer ? 100'000 : 100;
+  Result<long> d = run(deep(depth));
   KREQUIRE(d.ok());
-  KCHECK_EQ(d.value(), 100'000);
+  KCHECK_EQ(d.value(), depth);
 }
 
 KTEST(coro_unawaited_task_frees_frame, 1) {
