@@ -80,6 +80,7 @@ class IrqSpin {
 struct Executor {
   IrqSpin lock;
   List<RunNode, &RunNode::link> ready;  // jobs, FIFO
+  std::atomic<std::uint32_t> queued{0};  // ready's length, for a peek without the lock
   std::atomic<std::uint32_t> sleeping{0};  // 1: waits on this word for work
 };
 
@@ -91,7 +92,8 @@ struct Registry {
 
 Executor g_exec[kMaxCpus];
 Registry g_registry[kMaxCpus];
-unsigned g_nexec = 0;
+std::atomic<unsigned> g_nexec_{0};  // executors started; read with nexec()
+unsigned nexec() { return g_nexec_.load(std::memory_order_acquire); }
 std::atomic<unsigned> g_exec_state{0};  // 0: none, 1: being started, 2: running
 std::atomic<unsigned> g_sleepers{0};
 std::uint64_t g_parked = 0;  // jobs parked on kernel waits (kernel lock)
@@ -125,6 +127,7 @@ void push(CoJob* j, bool locked) {
   Executor& e = g_exec[j->home];
   arch::IrqState s = e.lock.lock();
   e.ready.push_back(&j->run);
+  e.queued.fetch_add(1, std::memory_order_relaxed);
   e.lock.unlock(s);
   if (e.sleeping.load(std::memory_order_seq_cst) != 0) {
     if (e.sleeping.exchange(0, std::memory_order_seq_cst) != 0) wake_executor(e, locked);
@@ -132,7 +135,7 @@ void push(CoJob* j, bool locked) {
   }
   if (j->pinned >= 0 || g_sleepers.load(std::memory_order_seq_cst) == 0) return;
   // Its executor is busy: wake one that sleeps, to steal it.
-  for (unsigned i = 0; i < g_nexec; ++i) {
+  for (unsigned i = 0, n = nexec(); i < n; ++i) {
     Executor& o = g_exec[i];
     if (o.sleeping.load(std::memory_order_relaxed) != 0 && o.sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
       wake_executor(o, locked);
@@ -145,22 +148,25 @@ CoJob* pop(unsigned i) {
   Executor& e = g_exec[i];
   arch::IrqState s = e.lock.lock();
   RunNode* n = e.ready.pop_front();
+  if (n) e.queued.fetch_sub(1, std::memory_order_relaxed);
   e.lock.unlock(s);
   return n ? job_of(n) : nullptr;
 }
 
 // Takes an unpinned job from another executor's queue (oldest first).
 CoJob* steal(unsigned thief) {
-  for (unsigned k = 1; k < g_nexec; ++k) {
-    unsigned v = (thief + k) % g_nexec;
+  unsigned n = nexec();
+  for (unsigned k = 1; k < n; ++k) {
+    unsigned v = (thief + k) % n;
     Executor& e = g_exec[v];
-    if (e.ready.empty()) continue;  // racy peek; the lock decides
+    if (e.queued.load(std::memory_order_relaxed) == 0) continue;  // a peek; the lock decides
     arch::IrqState s = e.lock.lock();
     CoJob* found = nullptr;
     for (RunNode* n = e.ready.front(); n; n = e.ready.next(n)) {
       if (job_of(n)->pinned < 0) {
         found = job_of(n);
         decltype(e.ready)::remove(n);
+        e.queued.fetch_sub(1, std::memory_order_relaxed);
         break;
       }
     }
@@ -262,7 +268,7 @@ int executor_main(unsigned i) {
 
 bool ensure_executors() {
   unsigned state = g_exec_state.load(std::memory_order_acquire);
-  if (state == 2) return g_nexec > 0;
+  if (state == 2) return nexec() > 0;
   if (state == 0 && g_exec_state.compare_exchange_strong(state, 1, std::memory_order_acq_rel)) {
     unsigned n = 0;
     unsigned ncpus = g.ncpus;
@@ -279,13 +285,13 @@ bool ensure_executors() {
     }
     // Executors only ever run their own CPU's queue index; jobs are homed
     // on CPUs < n.
-    g_nexec = n;
+    g_nexec_.store(n, std::memory_order_release);
     g_exec_state.store(2, std::memory_order_release);
     if (n < ncpus) print("spindle: only %u of %u coroutine executors could be started\n", n, ncpus);
     return n > 0;
   }
   while (g_exec_state.load(std::memory_order_acquire) != 2) this_thread::yield();
-  return g_nexec > 0;
+  return nexec() > 0;
 }
 
 void job_timeout(Timer* t) SPINDLE_REQUIRES(g.lock) {
@@ -333,7 +339,7 @@ void job_woken(Waiter* w) {
 void jobs_boot() {
   for (auto& e : g_exec) new (&e) Executor;
   for (auto& r : g_registry) new (&r) Registry;
-  g_nexec = 0;
+  g_nexec_.store(0, std::memory_order_relaxed);
   g_exec_state.store(0, std::memory_order_relaxed);
   g_sleepers.store(0, std::memory_order_relaxed);
   g_parked = 0;
@@ -426,8 +432,9 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
     return Status::kInvalidArgument;
   }
   if (!ensure_executors()) return Status::kNoMemory;
-  if (o.cpu >= 0 && static_cast<unsigned>(o.cpu) >= g_nexec) {
-    print("spindle: spawn: no executor on CPU %d (%u executors)\n", o.cpu, g_nexec);
+  const unsigned executors = nexec();
+  if (o.cpu >= 0 && static_cast<unsigned>(o.cpu) >= executors) {
+    print("spindle: spawn: no executor on CPU %d (%u executors)\n", o.cpu, executors);
     return Status::kInvalidArgument;
   }
   void* mem = frame_alloc(sizeof(CoJob));
@@ -439,7 +446,7 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
   j->root = j->resume = root;
   j->pinned = static_cast<std::int16_t>(o.cpu);
   unsigned here = cpu_now();
-  j->home = static_cast<std::int16_t>(o.cpu >= 0 ? static_cast<unsigned>(o.cpu) : (here < g_nexec ? here : 0));
+  j->home = static_cast<std::int16_t>(o.cpu >= 0 ? static_cast<unsigned>(o.cpu) : (here < executors ? here : 0));
   if (signal_parent) {
     if (CoJob* p = current_job()) {
       p->refs.fetch_add(1, std::memory_order_relaxed);
@@ -596,7 +603,7 @@ CoroutineStats coroutine_stats() {
   std::int64_t bytes = 0;
   for (auto& c : g_frames) bytes += c.bytes.load(std::memory_order_relaxed);
   st.frame_bytes = bytes > 0 ? static_cast<std::uint64_t>(bytes) : 0;
-  st.executors = g_nexec;
+  st.executors = nexec();
   LockGuard guard;
   st.waiting = g_parked;
   return st;
