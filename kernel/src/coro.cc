@@ -121,6 +121,18 @@ void wake_executor(Executor& e, bool locked) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   }
 }
 
+// Wakes one sleeping executor (if any) so it steals from a busy one.
+void wake_thief(bool locked) {
+  if (g_sleepers.load(std::memory_order_seq_cst) == 0) return;
+  for (unsigned i = 0, n = nexec(); i < n; ++i) {
+    Executor& o = g_exec[i];
+    if (o.sleeping.load(std::memory_order_relaxed) != 0 && o.sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+      wake_executor(o, locked);
+      return;
+    }
+  }
+}
+
 // Queues j on its executor and makes sure someone will run it. `locked`:
 // the caller holds the kernel lock.
 void push(CoJob* j, bool locked) {
@@ -133,15 +145,7 @@ void push(CoJob* j, bool locked) {
     if (e.sleeping.exchange(0, std::memory_order_seq_cst) != 0) wake_executor(e, locked);
     return;
   }
-  if (j->pinned >= 0 || g_sleepers.load(std::memory_order_seq_cst) == 0) return;
-  // Its executor is busy: wake one that sleeps, to steal it.
-  for (unsigned i = 0, n = nexec(); i < n; ++i) {
-    Executor& o = g_exec[i];
-    if (o.sleeping.load(std::memory_order_relaxed) != 0 && o.sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
-      wake_executor(o, locked);
-      return;
-    }
-  }
+  if (j->pinned < 0) wake_thief(locked);  // its executor is busy
 }
 
 CoJob* pop(unsigned i) {
@@ -262,6 +266,9 @@ int executor_main(unsigned i) {
       g_sleepers.fetch_sub(1, std::memory_order_relaxed);
       if (!j) continue;
     }
+    // More work is queued here while another executor may sleep: wake it
+    // to steal (a push wakes one only at the moment it happens).
+    if (e.queued.load(std::memory_order_relaxed) != 0) wake_thief(false);
     run_job(self, j);
   }
 }
