@@ -10,6 +10,7 @@
 #include "spindle/diagnostics.h"
 #include "spindle/futex.h"
 #include "spindle/generator.h"
+#include "spindle/future.h"
 #include "spindle/mutex.h"
 #include "spindle/panic.h"
 #include "spindle/queue.h"
@@ -20,4 +21,5 @@
 #include "spindle/status.h"
 #include "spindle/task.h"
 #include "spindle/thread.h"
+#include "spindle/thread_pool.h"
 #include "spindle/time.h"
