@@ -96,6 +96,8 @@ std::atomic<unsigned> g_nexec_{0};  // executors started; read with nexec()
 unsigned nexec() { return g_nexec_.load(std::memory_order_acquire); }
 std::atomic<unsigned> g_exec_state{0};  // 0: none, 1: being started, 2: running
 std::atomic<unsigned> g_sleepers{0};
+std::atomic<bool> g_stopping{false};          // executors exit when idle
+std::atomic<std::uint32_t> g_running_execs{0};  // executor threads alive (futex word)
 std::uint64_t g_parked = 0;  // jobs parked on kernel waits (kernel lock)
 
 unsigned cpu_now() {
@@ -261,6 +263,7 @@ int executor_main(unsigned i) {
       g_sleepers.fetch_add(1, std::memory_order_seq_cst);
       j = pop(i);
       if (!j) j = steal(i);
+      if (!j && g_stopping.load(std::memory_order_acquire)) break;
       if (!j) (void)futex_wait(&e.sleeping, 1, kForever, WaitOrder::kFifo, "executor idle");
       e.sleeping.store(0, std::memory_order_relaxed);
       g_sleepers.fetch_sub(1, std::memory_order_relaxed);
@@ -271,6 +274,10 @@ int executor_main(unsigned i) {
     if (e.queued.load(std::memory_order_relaxed) != 0) wake_thief(false);
     run_job(self, j);
   }
+  e.sleeping.store(0, std::memory_order_relaxed);
+  g_sleepers.fetch_sub(1, std::memory_order_relaxed);
+  if (g_running_execs.fetch_sub(1, std::memory_order_acq_rel) == 1) futex_wake(&g_running_execs, UINT32_MAX);
+  return 0;
 }
 
 bool ensure_executors() {
@@ -285,8 +292,12 @@ bool ensure_executors() {
       ThreadOptions o;
       o.name = name;
       o.affinity = CpuMask::only(i);
+      g_running_execs.fetch_add(1, std::memory_order_relaxed);
       Result<Thread> t = Thread::create(o, [i] { return executor_main(i); });
-      if (!t.ok()) break;
+      if (!t.ok()) {
+        g_running_execs.fetch_sub(1, std::memory_order_relaxed);
+        break;
+      }
       (void)t->detach();
       ++n;
     }
@@ -349,6 +360,8 @@ void jobs_boot() {
   g_nexec_.store(0, std::memory_order_relaxed);
   g_exec_state.store(0, std::memory_order_relaxed);
   g_sleepers.store(0, std::memory_order_relaxed);
+  g_stopping.store(false, std::memory_order_relaxed);
+  g_running_execs.store(0, std::memory_order_relaxed);
   g_parked = 0;
 }
 
@@ -598,6 +611,33 @@ Task<Status> wait_while_equal_async(const std::atomic<std::uint32_t>& word, std:
 }
 
 }  // namespace detail
+
+Status stop_executors() {
+  using namespace kernel;
+  unsigned expected = 2;
+  if (detail::in_job()) return Status::kDeadlock;
+  if (!g_exec_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+    return expected == 0 ? Status::kOk : Status::kInvalidState;  // none / being started
+  }
+  if (coroutine_stats().jobs != 0) {
+    g_exec_state.store(2, std::memory_order_release);
+    return Status::kInvalidState;
+  }
+  g_stopping.store(true, std::memory_order_release);
+  for (unsigned i = 0, n = nexec(); i < n; ++i) {
+    g_exec[i].sleeping.store(0, std::memory_order_seq_cst);
+    futex_wake(&g_exec[i].sleeping, 1);
+  }
+  for (;;) {
+    std::uint32_t left = g_running_execs.load(std::memory_order_acquire);
+    if (left == 0) break;
+    (void)futex_wait(&g_running_execs, left);
+  }
+  g_stopping.store(false, std::memory_order_relaxed);
+  g_nexec_.store(0, std::memory_order_relaxed);
+  g_exec_state.store(0, std::memory_order_release);
+  return Status::kOk;
+}
 
 CoroutineStats coroutine_stats() {
   using namespace kernel;

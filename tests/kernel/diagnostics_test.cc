@@ -15,8 +15,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool blocked(const Thread& t) { return is_blocked(t.id()); }
-
 // Thread i holds locks[i], then (once every thread holds its own) wants
 // locks[(i + 1) % n]. The last thread closes the cycle.
 template <unsigned N>

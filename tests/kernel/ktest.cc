@@ -3,6 +3,10 @@
 #include <cstdarg>
 
 #include <spindle/console.h>
+#include <spindle/task.h>
+#include <spindle/thread.h>
+
+#include <chrono>
 
 namespace spindle::ktest {
 namespace {
@@ -44,6 +48,9 @@ void record_failure(const char* file, int line, const char* fmt, ...) {
 unsigned run_case(const Case& c) {
   __atomic_store_n(&g_count, 0, __ATOMIC_RELAXED);
   c.fn();
+  // The coroutine executors a case started go with it (under QEMU every
+  // case runs in one boot); they restart on the next spawn.
+  for (int i = 0; i < 1000 && stop_executors() == Status::kInvalidState; ++i) this_thread::sleep_for(std::chrono::milliseconds(1));
   unsigned n = __atomic_load_n(&g_count, __ATOMIC_RELAXED);
   return n;
 }

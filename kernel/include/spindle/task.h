@@ -436,6 +436,11 @@ struct CoroutineStats {
 };
 CoroutineStats coroutine_stats();
 
+// Stops the executor threads once no job is left; the next spawn starts
+// them again. kOk; kInvalidState (jobs remain or executors are being
+// started: nothing changed); kDeadlock from inside a coroutine.
+Status stop_executors();
+
 // Runs task to completion from a thread and returns its result.
 template <class T>
 ResultOf<T> run(Task<T> task, const SpawnOptions& o = {}) {
