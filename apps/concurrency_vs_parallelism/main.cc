@@ -41,7 +41,11 @@ bool is_prime(long n) {
 // Which executor threads ran something, as a bit per thread id (mod 64).
 std::atomic<std::uint64_t> g_executors_seen{0};
 void note_executor() { g_executors_seen.fetch_or(std::uint64_t{1} << (spindle::this_thread::id() % 64)); }
-int executors_seen() { return __builtin_popcountll(g_executors_seen.exchange(0)); }
+int executors_seen() {
+  int n = 0;
+  for (std::uint64_t bits = g_executors_seen.exchange(0); bits; bits &= bits - 1) ++n;
+  return n;
+}
 
 Task<int> io_bound(int i) {
   note_executor();
