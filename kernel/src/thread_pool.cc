@@ -73,6 +73,19 @@ Status FutureStateBase::wait_until(TimePoint deadline) {
   return Status::kOk;
 }
 
+Task<Status> FutureStateBase::wait_async() {
+  std::uint32_t v = word_.load(std::memory_order_acquire);
+  while (v != kReady) {
+    if (v == kPending &&
+        !word_.compare_exchange_weak(v, kSleepers, std::memory_order_acquire, std::memory_order_acquire)) {
+      continue;
+    }
+    (void)co_await WordWait(&word_, kSleepers, kForever, WaitOrder::kPriority, name_);
+    v = word_.load(std::memory_order_acquire);
+  }
+  co_return Status::kOk;
+}
+
 // The ticket is taken before the word says kReady: whoever sees this
 // state ready and then lets another job finish is sure to see that one
 // ordered after it. (So a listener hears of a completion a moment before

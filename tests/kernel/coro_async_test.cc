@@ -182,3 +182,39 @@ KTEST(coro_generator, 1) {
   };
   KCHECK_EQ(run(in_coro()).value(), 45);
 }
+
+KTEST(coro_await_future, 1) {
+  // A coroutine awaits thread-pool futures without blocking its executor:
+  // while it waits, another coroutine on the same (only) executor runs.
+  ThreadPool pool(2, ThreadPoolOptions{.name = "await pool"});
+  KREQUIRE(pool.status() == Status::kOk);
+  Event release("release");
+  std::atomic<int> ticks{0};
+  auto ticker = [&]() -> Task<> {
+    while (!release.is_set()) {
+      ticks.fetch_add(1);
+      co_await sleep_for(1ms);
+    }
+  };
+  auto waiter = [&]() -> Task<long> {
+    Future<int> slow = pool.submit([&] {
+      release.wait();
+      return 7;
+    });
+    Future<void> failing = pool.submit([] { return Status::kOverflow; });
+    Result<int> a = co_await slow;
+    Status b = co_await failing;
+    Result<int> c = co_await pool.submit([] { return 5; });
+    Future<int> invalid;
+    Result<int> d = co_await invalid;
+    if (!a.ok() || b != Status::kOverflow || !c.ok() || d.status() != Status::kInvalidState) co_return -1;
+    co_return a.value() * 10 + c.value();
+  };
+  SpawnOptions pin{.cpu = 0};
+  JoinHandle<> t = spawn(ticker(), pin);
+  JoinHandle<long> w = spawn(waiter(), pin);
+  KCHECK(settle([&] { return ticks.load() >= 20; }));  // the ticker ran while the waiter waited
+  release.set();
+  KCHECK_EQ(w.join().value(), 75L);
+  KCHECK_STATUS(t.join(), Status::kOk);
+}

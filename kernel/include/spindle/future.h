@@ -32,6 +32,7 @@
 
 #include "spindle/futex.h"
 #include "spindle/status.h"
+#include "spindle/task.h"
 #include "spindle/thread_annotations.h"
 #include "spindle/time.h"
 
@@ -86,9 +87,8 @@ std::uint64_t take_completion_ticket();
 
 // The part of a shared state that does not depend on T.
 //
-// Hook for awaiting a future from a coroutine (not done here): the whole
-// wait protocol is in ready_word(), so an asynchronous futex wait on it is
-// all a coroutine awaiter needs. Values:
+// Awaiting a future from a coroutine (wait_async) follows the same wait
+// protocol on ready_word() with an asynchronous futex wait. Values:
 //   kPending   not complete, nobody sleeps;
 //   kSleepers  not complete, someone may sleep on the word;
 //   kReady     complete (final; the result is published with release order).
@@ -112,6 +112,9 @@ class FutureStateBase {
   // Blocks until ready or the deadline. kOk, kTimedOut, or kInvalidState
   // from an interrupt handler (a ready state returns kOk anywhere).
   Status wait_until(TimePoint deadline);
+  // From a coroutine: the same wait, suspending the coroutine (not its
+  // executor). kOk once ready.
+  Task<Status> wait_async();
 
   // The job's outcome; meaningful once is_ready().
   Status outcome() const { return outcome_; }
@@ -364,8 +367,27 @@ class [[nodiscard]] Future {
     }
   }
 
+  // From a coroutine: `co_await future` is get() without blocking the
+  // executor: the coroutine suspends until the job has completed.
+  class Awaiter {
+   public:
+    explicit Awaiter(Future* f) : f_(f) {}
+    bool await_ready() const { return !f_->valid() || f_->ready(); }
+    auto await_suspend(std::coroutine_handle<> h) noexcept {
+      wait_ = f_->state_->wait_async();
+      return typename Task<Status>::Awaiter(wait_.handle()).await_suspend(h);
+    }
+    GetResult await_resume() { return f_->get(); }
+
+   private:
+    Future* f_;
+    Task<Status> wait_;
+  };
+  Awaiter operator co_await() & { return Awaiter(this); }
+  Awaiter operator co_await() && { return Awaiter(this); }
+
   // The shared state (nullptr if invalid): for code that waits on it by
-  // other means, e.g. a coroutine awaiter (see detail::FutureStateBase).
+  // other means (see detail::FutureStateBase).
   detail::FutureState<T>* state() const { return state_; }
 
  private:
