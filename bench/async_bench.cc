@@ -51,34 +51,18 @@ namespace {
 
 namespace sp = spindle;
 namespace fibers = boost::fibers;
+using spindle_bench::kMinTime;
+using spindle_bench::kRepetitions;
 using spindle_bench::Result;
+using spindle_bench::timed;
+using spindle_bench::g_load_at_start;
+using spindle_bench::rss_bytes;
+using spindle_bench::steady_ns;
 using namespace std::chrono_literals;
 
-constexpr double kMinTime = 0.2;
-constexpr int kRepetitions = 5;
 constexpr std::size_t kGathered = 100'000;
 constexpr unsigned kFibers = 10'000;
 constexpr unsigned kAsyncThreads = 1'000;
-double g_load_at_start = -1;
-
-long rss_bytes() {
-  int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  char buf[128];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  long size = 0, resident = 0;
-  if (std::sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
-  return resident * ::sysconf(_SC_PAGESIZE);
-}
-
-std::uint64_t steady_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-          .count());
-}
 
 int boot(unsigned cpus, int (*fn)(void*), void* arg) {
   sp::hosted::Options o;
@@ -402,15 +386,6 @@ void BM_StdAsyncSleepers1k(benchmark::State& state) {
 
 // ------------------------------------------------ registry + summary ---
 
-benchmark::internal::Benchmark* timed(const char* name, void (*fn)(benchmark::State&)) {
-  return benchmark::RegisterBenchmark(name, fn)
-      ->UseRealTime()
-      ->MinTime(kMinTime)
-      ->Repetitions(kRepetitions)
-      ->DisplayAggregatesOnly()
-      ->Unit(benchmark::kNanosecond);
-}
-
 benchmark::internal::Benchmark* once(const char* name, void (*fn)(benchmark::State&)) {
   return benchmark::RegisterBenchmark(name, fn)->UseRealTime()->Iterations(1)->Repetitions(3)->Unit(
       benchmark::kMillisecond);
@@ -443,16 +418,8 @@ void line(const char* tag, const char* fmt, auto... args) {
 }
 
 void print_summary(const std::map<std::string, Result>& res) {
-  auto get = [&](const char* k) -> const Result* {
-    auto it = res.find(k);
-    return it == res.end() ? nullptr : &it->second;
-  };
-  auto counter = [&](const char* k, const char* c) -> double {
-    const Result* r = get(k);
-    if (!r) return -1;
-    auto it = r->counters.find(c);
-    return it == r->counters.end() ? -1 : it->second;
-  };
+  auto get = [&](const char* k) { return spindle_bench::find(res, k); };
+  auto counter = [&](const char* k, const char* c) { return spindle_bench::counter_of(res, k, c); };
   std::printf("\nTargets (medians of %d repetitions, real time; host load average %.2f at the start)\n", kRepetitions,
               g_load_at_start);
   auto ratio = [&](const char* what, const char* sk, const char* bk, double limit) {
@@ -493,18 +460,5 @@ void print_summary(const std::map<std::string, Result>& res) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (::getloadavg(&g_load_at_start, 1) != 1) g_load_at_start = -1;
-  std::thread([] {}).join();
-  std::string format = "console";
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--benchmark_format=", 19) == 0) format = argv[i] + 19;
-  }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  register_benchmarks();
-  spindle_bench::Recorder rec(spindle_bench::make_display_reporter(format));
-  benchmark::RunSpecifiedBenchmarks(&rec);
-  print_summary(rec.results);
-  benchmark::Shutdown();
-  return 0;
+  return spindle_bench::run_benchmarks(argc, argv, register_benchmarks, [](const auto& res, std::FILE*) { print_summary(res); });
 }

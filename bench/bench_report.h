@@ -3,14 +3,21 @@
 // of display reporter, and host-thread pinning for the OS anchors.
 #pragma once
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -75,6 +82,81 @@ inline std::unique_ptr<benchmark::BenchmarkReporter> make_display_reporter(const
   bool color = ::isatty(STDOUT_FILENO);
   return std::make_unique<benchmark::ConsoleReporter>(color ? benchmark::ConsoleReporter::OO_Color
                                                             : benchmark::ConsoleReporter::OO_None);
+}
+
+inline std::uint64_t steady_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+// Resident set size of this process in bytes (/proc/self/statm, field 2).
+// Plain open/read: no allocation, so it is safe on a Spindle thread and
+// does not itself change the heap.
+inline long rss_bytes() {
+  int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[128];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  long size = 0, resident = 0;
+  if (std::sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
+
+// Every timed benchmark: 5 repetitions of at least 0.2 s in real time; the
+// summaries use the median.
+inline constexpr double kMinTime = 0.2;
+inline constexpr int kRepetitions = 5;
+inline benchmark::internal::Benchmark* timed(const char* name, void (*fn)(benchmark::State&)) {
+  return benchmark::RegisterBenchmark(name, fn)
+      ->UseRealTime()
+      ->MinTime(kMinTime)
+      ->Repetitions(kRepetitions)
+      ->DisplayAggregatesOnly()
+      ->Unit(benchmark::kNanosecond);
+}
+
+// The benchmark's result by name, or nullptr; a counter of it, or -1.
+inline const Result* find(const std::map<std::string, Result>& res, const char* k) {
+  auto it = res.find(k);
+  return it == res.end() ? nullptr : &it->second;
+}
+inline double counter_of(const std::map<std::string, Result>& res, const char* k, const char* c) {
+  const Result* r = find(res, k);
+  if (!r) return -1;
+  auto it = r->counters.find(c);
+  return it == r->counters.end() ? -1 : it->second;
+}
+
+// The host's 1-minute load average when the binary started (-1: unknown).
+inline double g_load_at_start = -1;
+
+// The main() of every benchmark binary: registers the benchmarks, runs them
+// through a Recorder and prints summary(results, out) after them (on
+// stdout, or stderr with --benchmark_format=json|csv).
+template <class Register, class Summary>
+int run_benchmarks(int argc, char** argv, Register register_benchmarks, Summary print_summary) {
+  if (::getloadavg(&g_load_at_start, 1) != 1) g_load_at_start = -1;
+  // glibc takes single-threaded fast paths (non-atomic refcounts, no malloc
+  // arena locking) until the process has created a thread. The Spindle
+  // runs have vCPU threads anyway; make every anchor run in a
+  // multi-threaded process too, as in real use.
+  std::thread([] {}).join();
+  std::string format = "console";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--benchmark_format=", 19) == 0) format = argv[i] + 19;
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  register_benchmarks();
+  Recorder rec(make_display_reporter(format));
+  benchmark::RunSpecifiedBenchmarks(&rec);
+  print_summary(rec.results, format == "console" ? stdout : stderr);
+  benchmark::Shutdown();
+  return 0;
 }
 
 }  // namespace spindle_bench

@@ -41,12 +41,15 @@
 namespace {
 
 namespace sp = spindle;
+using spindle_bench::kMinTime;
+using spindle_bench::kRepetitions;
 using spindle_bench::Result;
+using spindle_bench::timed;
+using spindle_bench::g_load_at_start;
+using spindle_bench::rss_bytes;
+using spindle_bench::steady_ns;
 
-constexpr double kMinTime = 0.2;  // seconds per repetition
-constexpr int kRepetitions = 5;   // the summary uses the median
 constexpr int kBatch = 64;        // jobs per throughput op
-double g_load_at_start = -1;
 
 // The job: small, so the benchmarks measure the pool, not the work.
 long step(long x) { return x * 3 + 1; }
@@ -172,15 +175,6 @@ void BM_StdAsyncBatch(benchmark::State& state) {
 
 // ------------------------------------------------------------ registry ---
 
-benchmark::internal::Benchmark* timed(const char* name, void (*fn)(benchmark::State&)) {
-  return benchmark::RegisterBenchmark(name, fn)
-      ->UseRealTime()
-      ->MinTime(kMinTime)
-      ->Repetitions(kRepetitions)
-      ->DisplayAggregatesOnly()
-      ->Unit(benchmark::kNanosecond);
-}
-
 void register_benchmarks() {
   timed("BM_SpindlePoolRoundTrip", BM_SpindlePoolRoundTrip)->ArgName("cpus")->Arg(1)->Arg(2);
   timed("BM_StdAsyncRoundTrip", BM_StdAsyncRoundTrip);
@@ -220,21 +214,5 @@ void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (::getloadavg(&g_load_at_start, 1) != 1) g_load_at_start = -1;
-  // glibc takes single-threaded fast paths until the process has created a
-  // thread; run every anchor in a multi-threaded process, as in real use.
-  std::thread([] {}).join();
-
-  std::string format = "console";
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--benchmark_format=", 19) == 0) format = argv[i] + 19;
-  }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  register_benchmarks();
-  spindle_bench::Recorder rec(spindle_bench::make_display_reporter(format));
-  benchmark::RunSpecifiedBenchmarks(&rec);
-  print_summary(rec.results, format == "console" ? stdout : stderr);
-  benchmark::Shutdown();
-  return 0;
+  return spindle_bench::run_benchmarks(argc, argv, register_benchmarks, print_summary);
 }

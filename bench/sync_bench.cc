@@ -69,18 +69,16 @@ namespace {
 namespace sp = spindle;
 namespace fibers = boost::fibers;
 using spindle_bench::pin_self_to;
+using spindle_bench::kMinTime;
+using spindle_bench::kRepetitions;
 using spindle_bench::Result;
+using spindle_bench::timed;
+using spindle_bench::g_load_at_start;
+using spindle_bench::rss_bytes;
+using spindle_bench::steady_ns;
 
-constexpr double kMinTime = 0.2;  // seconds per repetition
-constexpr int kRepetitions = 5;   // the summary uses the median
 
 // ------------------------------------------------------------- helpers ---
-
-std::uint64_t steady_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-          .count());
-}
 
 // Host cores for the Linux anchors: "one core" means both threads on core
 // 1 (as spindle_bench's ping-pong), "two cores" means cores 0 and 1.
@@ -162,7 +160,6 @@ enum class AbslDefault { kUnknown, kAborts, kSilent };
 AbslDefault g_absl_default = AbslDefault::kUnknown;
 // The host's 1-minute load average when the run started: this machine is
 // shared, and results across vCPUs/cores move with other load.
-double g_load_at_start = -1;
 
 AbslDefault probe_absl_default() {
   pid_t pid = ::fork();
@@ -634,15 +631,6 @@ void BM_LinuxCondVarPingPong(benchmark::State& state) {
 
 // ------------------------------------------------------------ registry ---
 
-benchmark::internal::Benchmark* timed(const char* name, void (*fn)(benchmark::State&)) {
-  return benchmark::RegisterBenchmark(name, fn)
-      ->UseRealTime()
-      ->MinTime(kMinTime)
-      ->Repetitions(kRepetitions)
-      ->DisplayAggregatesOnly()
-      ->Unit(benchmark::kNanosecond);
-}
-
 // The lockdep build runs the lock families only: its point is the
 // validator's cost, which semaphores and condvar waits do not pay.
 void register_benchmarks() {
@@ -865,22 +853,5 @@ void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
 int main(int argc, char** argv) {
   // Before any thread and any absl::Mutex use in this process.
   g_absl_default = probe_absl_default();
-  if (::getloadavg(&g_load_at_start, 1) != 1) g_load_at_start = -1;
-  // glibc takes single-threaded fast paths until the process has created a
-  // thread; make every anchor run in a multi-threaded process, as in real
-  // use (the Spindle runs have vCPU threads anyway).
-  std::thread([] {}).join();
-
-  std::string format = "console";
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--benchmark_format=", 19) == 0) format = argv[i] + 19;
-  }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  register_benchmarks();
-  spindle_bench::Recorder rec(spindle_bench::make_display_reporter(format));
-  benchmark::RunSpecifiedBenchmarks(&rec);
-  print_summary(rec.results, format == "console" ? stdout : stderr);
-  benchmark::Shutdown();
-  return 0;
+  return spindle_bench::run_benchmarks(argc, argv, register_benchmarks, print_summary);
 }

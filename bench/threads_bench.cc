@@ -56,10 +56,14 @@ namespace sp = spindle;
 namespace ctx = boost::context;
 namespace fibers = boost::fibers;
 using spindle_bench::pin_self_to;
+using spindle_bench::kMinTime;
+using spindle_bench::kRepetitions;
 using spindle_bench::Result;
+using spindle_bench::timed;
+using spindle_bench::g_load_at_start;
+using spindle_bench::rss_bytes;
+using spindle_bench::steady_ns;
 
-constexpr double kMinTime = 0.2;  // seconds per repetition
-constexpr int kRepetitions = 5;   // the summary uses the median
 constexpr unsigned kIdleThreads = 10000;
 constexpr unsigned kAliveThreads = 100000;
 // Time slice of the kernels in the memory benchmarks: long enough that main
@@ -69,22 +73,6 @@ constexpr unsigned kAliveThreads = 100000;
 constexpr std::uint64_t kParkTimeslice = 10'000'000'000;
 
 // ------------------------------------------------------------- helpers ---
-
-// Resident set size of this process in bytes (/proc/self/statm, field 2).
-// Plain open/read: no allocation, so it is safe on a Spindle thread and
-// does not itself change the heap.
-long rss_bytes() {
-  int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  char buf[128];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  long size = 0, resident = 0;
-  if (std::sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
-  return resident * ::sysconf(_SC_PAGESIZE);
-}
 
 long read_long_file(const char* path) {
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -105,12 +93,6 @@ int boot(unsigned cpus, int (*fn)(void*), void* arg, std::uint64_t timeslice_ns 
   o.cpus = cpus;
   o.timeslice_ns = timeslice_ns;
   return sp::hosted::run(o, fn, arg);
-}
-
-std::uint64_t steady_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-          .count());
 }
 
 std::uint64_t total_switches() {
@@ -466,16 +448,8 @@ BENCHMARK(BM_SpindleThreadsAlive)->UseRealTime()->Iterations(1)->Unit(benchmark:
 // the single-threaded yield benchmarks the CPU-time ratio is shown too, as
 // it is less disturbed by other load on the host.
 void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
-  auto get = [&](const char* k) -> const Result* {
-    auto it = res.find(k);
-    return it == res.end() ? nullptr : &it->second;
-  };
-  auto counter = [&](const char* k, const char* c) -> double {
-    const Result* r = get(k);
-    if (!r) return -1;
-    auto it = r->counters.find(c);
-    return it == r->counters.end() ? -1 : it->second;
-  };
+  auto get = [&](const char* k) { return spindle_bench::find(res, k); };
+  auto counter = [&](const char* k, const char* c) { return spindle_bench::counter_of(res, k, c); };
   auto verdict = [](bool ok) { return ok ? "MET" : "NOT MET"; };
   std::fprintf(out, "\nTargets (medians; real time unless marked cpu)\n");
   const Result* sy = get("BM_SpindleYieldRoundTrip");
@@ -528,21 +502,5 @@ void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // glibc takes single-threaded fast paths (e.g. non-atomic refcounts, no
-  // malloc arena locking) until the process has created a thread. The
-  // Spindle runs create vCPU threads anyway; make sure every anchor runs in
-  // a multi-threaded process too, as it would in real use.
-  std::thread([] {}).join();
-
-  std::string format = "console";
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--benchmark_format=", 19) == 0) format = argv[i] + 19;
-  }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  spindle_bench::Recorder rec(spindle_bench::make_display_reporter(format));
-  benchmark::RunSpecifiedBenchmarks(&rec);
-  print_summary(rec.results, format == "console" ? stdout : stderr);
-  benchmark::Shutdown();
-  return 0;
+  return spindle_bench::run_benchmarks(argc, argv, [] {}, print_summary);
 }

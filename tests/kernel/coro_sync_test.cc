@@ -19,6 +19,31 @@ struct OnExit {
   ~OnExit() { n->fetch_add(1); }
 };
 
+// Four waiters arrive in turn on one object: thread 1, coroutine 2, thread
+// 3, coroutine 4, each started once the previous one waits. thread_wait(id)
+// blocks a thread until served; coro_wait(id) is the coroutine's Task.
+// serve(i) releases (at least) the next waiter, then served() must reach
+// i + 1; the caller checks the ids came out as 1, 2, 3, 4.
+template <class ThreadWait, class CoroWait, class Serve, class Served>
+void check_fifo_across_kinds(ThreadWait thread_wait, CoroWait coro_wait, Serve serve, Served served) {
+  Thread t1 = spawn("t1", kDefaultPriority, CpuMask::all(), [&] { thread_wait(1); });
+  KREQUIRE(wait_blocked_sleeping(t1));
+  JoinHandle<> c2 = spawn(coro_wait(2));
+  KREQUIRE(jobs_waiting(1));
+  Thread t3 = spawn("t3", kDefaultPriority, CpuMask::all(), [&] { thread_wait(3); });
+  KREQUIRE(wait_blocked_sleeping(t3));
+  JoinHandle<> c4 = spawn(coro_wait(4));
+  KREQUIRE(jobs_waiting(2));
+  for (unsigned i = 0; i < 4; ++i) {
+    serve(i);
+    KCHECK(settle([&] { return served() >= i + 1; }));
+  }
+  KJOIN(t1);
+  KJOIN(t3);
+  KCHECK_STATUS(c2.join(), Status::kOk);
+  KCHECK_STATUS(c4.join(), Status::kOk);
+}
+
 }  // namespace
 
 KTEST(coro_semaphore_async, 1) {
@@ -57,32 +82,16 @@ KTEST(coro_mixed_waiters_fifo_semaphore, 1) {
   // release serves the longest waiter, whichever kind it is.
   Semaphore sem(0, 10, "fifo sem", WaitOrder::kFifo);
   EventLog<8> order;
-  auto coro = [&](int id) -> Task<> {
-    co_await sem.acquire_async();
-    order.add(id);
-  };
-  Thread t1 = spawn("t1", kDefaultPriority, CpuMask::all(), [&] {
-    sem.acquire();
-    order.add(1);
-  });
-  KREQUIRE(wait_blocked_sleeping(t1));
-  JoinHandle<> c2 = spawn(coro(2));
-  KREQUIRE(jobs_waiting(1));
-  Thread t3 = spawn("t3", kDefaultPriority, CpuMask::all(), [&] {
-    sem.acquire();
-    order.add(3);
-  });
-  KREQUIRE(wait_blocked_sleeping(t3));
-  JoinHandle<> c4 = spawn(coro(4));
-  KREQUIRE(jobs_waiting(2));
-  for (unsigned i = 0; i < 4; ++i) {
-    KCHECK_STATUS(sem.release(), Status::kOk);
-    KCHECK(settle([&] { return order.size() == i + 1; }));
-  }
-  KJOIN(t1);
-  KJOIN(t3);
-  KCHECK_STATUS(c2.join(), Status::kOk);
-  KCHECK_STATUS(c4.join(), Status::kOk);
+  check_fifo_across_kinds(
+      [&](int id) {
+        sem.acquire();
+        order.add(id);
+      },
+      [&](int id) -> Task<> {
+        co_await sem.acquire_async();
+        order.add(id);
+      },
+      [&](unsigned) { KCHECK_STATUS(sem.release(), Status::kOk); }, [&] { return order.size(); });
   KREQUIRE(order.size() == 4);
   for (unsigned i = 0; i < 4; ++i) KCHECK_EQ(order[i], static_cast<int>(i + 1));
 }
@@ -127,63 +136,37 @@ KTEST(coro_mixed_waiters_fifo_fair_mutex_and_queue, 1) {
   FairMutex m("fair");
   EventLog<8> order;
   m.lock();
-  Thread t1 = spawn("t1", kDefaultPriority, CpuMask::all(), [&] {
-    m.lock();
-    order.add(1);
-    m.unlock();
-  });
-  KREQUIRE(wait_blocked_sleeping(t1));
-  auto coro = [&](int id) -> Task<> {
-    auto g = co_await m.lock_async();
-    order.add(id);
-  };
-  JoinHandle<> c2 = spawn(coro(2));
-  KREQUIRE(jobs_waiting(1));
-  Thread t3 = spawn("t3", kDefaultPriority, CpuMask::all(), [&] {
-    m.lock();
-    order.add(3);
-    m.unlock();
-  });
-  KREQUIRE(wait_blocked_sleeping(t3));
-  JoinHandle<> c4 = spawn(coro(4));
-  KREQUIRE(jobs_waiting(2));
-  m.unlock();
-  KJOIN(t1);
-  KJOIN(t3);
-  KCHECK_STATUS(c2.join(), Status::kOk);
-  KCHECK_STATUS(c4.join(), Status::kOk);
+  check_fifo_across_kinds(
+      [&](int id) {
+        m.lock();
+        order.add(id);
+        m.unlock();
+      },
+      [&](int id) -> Task<> {
+        auto g = co_await m.lock_async();
+        order.add(id);
+      },
+      [&](unsigned i) {
+        if (i == 0) m.unlock();  // the rest pass it on themselves
+      },
+      [&] { return order.size(); });
   KREQUIRE(order.size() == 4);
   for (unsigned i = 0; i < 4; ++i) KCHECK_EQ(order[i], static_cast<int>(i + 1));
 
   Queue<int, FairMutex> q(4, "fair queue", WaitOrder::kFifo);
   EventLog<8> got;
-  auto getter = [&](int id) -> Task<> {
-    Result<int> r = co_await q.get_async();
-    if (r.ok()) got.add(id * 100 + r.value());
-  };
-  Thread g1 = spawn("g1", kDefaultPriority, CpuMask::all(), [&] {
-    Result<int> r = q.get();
-    if (r.ok()) got.add(100 + r.value());
-  });
-  KREQUIRE(wait_blocked_sleeping(g1));
-  JoinHandle<> g2 = spawn(getter(2));
-  KREQUIRE(jobs_waiting(1));
-  Thread g3 = spawn("g3", kDefaultPriority, CpuMask::all(), [&] {
-    Result<int> r = q.get();
-    if (r.ok()) got.add(300 + r.value());
-  });
-  KREQUIRE(wait_blocked_sleeping(g3));
-  for (int i = 0; i < 3; ++i) {
-    KCHECK_STATUS(q.put(i), Status::kOk);
-    KCHECK(settle([&] { return got.size() == static_cast<unsigned>(i + 1); }));
-  }
-  KJOIN(g1);
-  KJOIN(g3);
-  KCHECK_STATUS(g2.join(), Status::kOk);
-  KREQUIRE(got.size() == 3);
-  KCHECK_EQ(got[0], 100);
-  KCHECK_EQ(got[1], 201);
-  KCHECK_EQ(got[2], 302);
+  check_fifo_across_kinds(
+      [&](int id) {
+        Result<int> r = q.get();
+        if (r.ok()) got.add(id * 100 + r.value());
+      },
+      [&](int id) -> Task<> {
+        Result<int> r = co_await q.get_async();
+        if (r.ok()) got.add(id * 100 + r.value());
+      },
+      [&](unsigned i) { KCHECK_STATUS(q.put(static_cast<int>(i)), Status::kOk); }, [&] { return got.size(); });
+  KREQUIRE(got.size() == 4);
+  for (unsigned i = 0; i < 4; ++i) KCHECK_EQ(got[i], static_cast<int>((i + 1) * 100 + i));
 }
 
 KTEST(coro_lock_async_held_across_suspension, 1) {

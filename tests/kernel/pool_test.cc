@@ -7,22 +7,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A move-only payload that counts live instances, so leaked or doubly
-// destroyed job arguments and results show.
-struct Token {
-  static std::atomic<int> live;
-  int v;
-  explicit Token(int x) : v(x) { live.fetch_add(1); }
-  Token(Token&& o) noexcept : v(o.v) {
-    o.v = -1;
-    live.fetch_add(1);
-  }
-  Token& operator=(Token&&) = delete;
-  Token(const Token&) = delete;
-  ~Token() { live.fetch_sub(1); }
-};
-std::atomic<int> Token::live{0};
-
 // How many jobs run at once, and the most seen.
 struct Concurrency {
   std::atomic<int> now{0}, max{0};

@@ -9,27 +9,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A move-only payload that counts live instances, so leaks and double
-// destruction show.
-struct Token {
-  static std::atomic<int> live;
-  int v;
-  explicit Token(int x) : v(x) { live.fetch_add(1); }
-  Token(Token&& o) noexcept : v(o.v) {
-    o.v = -1;
-    live.fetch_add(1);
-  }
-  Token& operator=(Token&& o) noexcept {
-    v = o.v;
-    o.v = -1;
-    return *this;
-  }
-  Token(const Token&) = delete;
-  Token& operator=(const Token&) = delete;
-  ~Token() { live.fetch_sub(1); }
-};
-std::atomic<int> Token::live{0};
-
 // An over-aligned payload that checks where it is constructed.
 struct alignas(64) Wide {
   static std::atomic<int> misaligned;

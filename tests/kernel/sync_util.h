@@ -149,4 +149,24 @@ bool wait_for_value(const std::atomic<T>& a, T v, Duration timeout = std::chrono
   return wait_until([&] { return a.load() == v; }, timeout);
 }
 
+// A move-only payload that counts live instances, so leaks and double
+// destruction of queued items, job arguments and results show.
+struct Token {
+  static inline std::atomic<int> live{0};
+  int v;
+  explicit Token(int x) : v(x) { live.fetch_add(1); }
+  Token(Token&& o) noexcept : v(o.v) {
+    o.v = -1;
+    live.fetch_add(1);
+  }
+  Token& operator=(Token&& o) noexcept {
+    v = o.v;
+    o.v = -1;
+    return *this;
+  }
+  Token(const Token&) = delete;
+  Token& operator=(const Token&) = delete;
+  ~Token() { live.fetch_sub(1); }
+};
+
 }  // namespace spindle::ktest
