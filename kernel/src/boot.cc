@@ -131,10 +131,8 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   arch::irq_save();
   g.lock.lock();
   jobs_shutdown();
-  while (Tcb* left = g.threads.front()) {
-    if (left->wait_queue) left->wait_queue->remove(left);  // the futex buckets outlive this boot
-    free_thread(left);
-  }
+  futex_forget_waiters();
+  while (Tcb* left = g.threads.front()) free_thread(left);
   release_lock_states();
   unlock_keep_irqs_masked();
   while (g.stack_cache) {

@@ -34,17 +34,15 @@ namespace detail {
 struct CoJob : kernel::Waiter {
   std::coroutine_handle<> resume;  // where the job continues
   std::coroutine_handle<> root;    // its outermost frame; null once destroyed
+  CoJob* parent = nullptr;         // signalled when it ends (a reference held)
   std::atomic<std::uint32_t> refs{2};
   std::atomic<std::uint32_t> done{0};    // 1 once ended; joiners wait on it
   std::atomic<std::uint32_t> signal{0};  // bumped when a child with signal_parent ends
+  std::int16_t home = 0;     // executor it is queued on / last ran on
+  std::int16_t pinned = -1;  // executor it must run on, or -1
   std::atomic<bool> cancel{false};
-  Status fail = Status::kOk;  // set by job_fail before it is requeued
-  Status status = Status::kOk;  // how it ended
-  CoJob* parent = nullptr;        // signalled when it ends (a reference held)
-  std::int16_t home = 0;        // executor it is queued on / last ran on
-  std::int16_t pinned = -1;     // executor it must run on, or -1
-  std::uint16_t reg_cpu = 0;    // registry it is in
-  kernel::ListNode reg_link;    // in g_registry[reg_cpu]
+  std::uint8_t fail = 0;     // a Status set by job_fail before it is requeued (0: none)
+  std::uint8_t status = 0;   // the Status it ended with
 };
 
 }  // namespace detail
@@ -84,14 +82,42 @@ struct Executor {
   std::atomic<std::uint32_t> sleeping{0};  // 1: waits on this word for work
 };
 
-struct Registry {
-  IrqSpin lock;
-  List<CoJob, &CoJob::reg_link> jobs;
-  std::uint64_t count = 0;
+
+// Frame pool: size classes of 8 bytes up to 1 KiB, with a free list per
+// class per CPU (interrupts masked while a CPU touches its own lists).
+// Bigger frames come straight from the kernel heap.
+constexpr std::size_t kGranule = 8;
+constexpr unsigned kClasses = 128;
+constexpr unsigned kCacheMax = 8192;  // blocks per class per CPU beyond which frees go back to the heap
+
+struct FreeBlock {
+  FreeBlock* next;
 };
+struct FrameCache {
+  FreeBlock* head[kClasses] = {};
+  std::uint32_t count[kClasses] = {};
+  std::atomic<std::int64_t> bytes{0};  // allocated minus freed on this CPU (may go negative)
+  std::atomic<std::int64_t> jobs{0};        // job records spawned here minus freed here
+  std::atomic<std::int64_t> unfinished{0};  // jobs spawned here minus ended (anywhere)
+};
+FrameCache g_frames[kMaxCpus];
+
+// Only this CPU writes its counts (interrupts masked): a load and a store,
+// no atomic read-modify-write on the hot path; readers sum relaxed loads.
+void add(std::atomic<std::int64_t>& n, std::int64_t delta) {
+  n.store(n.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+}
+void account(FrameCache& c, std::int64_t delta) { add(c.bytes, delta); }
+
+// Job counts move on the running CPU's cache; only their sums mean anything.
+void count_job(std::atomic<std::int64_t> FrameCache::*which, std::int64_t delta) {
+  arch::IrqState s = arch::irq_save();
+  add(g_frames[this_cpu().id].*which, delta);
+  arch::irq_restore(s);
+}
+std::atomic<unsigned> g_fail_frames{0};
 
 Executor g_exec[kMaxCpus];
-Registry g_registry[kMaxCpus];
 std::atomic<unsigned> g_nexec_{0};  // executors started; read with nexec()
 unsigned nexec() { return g_nexec_.load(std::memory_order_acquire); }
 std::atomic<unsigned> g_exec_state{0};  // 0: none, 1: being started, 2: running
@@ -185,27 +211,9 @@ CoJob* steal(unsigned thief) {
   return nullptr;
 }
 
-void registry_add(CoJob* j) {
-  unsigned cpu = cpu_now();
-  j->reg_cpu = static_cast<std::uint16_t>(cpu);
-  Registry& r = g_registry[cpu];
-  arch::IrqState s = r.lock.lock();
-  r.jobs.push_back(j);
-  ++r.count;
-  r.lock.unlock(s);
-}
-
-void registry_remove(CoJob* j) {
-  Registry& r = g_registry[j->reg_cpu];
-  arch::IrqState s = r.lock.lock();
-  decltype(r.jobs)::remove(j);
-  --r.count;
-  r.lock.unlock(s);
-}
-
 void free_job(CoJob* j) {
   if (j->root) j->root.destroy();
-  registry_remove(j);
+  count_job(&FrameCache::jobs, -1);
   j->~CoJob();
   detail::frame_free(j, sizeof(CoJob));
 }
@@ -214,7 +222,8 @@ void free_job(CoJob* j) {
 // point, or destroyed): release its lock identity, wake its joiners and its
 // parent, drop its own reference.
 void end_job(CoJob* j, Status status) {
-  j->status = status;
+  j->status = static_cast<std::uint8_t>(status);
+  count_job(&FrameCache::unfinished, -1);
   CoJob* parent = j->parent;
   {
     LockGuard guard;
@@ -236,7 +245,7 @@ void end_job(CoJob* j, Status status) {
 // Destroys the frames of a cancelled or failed job (running their
 // destructors: guards unlock, waiter counts drop) and ends it.
 void unwind(CoJob* j) {
-  Status s = j->cancel.load(std::memory_order_acquire) ? Status::kInterrupted : j->fail;
+  Status s = j->cancel.load(std::memory_order_acquire) ? Status::kInterrupted : static_cast<Status>(j->fail);
   std::coroutine_handle<> root = std::exchange(j->root, {});
   root.destroy();
   end_job(j, s);
@@ -244,7 +253,7 @@ void unwind(CoJob* j) {
 
 void run_job(Tcb* self, CoJob* j) {
   self->job = j;
-  if (j->fail != Status::kOk || j->cancel.load(std::memory_order_acquire)) {
+  if (j->fail != 0 || j->cancel.load(std::memory_order_acquire)) {
     unwind(j);
   } else {
     j->resume.resume();  // j may be gone once this returns
@@ -326,30 +335,6 @@ bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
   return true;
 }
 
-// Frame pool: size classes of 16 bytes up to 1 KiB, with a free list per
-// class per CPU (interrupts masked while a CPU touches its own lists).
-// Bigger frames come straight from the kernel heap.
-constexpr std::size_t kGranule = 16;
-constexpr unsigned kClasses = 64;
-constexpr unsigned kCacheMax = 8192;  // blocks per class per CPU beyond which frees go back to the heap
-
-struct FreeBlock {
-  FreeBlock* next;
-};
-struct FrameCache {
-  FreeBlock* head[kClasses] = {};
-  std::uint32_t count[kClasses] = {};
-  std::atomic<std::int64_t> bytes{0};  // allocated minus freed on this CPU (may go negative)
-};
-FrameCache g_frames[kMaxCpus];
-
-// Only this CPU writes its count (interrupts masked): a load and a store,
-// no atomic read-modify-write on the hot path; readers sum relaxed loads.
-void account(FrameCache& c, std::int64_t delta) {
-  c.bytes.store(c.bytes.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
-}
-std::atomic<unsigned> g_fail_frames{0};
-
 }  // namespace
 
 void job_woken(Waiter* w) {
@@ -362,7 +347,6 @@ void job_woken(Waiter* w) {
 
 void jobs_boot() {
   for (auto& e : g_exec) new (&e) Executor;
-  for (auto& r : g_registry) new (&r) Registry;
   g_nexec_.store(0, std::memory_order_relaxed);
   g_exec_state.store(0, std::memory_order_relaxed);
   g_sleepers.store(0, std::memory_order_relaxed);
@@ -373,16 +357,11 @@ void jobs_boot() {
 
 void jobs_shutdown() {
   // The CPUs have stopped. Jobs still suspended are not unwound (like the
-  // threads still blocked, they just stop); they leave the kernel's
-  // queues, which outlive this boot.
-  std::uint64_t left = 0;
-  for (auto& r : g_registry) {
-    r.jobs.for_each([&](CoJob* j) {
-      if (j->wait_queue) j->wait_queue->remove(j);
-      if (!j->done.load(std::memory_order_relaxed)) ++left;
-    });
-  }
-  if (left) print("spindle: %llu coroutine job(s) still suspended at shutdown\n", static_cast<unsigned long long>(left));
+  // threads still blocked, they just stop); futex_forget_waiters takes them
+  // and the threads out of the futex queues, which outlive this boot.
+  std::int64_t left = 0;
+  for (auto& c : g_frames) left += c.unfinished.load(std::memory_order_relaxed);
+  if (left > 0) print("spindle: %lld coroutine job(s) unfinished at shutdown\n", static_cast<long long>(left));
 }
 
 }  // namespace kernel
@@ -479,7 +458,8 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
       j->parent = p;
     }
   }
-  registry_add(j);
+  count_job(&FrameCache::jobs, 1);
+  count_job(&FrameCache::unfinished, 1);
   push(j, false);
   *out = j;
   return Status::kOk;
@@ -497,7 +477,7 @@ void job_cancel(CoJob* j) noexcept {
 }
 
 bool job_done(const CoJob* j) noexcept { return j->done.load(std::memory_order_acquire) != 0; }
-Status job_status(const CoJob* j) noexcept { return j->status; }
+Status job_status(const CoJob* j) noexcept { return static_cast<Status>(j->status); }
 const std::atomic<std::uint32_t>* job_done_word(const CoJob* j) noexcept { return &j->done; }
 void* job_root(const CoJob* j) noexcept { return j->root.address(); }
 
@@ -574,7 +554,7 @@ void job_yield(std::coroutine_handle<> h) noexcept {
 
 std::coroutine_handle<> job_fail(Status s) noexcept {
   CoJob* j = running_job("task");
-  j->fail = s;
+  j->fail = static_cast<std::uint8_t>(s);
   push(j, false);
   return std::noop_coroutine();
 }
@@ -648,13 +628,12 @@ Status stop_executors() {
 CoroutineStats coroutine_stats() {
   using namespace kernel;
   CoroutineStats st;
-  for (auto& r : g_registry) {
-    arch::IrqState s = r.lock.lock();
-    st.jobs += r.count;
-    r.lock.unlock(s);
+  std::int64_t bytes = 0, jobs = 0;
+  for (auto& c : g_frames) {
+    bytes += c.bytes.load(std::memory_order_relaxed);
+    jobs += c.jobs.load(std::memory_order_relaxed);
   }
-  std::int64_t bytes = 0;
-  for (auto& c : g_frames) bytes += c.bytes.load(std::memory_order_relaxed);
+  st.jobs = jobs > 0 ? static_cast<std::uint64_t>(jobs) : 0;
   st.frame_bytes = bytes > 0 ? static_cast<std::uint64_t>(bytes) : 0;
   st.executors = nexec();
   LockGuard guard;

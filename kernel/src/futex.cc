@@ -248,6 +248,14 @@ void release_job_locks(ThreadId id) {
   }
 }
 
+void futex_forget_waiters() {
+  for (Bucket& b : g_buckets) {
+    for (WaitQueue* q : {&b.fifo, &b.prio}) {
+      while (Waiter* w = q->front()) q->remove(w);
+    }
+  }
+}
+
 unsigned futex_wake_locked(const void* word, unsigned n) {
   Bucket& b = bucket_of(word);
   unsigned woken = 0;

@@ -333,6 +333,9 @@ Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::
 Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline)
     SPINDLE_REQUIRES(g.lock);
 Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) SPINDLE_REQUIRES(g.lock);
+// At shutdown (the CPUs have stopped): empties the futex queues, which
+// outlive a boot, of the threads and jobs still waiting.
+void futex_forget_waiters() SPINDLE_REQUIRES(g.lock);
 // futex_wake with the kernel lock held.
 unsigned futex_wake_locked(const void* word, unsigned n) SPINDLE_REQUIRES(g.lock);
 // A thread is exiting holding contended locks: they become owner-died.

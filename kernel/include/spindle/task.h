@@ -327,41 +327,40 @@ template <class T = void>
 class [[nodiscard]] JoinHandle {
  public:
   JoinHandle() = default;
-  explicit JoinHandle(Status failed) : failed_(failed) {}
-  JoinHandle(detail::CoJob* j, bool cancel_on_drop) : job_(j), cancel_on_drop_(cancel_on_drop) {}
-  JoinHandle(JoinHandle&& o) noexcept
-      : job_(std::exchange(o.job_, nullptr)), failed_(o.failed_), cancel_on_drop_(o.cancel_on_drop_) {}
+  explicit JoinHandle(Status failed) : bits_(failed_bits(failed)) {}
+  JoinHandle(detail::CoJob* j, bool cancel_on_drop)
+      : bits_(reinterpret_cast<std::uintptr_t>(j) | (cancel_on_drop ? kCancelOnDrop : 0)) {}
+  JoinHandle(JoinHandle&& o) noexcept : bits_(std::exchange(o.bits_, failed_bits(Status::kInvalidState))) {}
   JoinHandle& operator=(JoinHandle&& o) noexcept {
     if (this != &o) {
       drop();
-      job_ = std::exchange(o.job_, nullptr);
-      failed_ = o.failed_;
-      cancel_on_drop_ = o.cancel_on_drop_;
+      bits_ = std::exchange(o.bits_, failed_bits(Status::kInvalidState));
     }
     return *this;
   }
   ~JoinHandle() { drop(); }
 
   // kOk when the job was started; kNoMemory when it could not be.
-  Status status() const { return job_ ? Status::kOk : failed_; }
-  bool done() const { return !job_ || detail::job_done(job_); }
+  Status status() const { return job() ? Status::kOk : failed(); }
+  bool done() const { return !job() || detail::job_done(job()); }
   // Asks the job to stop: it unwinds at its next suspension point (at once
   // if it waits) and ends with kInterrupted. No effect once done.
   void cancel() {
-    if (job_) detail::job_cancel(job_);
+    if (job()) detail::job_cancel(job());
   }
   void detach() {
-    if (job_) detail::job_release(std::exchange(job_, nullptr));
+    if (detail::CoJob* j = job()) detail::job_release(j);
+    bits_ = failed_bits(Status::kInvalidState);
   }
 
   // From a thread: waits for the job and returns its result (once).
   ResultOf<T> join() {
-    if (!job_) return failed_;
-    (void)detail::job_join(job_, kForever);
+    if (!job()) return failed();
+    (void)detail::job_join(job(), kForever);
     return result();
   }
   // Waits until the deadline: kOk (done) or kTimedOut.
-  Status wait_until(TimePoint deadline) { return job_ ? detail::job_join(job_, deadline) : Status::kOk; }
+  Status wait_until(TimePoint deadline) { return job() ? detail::job_join(job(), deadline) : Status::kOk; }
 
   // From a coroutine: co_await handle -> its result (once).
   class Awaiter {
@@ -370,7 +369,7 @@ class [[nodiscard]] JoinHandle {
     bool await_ready() const noexcept { return h_->done(); }
     bool await_suspend(std::coroutine_handle<> c) noexcept {
       Status now = detail::kPending;
-      return detail::job_wait(c, detail::job_done_word(h_->job_), 0, kForever, WaitOrder::kFifo, "join", &now);
+      return detail::job_wait(c, detail::job_done_word(h_->job()), 0, kForever, WaitOrder::kFifo, "join", &now);
     }
     ResultOf<T> await_resume() { return h_->result(); }
 
@@ -382,10 +381,10 @@ class [[nodiscard]] JoinHandle {
 
   // The result of a finished job (once): its value, or how it ended.
   ResultOf<T> result() {
-    if (!job_) return failed_;
-    Status s = detail::job_status(job_);
+    if (!job()) return failed();
+    Status s = detail::job_status(job());
     if (s != Status::kOk) return s;
-    auto h = std::coroutine_handle<detail::TaskPromise<T>>::from_address(detail::job_root(job_));
+    auto h = std::coroutine_handle<detail::TaskPromise<T>>::from_address(detail::job_root(job()));
     if constexpr (std::is_void_v<T>) {
       return Status::kOk;
     } else if constexpr (detail::kFlattened<T>) {
@@ -396,14 +395,22 @@ class [[nodiscard]] JoinHandle {
   }
 
  private:
-  void drop() {
-    if (!job_) return;
-    if (cancel_on_drop_) detail::job_cancel(job_);
-    detail::job_release(std::exchange(job_, nullptr));
+  // One word: the job pointer with bit 0 = cancel on drop, or, with bit 1
+  // set, the status of a handle without a job in the bits above.
+  static constexpr std::uintptr_t kCancelOnDrop = 1, kNoJob = 2;
+  static std::uintptr_t failed_bits(Status s) { return static_cast<std::uintptr_t>(s) << 2 | kNoJob; }
+  Status failed() const { return static_cast<Status>(bits_ >> 2); }
+  detail::CoJob* job() const {
+    return bits_ & kNoJob ? nullptr : reinterpret_cast<detail::CoJob*>(bits_ & ~kCancelOnDrop);
   }
-  detail::CoJob* job_ = nullptr;
-  Status failed_ = Status::kInvalidState;
-  bool cancel_on_drop_ = false;
+  void drop() {
+    if (detail::CoJob* j = job()) {
+      if (bits_ & kCancelOnDrop) detail::job_cancel(j);
+      detail::job_release(j);
+    }
+    bits_ = failed_bits(Status::kInvalidState);
+  }
+  std::uintptr_t bits_ = failed_bits(Status::kInvalidState);
 };
 
 namespace detail {
