@@ -61,9 +61,10 @@ struct Waiter;
 // A one-shot kernel timer; fn runs under the kernel lock, irqs masked, on
 // the CPU whose queue holds it.
 struct Timer {
-  TimerNode node;  // first member: a TimerNode* is a Timer*
+  TimerNode node;  // first member: a TimerNode* is a Timer*; node.owner is the
+                   // CPU whose queue holds it, -1 when not queued
   void (*fn)(Timer*) = nullptr;
-  int cpu = -1;    // queue it is in, -1 when not queued
+  int cpu() const { return node.owner; }
 };
 
 // An ordered queue of waiters: threads blocked in the kernel and suspended

@@ -179,7 +179,7 @@ void handle_irq(unsigned sources) {
     std::uint64_t now = arch::now_ns();
     while (TimerNode* n = c.timers.pop_expired(now)) {
       Timer* t = reinterpret_cast<Timer*>(n);
-      t->cpu = -1;
+      t->node.owner = -1;
       t->fn(t);
     }
     if (c.slice_end != 0 && now >= c.slice_end) {

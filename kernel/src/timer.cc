@@ -18,9 +18,9 @@ TimePoint deadline_after(Duration d) noexcept {
 namespace kernel {
 
 void timer_arm(Timer* t, std::uint64_t deadline) {
-  if (t->cpu >= 0) timer_cancel(t);
+  if (t->cpu() >= 0) timer_cancel(t);
   Cpu& c = this_cpu();
-  t->cpu = static_cast<int>(c.id);
+  t->node.owner = static_cast<std::int16_t>(c.id);
   c.timers.insert(&t->node, deadline);
   if (deadline < c.programmed) {
     c.programmed = deadline;
@@ -29,9 +29,9 @@ void timer_arm(Timer* t, std::uint64_t deadline) {
 }
 
 void timer_cancel(Timer* t) {
-  if (t->cpu < 0) return;
-  g.cpus[t->cpu].timers.remove(&t->node);
-  t->cpu = -1;
+  if (t->cpu() < 0) return;
+  g.cpus[t->cpu()].timers.remove(&t->node);
+  t->node.owner = -1;
 }
 
 }  // namespace kernel

@@ -12,11 +12,12 @@ namespace spindle::kernel {
 
 struct TimerNode {
   std::uint64_t deadline = 0;  // ns on the kernel clock
-  std::uint64_t seq = 0;       // insertion order, assigned by the queue
   TimerNode* child = nullptr;
   TimerNode* sibling = nullptr;
   TimerNode* prev = nullptr;   // parent when first child, else left sibling
+  std::uint32_t seq = 0;       // insertion order, assigned by the queue (compared modulo 2^32)
   bool queued = false;
+  std::int16_t owner = -1;     // not used by the queue: free for its user (the kernel: which CPU's queue)
 };
 
 class TimerQueue {
@@ -38,13 +39,16 @@ class TimerQueue {
 
  private:
   static bool before(const TimerNode* a, const TimerNode* b) {
-    return a->deadline < b->deadline || (a->deadline == b->deadline && a->seq < b->seq);
+    // seq wraps: of two nodes queued at once (fewer than 2^31 apart) the
+    // one inserted first has the smaller seq modulo 2^32.
+    return a->deadline < b->deadline ||
+           (a->deadline == b->deadline && static_cast<std::int32_t>(a->seq - b->seq) < 0);
   }
   static TimerNode* meld(TimerNode* a, TimerNode* b);
   static TimerNode* merge_pairs(TimerNode* first);
 
   TimerNode* root_ = nullptr;
-  std::uint64_t next_seq_ = 0;
+  std::uint32_t next_seq_ = 0;
   std::size_t size_ = 0;
 };
 
