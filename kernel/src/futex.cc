@@ -148,7 +148,9 @@ Waiter* choose_waiter(LockState* s) SPINDLE_REQUIRES(g.lock) {
   if (s->aging == 0) return pick;
   Waiter* aged = nullptr;
   for (Waiter* t = pick; t; t = s->waiters.next(t)) {
-    if (s->handoffs - t->lock_arrival >= s->aging && (!aged || t->lock_seq < aged->lock_seq)) aged = t;
+    // 32-bit counters, compared modulo 2^32 (waiters arrive fewer than 2^31 apart).
+    bool passed_over = static_cast<std::uint32_t>(s->handoffs) - t->lock_arrival >= s->aging;
+    if (passed_over && (!aged || static_cast<std::int32_t>(t->lock_seq - aged->lock_seq) < 0)) aged = t;
   }
   return aged ? aged : pick;
 }
@@ -275,8 +277,8 @@ unsigned futex_wake_locked(const void* word, unsigned n) {
 Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected,
                         WaitOrder order, const char* name) {
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
+  (void)name;  // a job's wait is not reported by name (only threads have a watchdog)
   w->futex_key = word;
-  w->wait_name = name;
   Bucket& b = bucket_of(word);
   WaitQueue* q = order == WaitOrder::kFifo ? &b.fifo : &b.prio;
   q->insert(w);
@@ -353,10 +355,10 @@ Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolic
     }
     self->blocked_lock = s;
     self->futex_key = word;
-    self->wait_name = name;
+    if (!self->async) static_cast<Tcb*>(self)->wait_name = name;
     self->handed_off = false;
-    self->lock_arrival = s->handoffs;
-    self->lock_seq = ++g.lock_waits;
+    self->lock_arrival = static_cast<std::uint32_t>(s->handoffs);
+    self->lock_seq = static_cast<std::uint32_t>(++g.lock_waits);
     s->waiters.insert(self);
     self->wait_queue = &s->waiters;
     if (s->inherit && owner_thread) update_priority(owner_thread);  // lend our priority along the chain

@@ -158,10 +158,9 @@ struct Waiter {
   Status wake_status = Status::kOk;
   WaitQueue* wait_queue = nullptr;  // the queue it waits on, if any
   const void* futex_key = nullptr;  // the word it waits on
-  const char* wait_name = nullptr;  // what it waits on, for reports
   LockState* blocked_lock = nullptr;  // the owner-aware lock it waits for
-  std::uint64_t lock_arrival = 0;   // blocked_lock->handoffs when it queued (aging)
-  std::uint64_t lock_seq = 0;       // global arrival order of lock waits (aging)
+  std::uint32_t lock_arrival = 0;   // blocked_lock->handoffs when it queued (aging; modulo 2^32)
+  std::uint32_t lock_seq = 0;       // global arrival order of lock waits (aging; modulo 2^32)
   Waiter* id_next = nullptr;        // chain in g.by_id
   Timer timer;                      // sleeps and wait timeouts
 };
@@ -178,6 +177,7 @@ struct Tcb : Waiter {
   bool handle_released = false;  // joined, or detached
   bool faulted = false;
   bool is_idle = false;
+  const char* wait_name = nullptr;  // what it waits on, for reports
   int base_priority = kDefaultPriority;
   unsigned cpu = 0;                 // where it runs, is queued, or last ran
   List<LockState, &LockState::owner_link> held_locks;  // contended locks it owns
