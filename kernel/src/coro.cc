@@ -321,10 +321,6 @@ bool ensure_executors() {
   return nexec() > 0;
 }
 
-void job_timeout(Timer* t) SPINDLE_REQUIRES(g.lock) {
-  Waiter* w = Waiter::from_timer(t);
-  if (w->parked) wake(w, Status::kTimedOut);
-}
 
 // Marks j suspended at h until a wake (its wait was set up by the caller).
 bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
@@ -336,6 +332,11 @@ bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
 }
 
 }  // namespace
+
+void job_timeout(Timer* t) {
+  Waiter* w = Waiter::from_timer(t);
+  if (w->parked) wake(w, Status::kTimedOut);
+}
 
 void job_woken(Waiter* w) {
   CoJob* j = job_of(w);
@@ -447,7 +448,7 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
   CoJob* j = new (mem) CoJob;
   j->async = true;
   j->run.priority = o.priority;
-  j->timer.fn = job_timeout;
+  j->timer.set_kind(TimerKind::kJobTimeout);
   j->root = j->resume = root;
   j->pinned = static_cast<std::int16_t>(o.cpu);
   unsigned here = cpu_now();

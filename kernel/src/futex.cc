@@ -185,7 +185,10 @@ void report_cycle(Tcb* self, LockState* want, const char* want_name) SPINDLE_REQ
 // ---------------------------------------------------------------------------
 // Starvation watchdog.
 
-void watchdog_fire(Timer* tm) SPINDLE_REQUIRES(g.lock) {
+
+}  // namespace
+
+void watchdog_fire(Timer* tm) {
   Tcb* t = reinterpret_cast<Tcb::Watchdog*>(tm)->thread;
   if (t->state != ThreadState::kBlocked && t->state != ThreadState::kSuspended) return;
   auto waited_ms = static_cast<unsigned long long>((arch::now_ns() - t->blocked_since) / 1'000'000);
@@ -202,13 +205,11 @@ void watchdog_fire(Timer* tm) SPINDLE_REQUIRES(g.lock) {
   ++g.starvation_reports;
 }
 
-}  // namespace
-
 void watchdog_arm(Tcb* t) {
   if constexpr (kWatchdog) {
     if (g.starvation_bound_ns == 0 || !t->futex_key) return;
     t->blocked_since = arch::now_ns();
-    t->watchdog.timer.fn = watchdog_fire;
+    t->watchdog.timer.set_kind(TimerKind::kWatchdog);
     t->watchdog.thread = t;
     timer_arm(&t->watchdog.timer, t->blocked_since + g.starvation_bound_ns);
   }

@@ -58,13 +58,22 @@ const char* to_string(ThreadState s);
 struct Tcb;
 struct Waiter;
 
-// A one-shot kernel timer; fn runs under the kernel lock, irqs masked, on
-// the CPU whose queue holds it.
+// What a kernel timer does when it fires (a kind rather than a function
+// pointer keeps every waiter 8 bytes smaller).
+enum class TimerKind : std::uint8_t {
+  kNone,
+  kThreadTimeout,  // a thread's sleep or wait timeout (the Tcb's timer)
+  kWatchdog,       // a thread's starvation report (Tcb::watchdog)
+  kJobTimeout,     // a coroutine job's sleep or wait timeout
+};
+
+// A one-shot kernel timer; it fires under the kernel lock, irqs masked, on
+// the CPU whose queue holds it (node.owner, -1 when not queued).
 struct Timer {
-  TimerNode node;  // first member: a TimerNode* is a Timer*; node.owner is the
-                   // CPU whose queue holds it, -1 when not queued
-  void (*fn)(Timer*) = nullptr;
+  TimerNode node;
   int cpu() const { return node.owner; }
+  void set_kind(TimerKind k) { node.kind = static_cast<std::uint8_t>(k); }
+  TimerKind kind() const { return static_cast<TimerKind>(node.kind); }
 };
 
 // An ordered queue of waiters: threads blocked in the kernel and suspended
@@ -347,6 +356,11 @@ void watchdog_arm(Tcb* t) SPINDLE_REQUIRES(g.lock);
 void resched_cpu(unsigned cpu) SPINDLE_REQUIRES(g.lock);
 
 void timer_arm(Timer* t, std::uint64_t deadline) SPINDLE_REQUIRES(g.lock);
+// Runs what an expired timer is for (by its kind).
+void timer_fire(Timer* t) SPINDLE_REQUIRES(g.lock);
+void thread_timeout(Timer* t) SPINDLE_REQUIRES(g.lock);  // thread.cc
+void watchdog_fire(Timer* t) SPINDLE_REQUIRES(g.lock);   // futex.cc
+void job_timeout(Timer* t) SPINDLE_REQUIRES(g.lock);     // coro.cc
 void timer_cancel(Timer* t) SPINDLE_REQUIRES(g.lock);
 
 // Runs after every switch in the resumed context: reaps a dead thread.

@@ -180,7 +180,7 @@ void handle_irq(unsigned sources) {
     while (TimerNode* n = c.timers.pop_expired(now)) {
       Timer* t = reinterpret_cast<Timer*>(n);
       t->node.owner = -1;
-      t->fn(t);
+      timer_fire(t);
     }
     if (c.slice_end != 0 && now >= c.slice_end) {
       if (c.rq.top_priority() >= c.current->run.priority) {

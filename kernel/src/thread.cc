@@ -14,10 +14,6 @@ constexpr unsigned kStackCacheMax = 1024;
 
 std::size_t round_up(std::size_t v, std::size_t to) { return (v + to - 1) / to * to; }
 
-void thread_timeout(Timer* tm) SPINDLE_REQUIRES(g.lock) {
-  Tcb* t = static_cast<Tcb*>(Waiter::from_timer(tm));
-  if (t->state == ThreadState::kBlocked) wake(t, Status::kTimedOut);
-}
 
 arch::StackRegion stack_get(std::size_t size) SPINDLE_REQUIRES(g.lock) {
   if (size == kDefaultStackSize && g.stack_cache) {
@@ -60,6 +56,11 @@ ThreadId allocate_id() {
     g.next_id = id + 1 == kOutsideThreadId ? 1 : id + 1;
     if (!find_owner(id)) return id;
   }
+}
+
+void thread_timeout(Timer* tm) {
+  Tcb* t = static_cast<Tcb*>(Waiter::from_timer(tm));
+  if (t->state == ThreadState::kBlocked) wake(t, Status::kTimedOut);
 }
 
 void register_id(Waiter* w) {
@@ -189,7 +190,7 @@ Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size,
   t->run.affinity = opts.affinity;
   t->suspend_requested = opts.start_suspended;
   t->stack = region;
-  t->timer.fn = thread_timeout;
+  t->timer.set_kind(TimerKind::kThreadTimeout);
   t->callable = reinterpret_cast<void*>(slot);
   arch::context_init(&t->ctx, region.base, sp_top - reinterpret_cast<std::uintptr_t>(region.base), thread_entry, t);
   *callable_slot = t->callable;

@@ -28,6 +28,16 @@ void timer_arm(Timer* t, std::uint64_t deadline) {
   }
 }
 
+void timer_fire(Timer* t) {
+  switch (t->kind()) {
+    case TimerKind::kThreadTimeout: thread_timeout(t); return;
+    case TimerKind::kWatchdog: watchdog_fire(t); return;
+    case TimerKind::kJobTimeout: job_timeout(t); return;
+    case TimerKind::kNone: break;
+  }
+  panic("a kernel timer without a kind fired");
+}
+
 void timer_cancel(Timer* t) {
   if (t->cpu() < 0) return;
   g.cpus[t->cpu()].timers.remove(&t->node);

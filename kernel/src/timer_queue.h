@@ -16,9 +16,13 @@ struct TimerNode {
   TimerNode* sibling = nullptr;
   TimerNode* prev = nullptr;   // parent when first child, else left sibling
   std::uint32_t seq = 0;       // insertion order, assigned by the queue (compared modulo 2^32)
+  // Not used by the queue: free for its user (the kernel: which CPU's
+  // queue holds it, and what it does when it fires).
+  std::int16_t owner = -1;
+  std::uint8_t kind = 0;
   bool queued = false;
-  std::int16_t owner = -1;     // not used by the queue: free for its user (the kernel: which CPU's queue)
 };
+static_assert(sizeof(void*) != 8 || sizeof(TimerNode) == 40, "a TimerNode is 40 bytes on 64-bit targets");
 
 class TimerQueue {
  public:

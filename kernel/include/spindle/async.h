@@ -119,13 +119,18 @@ class HandleArray {
   std::size_t size_ = 0;
 };
 
+// The results are collected once every child has ended (each keeps its
+// value in its own frame until then), so while they run the gather holds
+// only one handle per child.
 template <class T, class Make>
 Task<Results<T>> gather_made(std::size_t n, Make make) {
   HandleArray<T> handles(n);
-  Results<T> results(n);
-  if (!handles.ok() || results.status() != Status::kOk) co_return Results<T>(Status::kNoMemory);
+  if (!handles.ok()) co_return Results<T>(Status::kNoMemory);
   for (std::size_t i = 0; i < n; ++i) handles.push(spawn_child(make(i)));
-  for (std::size_t i = 0; i < n; ++i) results.push(co_await handles[i]);
+  for (std::size_t i = 0; i < n; ++i) co_await handles[i].wait_async();
+  Results<T> results(n);
+  if (results.status() != Status::kOk) co_return Results<T>(Status::kNoMemory);
+  for (std::size_t i = 0; i < n; ++i) results.push(handles[i].result());
   co_return std::move(results);
 }
 

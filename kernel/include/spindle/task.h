@@ -362,22 +362,29 @@ class [[nodiscard]] JoinHandle {
   // Waits until the deadline: kOk (done) or kTimedOut.
   Status wait_until(TimePoint deadline) { return job() ? detail::job_join(job(), deadline) : Status::kOk; }
 
-  // From a coroutine: co_await handle -> its result (once).
-  class Awaiter {
+  // From a coroutine: co_await handle -> its result (once);
+  // co_await handle.wait_async() only waits until the job has ended.
+  class DoneAwaiter {
    public:
-    explicit Awaiter(JoinHandle* h) : h_(h) {}
+    explicit DoneAwaiter(JoinHandle* h) : h_(h) {}
     bool await_ready() const noexcept { return h_->done(); }
     bool await_suspend(std::coroutine_handle<> c) noexcept {
       Status now = detail::kPending;
       return detail::job_wait(c, detail::job_done_word(h_->job()), 0, kForever, WaitOrder::kFifo, "join", &now);
     }
-    ResultOf<T> await_resume() { return h_->result(); }
+    void await_resume() const noexcept {}
 
-   private:
+   protected:
     JoinHandle* h_;
+  };
+  class Awaiter : public DoneAwaiter {
+   public:
+    using DoneAwaiter::DoneAwaiter;
+    ResultOf<T> await_resume() { return this->h_->result(); }
   };
   Awaiter operator co_await() & noexcept { return Awaiter(this); }
   Awaiter operator co_await() && noexcept { return Awaiter(this); }
+  DoneAwaiter wait_async() noexcept { return DoneAwaiter(this); }
 
   // The result of a finished job (once): its value, or how it ended.
   ResultOf<T> result() {
