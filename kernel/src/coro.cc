@@ -31,19 +31,22 @@
 namespace spindle {
 namespace detail {
 
+// Field order matters for size: the one-byte fields first fill the tail of
+// the Waiter (an idle coroutine's whole cost is its frame plus this).
 struct CoJob : kernel::Waiter {
+  std::uint8_t fail = 0;     // a Status set by job_fail before it is requeued (0: none)
+  std::uint8_t status = 0;   // the Status it ended with
   std::coroutine_handle<> resume;  // where the job continues
   std::coroutine_handle<> root;    // its outermost frame; null once destroyed
   CoJob* parent = nullptr;         // signalled when it ends (a reference held)
   std::atomic<std::uint32_t> refs{2};
   std::atomic<std::uint32_t> done{0};    // 1 once ended; joiners wait on it
   std::atomic<std::uint32_t> signal{0};  // bumped when a child with signal_parent ends
-  std::int16_t home = 0;     // executor it is queued on / last ran on
-  std::int16_t pinned = -1;  // executor it must run on, or -1
+  std::int8_t home = 0;      // executor it is queued on / last ran on (kMaxCpus <= 64)
+  std::int8_t pinned = -1;   // executor it must run on, or -1
   std::atomic<bool> cancel{false};
-  std::uint8_t fail = 0;     // a Status set by job_fail before it is requeued (0: none)
-  std::uint8_t status = 0;   // the Status it ended with
 };
+static_assert(sizeof(void*) != 8 || sizeof(CoJob) <= 160, "a job record should stay within 160 bytes");
 
 }  // namespace detail
 
@@ -204,7 +207,7 @@ CoJob* steal(unsigned thief) {
     }
     e.lock.unlock(s);
     if (found) {
-      found->home = static_cast<std::int16_t>(thief);
+      found->home = static_cast<std::int8_t>(thief);
       return found;
     }
   }
@@ -450,9 +453,9 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
   j->run.priority = o.priority;
   j->timer.set_kind(TimerKind::kJobTimeout);
   j->root = j->resume = root;
-  j->pinned = static_cast<std::int16_t>(o.cpu);
+  j->pinned = static_cast<std::int8_t>(o.cpu);
   unsigned here = cpu_now();
-  j->home = static_cast<std::int16_t>(o.cpu >= 0 ? static_cast<unsigned>(o.cpu) : (here < executors ? here : 0));
+  j->home = static_cast<std::int8_t>(o.cpu >= 0 ? static_cast<unsigned>(o.cpu) : (here < executors ? here : 0));
   if (signal_parent) {
     if (CoJob* p = current_job()) {
       p->refs.fetch_add(1, std::memory_order_relaxed);

@@ -19,13 +19,14 @@
 //    swaps 0 -> id and id -> 0 (or id -> id|... via futex_lock), so a
 //    kernel CAS on the word races only with those;
 //  - s->owner, when set, has s in its held_locks; a thread blocked on s
-//    has blocked_lock == s and wait_queue == &s->waiters.
+//    has blocked_lock() == s and wait_queue == &s->waiters.
 #include <new>
 
 #include "kernel.h"
 #include "spindle/console.h"
 #include "spindle/diagnostics.h"
 #include "spindle/futex.h"
+#include "spindle/task.h"
 
 namespace spindle {
 namespace kernel {
@@ -110,7 +111,7 @@ void hand_off(LockState* s, Waiter* w, Status st) SPINDLE_REQUIRES(g.lock) {
                         (st == Status::kOwnerDied ? kOwnerDied : 0),
                     std::memory_order_release);
   ++s->handoffs;
-  w->handed_off = true;
+  if (Tcb* t = thread_of(w)) t->handed_off = true;  // a job reads its wake status
   set_owner(s, thread_of(w));
   wake(w, st);  // may release s if w was the last waiter
 }
@@ -149,8 +150,8 @@ Waiter* choose_waiter(LockState* s) SPINDLE_REQUIRES(g.lock) {
   Waiter* aged = nullptr;
   for (Waiter* t = pick; t; t = s->waiters.next(t)) {
     // 32-bit counters, compared modulo 2^32 (waiters arrive fewer than 2^31 apart).
-    bool passed_over = static_cast<std::uint32_t>(s->handoffs) - t->lock_arrival >= s->aging;
-    if (passed_over && (!aged || static_cast<std::int32_t>(t->lock_seq - aged->lock_seq) < 0)) aged = t;
+    bool passed_over = static_cast<std::uint32_t>(s->handoffs) - t->lock_wait->arrival >= s->aging;
+    if (passed_over && (!aged || static_cast<std::int32_t>(t->lock_wait->seq - aged->lock_wait->seq) < 0)) aged = t;
   }
   return aged ? aged : pick;
 }
@@ -162,7 +163,7 @@ bool closes_cycle(Tcb* self, Tcb* owner) SPINDLE_REQUIRES(g.lock) {
   Tcb* t = owner;
   for (unsigned hops = 0; t && hops <= g.live_threads; ++hops) {
     if (t == self) return true;
-    t = t->blocked_lock ? t->blocked_lock->owner : nullptr;
+    t = t->blocked_lock() ? t->blocked_lock()->owner : nullptr;
   }
   return false;
 }
@@ -174,9 +175,9 @@ void report_cycle(Tcb* self, LockState* want, const char* want_name) SPINDLE_REQ
   for (Tcb* t = want->owner; t && n < static_cast<int>(sizeof buf);) {
     n += format(buf + n, sizeof buf - static_cast<unsigned>(n), ", held by '%s' (id %llu)", t->name,
                 static_cast<unsigned long long>(t->head.id));
-    if (t == self || !t->blocked_lock || n >= static_cast<int>(sizeof buf)) break;
-    n += format(buf + n, sizeof buf - static_cast<unsigned>(n), ", which waits for '%s'", t->blocked_lock->name);
-    t = t->blocked_lock->owner;
+    if (t == self || !t->blocked_lock() || n >= static_cast<int>(sizeof buf)) break;
+    n += format(buf + n, sizeof buf - static_cast<unsigned>(n), ", which waits for '%s'", t->blocked_lock()->name);
+    t = t->blocked_lock()->owner;
   }
   print("%s: a cycle; the call returns kDeadlock\n", buf);
   ++g.deadlocks_detected;
@@ -192,7 +193,7 @@ void watchdog_fire(Timer* tm) {
   Tcb* t = reinterpret_cast<Tcb::Watchdog*>(tm)->thread;
   if (t->state != ThreadState::kBlocked && t->state != ThreadState::kSuspended) return;
   auto waited_ms = static_cast<unsigned long long>((arch::now_ns() - t->blocked_since) / 1'000'000);
-  Tcb* owner = t->blocked_lock ? t->blocked_lock->owner : nullptr;
+  Tcb* owner = t->blocked_lock() ? t->blocked_lock()->owner : nullptr;
   if (owner) {
     print("spindle: starvation: thread '%s' (id %llu, priority %d) has waited %llu ms for '%s', held by '%s' (id %llu)\n",
           t->name, static_cast<unsigned long long>(t->head.id), t->run.priority, waited_ms,
@@ -223,8 +224,10 @@ void release_lock_states() {
 }
 
 void lock_waiter_left(Waiter* t) {
-  LockState* s = t->blocked_lock;
-  t->blocked_lock = nullptr;
+  LockWait* lw = t->lock_wait;
+  LockState* s = lw->lock;
+  t->lock_wait = nullptr;
+  if (t->async) detail::frame_free(lw, sizeof(LockWait));
   if (s->waiters.empty()) {
     drop_if_unused(s);
   } else if (s->inherit && s->owner) {
@@ -316,7 +319,7 @@ namespace {
 // One attempt to take the lock at word for self (a thread or a job).
 // Returns kOk or kOwnerDied (acquired), kDeadlock, kNoMemory, kTimedOut
 // (nothing changed), or kWouldBlock: self is queued on the lock's waiters
-// (blocked_lock, wait_queue set) and must now block or suspend.
+// (lock_wait, wait_queue set) and must now block or suspend.
 Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline)
     SPINDLE_REQUIRES(g.lock) {
   using namespace lock_word;
@@ -354,12 +357,21 @@ Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolic
       drop_if_unused(s);
       return Status::kTimedOut;
     }
-    self->blocked_lock = s;
+    LockWait* lw = self->async ? static_cast<LockWait*>(detail::frame_alloc(sizeof(LockWait)))
+                               : &static_cast<Tcb*>(self)->own_lock_wait;
+    if (!lw) {
+      drop_if_unused(s);
+      return Status::kNoMemory;
+    }
+    lw->lock = s;
+    lw->arrival = static_cast<std::uint32_t>(s->handoffs);
+    lw->seq = static_cast<std::uint32_t>(++g.lock_waits);
+    self->lock_wait = lw;
     self->futex_key = word;
-    if (!self->async) static_cast<Tcb*>(self)->wait_name = name;
-    self->handed_off = false;
-    self->lock_arrival = static_cast<std::uint32_t>(s->handoffs);
-    self->lock_seq = static_cast<std::uint32_t>(++g.lock_waits);
+    if (Tcb* t = thread_of(self)) {
+      t->wait_name = name;
+      t->handed_off = false;
+    }
     s->waiters.insert(self);
     self->wait_queue = &s->waiters;
     if (s->inherit && owner_thread) update_priority(owner_thread);  // lend our priority along the chain

@@ -151,6 +151,18 @@ inline constexpr unsigned kLockdepCache = 8;  // power of two
 // Something that waits on a WaitQueue and can own an owner-aware lock: a
 // thread (Tcb) or a coroutine job (Job, coro.cc; `async` set). The wait
 // fields are guarded by the kernel lock.
+// One wait for an owner-aware lock (futex_lock). A thread's lives in its
+// Tcb; a coroutine job's is allocated for the wait from the frame pool.
+struct LockWait {
+  LockState* lock = nullptr;  // the lock waited for
+  std::uint32_t arrival = 0;  // lock->handoffs when it queued (aging; modulo 2^32)
+  std::uint32_t seq = 0;      // global arrival order of lock waits (aging; modulo 2^32)
+};
+
+// Something that waits on a WaitQueue and can own an owner-aware lock: a
+// thread (Tcb) or a coroutine job (CoJob, coro.cc; `async` set). The wait
+// fields are guarded by the kernel lock. Small fields come last, so a job's
+// own small fields fill the tail (jobs are many: every byte counts).
 struct Waiter {
   static Waiter* from_run(RunNode* n) {
     return reinterpret_cast<Waiter*>(reinterpret_cast<char*>(n) - offsetof(Waiter, run));
@@ -158,20 +170,18 @@ struct Waiter {
   static Waiter* from_timer(Timer* t) {
     return reinterpret_cast<Waiter*>(reinterpret_cast<char*>(t) - offsetof(Waiter, timer));
   }
+  LockState* blocked_lock() const { return lock_wait ? lock_wait->lock : nullptr; }
 
   detail::ThreadHead head;  // first: a thread's id, or a job's lock identity (0: none yet)
   RunNode run;              // queue link, effective priority, affinity
-  bool async = false;       // a coroutine job, not a thread
-  bool parked = false;      // async: suspended on a kernel wait (queue and/or timer)
-  bool handed_off = false;  // an unlock made it the owner
-  Status wake_status = Status::kOk;
   WaitQueue* wait_queue = nullptr;  // the queue it waits on, if any
   const void* futex_key = nullptr;  // the word it waits on
-  LockState* blocked_lock = nullptr;  // the owner-aware lock it waits for
-  std::uint32_t lock_arrival = 0;   // blocked_lock->handoffs when it queued (aging; modulo 2^32)
-  std::uint32_t lock_seq = 0;       // global arrival order of lock waits (aging; modulo 2^32)
+  LockWait* lock_wait = nullptr;    // set while it waits for an owner-aware lock
   Waiter* id_next = nullptr;        // chain in g.by_id
   Timer timer;                      // sleeps and wait timeouts
+  Status wake_status = Status::kOk;
+  bool async = false;       // a coroutine job, not a thread
+  bool parked = false;      // async: suspended on a kernel wait (queue and/or timer)
 };
 
 struct Tcb : Waiter {
@@ -186,7 +196,9 @@ struct Tcb : Waiter {
   bool handle_released = false;  // joined, or detached
   bool faulted = false;
   bool is_idle = false;
+  bool handed_off = false;          // an unlock made it the owner (futex_lock)
   const char* wait_name = nullptr;  // what it waits on, for reports
+  LockWait own_lock_wait;           // its lock_wait while it waits for a lock
   int base_priority = kDefaultPriority;
   unsigned cpu = 0;                 // where it runs, is queued, or last ran
   List<LockState, &LockState::owner_link> held_locks;  // contended locks it owns

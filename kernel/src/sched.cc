@@ -213,7 +213,7 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
 
 void wake(Waiter* w, Status s) {
   if (w->wait_queue) w->wait_queue->remove(w);
-  if (w->blocked_lock) lock_waiter_left(w);
+  if (w->lock_wait) lock_waiter_left(w);
   timer_cancel(&w->timer);
   w->wake_status = s;
   if (w->async) {
@@ -263,7 +263,7 @@ void update_priority(Tcb* t) {
     });
     if (p == t->run.priority) return;
     set_effective_priority(t, p);  // re-sorts the queue t waits in
-    LockState* next = t->blocked_lock;
+    LockState* next = t->blocked_lock();
     t = next && next->inherit ? next->owner : nullptr;
   }
 }
