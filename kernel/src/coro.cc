@@ -85,7 +85,6 @@ struct Executor {
   std::atomic<std::uint32_t> sleeping{0};  // 1: waits on this word for work
 };
 
-
 // Frame pool: size classes of 8 bytes up to 1 KiB, with a free list per
 // class per CPU (interrupts masked while a CPU touches its own lists).
 // Bigger frames come straight from the kernel heap.
@@ -100,8 +99,8 @@ struct FrameCache {
   FreeBlock* head[kClasses] = {};
   std::uint32_t count[kClasses] = {};
   std::atomic<std::int64_t> bytes{0};  // allocated minus freed on this CPU (may go negative)
-  std::atomic<std::int64_t> jobs{0};        // job records spawned here minus freed here
-  std::atomic<std::int64_t> unfinished{0};  // jobs spawned here minus ended (anywhere)
+  std::atomic<std::int64_t> jobs{0};        // job records allocated minus freed (on this CPU)
+  std::atomic<std::int64_t> unfinished{0};  // jobs spawned minus ended (on this CPU)
 };
 FrameCache g_frames[kMaxCpus];
 
@@ -118,7 +117,7 @@ void count_job(std::atomic<std::int64_t> FrameCache::*which, std::int64_t delta)
   add(g_frames[this_cpu().id].*which, delta);
   arch::irq_restore(s);
 }
-std::atomic<unsigned> g_fail_frames{0};
+std::atomic<unsigned> g_fail_frames{0};  // testing: allocations still to fail
 
 Executor g_exec[kMaxCpus];
 std::atomic<unsigned> g_nexec_{0};  // executors started; read with nexec()
@@ -320,10 +319,11 @@ bool ensure_executors() {
     if (n < ncpus) print("spindle: only %u of %u coroutine executors could be started\n", n, ncpus);
     return n > 0;
   }
-  while (g_exec_state.load(std::memory_order_acquire) != 2) this_thread::yield();
+  // Another thread is starting them. Sleep, not yield: it may be less
+  // urgent than this thread and on this CPU.
+  while (g_exec_state.load(std::memory_order_acquire) != 2) this_thread::sleep_for(Duration(1'000'000));
   return nexec() > 0;
 }
-
 
 // Marks j suspended at h until a wake (its wait was set up by the caller).
 bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
@@ -442,7 +442,7 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
   }
   if (!ensure_executors()) return Status::kNoMemory;
   const unsigned executors = nexec();
-  if (o.cpu >= 0 && static_cast<unsigned>(o.cpu) >= executors) {
+  if (o.cpu < -1 || (o.cpu >= 0 && static_cast<unsigned>(o.cpu) >= executors)) {
     print("spindle: spawn: no executor on CPU %d (%u executors)\n", o.cpu, executors);
     return Status::kInvalidArgument;
   }

@@ -305,6 +305,7 @@ Status Thread::set_priority(int priority) {
 
 int Thread::priority() const {
   if (!tcb_) return -1;
+  LockGuard guard;  // inheritance changes it from other CPUs
   return checked(tcb_)->run.priority;
 }
 
@@ -360,7 +361,10 @@ void yield() {
 }
 
 const char* name() { return current_thread()->name; }
-int priority() { return current_thread()->run.priority; }
+int priority() {
+  LockGuard guard;  // inheritance may change it from another CPU
+  return current_thread()->run.priority;
+}
 unsigned cpu() { return current_thread()->cpu; }
 
 void exit(int code) { exit_current(code, false); }

@@ -199,6 +199,9 @@ KTEST(coro_bad_spawn_options, 1) {
   KCHECK_STATUS(h.status(), Status::kInvalidArgument);
   JoinHandle<int> p = spawn(answer(), SpawnOptions{.priority = 99});
   KCHECK_STATUS(p.status(), Status::kInvalidArgument);
+  JoinHandle<int> n = spawn(answer(), SpawnOptions{.cpu = -2});
+  KCHECK_STATUS(n.status(), Status::kInvalidArgument);
+  KCHECK(settle([] { return coroutine_stats().jobs == 0; }));  // nothing was started, no frame kept
 }
 
 KTEST(coro_join_from_coroutine_is_refused, 1) {
