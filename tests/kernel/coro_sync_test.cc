@@ -362,6 +362,13 @@ KTEST(coro_cancel_while_waiting_on_each_kind, 1) {
   Queue<int> q(1, "c queue");
   CondVar cv("c condvar");
   Mutex cv_lock("c cv lock");
+  Latch latch(1, "c latch");
+  Event release("c release");
+  ThreadPool pool(1, ThreadPoolOptions{.name = "c pool"});
+  Future<int> pending = pool.submit([&] {
+    release.wait();
+    return 1;
+  });
   JoinHandle<int> never = spawn([]() -> Task<int> {
     co_await sleep_for(1h);
     co_return 0;
@@ -382,11 +389,13 @@ KTEST(coro_cancel_while_waiting_on_each_kind, 1) {
       }
       case 6: co_await sleep_for(1h); break;
       case 7: (void)co_await never; break;
+      case 8: (void)co_await latch.wait_async(); break;
+      case 9: (void)co_await pending; break;
     }
     resumed.fetch_add(1);
   };
   m.lock();
-  const int kinds = 8;
+  const int kinds = 10;
   for (int k = 0; k < kinds; ++k) {
     JoinHandle<> h = spawn(waiter(k));
     if (!jobs_waiting(2)) KFAIL("kind %d: the coroutine did not wait", k);
@@ -407,6 +416,10 @@ KTEST(coro_cancel_while_waiting_on_each_kind, 1) {
   never.cancel();
   KCHECK_STATUS(never.join().status(), Status::kInterrupted);
   KCHECK(jobs_waiting(0));
+  KCHECK_STATUS(latch.count_down(), Status::kOk);
+  KCHECK_STATUS(latch.wait_for(std::chrono::seconds(1)), Status::kOk);
+  release.set();  // the job the cancelled coroutine awaited still ends; its future still works
+  KCHECK_EQ(pending.get().value(), 1);
   // The barrier counted the cancelled arrival (like a thread that timed
   // out): one more arrival completes the phase.
   b.arrive_and_wait();
