@@ -485,9 +485,6 @@ inline YieldAwaiter yield() { return {}; }
 
 namespace detail {
 
-// An awaitable operation with a fast path: `fast()` completes it without
-// suspending (true), else the coroutine `slow()` (a Task<Status>) runs in
-// the awaiting job and its status is the result.
 // The coroutine form of a wait on an object's word: while word == value,
 // waits (counted in `waiters`, so the waker knows to call futex_wake).
 // kOk once the word changed, or kTimedOut.
@@ -495,6 +492,9 @@ Task<Status> wait_while_equal_async(const std::atomic<std::uint32_t>& word, std:
                                    std::atomic<std::uint32_t>& waiters, TimePoint deadline, WaitOrder order,
                                    const char* name);
 
+// An awaitable operation with a fast path: `fast()` completes it without
+// suspending (true), else the coroutine `slow()` (a Task<Status>) runs in
+// the awaiting job and its status is the result.
 template <class Fast, class Slow>
 class FastOrSlow {
  public:
