@@ -93,9 +93,12 @@ KTEST(coro_sleep_overlaps, 1) {
 }
 
 KTEST(coro_yield_interleaves, 1) {
-  // Two jobs pinned to one executor alternate at each yield.
+  // Two jobs pinned to one executor alternate at each yield. They start
+  // together (both wait for `go` first), so neither runs ahead alone.
   EventLog<64> log;
-  auto worker = [&log](int id) -> Task<> {
+  Event go("go");
+  auto worker = [&log, &go](int id) -> Task<> {
+    co_await go.wait_async();
     for (int i = 0; i < 4; ++i) {
       log.add(id);
       co_await yield();
@@ -103,7 +106,10 @@ KTEST(coro_yield_interleaves, 1) {
   };
   SpawnOptions pin{.cpu = 0};
   JoinHandle<> a = spawn(worker(1), pin);
+  KREQUIRE(settle([] { return coroutine_stats().waiting == 1; }));
   JoinHandle<> b = spawn(worker(2), pin);
+  KREQUIRE(settle([] { return coroutine_stats().waiting == 2; }));
+  go.set();
   KCHECK_STATUS(a.join(), Status::kOk);
   KCHECK_STATUS(b.join(), Status::kOk);
   KREQUIRE(log.size() == 8);
