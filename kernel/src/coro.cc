@@ -40,13 +40,17 @@ struct CoJob : kernel::Waiter {
   std::coroutine_handle<> root;    // its outermost frame; null once destroyed
   CoJob* parent = nullptr;         // signalled when it ends (a reference held)
   std::atomic<std::uint32_t> refs{2};
-  std::atomic<std::uint32_t> done{0};    // 1 once ended; joiners wait on it
+  std::atomic<std::uint32_t> done{0};    // kRunning, kJoined (someone waits on it) or kEnded
   std::atomic<std::uint32_t> signal{0};  // bumped when a child with signal_parent ends
   std::int8_t home = 0;      // executor it is queued on / last ran on (kMaxCpus <= 64)
   std::int8_t pinned = -1;   // executor it must run on, or -1
   std::atomic<bool> cancel{false};
 };
 static_assert(sizeof(void*) != 8 || sizeof(CoJob) <= 160, "a job record should stay within 160 bytes");
+
+// The done word: a joiner marks it kJoined before it waits, so a job that
+// ends with nobody waiting wakes nobody (no kernel lock).
+constexpr std::uint32_t kRunning = 0, kEnded = 1, kJoined = 2;
 
 }  // namespace detail
 
@@ -187,28 +191,41 @@ CoJob* pop(unsigned i) {
   return n ? job_of(n) : nullptr;
 }
 
-// Takes an unpinned job from another executor's queue (oldest first).
+// Takes unpinned jobs from another executor's queue, oldest first: half of
+// what it has queued (at least one), so a thief does not come back for
+// every job. Returns one to run; the rest go to the thief's own queue.
 CoJob* steal(unsigned thief) {
   unsigned n = nexec();
   for (unsigned k = 1; k < n; ++k) {
     unsigned v = (thief + k) % n;
     Executor& e = g_exec[v];
     if (e.queued.load(std::memory_order_relaxed) == 0) continue;  // a peek; the lock decides
+    List<RunNode, &RunNode::link> taken;
+    unsigned count = 0;
     arch::IrqState s = e.lock.lock();
-    CoJob* found = nullptr;
-    for (RunNode* n = e.ready.front(); n; n = e.ready.next(n)) {
-      if (job_of(n)->pinned < 0) {
-        found = job_of(n);
-        decltype(e.ready)::remove(n);
-        e.queued.fetch_sub(1, std::memory_order_relaxed);
-        break;
+    unsigned want = (e.queued.load(std::memory_order_relaxed) + 1) / 2;
+    for (RunNode* r = e.ready.front(); r && count < want;) {
+      RunNode* next = e.ready.next(r);
+      if (job_of(r)->pinned < 0) {
+        decltype(e.ready)::remove(r);
+        taken.push_back(r);
+        ++count;
       }
+      r = next;
     }
+    e.queued.fetch_sub(count, std::memory_order_relaxed);
     e.lock.unlock(s);
-    if (found) {
-      found->home = static_cast<std::int8_t>(thief);
-      return found;
+    if (count == 0) continue;
+    for (RunNode* r = taken.front(); r; r = taken.next(r)) job_of(r)->home = static_cast<std::int8_t>(thief);
+    CoJob* first = job_of(taken.pop_front());
+    if (count > 1) {
+      Executor& mine = g_exec[thief];
+      s = mine.lock.lock();
+      while (RunNode* r = taken.pop_front()) mine.ready.push_back(r);
+      mine.queued.fetch_add(count - 1, std::memory_order_relaxed);
+      mine.lock.unlock(s);
     }
+    return first;
   }
   return nullptr;
 }
@@ -227,18 +244,17 @@ void end_job(CoJob* j, Status status) {
   j->status = static_cast<std::uint8_t>(status);
   count_job(&FrameCache::unfinished, -1);
   CoJob* parent = j->parent;
-  {
+  if (j->head.id != 0) {
     LockGuard guard;
-    if (j->head.id != 0) {
-      release_job_locks(j->head.id);
-      unregister_id(j);
-    }
-    j->done.store(1, std::memory_order_release);
-    futex_wake_locked(&j->done, UINT32_MAX);
-    if (parent) {
-      parent->signal.fetch_add(1, std::memory_order_release);
-      futex_wake_locked(&parent->signal, UINT32_MAX);
-    }
+    release_job_locks(j->head.id);
+    unregister_id(j);
+  }
+  if (j->done.exchange(detail::kEnded, std::memory_order_acq_rel) == detail::kJoined) {
+    futex_wake(&j->done, UINT32_MAX);
+  }
+  if (parent) {
+    parent->signal.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake(&parent->signal, UINT32_MAX);
   }
   if (parent) detail::job_release(parent);
   detail::job_release(j);
@@ -474,15 +490,30 @@ void job_release(CoJob* j) noexcept {
 }
 
 void job_cancel(CoJob* j) noexcept {
-  if (j->done.load(std::memory_order_acquire)) return;
+  if (job_done(j)) return;
   j->cancel.store(true, std::memory_order_seq_cst);
   LockGuard guard;
   if (j->parked) wake(j, Status::kInterrupted);
 }
 
-bool job_done(const CoJob* j) noexcept { return j->done.load(std::memory_order_acquire) != 0; }
+bool job_done(const CoJob* j) noexcept { return j->done.load(std::memory_order_acquire) == kEnded; }
 Status job_status(const CoJob* j) noexcept { return static_cast<Status>(j->status); }
-const std::atomic<std::uint32_t>* job_done_word(const CoJob* j) noexcept { return &j->done; }
+// Marks the done word kJoined unless the job has ended: the value to wait
+// while it holds, or kEnded.
+std::uint32_t announce_joiner(CoJob* j) {
+  std::uint32_t v = kRunning;
+  if (j->done.compare_exchange_strong(v, kJoined, std::memory_order_acq_rel)) return kJoined;
+  return v;  // kJoined (another joiner announced) or kEnded
+}
+
+bool job_wait_done(std::coroutine_handle<> h, CoJob* j, Status* now) noexcept {
+  std::uint32_t v = announce_joiner(j);
+  if (v == kEnded) {
+    *now = Status::kOk;
+    return false;
+  }
+  return job_wait(h, &j->done, v, kForever, WaitOrder::kFifo, "join", now);
+}
 void* job_root(const CoJob* j) noexcept { return j->root.address(); }
 
 Status job_join(CoJob* j, TimePoint deadline) noexcept {
@@ -490,8 +521,8 @@ Status job_join(CoJob* j, TimePoint deadline) noexcept {
     print("spindle: join of a coroutine from inside a coroutine would block its executor; co_await the handle\n");
     return Status::kDeadlock;
   }
-  while (!job_done(j)) {
-    Status s = futex_wait(&j->done, 0, deadline, WaitOrder::kFifo, "join");
+  for (std::uint32_t v; (v = announce_joiner(j)) != kEnded;) {
+    Status s = futex_wait(&j->done, v, deadline, WaitOrder::kFifo, "join");
     if (s == Status::kTimedOut) return job_done(j) ? Status::kOk : Status::kTimedOut;
     if (s == Status::kInvalidState) return s;
   }

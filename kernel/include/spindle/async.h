@@ -85,10 +85,11 @@ struct WhenAny {
 namespace detail {
 
 // Children of the running job: run anywhere, cancelled when their handle
-// goes (the parent unwound), and they signal the parent when they end.
+// goes (the parent unwound); with `signal`, they bump the parent's signal
+// word when they end (for combinators that wait for any of several).
 template <class T>
-JoinHandle<T> spawn_child(Task<T> t) {
-  return spawn_job(std::move(t), SpawnOptions{}, true);
+JoinHandle<T> spawn_child(Task<T> t, bool signal = false) {
+  return spawn_job(std::move(t), SpawnOptions{}, true, signal);
 }
 
 template <class... T, std::size_t... I>
@@ -179,7 +180,8 @@ template <class T, class... Rest>
   requires(std::is_same_v<Task<T>, Rest> && ...)
 Task<WhenAny<T>> when_any(Task<T> first, Rest... rest) {
   constexpr std::size_t n = 1 + sizeof...(Rest);
-  JoinHandle<T> handles[n] = {detail::spawn_child(std::move(first)), detail::spawn_child(std::move(rest))...};
+  JoinHandle<T> handles[n] = {detail::spawn_child(std::move(first), true),
+                              detail::spawn_child(std::move(rest), true)...};
   std::atomic<std::uint32_t>* signal = detail::job_signal_word();
   std::size_t winner = n;
   for (;;) {
@@ -204,7 +206,7 @@ Task<WhenAny<T>> when_any(Task<T> first, Rest... rest) {
 template <class T>
 Task<spindle::ResultOf<T>> with_timeout(Task<T> task, Duration d) {
   TimePoint deadline = deadline_after(d);
-  JoinHandle<T> h = detail::spawn_child(std::move(task));
+  JoinHandle<T> h = detail::spawn_child(std::move(task), true);
   std::atomic<std::uint32_t>* signal = detail::job_signal_word();
   for (;;) {
     std::uint32_t seen = signal->load(std::memory_order_acquire);

@@ -69,7 +69,8 @@ void job_release(CoJob* j) noexcept;
 void job_cancel(CoJob* j) noexcept;
 bool job_done(const CoJob* j) noexcept;
 Status job_status(const CoJob* j) noexcept;  // once done
-const std::atomic<std::uint32_t>* job_done_word(const CoJob* j) noexcept;
+// Suspends the running job at h until j has ended (false: it has).
+bool job_wait_done(std::coroutine_handle<> h, CoJob* j, Status* now) noexcept;
 void* job_root(const CoJob* j) noexcept;  // the finished root frame's address (status kOk)
 Status job_join(CoJob* j, TimePoint deadline) noexcept;  // blocks a thread until done
 
@@ -370,7 +371,7 @@ class [[nodiscard]] JoinHandle {
     bool await_ready() const noexcept { return h_->done(); }
     bool await_suspend(std::coroutine_handle<> c) noexcept {
       Status now = detail::kPending;
-      return detail::job_wait(c, detail::job_done_word(h_->job()), 0, kForever, WaitOrder::kFifo, "join", &now);
+      return detail::job_wait_done(c, h_->job(), &now);
     }
     void await_resume() const noexcept {}
 
@@ -421,12 +422,14 @@ class [[nodiscard]] JoinHandle {
 };
 
 namespace detail {
+// A child (of the running job) is cancelled when its handle is dropped;
+// with signal_parent it also bumps the parent's signal word when it ends.
 template <class T>
-JoinHandle<T> spawn_job(Task<T> task, const SpawnOptions& o, bool child) {
+JoinHandle<T> spawn_job(Task<T> task, const SpawnOptions& o, bool child, bool signal_parent = false) {
   if (!task.valid()) return JoinHandle<T>(Status::kNoMemory);
   auto h = task.release();
   CoJob* j = nullptr;
-  if (Status s = job_spawn(h, o, child, &j); s != Status::kOk) {
+  if (Status s = job_spawn(h, o, signal_parent, &j); s != Status::kOk) {
     h.destroy();
     return JoinHandle<T>(s);
   }
