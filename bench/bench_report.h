@@ -90,20 +90,32 @@ inline std::uint64_t steady_ns() {
           .count());
 }
 
-// Resident set size of this process in bytes (/proc/self/statm, field 2).
-// Plain open/read: no allocation, so it is safe on a Spindle thread and
-// does not itself change the heap.
-inline long rss_bytes() {
-  int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  char buf[128];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+// Reads a small /proc or /sys file into buf (NUL-terminated); false if it
+// cannot. Plain open/read: no allocation, so it is safe on a Spindle
+// thread and does not itself change the heap.
+inline bool read_small_file(const char* path, char* buf, std::size_t size) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = ::read(fd, buf, size - 1);
   ::close(fd);
-  if (n <= 0) return -1;
+  if (n <= 0) return false;
   buf[n] = '\0';
+  return true;
+}
+
+// Resident set size of this process in bytes (/proc/self/statm, field 2).
+inline long rss_bytes() {
+  char buf[128];
   long size = 0, resident = 0;
+  if (!read_small_file("/proc/self/statm", buf, sizeof buf)) return -1;
   if (std::sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
   return resident * ::sysconf(_SC_PAGESIZE);
+}
+
+// The integer a one-number file holds (e.g. /proc/sys/vm/max_map_count), or -1.
+inline long read_long_file(const char* path) {
+  char buf[64];
+  return read_small_file(path, buf, sizeof buf) ? std::strtol(buf, nullptr, 10) : -1;
 }
 
 // Every timed benchmark: 5 repetitions of at least 0.2 s in real time; the

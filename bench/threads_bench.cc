@@ -61,6 +61,7 @@ using spindle_bench::kRepetitions;
 using spindle_bench::Result;
 using spindle_bench::timed;
 using spindle_bench::g_load_at_start;
+using spindle_bench::read_long_file;
 using spindle_bench::rss_bytes;
 using spindle_bench::steady_ns;
 
@@ -73,17 +74,6 @@ constexpr unsigned kAliveThreads = 100000;
 constexpr std::uint64_t kParkTimeslice = 10'000'000'000;
 
 // ------------------------------------------------------------- helpers ---
-
-long read_long_file(const char* path) {
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  char buf[64];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  return std::strtol(buf, nullptr, 10);
-}
 
 // The host core the std::thread ping-pong runs on.
 unsigned pingpong_core() { return sp::hosted::host_cpus() > 1 ? 1 : 0; }
