@@ -214,8 +214,16 @@ KTEST(coro_join_from_coroutine_is_refused, 1) {
   auto inner = []() -> Task<Status> {
     JoinHandle<int> h = spawn(answer());
     Status s = h.wait_until(kForever);  // a thread-style join inside a job
+    JoinHandle<int> slow = spawn([]() -> Task<int> {
+      co_await sleep_for(std::chrono::milliseconds(20));
+      co_return 7;
+    }());
+    Result<int> j = slow.join();        // refused, and the job's result is not touched
     Result<int> r = co_await h;         // the right way
-    co_return s == Status::kDeadlock && r.ok() && r.value() == 42 ? Status::kOk : Status::kInvalidState;
+    Result<int> later = co_await slow;  // still there
+    bool ok = s == Status::kDeadlock && j.status() == Status::kDeadlock && r.ok() && r.value() == 42 &&
+              later.ok() && later.value() == 7;
+    co_return ok ? Status::kOk : Status::kInvalidState;
   };
   KCHECK_STATUS(run(inner()), Status::kOk);
 }

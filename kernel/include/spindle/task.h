@@ -25,6 +25,11 @@
 // Frames come from a kernel allocator with per-size pools and per-CPU
 // caches (no general heap needed on bare metal); allocation failure is a
 // status, never a crash.
+//
+// Context: the awaitables below may only be awaited inside a job (a task
+// run by spawn or run); awaiting one elsewhere panics, naming it. They are
+// not for interrupt handlers. From inside a job never block its executor
+// (thread-style lock(), join(), this_thread::sleep_for): use the async form.
 #pragma once
 
 #include <atomic>
@@ -355,12 +360,14 @@ class [[nodiscard]] JoinHandle {
   }
 
   // From a thread: waits for the job and returns its result (once).
+  // Inside a job it would block the executor: kDeadlock (co_await instead).
   ResultOf<T> join() {
     if (!job()) return failed();
-    (void)detail::job_join(job(), kForever);
+    if (Status s = detail::job_join(job(), kForever); s != Status::kOk) return s;  // kDeadlock: not ended
     return result();
   }
-  // Waits until the deadline: kOk (done) or kTimedOut.
+  // From a thread, waits until the deadline: kOk (done), kTimedOut, or
+  // kDeadlock inside a job.
   Status wait_until(TimePoint deadline) { return job() ? detail::job_join(job(), deadline) : Status::kOk; }
 
   // From a coroutine: co_await handle -> its result (once);
