@@ -167,10 +167,10 @@ auto gather_n(std::size_t n, Make make) {
 template <class Range>
 auto gather(Range& tasks) {
   using TaskT = std::remove_reference_t<decltype(*std::begin(tasks))>;
+  static_assert(std::is_same_v<TaskT, Task<typename detail::TaskValue<TaskT>::type>>, "gather(range): a range of Task<T>");
   auto first = std::begin(tasks);
   auto n = static_cast<std::size_t>(std::distance(first, std::end(tasks)));
   return gather_n(n, [first](std::size_t i) { return std::move(*std::next(first, static_cast<std::ptrdiff_t>(i))); });
-  static_assert(std::is_same_v<TaskT, Task<typename detail::TaskValue<TaskT>::type>>);
 }
 
 // Runs the tasks concurrently; the first to end wins, the others are
