@@ -132,13 +132,6 @@ std::atomic<bool> g_stopping{false};          // executors exit when idle
 std::atomic<std::uint32_t> g_running_execs{0};  // executor threads alive (futex word)
 std::uint64_t g_parked = 0;  // jobs parked on kernel waits (kernel lock)
 
-unsigned cpu_now() {
-  arch::IrqState s = arch::irq_save();
-  unsigned id = this_cpu().id;
-  arch::irq_restore(s);
-  return id;
-}
-
 CoJob* current_job() { return current_thread()->job; }
 
 CoJob* running_job(const char* what) {
@@ -470,7 +463,13 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
   j->timer.set_kind(TimerKind::kJobTimeout);
   j->root = j->resume = root;
   j->pinned = static_cast<std::int8_t>(o.cpu);
-  unsigned here = cpu_now();
+  // One masked section: where we are (the job's home unless pinned) and
+  // this CPU's counts.
+  arch::IrqState irq = arch::irq_save();
+  unsigned here = this_cpu().id;
+  add(g_frames[here].jobs, 1);
+  add(g_frames[here].unfinished, 1);
+  arch::irq_restore(irq);
   j->home = static_cast<std::int8_t>(o.cpu >= 0 ? static_cast<unsigned>(o.cpu) : (here < executors ? here : 0));
   if (signal_parent) {
     if (CoJob* p = current_job()) {
@@ -478,8 +477,6 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
       j->parent = p;
     }
   }
-  count_job(&FrameCache::jobs, 1);
-  count_job(&FrameCache::unfinished, 1);
   push(j, false);
   *out = j;
   return Status::kOk;
