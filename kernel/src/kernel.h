@@ -315,11 +315,15 @@ Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock)
 // running, blocked), keeping every queue's order and the global rule.
 void set_effective_priority(Tcb* t, int priority) SPINDLE_REQUIRES(g.lock);
 void set_thread_affinity(Tcb* t, CpuMask mask) SPINDLE_REQUIRES(g.lock);
-// The running thread (one migration-safe load).
-// The thread pointer points at the thread's head (ThreadHead, first in
-// Waiter), so user-space fast paths read the id with one load.
-inline Tcb* current_thread() { return static_cast<Tcb*>(static_cast<Waiter*>(arch::thread_pointer())); }
-inline void set_current_thread(Tcb* t) { arch::set_thread_pointer(static_cast<Waiter*>(t)); }
+// The running thread (one migration-safe load of the kernel's thread
+// pointer, which user mode cannot read). The visible thread pointer points
+// at the thread's head (ThreadHead, first in Waiter), so the fast paths
+// read the id with one load (arch.h says what user mode sees there).
+inline Tcb* current_thread() { return static_cast<Tcb*>(static_cast<Waiter*>(arch::kernel_thread_pointer())); }
+inline void set_current_thread(Tcb* t) {
+  arch::set_kernel_thread_pointer(static_cast<Waiter*>(t));
+  arch::set_thread_pointer(static_cast<Waiter*>(t));
+}
 // Counts t among the live threads and makes it findable by id.
 void register_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // Returns every LockState to the allocator (at shutdown, nobody waits).

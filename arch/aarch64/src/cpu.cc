@@ -72,6 +72,7 @@ void cpu_early_init(unsigned id) {
   g_boot_areas[id].fault_stack_top = fault_stack_top(id);
   set_area(&g_boot_areas[id]);
   set_thread_pointer(nullptr);
+  set_kernel_thread_pointer(nullptr);
 }
 
 void irq_controller_init_global() {

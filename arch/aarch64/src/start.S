@@ -57,6 +57,7 @@ _start:
         mov     sp, x0
         msr     tpidr_el1, xzr
         msr     tpidrro_el0, xzr
+        msr     sp_el0, xzr                     // the kernel's thread pointer (none yet)
 
         // Zero .bss (physical addresses: the MMU is off).
         adrp    x0, __bss_start
@@ -105,6 +106,7 @@ spindle_secondary_entry:
         bl      el2_to_el1
 1:      msr     tpidr_el1, xzr
         msr     tpidrro_el0, xzr
+        msr     sp_el0, xzr                     // the kernel's thread pointer (none yet)
         bl      mmu_enable
         ldr     x0, =secondary_high
         br      x0

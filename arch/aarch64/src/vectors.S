@@ -10,9 +10,9 @@
 // A synchronous exception first checks (AT S1E1W) that the frame fits
 // below sp. If it does not, sp is in an unmapped guard (a stack overflow),
 // and the frame goes on this CPU's fault stack (CpuArea::fault_stack_top)
-// instead of faulting again forever. TPIDR_EL0 and SP_EL0 serve as scratch
-// there: nothing runs at EL0 yet. (When processes come, their entry path
-// saves both first.)
+// instead of faulting again forever. TPIDR_EL0 serves as scratch there
+// (an EL0 thread's value is in its EL0 entry frame, restored on the way
+// back); SP_EL0 is the kernel's thread pointer and is never touched.
 #define FRAME_SIZE 272
 #define CPUAREA_FAULT_STACK 16
 
@@ -116,16 +116,19 @@ el1_sync:
         PUSH_FRAME
         b       2f
 1:      // Overflow: frame on this CPU's fault stack, recording the real sp.
-        mov     x0, sp
-        msr     sp_el0, x0
+        // sp and x0 (the fault stack top) trade places by arithmetic, so no
+        // second scratch register is needed (SP_EL0 holds the kernel's
+        // thread pointer and must survive).
         mrs     x0, tpidr_el1
         ldr     x0, [x0, #CPUAREA_FAULT_STACK]
-        mov     sp, x0
-        mrs     x0, tpidr_el0
+        add     sp, sp, x0                      // sp = old + top
+        sub     x0, sp, x0                      // x0 = old
+        sub     sp, sp, x0                      // sp = top
         sub     sp, sp, #FRAME_SIZE
+        str     x0, [sp, #248]                  // Frame::sp: the overflowing sp
+        mrs     x0, tpidr_el0
         SAVE_REGS
-        mrs     x0, sp_el0
-        stp     x30, x0, [sp, #240]
+        str     x30, [sp, #240]
 2:      mov     x0, sp
         bl      spindle_aarch64_sync
         POP_FRAME_AND_RETURN

@@ -32,13 +32,30 @@ namespace spindle::arch {
 //                                 preempted can migrate right after reading.
 //   void cpu_init_local(CpuArea*, unsigned id);   boot, on that CPU.
 //
-// Thread pointer. A per-thread word the kernel sets on every switch, read in
-// one migration-safe access (hosted: a %gs-relative load; aarch64: a
-// thread-ID register switched with the context), so user-level fast paths
-// (a mutex recording its owner) know the running thread without masking
-// interrupts.
-//   void* thread_pointer();         any.
-//   void set_thread_pointer(void*); irqs-off, by the scheduler only.
+// Thread pointers. Two per-thread words the scheduler sets on every switch,
+// each read in one migration-safe access (a thread preempted and resumed on
+// another CPU reads that CPU's register, which holds its own value):
+//
+//   void* kernel_thread_pointer();          any, kernel code (EL1) only.
+//   void set_kernel_thread_pointer(void*);  irqs-off, by the scheduler only.
+//       The kernel's "current thread" (its Tcb). Kept where code running
+//       in user mode cannot read it (aarch64: SP_EL0 while at EL1, as
+//       Linux arm64 does).
+//   void* thread_pointer();                 any; also user mode.
+//   void set_thread_pointer(void*);         irqs-off, by the scheduler only.
+//       Points at a detail::ThreadHead the running thread itself may read,
+//       so this_thread::id() and the lock fast paths are one load at EL1
+//       and at EL0 alike (aarch64: TPIDRRO_EL0, read-only at EL0). Rule:
+//       while a thread runs kernel code it is the value the scheduler set
+//       (the thread's Tcb, whose first member is its ThreadHead); while a
+//       thread runs in user mode it is that thread's user thread pointer
+//       (a per-thread block in user memory, given at user-mode entry),
+//       which the backend installs on every return to user mode and
+//       replaces with the scheduler's value on every entry from it. So the
+//       kernel never sees a user-forged head, and user code never sees a
+//       kernel address.
+//   Hosted has no user mode: both are one %gs slot, and the kernel always
+//   gives the two the same value.
 
 // ---------------------------------------------------------------------------
 // Interrupts. Masking is per CPU. While masked, interrupts are held pending

@@ -3,9 +3,10 @@
 //
 // The kernel runs at EL1 in the upper half of the address space (TTBR1);
 // TTBR0 is left for per-process address spaces. Per-CPU data is reached
-// through TPIDR_EL1 (the CpuArea of this CPU), the running thread through
-// TPIDRRO_EL0, which the scheduler rewrites on every switch: both are one
-// `mrs`, so neither can be stale after a migration.
+// through TPIDR_EL1 (the CpuArea of this CPU), the kernel's running thread
+// through SP_EL0 and the thread's visible head through TPIDRRO_EL0, both
+// rewritten by the scheduler on every switch: each is one `mrs`, so none
+// can be stale after a migration.
 //
 // Interrupt masking is PSTATE.I (DAIF). Besides the hardware sources (the
 // generic timer, SGIs from other CPUs), `pending` holds interrupts raised in
@@ -56,6 +57,18 @@ inline CpuArea* cpu_area() {
   return p;
 }
 
+// The kernel's current thread lives in SP_EL0: the kernel runs on SP_EL1
+// (SPSel = 1), so SP_EL0 is free at EL1 and EL0 code cannot read it there
+// (at EL0 it is the user's stack pointer, saved and restored by the EL0
+// entry path). Reading SP_EL0 at EL1 needs SPSel = 1, which always holds.
+inline void* kernel_thread_pointer() {
+  void* p;
+  asm volatile("mrs %0, sp_el0" : "=r"(p));
+  return p;
+}
+inline void set_kernel_thread_pointer(void* p) { asm volatile("msr sp_el0, %0" ::"r"(p) : "memory"); }
+
+// TPIDRRO_EL0: readable (not writable) at EL0, see arch.h for its rule.
 inline void* thread_pointer() {
   void* p;
   asm volatile("mrs %0, tpidrro_el0" : "=r"(p));
