@@ -97,6 +97,7 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   g.ncpus = arch::cpu_count();
   if (g.ncpus == 0 || g.ncpus > kMaxCpus) panic("cannot run on %u CPUs (1..%u)", g.ncpus, kMaxCpus);
   g.timeslice_ns = args.timeslice_ns;
+  g.thread_limit = args.thread_limit;
   g.boot_ns = arch::now_ns();
   for (unsigned i = 0; i < g.ncpus; ++i) new (&g.cpus[i]) Cpu;
   jobs_boot();

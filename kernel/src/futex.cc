@@ -278,6 +278,33 @@ unsigned futex_wake_locked(const void* word, unsigned n) {
   return woken;
 }
 
+namespace {
+// External completions not yet delivered (a Treiber stack; the drain takes
+// it whole, so there is no ABA).
+std::atomic<ExternalWake*> g_external{nullptr};
+}  // namespace
+
+void post_external_wake(ExternalWake* ev) {
+  ExternalWake* head = g_external.load(std::memory_order_relaxed);
+  do {
+    ev->next = head;
+  } while (!g_external.compare_exchange_weak(head, ev, std::memory_order_release, std::memory_order_relaxed));
+  // The first of a batch sends the IPI; later ones ride on it (the drain
+  // takes the whole stack, and a post after the drain finds it empty).
+  if (!head) arch::send_ipi(0);
+}
+
+void deliver_external_wakes() {
+  if (!g_external.load(std::memory_order_relaxed)) return;
+  ExternalWake* ev = g_external.exchange(nullptr, std::memory_order_acquire);
+  while (ev) {
+    ExternalWake* next = ev->next;  // read first: once word is 1 the waiter may free ev
+    ev->word.store(1, std::memory_order_release);
+    futex_wake_locked(&ev->word, ~0u);  // uses the address only as a key
+    ev = next;
+  }
+}
+
 Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected,
                         WaitOrder order, const char* name) {
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;

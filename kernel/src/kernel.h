@@ -276,6 +276,8 @@ struct Kernel {
   std::uint64_t lock_waits = 0;       // numbers lock waits in arrival order
   std::uint64_t deadlocks_detected = 0;
   unsigned live_threads = 0;
+  unsigned starting_threads = 0;      // created, not yet started (counted against thread_limit)
+  unsigned thread_limit = 0;          // 0: none (a process's limit, BootArgs::thread_limit)
   std::atomic<bool> shutting_down{false};
   int exit_code = 0;
   // Stack cache: regions of the default size, reused without a system call.
@@ -364,6 +366,8 @@ Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) SPINDLE_RE
 void futex_forget_waiters() SPINDLE_REQUIRES(g.lock);
 // futex_wake with the kernel lock held.
 unsigned futex_wake_locked(const void* word, unsigned n) SPINDLE_REQUIRES(g.lock);
+// Delivers completions queued by post_external_wake (handle_irq).
+void deliver_external_wakes() SPINDLE_REQUIRES(g.lock);
 // A thread is exiting holding contended locks: they become owner-died.
 void release_held_locks(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // Starvation watchdog: arm / disarm t's report timer for a wait.

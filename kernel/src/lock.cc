@@ -21,6 +21,7 @@ const char* to_string(Status s) {
     case Status::kNotFound: return "not found";
     case Status::kClosed: return "closed";
     case Status::kOverflow: return "overflow";
+    case Status::kLimit: return "limit exceeded";
   }
   return "unknown status";
 }

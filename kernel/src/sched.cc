@@ -192,7 +192,9 @@ void handle_irq(unsigned sources) {
     }
     program_timer(c);
   }
-  // An IPI carries no message: the sender set need_resched (or shutdown).
+  // An IPI carries no message: the sender set need_resched (or shutdown),
+  // or queued external completions.
+  deliver_external_wakes();
   --c.irq_depth;
   if (c.need_resched) schedule(c.slice_expired ? SwitchReason::kSliceEnd : SwitchReason::kPreempt);
   unlock_keep_irqs_masked();

@@ -82,6 +82,7 @@ void register_thread(Tcb* t) {
   g.threads.push_back(t);
   register_id(t);
   ++g.live_threads;
+  if (g.starting_threads > 0) --g.starting_threads;
 }
 
 Waiter* find_owner(ThreadId id) {
@@ -165,11 +166,17 @@ Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size,
   {
     LockGuard guard;
     if ((opts.affinity & g.online).empty()) return Status::kInvalidArgument;
+    if (g.thread_limit != 0 && g.live_threads + g.starting_threads >= g.thread_limit) return Status::kLimit;
     region = stack_get(size);
     id = allocate_id();
+    ++g.starting_threads;  // counts against the limit until thread_start registers it
   }
   if (!region.base) region = arch::stack_alloc(size);
-  if (!region.base) return Status::kNoMemory;
+  if (!region.base) {
+    LockGuard guard;
+    --g.starting_threads;
+    return Status::kNoMemory;
+  }
 
   auto top = reinterpret_cast<std::uintptr_t>(region.base) + region.size;
   auto tcb_at = (top - sizeof(kernel::Tcb)) & ~std::uintptr_t{63};

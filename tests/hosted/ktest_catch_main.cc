@@ -50,6 +50,7 @@ class KtestInvoker : public Catch::ITestInvoker {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (int code; spindle::hosted::run_if_spawned(argc, argv, &code)) return code;  // a test's Process::spawn
   for (const spindle::ktest::Case* c = spindle::ktest::first_case(); c; c = c->next) {
     Catch::getMutableRegistryHub().registerTest(Catch::makeTestCase(
         new KtestInvoker(c), "", Catch::NameAndTags{c->name, "[kernel]"}, Catch::SourceLineInfo(c->file, c->line)));

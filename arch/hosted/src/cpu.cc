@@ -30,6 +30,7 @@
 #include <arch/arch.h>
 
 #include "hosted_internal.h"
+#include "spindle/process.h"
 
 namespace spindle::arch {
 namespace {
@@ -62,7 +63,8 @@ constexpr const timespec* kIdleTimeout = nullptr;  // race-free: sleep until a s
 #endif
 
 unsigned g_ncpus = 1;
-CpuArea* g_areas[kMaxVcpus];
+std::uint64_t g_pin_mask = 0;  // host cores the vCPUs are pinned to; 0: all
+std::atomic<CpuArea*> g_areas[kMaxVcpus];  // atomic: host threads read it (send_ipi)
 pid_t g_pid;
 
 sigset_t irq_signals() {
@@ -95,9 +97,33 @@ void on_irq_signal(int sig, siginfo_t*, void* uctx) {
   errno = saved_errno;
 }
 
+const char* fault_signal_name(int sig) {
+  switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGILL: return "SIGILL";
+    default: return "SIGFPE";
+  }
+}
+
+// SIGSEGV, SIGBUS, SIGILL, SIGFPE. A guard-page hit in the app's own
+// process kills only that thread; any other fault, and every fault in a
+// spawned process, ends the process: a spawned one records the fault for
+// its parent's join() first. Returning with the default action restored
+// re-executes the faulting instruction, which then ends the process.
 void on_fault_signal(int sig, siginfo_t* info, void*) {
   auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
-  if (hosted_is_vcpu() && kernel::current_stack_guard_contains(addr)) {
+  bool overflow = (sig == SIGSEGV || sig == SIGBUS) && hosted_is_vcpu() && kernel::current_stack_guard_contains(addr);
+  if (hosted::is_spawned_process()) {
+    FaultKind kind = overflow            ? FaultKind::kStackOverflow
+                     : sig == SIGILL     ? FaultKind::kIllegalInstruction
+                     : sig == SIGFPE     ? FaultKind::kArithmetic
+                                         : FaultKind::kBadAccess;
+    hosted::process_fault(kind, addr);
+    signal(sig, SIG_DFL);
+    return;
+  }
+  if (overflow) {
     irq_save();
     sigset_t set;  // SA_NODEFER, but be explicit: faults stay deliverable
     sigemptyset(&set);
@@ -106,10 +132,9 @@ void on_fault_signal(int sig, siginfo_t* info, void*) {
     kernel::stack_overflow(addr);
   }
   char msg[160];
-  int n = std::snprintf(msg, sizeof msg, "\n*** spindle: fatal %s at address %p\n", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
-                        info->si_addr);
+  int n = std::snprintf(msg, sizeof msg, "\n*** spindle: fatal %s at address %p\n", fault_signal_name(sig), info->si_addr);
   if (n > 0) (void)!::write(2, msg, static_cast<std::size_t>(n));
-  signal(sig, SIG_DFL);  // returning re-executes the access and dies with it
+  signal(sig, SIG_DFL);
 }
 
 void install_handlers() {
@@ -123,8 +148,7 @@ void install_handlers() {
   fa.sa_sigaction = on_fault_signal;
   fa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
   sigemptyset(&fa.sa_mask);
-  sigaction(SIGSEGV, &fa, nullptr);
-  sigaction(SIGBUS, &fa, nullptr);
+  for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE}) sigaction(sig, &fa, nullptr);
 }
 
 struct VcpuStart {
@@ -143,6 +167,7 @@ void* vcpu_thread(void* p) {
 }  // namespace
 
 void hosted_set_cpu_count(unsigned n) { g_ncpus = n; }
+void hosted_set_pin_mask(std::uint64_t mask) { g_pin_mask = mask; }
 
 unsigned cpu_count() { return g_ncpus; }
 
@@ -184,6 +209,12 @@ void run_cpus(void (*entry)(unsigned)) {
   g_pid = getpid();
   block_irq_signals(SIG_BLOCK);  // inherited by the vCPUs until they are ready
   unsigned host_cpus = static_cast<unsigned>(sysconf(_SC_NPROCESSORS_ONLN));
+  unsigned cores[64];
+  unsigned ncores = 0;
+  for (unsigned c = 0; c < host_cpus && c < 64; ++c) {
+    if (g_pin_mask == 0 || (g_pin_mask >> c & 1)) cores[ncores++] = c;
+  }
+  if (ncores == 0) cores[ncores++] = 0;
   pthread_t threads[kMaxVcpus];
   VcpuStart starts[kMaxVcpus];
   for (unsigned i = 0; i < g_ncpus; ++i) {
@@ -192,7 +223,7 @@ void run_cpus(void (*entry)(unsigned)) {
     pthread_attr_init(&attr);
     cpu_set_t set;
     CPU_ZERO(&set);
-    CPU_SET(i % host_cpus, &set);
+    CPU_SET(cores[i % ncores], &set);
     pthread_attr_setaffinity_np(&attr, sizeof set, &set);
     if (pthread_create(&threads[i], &attr, vcpu_thread, &starts[i]) != 0) {
       std::perror("spindle: cannot start a vCPU thread");
@@ -202,11 +233,11 @@ void run_cpus(void (*entry)(unsigned)) {
   }
   for (unsigned i = 0; i < g_ncpus; ++i) pthread_join(threads[i], nullptr);
   for (unsigned i = 0; i < g_ncpus; ++i) {
-    if (g_areas[i] && g_areas[i]->timer) {
-      timer_delete(static_cast<timer_t>(g_areas[i]->timer));
-      g_areas[i]->timer = nullptr;
+    CpuArea* a = g_areas[i].exchange(nullptr);
+    if (a && a->timer) {
+      timer_delete(static_cast<timer_t>(a->timer));
+      a->timer = nullptr;
     }
-    g_areas[i] = nullptr;
   }
 }
 
@@ -223,8 +254,10 @@ void irq_deliver_pending() {
 
 void send_ipi(unsigned cpu) {
   CpuArea* t = g_areas[cpu];
+  if (!t) return;  // the kernel is not running (a late external completion)
   std::uint32_t old = t->pending.fetch_or(kIrqIpi, std::memory_order_seq_cst);
-  if (t == cpu_area() || (old & kIrqIpi)) return;  // self: taken at unmask; or already on its way
+  // Self: taken at unmask (only a vCPU has a cpu_area); or already on its way.
+  if ((hosted_is_vcpu() && t == cpu_area()) || (old & kIrqIpi)) return;
   // A vCPU polling in idle_wait sees the bit by itself (Dekker with the
   // polling flag, both seq_cst); anyone else needs the signal.
   if (!t->polling.load(std::memory_order_seq_cst)) syscall(SYS_tgkill, g_pid, t->tid, kSigIpi);

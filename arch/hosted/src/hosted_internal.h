@@ -1,13 +1,36 @@
 // Private to the hosted backend.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+namespace spindle {
+enum class FaultKind : std::uint8_t;
+}
+
+namespace spindle::hosted {
+// Processes (process.cc). process_main runs a process started by
+// Process::spawn (main.cc calls it on the `--spindle-process` token).
+int process_main();
+// A fault is ending this process: in a spawned process, records it for
+// the parent (the first one only). Any context, also a signal handler.
+void process_fault(FaultKind kind, std::uintptr_t address);
+bool is_spawned_process();
+}  // namespace spindle::hosted
 
 namespace spindle::arch {
 
 inline constexpr unsigned kMaxVcpus = 64;
 
 void hosted_set_cpu_count(unsigned n);
+// vCPU i runs on the i-th host core of mask (cyclically); 0: core i % cores.
+void hosted_set_pin_mask(std::uint64_t mask);
+// Heap and thread stacks this process may use, in bytes; 0: no limit.
+void hosted_set_memory_limit(std::uint64_t bytes);
+std::uint64_t hosted_memory_used();
+bool hosted_memory_limited();
+bool hosted_charge(std::size_t bytes);  // false (nothing charged) past the limit
+void hosted_uncharge(std::size_t bytes);
 
 // Whether the calling host thread is a vCPU. A host-thread property, not a
 // per-vCPU one, so a thread_local is right even across migrations.

@@ -32,6 +32,8 @@ int run_app(void* p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A process started by spindle::Process::spawn: run its entry, not the app.
+  if (int code; spindle::hosted::run_if_spawned(argc, argv, &code)) return code;
   absl::SetProgramUsageMessage(absl::StrFormat(
       "a Spindle app.\nusage: %s [--cpus=N] [--timeslice=DURATION] [-- app arguments]", argv[0]));
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);

@@ -22,8 +22,11 @@ int run(const Options& opts, int (*fn)(void*), void* arg) {
   if (cpus > arch::kMaxVcpus) cpus = arch::kMaxVcpus;
   arch::hosted_calibrate_clock();
   arch::hosted_set_cpu_count(cpus);
+  arch::hosted_set_pin_mask(opts.pin_mask);
   kernel::BootArgs args;
   args.timeslice_ns = opts.timeslice_ns;
+  args.thread_limit = opts.thread_limit;
+  args.main_name = opts.main_name;
   args.main = fn;
   args.main_arg = arg;
   return kernel::kmain(args);

@@ -15,6 +15,7 @@
 //   boot       - once, during kernel start, before the CPUs run threads.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -99,6 +100,8 @@ namespace spindle::arch {
 //   void send_ipi(unsigned cpu);    any. Makes `cpu` call handle_irq with
 //       kIrqIpi soon. Coalesces: several IPIs before delivery are one.
 //       Sending to yourself is allowed and is delivered at the next unmask.
+//       Hosted: also from host threads that are not vCPUs (a no-op when
+//       the kernel is not running).
 //   void idle_wait();               irqs-off, idle thread only. Returns when
 //       an interrupt is pending (delivered by the caller's next unmask), or
 //       spuriously. Hosted: polls briefly, then sleeps in ppoll.
@@ -145,8 +148,23 @@ void handle_irq(unsigned sources);
 // Whether the running thread's guard region contains addr.
 bool current_stack_guard_contains(std::uintptr_t addr);
 
+// A completion posted from outside the kernel's threads: a device
+// interrupt handler, or (hosted) a host thread that is not a vCPU, such as
+// one that finished a blocking host system call for a Spindle thread.
+// The waiter blocks in futex_wait(&word, 0) while word is 0; the kernel
+// sets word to 1 and wakes it. The poster must keep the object alive until
+// the waiter has seen word == 1, and never touches it after posting.
+struct ExternalWake {
+  std::atomic<std::uint32_t> word{0};
+  ExternalWake* next = nullptr;  // kernel's
+};
+// Any context (see ExternalWake), lock-free: queues ev and sends an IPI to
+// CPU 0, whose handle_irq delivers every queued completion.
+void post_external_wake(ExternalWake* ev);
+
 struct BootArgs {
   std::uint64_t timeslice_ns = 10'000'000;
+  unsigned thread_limit = 0;     // live threads allowed (0: no limit); Thread::create beyond it gets kLimit
   int (*main)(void*) = nullptr;  // the first thread's body; its result is the exit code
   void* main_arg = nullptr;
   const char* main_name = "main";

@@ -13,6 +13,7 @@
 #include "spindle/future.h"
 #include "spindle/mutex.h"
 #include "spindle/panic.h"
+#include "spindle/process.h"
 #include "spindle/queue.h"
 #include "spindle/rw_lock.h"
 #include "spindle/semaphore.h"

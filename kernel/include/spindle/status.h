@@ -22,6 +22,7 @@ enum class Status : int {
   kNotFound,
   kClosed,           // the object (a Queue) was closed
   kOverflow,         // the call would raise a count past its maximum; nothing was changed
+  kLimit,            // a process limit (threads, memory) would be exceeded; nothing was changed
 };
 
 // A short, stable, human-readable name ("timed out").

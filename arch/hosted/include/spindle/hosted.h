@@ -7,12 +7,16 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace spindle::hosted {
 
 struct Options {
   unsigned cpus = 0;                    // virtual CPUs; 0 = all host cores
   std::uint64_t timeslice_ns = 10'000'000;
+  std::uint64_t pin_mask = 0;           // vCPU i on the i-th core of this set (cyclically); 0 = all
+  unsigned thread_limit = 0;            // live Spindle threads allowed; 0 = no limit
+  const char* main_name = "main";       // the first thread's name
 };
 
 // Boots the kernel on opts.cpus vCPUs, runs fn(arg) as the first thread
@@ -21,7 +25,28 @@ struct Options {
 // discarded. Must be called from a thread that is not a vCPU.
 int run(const Options& opts, int (*fn)(void*), void* arg);
 
+// Whether this host process was started by Process::spawn (its command
+// line is the spawn token). If so, runs the spawned entry in a fresh kernel
+// and returns true with the entry's result in *code. A program with its
+// own main() (tests, tools) that spawns processes calls this first.
+bool run_if_spawned(int argc, char** argv, int* code);
+
 // Number of cores the host offers this process.
 unsigned host_cpus();
+
+// Runs fn(arg) on a helper host thread (never a vCPU) and blocks the
+// calling Spindle thread, not its vCPU, until it returns; returns its
+// result. For host system calls that block: waiting for a child process, a
+// futex in memory shared with another process, a read from a pipe. fn must
+// not call Spindle. Spindle thread context.
+long host_call(long (*fn)(void*), void* arg);
+
+// Same, for any callable returning something convertible to long.
+template <typename F>
+long host_call(F&& f) {
+  using Fn = std::remove_reference_t<F>;
+  return host_call([](void* p) -> long { return static_cast<long>((*static_cast<Fn*>(p))()); },
+                   const_cast<void*>(static_cast<const void*>(&f)));
+}
 
 }  // namespace spindle::hosted
