@@ -1,6 +1,6 @@
-// Synchronous exceptions and the ones that should never happen: a stack
-// overflow goes to the kernel (the thread dies, the system goes on);
-// anything else is reported (registers, decoded ESR) and panics, which
+// Synchronous exceptions and the ones that should never happen: an abort
+// inside a probe (arch/probe.h) resumes the probe; a stack overflow goes to
+// the kernel (the thread dies, the system goes on); anything else is reported (registers, decoded ESR) and panics, which
 // names the CPU and the running thread.
 #include <atomic>
 
@@ -123,6 +123,15 @@ extern "C" void spindle_aarch64_sync(Frame* f) {
   std::uint64_t esr = SPINDLE_READ_SYSREG(esr_el1);
   std::uint64_t far = SPINDLE_READ_SYSREG(far_el1);
   unsigned ec = static_cast<unsigned>(esr >> 26);
+  if (CpuArea* a = cpu_area(); a != nullptr && a->probe_resume != 0 && (ec == 0x21 || ec == 0x25)) {
+    // A probe (probe.S, interrupts masked) made this access: it gets the
+    // fault as its result.
+    f->elr = a->probe_resume;
+    a->probe_resume = 0;
+    f->x[0] = esr;
+    f->x[1] = far;
+    return;
+  }
   if (ec == 0 && *reinterpret_cast<const std::uint32_t*>(f->elr) == kHltSemihosting) {
     // A semihosting call without -semihosting.
     if (g_halting.load()) {

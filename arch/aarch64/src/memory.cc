@@ -43,7 +43,7 @@ constexpr std::uint64_t kAf = 1 << 10;
 constexpr std::uint64_t kPxn = 1ull << 53;
 constexpr std::uint64_t kUxn = 1ull << 54;
 constexpr std::uint64_t kAddrMask = 0x0000FFFFFFFFF000ull;
-constexpr std::uint64_t kRamBlock = kDescBlock | kAttrNormal | kShInner | kAf | kUxn;
+constexpr std::uint64_t kRamBlock = kDescBlock | kAttrNormal | kShInner | kAf | kUxn | kPxn;  // W^X: data only
 constexpr std::uint64_t kStackPage = kDescTable | kAttrNormal | kShInner | kAf | kUxn | kPxn;
 constexpr std::size_t kBlock = 2 << 20;
 

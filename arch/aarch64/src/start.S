@@ -10,15 +10,25 @@
 
 #define DESC_TABLE      3
 #define DESC_BLOCK      1
+#define DESC_PAGE       3
 #define ATTR_DEVICE     (0 << 2)            // MAIR index 0: Device-nGnRE
 #define ATTR_NORMAL     (1 << 2)            // MAIR index 1: Normal WB RA/WA
+#define AP_RO           (1 << 7)            // AP[2:1] = 10: EL1 read-only, EL0 no access
 #define SH_INNER        (3 << 8)
 #define AF              (1 << 10)
 #define PXN             (1 << 53)
 #define UXN             (1 << 54)
-#define RAM_BLOCK       (DESC_BLOCK | ATTR_NORMAL | SH_INNER | AF | UXN)
-#define IDMAP_BLOCK     (DESC_BLOCK | ATTR_NORMAL | SH_INNER | AF)
+// W^X: only the image's text is executable (at EL1 only), and it is
+// read-only; rodata and init_array are read-only, everything else the
+// kernel maps is read-write and never executable.
+#define RAM_BLOCK       (DESC_BLOCK | ATTR_NORMAL | SH_INNER | AF | PXN | UXN)
+#define TEXT_PAGE       (DESC_PAGE | ATTR_NORMAL | SH_INNER | AF | AP_RO | UXN)
+#define RODATA_PAGE     (DESC_PAGE | ATTR_NORMAL | SH_INNER | AF | AP_RO | PXN | UXN)
+#define RW_PAGE         (DESC_PAGE | ATTR_NORMAL | SH_INNER | AF | PXN | UXN)
+#define IDMAP_BLOCK     (DESC_BLOCK | ATTR_NORMAL | SH_INNER | AF | AP_RO)  // executable: read-only (WXN)
 #define DEVICE_BLOCK    (DESC_BLOCK | ATTR_DEVICE | AF | PXN | UXN)
+// Level-3 tables for the 2 MiB blocks the image spans (link.ld checks).
+#define IMAGE_L3_TABLES 4
 
 // MAIR: 0 = Device-nGnRE, 1 = Normal inner/outer WB non-transient RA/WA,
 // 2 = Normal non-cacheable.
@@ -149,9 +159,10 @@ el2_to_el1:
         msr     elr_el2, x30
         eret
 
-// build_boot_tables: the kernel's TTBR1 tables (devices, and the 2 MiB RAM
-// blocks holding the image; boot.cc maps the rest of RAM) and the identity
-// map TTBR0 uses while the MMU comes on. Physical addresses throughout.
+// build_boot_tables: the kernel's TTBR1 tables (devices, and the RAM
+// around the image in 4 KiB pages with W^X permissions; memory.cc maps the
+// rest of RAM as 2 MiB blocks) and the identity map TTBR0 uses while the
+// MMU comes on. Physical addresses throughout.
 build_boot_tables:
         adrp    x0, spindle_kernel_l1
         adrp    x1, spindle_kernel_l2_ram
@@ -165,20 +176,46 @@ build_boot_tables:
         add     x3, x3, #1
         cmp     x3, #3
         b.lo    5b
-        // RAM blocks covering [__image_start, __image_end), 2 MiB aligned.
+        // The 2 MiB blocks covering [__image_start, __image_end), each
+        // through one level-3 table of pages: text RX, rodata and
+        // init_array R, all the rest (data, bss, and the free RAM around
+        // the image) RW; nothing writable is executable.
         adrp    x2, __image_start
-        and     x2, x2, #~0x1fffff
+        and     x2, x2, #~0x1fffff              // x2: page PA
         adrp    x3, __image_end
         mov     x6, #0x1fffff
         add     x3, x3, x6
-        and     x3, x3, #~0x1fffff
-        ldr     x5, =RAM_BLOCK
+        and     x3, x3, #~0x1fffff              // x3: end of the last block
+        adrp    x8, spindle_kernel_l3_image     // x8: next level-3 table
+        adrp    x9, __text_end
+        adrp    x10, __rodata_end
+        ldr     x11, =TEXT_PAGE
+        ldr     x12, =RODATA_PAGE
+        ldr     x13, =RW_PAGE
         mov     x7, #0x40000000
-6:      sub     x4, x2, x7                      // L2 index from 1 GiB up (tables are consecutive)
+6:      tst     x2, #0x1fffff                   // a new block: link its table
+        b.ne    7f
+        sub     x4, x2, x7                      // L2 index from 1 GiB up (tables are consecutive)
         lsr     x4, x4, #21
-        orr     x6, x2, x5
+        orr     x6, x8, #DESC_TABLE
         str     x6, [x1, x4, lsl #3]
-        add     x2, x2, #0x200000
+        mov     x4, x8                          // x4: this block's table
+        add     x8, x8, #4096
+7:      adrp    x5, __image_start
+        mov     x6, x13                         // below the image: RW
+        cmp     x2, x5
+        b.lo    8f
+        mov     x6, x11                         // text
+        cmp     x2, x9
+        b.lo    8f
+        mov     x6, x12                         // rodata, init_array
+        cmp     x2, x10
+        b.lo    8f
+        mov     x6, x13                         // data, bss, free RAM
+8:      orr     x6, x6, x2
+        ubfx    x5, x2, #12, #9
+        str     x6, [x4, x5, lsl #3]
+        add     x2, x2, #4096
         cmp     x2, x3
         b.lo    6b
         // Identity: L1[1] = PA 1..2 GiB as one block, where the image runs.
@@ -231,8 +268,8 @@ mmu_enable:
         mrs     x0, sctlr_el1
         ldr     x1, =(SCTLR_M | SCTLR_C | SCTLR_I)
         orr     x0, x0, x1
-        ldr     x1, =(SCTLR_A | SCTLR_WXN)
-        bic     x0, x0, x1
+        orr     x0, x0, #SCTLR_WXN              // W^X also in hardware: writable is never executable
+        bic     x0, x0, #SCTLR_A
         msr     sctlr_el1, x0
         isb
         ic      iallu                           // instructions fetched before, with the MMU off
@@ -275,6 +312,9 @@ spindle_kernel_l2_ram:
         .globl  spindle_boot_l1_identity
 spindle_boot_l1_identity:
         .space  4096
+        .globl  spindle_kernel_l3_image
+spindle_kernel_l3_image:
+        .space  IMAGE_L3_TABLES * 4096
 
         .section .bss.boot_stack, "aw", %nobits
         .balign 16

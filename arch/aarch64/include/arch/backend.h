@@ -33,9 +33,11 @@ struct CpuArea {
   std::uint32_t id = 0;
   void* kernel = nullptr;                 // back-pointer to kernel::Cpu
   std::uintptr_t fault_stack_top = 0;     // offset 16: read by the vectors (vectors.S)
+  std::uintptr_t probe_resume = 0;        // offset 24: set by a probe in progress (probe.S), else 0
   std::atomic<std::uint32_t> relax_spins{0};  // cpu_relax calls, to pace its yields
 };
 static_assert(offsetof(CpuArea, fault_stack_top) == 16, "vectors.S reads CpuArea::fault_stack_top at 16");
+static_assert(offsetof(CpuArea, probe_resume) == 24, "probe.S writes CpuArea::probe_resume at 24");
 
 // The saved state of a thread that is not running: its stack pointer. The
 // callee-saved registers x19..x30 are on that stack (switch.S); an

@@ -1,0 +1,65 @@
+// Probes (arch/probe.h): one access with CpuArea::probe_resume armed.
+// A synchronous abort at EL1 while it is armed (fault.cc) disarms it and
+// resumes at the probe's resume label with x0 = ESR_EL1, x1 = FAR_EL1; an
+// access that completes falls through with x0 = x1 = 0. Interrupts are
+// masked throughout, so the probe cannot migrate and nothing else runs on
+// this CPU while it is armed.
+#define CPUAREA_PROBE_RESUME 24
+
+.macro PROBE_BEGIN
+        mrs     x5, daif
+        msr     daifset, #2
+        mrs     x6, tpidr_el1
+        adr     x7, 1f
+        str     x7, [x6, #CPUAREA_PROBE_RESUME]
+.endm
+
+.macro PROBE_END
+        mov     x0, #0
+        mov     x1, #0
+1:      mrs     x6, tpidr_el1
+        str     xzr, [x6, #CPUAREA_PROBE_RESUME]
+        msr     daif, x5
+.endm
+
+        .text
+// ProbeResult probe_read(const void* addr, uint64_t* value)
+        .globl  _ZN7spindle4arch10probe_readEPKvPm
+        .type   _ZN7spindle4arch10probe_readEPKvPm, %function
+_ZN7spindle4arch10probe_readEPKvPm:
+        PROBE_BEGIN
+        ldr     x2, [x0]
+        str     x2, [x1]
+        PROBE_END
+        ret
+        .size   _ZN7spindle4arch10probe_readEPKvPm, .-_ZN7spindle4arch10probe_readEPKvPm
+
+// ProbeResult probe_write(void* addr, uint64_t value)
+        .globl  _ZN7spindle4arch11probe_writeEPvm
+        .type   _ZN7spindle4arch11probe_writeEPvm, %function
+_ZN7spindle4arch11probe_writeEPvm:
+        PROBE_BEGIN
+        str     x1, [x0]
+        PROBE_END
+        ret
+        .size   _ZN7spindle4arch11probe_writeEPvm, .-_ZN7spindle4arch11probe_writeEPvm
+
+// ProbeResult probe_exec(const void* addr). The probed code may clobber
+// the caller-saved registers, so the saved DAIF lives on the stack.
+        .globl  _ZN7spindle4arch10probe_execEPKv
+        .type   _ZN7spindle4arch10probe_execEPKv, %function
+_ZN7spindle4arch10probe_execEPKv:
+        stp     x29, x30, [sp, #-32]!
+        mov     x29, sp
+        PROBE_BEGIN
+        str     x5, [sp, #16]
+        blr     x0
+        mov     x0, #0
+        mov     x1, #0
+1:      mrs     x6, tpidr_el1
+        str     xzr, [x6, #CPUAREA_PROBE_RESUME]
+        ldr     x5, [sp, #16]
+        msr     daif, x5
+        ldp     x29, x30, [sp], #32
+        ret
+        .size   _ZN7spindle4arch10probe_execEPKv, .-_ZN7spindle4arch10probe_execEPKv
