@@ -4,6 +4,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <span>
+
+#include "spindle/handle.h"
+
 namespace spindle {
 enum class FaultKind : std::uint8_t;
 }
@@ -16,6 +20,24 @@ int process_main();
 // the parent (the first one only). Any context, also a signal handler.
 void process_fault(FaultKind kind, std::uintptr_t address);
 bool is_spawned_process();
+
+// Handles (channel.cc). An Object is what a handle names.
+struct Object;
+// What a spawned process needs to adopt a handle: the descriptor it finds
+// at `fd`, and the object's kind, rights and size.
+struct SpawnedHandle {
+  std::uint8_t kind;
+  std::uint8_t access;
+  int fd;
+  std::uint64_t size;
+};
+// References to the objects of hs (kNotFound, none taken, if one is bad).
+Status acquire_handles(std::span<const Handle> hs, Object** objs);
+void release_handles(Object** objs, std::size_t n);
+SpawnedHandle spawn_handle_info(const Object* o);
+// In a spawned process: puts the inherited descriptors in the handle table
+// as this_process::handle(0..n-1).
+void adopt_inherited(const SpawnedHandle* hs, unsigned n);
 }  // namespace spindle::hosted
 
 namespace spindle::arch {

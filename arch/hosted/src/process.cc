@@ -57,6 +57,7 @@ namespace {
 
 constexpr std::uint32_t kCtlMagic = 0x53504e44;  // "SPND"
 constexpr int kCtlFd = 100;                        // where the child finds the memfd
+constexpr int kHandleFd = 101;                     // ... and its handles (ProcessOptions::handles)
 
 struct Ctl {
   std::uint32_t magic = kCtlMagic;
@@ -68,6 +69,8 @@ struct Ctl {
   std::int64_t main_off = 0;   // detail::ProcessMain, from anchor()
   std::int64_t entry_off = 0;  // entry, from anchor()
   std::uint64_t args_len = 0;
+  std::uint32_t nhandles = 0;  // handles given at spawn, found at kHandleFd + i
+  SpawnedHandle handles[kMaxHandlesPerTransfer] = {};
   // Written once by the child when a fault ends it (first fault wins);
   // read by the parent after the child was reaped.
   std::atomic<std::uint32_t> fault{0};
@@ -119,6 +122,7 @@ void free_record(detail::ProcessRecord* p) {
 
 int child_main(void*) {
   Ctl* c = g_self;
+  adopt_inherited(c->handles, c->nhandles);  // the handle table needs a running kernel
   if (c->priority != kDefaultPriority) this_thread::set_priority(c->priority);
   auto main = reinterpret_cast<detail::ProcessMain>(anchor() + static_cast<std::uintptr_t>(c->main_off));
   return main(anchor() + static_cast<std::uintptr_t>(c->entry_off), c->args, c->args_len);
@@ -176,7 +180,17 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   unsigned host = hosted::host_cpus();
   std::uint64_t cores = host >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << host) - 1;
   std::uint64_t affinity = opts.affinity.bits() & cores;
-  if (affinity == 0 || len > kMaxProcessArgBytes) return Status::kInvalidArgument;
+  if (affinity == 0 || len > kMaxProcessArgBytes || opts.handles.size() > kMaxHandlesPerTransfer) {
+    return Status::kInvalidArgument;
+  }
+  hosted::Object* objs[kMaxHandlesPerTransfer];
+  Status hs = hosted::acquire_handles(opts.handles, objs);
+  if (hs != Status::kOk) return hs;
+  struct ReleaseHandles {
+    hosted::Object** objs;
+    std::size_t n;
+    ~ReleaseHandles() { hosted::release_handles(objs, n); }
+  } release_at_end{objs, opts.handles.size()};
 
   std::size_t size = sizeof(Ctl) + len;
   int fd = memfd_create("spindle-process", MFD_CLOEXEC);
@@ -200,6 +214,10 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   c->entry_off = static_cast<std::int64_t>(entry - hosted::anchor());
   c->args_len = len;
   if (len) std::memcpy(c->args, args, len);
+  c->nhandles = static_cast<std::uint32_t>(opts.handles.size());
+  for (std::size_t i = 0; i < opts.handles.size(); ++i) {
+    c->handles[i] = hosted::spawn_handle_info(objs[i]);
+  }
 
   auto* rec = new (std::nothrow) ProcessRecord;
   if (!rec) {
@@ -217,6 +235,10 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fd, hosted::kCtlFd);
+    for (std::uint32_t i = 0; i < c->nhandles; ++i) {
+      posix_spawn_file_actions_adddup2(&fa, c->handles[i].fd, hosted::kHandleFd + static_cast<int>(i));
+      c->handles[i].fd = hosted::kHandleFd + static_cast<int>(i);  // where the child finds it
+    }
     posix_spawnattr_init(&attr);
     sigset_t none, all;
     sigemptyset(&none);

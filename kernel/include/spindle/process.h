@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "spindle/cpu_mask.h"
+#include "spindle/handle.h"
 #include "spindle/status.h"
 #include "spindle/thread.h"
 #include "spindle/time.h"
@@ -38,6 +39,10 @@ struct ProcessOptions {
   unsigned thread_limit = 0;          // live threads, the first included; 0 = no limit
   CpuMask affinity = CpuMask::all();  // CPUs its threads may run on (hosted: host cores)
   int priority = kDefaultPriority;    // its first thread's priority
+  // Handles the new process gets its own handles to (same objects, same
+  // rights), as this_process::handle(0), (1), ...; at most
+  // kMaxHandlesPerTransfer. The caller keeps its handles.
+  std::span<const Handle> handles = {};
 };
 
 // Arguments are copied into the new process: at most this many bytes.
@@ -170,8 +175,9 @@ class Process {
   // must be trivially copyable non-pointers or std::span<const std::byte>
   // (checked at compile time); args are converted to them and copied.
   // Returns kInvalidArgument (options out of range, arguments larger than
-  // kMaxProcessArgBytes), kNoMemory or kLimit when the system cannot start
-  // another process. Thread context.
+  // kMaxProcessArgBytes, too many handles), kNotFound (a bad handle in
+  // opts.handles), kNoMemory or kLimit when the system cannot start another
+  // process. Thread context.
   template <typename... P, typename... A>
   static Result<Process> spawn(const ProcessOptions& opts, int (*entry)(P...), A&&... args) {
     static_assert(sizeof...(P) == sizeof...(A), "Process::spawn: give one argument per parameter of entry");
@@ -238,6 +244,9 @@ bool is_spawned();
 // An address in kernel space, which no process may read or write: for
 // fault-containment tests.
 std::uintptr_t kernel_space_address();
+// The i-th handle given at spawn (ProcessOptions::handles); an invalid
+// Handle past the last one (and always in the app's first process).
+Handle handle(unsigned i);
 }  // namespace this_process
 
 }  // namespace spindle

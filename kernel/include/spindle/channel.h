@@ -1,0 +1,136 @@
+// Channels: kernel-mediated message passing between processes.
+//
+// A channel is a connected pair of ends. Each end sends to the other and
+// receives from it; messages keep their boundaries, are copied by the
+// kernel (the receiver never sees the sender's memory), and may carry
+// handles. Each direction is bounded: a send blocks while the peer's queue
+// is full. When one end is closed, or its process ends, the other end's
+// receives drain what was sent and then return kClosed, and its sends
+// return kClosed at once.
+//
+//   auto [mine, theirs] = spindle::Channel::create().value();
+//   spindle::Handle give[] = {theirs.handle()};
+//   opts.handles = give;                       // the child gets its own handle
+//   auto child = spindle::Process::spawn(opts, worker);
+//   theirs.close();
+//   mine.send_value(42);
+//   // in worker: auto ch = spindle::Channel::adopt(spindle::this_process::handle(0)).value();
+//   //            int v = ch.recv_value<int>().value();
+//
+// Any thread may use an end; concurrent sends (and concurrent receives) on
+// one end are served one at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+#include "spindle/handle.h"
+#include "spindle/status.h"
+#include "spindle/time.h"
+
+namespace spindle {
+
+// The largest message a channel carries.
+inline constexpr std::size_t kMaxMessageBytes = 64 * 1024;
+
+struct Received {
+  std::size_t bytes = 0;    // message length
+  std::size_t handles = 0;  // handles received (written to the caller's span)
+};
+
+namespace detail {
+Status channel_pair(Handle* a, Handle* b);
+Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline);
+Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline);
+}  // namespace detail
+
+class Channel {
+ public:
+  Channel() = default;
+  Channel(Channel&& o) noexcept : h_(std::exchange(o.h_, Handle{})) {}
+  Channel& operator=(Channel&& o) noexcept {
+    if (this != &o) {
+      close();
+      h_ = std::exchange(o.h_, Handle{});
+    }
+    return *this;
+  }
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+  ~Channel() { close(); }
+
+  // A connected pair of ends. kLimit when the handle table is full,
+  // kNoMemory when the system has no room.
+  static Result<std::pair<Channel, Channel>> create() {
+    Handle a, b;
+    Status s = detail::channel_pair(&a, &b);
+    if (s != Status::kOk) return s;
+    return std::pair<Channel, Channel>(Channel(a), Channel(b));
+  }
+
+  // Takes ownership of a received handle to a channel end. kNotFound for an
+  // invalid, closed or forged handle; kInvalidArgument if it is not a
+  // channel end.
+  static Result<Channel> adopt(Handle h) {
+    HandleKind k = handle_kind(h);
+    if (k == HandleKind::kNone) return Status::kNotFound;
+    if (k != HandleKind::kChannel) return Status::kInvalidArgument;
+    return Channel(h);
+  }
+
+  // Sends msg (at most kMaxMessageBytes) with up to kMaxHandlesPerTransfer
+  // handles (each must be valid in this process; the receiver gets its own).
+  // Blocks while the peer's queue is full, until the deadline (kTimedOut).
+  // kClosed if the peer end is gone; kInvalidArgument for a message too
+  // long, too many handles or a buffer the process may not read; kNotFound
+  // for a bad handle (nothing sent).
+  Status send(std::span<const std::byte> msg, std::span<const Handle> handles = {}, TimePoint deadline = kForever) {
+    return detail::channel_send(h_, msg, handles, deadline);
+  }
+  Status send_for(std::span<const std::byte> msg, Duration d) { return send(msg, {}, deadline_after(d)); }
+
+  // Receives the next message into buf and its handles into `handles`.
+  // Blocks until one arrives or the deadline passes (kTimedOut). kOverflow
+  // if buf (or handles) is too small: the message stays queued. kClosed
+  // once the peer is gone and every message was received.
+  Result<Received> recv(std::span<std::byte> buf, std::span<Handle> handles = {}, TimePoint deadline = kForever) {
+    return detail::channel_recv(h_, buf, handles, deadline);
+  }
+  Result<Received> recv_for(std::span<std::byte> buf, Duration d) { return recv(buf, {}, deadline_after(d)); }
+
+  // A trivially copyable value as one message.
+  template <typename T>
+  Status send_value(const T& v, TimePoint deadline = kForever) {
+    static_assert(std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>,
+                  "send_value: the value must be trivially copyable and not a pointer");
+    return send(std::as_bytes(std::span<const T, 1>(&v, 1)), {}, deadline);
+  }
+  // Receives one message holding a T; kInvalidArgument (message consumed)
+  // if it has another size.
+  template <typename T>
+  Result<T> recv_value(TimePoint deadline = kForever) {
+    static_assert(std::is_trivially_copyable_v<T>, "recv_value: the value must be trivially copyable");
+    alignas(T) std::byte buf[sizeof(T)];
+    Result<Received> r = recv(buf, {}, deadline);
+    if (!r.ok()) return r.status();
+    if (r->bytes != sizeof(T)) return Status::kInvalidArgument;
+    T v;
+    std::memcpy(&v, buf, sizeof(T));
+    return v;
+  }
+
+  Handle handle() const { return h_; }
+  bool valid() const { return h_.valid(); }
+  void close() {
+    if (h_.valid()) (void)handle_close(std::exchange(h_, Handle{}));
+  }
+
+ private:
+  explicit Channel(Handle h) : h_(h) {}
+  Handle h_;
+};
+
+}  // namespace spindle
