@@ -31,6 +31,12 @@ void GicV2::enable_private(unsigned intid, std::uint8_t priority) {
   d32(kGicdIsenabler) = 1u << intid;  // bank 0 (SGIs, PPIs) is per CPU
 }
 
+void GicV2::enable_shared(unsigned intid, std::uint8_t priority, unsigned cpu) {
+  d8(kGicdIpriorityr + intid) = priority;
+  d8(kGicdItargetsr + intid) = cpu_mask_[cpu];
+  d32(kGicdIsenabler + 4 * (intid / 32)) = 1u << (intid % 32);
+}
+
 std::uint32_t GicV2::acknowledge() { return c32(kGiccIar); }
 
 void GicV2::end(std::uint32_t raw) { c32(kGiccEoir) = raw; }

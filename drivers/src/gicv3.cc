@@ -5,6 +5,10 @@
 namespace spindle::drivers {
 namespace {
 constexpr std::size_t kGicdCtlr = 0x0000;
+constexpr std::size_t kGicdIgroupr = 0x0080;
+constexpr std::size_t kGicdIsenabler = 0x0100;
+constexpr std::size_t kGicdIpriorityr = 0x0400;
+constexpr std::size_t kGicdIrouter = 0x6000;
 constexpr std::uint32_t kCtlrRwp = 1u << 31;
 constexpr std::uint32_t kCtlrEnable = 0x13;  // ARE | EnableGrp1 | EnableGrp0 (DS=1 view)
 constexpr std::size_t kGicrWaker = 0x0014;
@@ -72,6 +76,16 @@ void GicV3::enable_private(unsigned intid, std::uint8_t priority) {
   if (!sgi) return;
   *reinterpret_cast<volatile std::uint8_t*>(sgi + kGicrIpriorityr + intid) = priority;
   r32(sgi + kGicrIsenabler0) = 1u << intid;
+}
+
+void GicV3::enable_shared(unsigned intid, std::uint8_t priority, unsigned cpu) {
+  std::size_t word = 4 * (intid / 32);
+  std::uint32_t bit = 1u << (intid % 32);
+  d32(kGicdIgroupr + word) = d32(kGicdIgroupr + word) | bit;  // group 1, as the PPIs
+  *reinterpret_cast<volatile std::uint8_t*>(gicd_ + kGicdIpriorityr + intid) = priority;
+  // IROUTER: Aff3.Aff2.Aff1.Aff0 of the target (Interrupt_Routing_Mode 0).
+  *reinterpret_cast<volatile std::uint64_t*>(gicd_ + kGicdIrouter + 8 * intid) = mpidr_[cpu] & 0xFF00FFFFFFull;
+  d32(kGicdIsenabler + word) = bit;
 }
 
 std::uint32_t GicV3::acknowledge() {

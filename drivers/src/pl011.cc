@@ -7,7 +7,11 @@ constexpr std::size_t kFr = 0x18;
 constexpr std::size_t kLcrH = 0x2C;
 constexpr std::size_t kCr = 0x30;
 constexpr std::size_t kImsc = 0x38;
+constexpr std::size_t kIcr = 0x44;
+constexpr std::uint32_t kFrRxfe = 1u << 4;
 constexpr std::uint32_t kFrTxff = 1u << 5;
+constexpr std::uint32_t kIntRx = 1u << 4;  // RXIM/RXIC: the FIFO reached its trigger level
+constexpr std::uint32_t kIntRt = 1u << 6;  // RTIM/RTIC: data waits in the FIFO, nothing more came
 constexpr std::uint32_t kFrBusy = 1u << 3;
 constexpr std::uint32_t kLcrFen = 1u << 4;
 constexpr std::uint32_t kLcrWlen8 = 3u << 5;
@@ -22,7 +26,7 @@ void Pl011::init() {
   while (reg(kFr) & kFrBusy) {
   }
   reg(kLcrH) = kLcrWlen8 | kLcrFen;
-  reg(kImsc) = 0;  // polled: no UART interrupts
+  reg(kImsc) = 0;  // until enable_rx_interrupt
   reg(kCr) = kCrUarten | kCrTxe | kCrRxe;
 }
 
@@ -35,5 +39,14 @@ void Pl011::put(char c) {
 void Pl011::write(const char* s, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) put(s[i]);
 }
+
+void Pl011::enable_rx_interrupt() { reg(kImsc) = kIntRx | kIntRt; }
+
+int Pl011::get() {
+  if (reg(kFr) & kFrRxfe) return -1;
+  return static_cast<int>(reg(kDr) & 0xFF);  // bits 11:8 are error flags
+}
+
+void Pl011::clear_rx() { reg(kIcr) = kIntRx | kIntRt; }
 
 }  // namespace spindle::drivers

@@ -1,9 +1,11 @@
-// Console output: one formatted call is written as one unit.
+// Console output: one formatted call is written as one unit. Console
+// input: readers one at a time, through a small buffer.
 #include <atomic>
 
 #include <arch/arch.h>
 
 #include "spindle/console.h"
+#include "spindle/mutex.h"
 
 namespace spindle {
 namespace {
@@ -31,7 +33,76 @@ struct ConsoleGuard {
   }
 };
 
+// Input. g_reader serialises readers and guards the buffer: bytes the
+// backend delivered that no reader has taken yet ([g_in_pos, g_in_len)),
+// whether the last line ended with '\r' (its '\n' is still due), and an
+// end of input that ended a line and is still to be reported (the UART's
+// Ctrl-D is a one-time event, unlike the end of stdin). Only the reader
+// holding g_reader calls arch::console_read.
+Mutex g_reader{"console input"};
+char g_in[256];
+std::size_t g_in_pos = 0;
+std::size_t g_in_len = 0;
+bool g_after_cr = false;
+bool g_end_due = false;
+
+// The next input byte, or -1 at the end of input. g_reader held.
+int next_byte() {
+  if (g_end_due) {
+    g_end_due = false;
+    return -1;
+  }
+  if (g_in_pos == g_in_len) {
+    g_in_pos = 0;
+    g_in_len = arch::console_read(g_in, sizeof g_in);
+    if (g_in_len == 0) return -1;
+  }
+  return static_cast<unsigned char>(g_in[g_in_pos++]);
+}
+
 }  // namespace
+
+std::size_t console_read(char* buf, std::size_t n) {
+  Guard l(g_reader);
+  if (n == 0) return 0;
+  if (g_end_due) {
+    g_end_due = false;
+    return 0;
+  }
+  if (g_in_pos == g_in_len) {
+    // Nothing buffered: straight from the backend.
+    g_after_cr = false;
+    return arch::console_read(buf, n);
+  }
+  std::size_t k = 0;
+  for (; k < n && g_in_pos < g_in_len; ++k) buf[k] = g_in[g_in_pos++];
+  g_after_cr = false;
+  return k;
+}
+
+long read_line(char* buf, std::size_t n) {
+  Guard l(g_reader);
+  if (n == 0) return -1;
+  std::size_t len = 0;
+  bool any = false;
+  for (;;) {
+    int c = next_byte();
+    if (c < 0) {
+      g_end_due = any;  // this line first; the end at the next call
+      break;
+    }
+    if (c == '\n' && g_after_cr && !any) {
+      g_after_cr = false;  // the second half of "\r\n"
+      continue;
+    }
+    any = true;
+    g_after_cr = c == '\r';
+    if (c == '\n' || c == '\r') break;
+    if (len + 1 < n) buf[len++] = static_cast<char>(c);
+  }
+  buf[len] = '\0';
+  return any ? static_cast<long>(len) : -1;
+}
 
 void write(const char* s, std::size_t n) {
   ConsoleGuard g;

@@ -43,6 +43,7 @@ inline constexpr std::uintptr_t kGicrBase = 0x080A0000;
 // Interrupt ids.
 inline constexpr unsigned kIntidIpi = 0;     // SGI 0: "look at your pending bits"
 inline constexpr unsigned kIntidTimer = 27;  // CNTV, the EL1 virtual timer (PPI 11)
+inline constexpr unsigned kIntidUart = 33;   // PL011 (SPI 1), routed to CPU 0
 
 #define SPINDLE_READ_SYSREG(name)                        \
   ([] {                                                  \
@@ -88,6 +89,8 @@ void cpu_hw_init(unsigned id);
 // Before the kernel's per-CPU areas: a fault stack and TPIDR_EL1 (cpu.cc).
 void cpu_early_init(unsigned id);
 void irq_controller_init_global();
+// Enables a device interrupt (SPI), delivered to CPU 0. After cpu_hw_init(0).
+void irq_enable_device(unsigned intid);
 // Which GIC drives the interrupts, for the boot banner.
 const char* irq_controller_name();
 
@@ -95,8 +98,12 @@ const char* irq_controller_name();
 void time_init();
 void timer_disarm_local();
 
-// Console (console.cc): PL011 output.
+// Console (console.cc): PL011 output, and input through its receive
+// interrupt: console_enable_input once the GIC is up (boot), then
+// console_rx_interrupt from the IRQ handler (interrupts masked).
 void console_init();
+void console_enable_input();
+void console_rx_interrupt();
 void console_put_raw(const char* s);
 
 }  // namespace spindle::arch

@@ -28,6 +28,8 @@ extern "C" [[noreturn]] void spindle_aarch64_boot() {
   time_init();
   irq_controller_init_global();
   cpu_hw_init(0);
+  irq_enable_device(kIntidUart);
+  console_enable_input();
 
   spindle::kernel::BootArgs args;
   args.main = spindle_aarch64_main_thread;

@@ -84,6 +84,14 @@ void irq_controller_init_global() {
   }
 }
 
+void irq_enable_device(unsigned intid) {
+  if (g_gic_v3) {
+    g_gicv3.enable_shared(intid, kIrqPriority, 0);
+  } else {
+    g_gicv2.enable_shared(intid, kIrqPriority, 0);
+  }
+}
+
 const char* irq_controller_name() { return g_gic_v3 ? "GICv3" : "GICv2"; }
 
 void cpu_hw_init(unsigned id) {
@@ -178,6 +186,7 @@ extern "C" void spindle_aarch64_irq(Frame*) {
       spindle::drivers::arm_timer::mask();
       sources |= kIrqTimer;
     }
+    if (id == kIntidUart) console_rx_interrupt();  // level: drains the FIFO before the end
     // SGI 0 carries nothing: its news is in the pending bits.
     gic_end(raw);  // before handle_irq, which may switch away for long
   }

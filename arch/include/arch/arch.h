@@ -130,6 +130,13 @@ namespace spindle::arch {
 //
 //   void console_write(const char* s, size_t n);   any. Unbuffered; takes no
 //       lock that could be held across a context switch.
+//   size_t console_read(char* buf, size_t n);       thread; one caller at a
+//       time (kernel/src/console.cc serialises readers). Blocks the calling
+//       thread, never its CPU, until input is there; returns 1..n bytes, or
+//       0 at the end of input. No polling: aarch64 takes the PL011 receive
+//       interrupt into a buffer and wakes the reader (a Ctrl-D byte is the
+//       end of input); hosted reads stdin on a helper host thread
+//       (host_call).
 //   [[noreturn]] void halt(int exit_code);          any. Ends the system
 //       now (hosted: the process) with this exit code.
 

@@ -1,11 +1,12 @@
 // ARM Generic Interrupt Controller, v2 (memory-mapped CPU interface) and v3
-// (system-register CPU interface, one redistributor per CPU). Only what a
-// kernel of private interrupts needs: per-CPU PPIs (the timer) and SGIs
-// (IPIs); no SPIs yet. Both run in the single-security-state view QEMU
+// (system-register CPU interface, one redistributor per CPU). Only what the
+// kernel needs: per-CPU PPIs (the timer), SGIs (IPIs) and device SPIs
+// routed to one CPU (the UART). Both run in the single-security-state view QEMU
 // offers at EL1 (group 0 on v2, group 1 on v3, all signalled as IRQ).
 //
 // Context: init_distributor once, on the boot CPU; init_cpu and
-// enable_private on the CPU concerned; acknowledge/end in its IRQ handler;
+// enable_private on the CPU concerned; enable_shared after init_cpu of the
+// target CPU; acknowledge/end in its IRQ handler;
 // send_sgi from anywhere.
 #pragma once
 
@@ -24,6 +25,8 @@ class GicV2 {
   void init_distributor();
   void init_cpu(unsigned cpu);
   void enable_private(unsigned intid, std::uint8_t priority);
+  // An SPI (intid >= 32), level-sensitive as reset leaves it, delivered to `cpu`.
+  void enable_shared(unsigned intid, std::uint8_t priority, unsigned cpu);
   // The raw acknowledge value; its INTID is intid_of(raw).
   std::uint32_t acknowledge();
   static std::uint32_t intid_of(std::uint32_t raw) { return raw & 0x3FF; }
@@ -48,6 +51,7 @@ class GicV3 {
   // enables the system-register CPU interface.
   void init_cpu(unsigned cpu);
   void enable_private(unsigned intid, std::uint8_t priority);
+  void enable_shared(unsigned intid, std::uint8_t priority, unsigned cpu);
   std::uint32_t acknowledge();
   static std::uint32_t intid_of(std::uint32_t raw) { return raw & 0xFFFFFF; }
   void end(std::uint32_t raw);

@@ -151,6 +151,7 @@ inline bool in_guard(const StackRegion& r, std::uintptr_t addr) {
 }
 
 void console_write(const char* s, std::size_t n);
+std::size_t console_read(char* buf, std::size_t n);
 [[noreturn]] void halt(int exit_code);
 
 }  // namespace spindle::arch
