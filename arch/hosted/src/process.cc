@@ -36,6 +36,7 @@
 #include "hosted_internal.h"
 #include "spindle/hosted.h"
 #include "spindle/process.h"
+#include "spindle/process_pool.h"
 #include "spindle/thread.h"
 
 extern char** environ;
@@ -124,8 +125,8 @@ int child_main(void*) {
   Ctl* c = g_self;
   adopt_inherited(c->handles, c->nhandles);  // the handle table needs a running kernel
   if (c->priority != kDefaultPriority) this_thread::set_priority(c->priority);
-  auto main = reinterpret_cast<detail::ProcessMain>(anchor() + static_cast<std::uintptr_t>(c->main_off));
-  return main(anchor() + static_cast<std::uintptr_t>(c->entry_off), c->args, c->args_len);
+  auto main = reinterpret_cast<detail::ProcessMain>(detail::code_address(c->main_off));
+  return main(detail::code_address(c->entry_off), c->args, c->args_len);
 }
 
 }  // namespace
@@ -210,8 +211,8 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   c->affinity = affinity;
   c->priority = opts.priority;
   hosted::copy_name(c->name, opts.name ? opts.name : "process");
-  c->main_off = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(main) - hosted::anchor());
-  c->entry_off = static_cast<std::int64_t>(entry - hosted::anchor());
+  c->main_off = code_offset(reinterpret_cast<std::uintptr_t>(main));
+  c->entry_off = code_offset(entry);
   c->args_len = len;
   if (len) std::memcpy(c->args, args, len);
   c->nhandles = static_cast<std::uint32_t>(opts.handles.size());
@@ -315,6 +316,9 @@ void process_release(ProcessRecord* p) {
 }
 
 ProcessId process_id(const ProcessRecord* p) { return static_cast<ProcessId>(p->pid); }
+
+std::intptr_t code_offset(std::uintptr_t address) { return static_cast<std::intptr_t>(address - hosted::anchor()); }
+std::uintptr_t code_address(std::intptr_t offset) { return hosted::anchor() + static_cast<std::uintptr_t>(offset); }
 
 }  // namespace detail
 

@@ -15,6 +15,7 @@
 #include "spindle/mutex.h"
 #include "spindle/panic.h"
 #include "spindle/process.h"
+#include "spindle/process_pool.h"
 #include "spindle/queue.h"
 #include "spindle/rw_lock.h"
 #include "spindle/semaphore.h"
