@@ -214,6 +214,7 @@ struct Tcb : Waiter {
   int exit_code = 0;
   WaitQueue joiners{WaitQueue::Order::kFifo};  // threads in join()
   arch::StackRegion stack;          // the whole region; the Tcb is at its top
+  arch::AddressSpace* address_space = nullptr;  // user mode's (syscall.cc); nullptr: kernel only
   void* callable = nullptr;
   detail::CoJob* job = nullptr;       // the coroutine job it runs (an executor), if any
   detail::Invoke invoke = nullptr;

@@ -155,6 +155,7 @@ void schedule(SwitchReason why) {
   note_stack_depth(prev);
   c.current = next;
   set_current_thread(next);
+  arch::address_space_activate(next->address_space);
   if (prev->state == ThreadState::kDead) arch::context_switch_final(&next->ctx);
   arch::context_switch(&prev->ctx, &next->ctx);
   finish_switch();

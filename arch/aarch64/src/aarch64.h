@@ -2,6 +2,7 @@
 // and the pieces the backend's files share.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -53,14 +54,53 @@ inline constexpr unsigned kIntidUart = 33;   // PL011 (SPI 1), routed to CPU 0
   }())
 #define SPINDLE_WRITE_SYSREG(name, v) asm volatile("msr " #name ", %0" ::"r"(std::uint64_t(v)) : "memory")
 
-// The register frame an exception pushes (vectors.S).
+// The register frame an exception pushes (vectors.S). tpidr/tpidrro are
+// only saved from EL0 (the user's TLS register and its visible thread
+// pointer, restored on the way back); from EL1 they are left alone.
 struct Frame {
   std::uint64_t x[31];
-  std::uint64_t sp;  // at the time of the exception
+  std::uint64_t sp;  // at the time of the exception (from EL0: SP_EL0)
   std::uint64_t elr;
   std::uint64_t spsr;
+  std::uint64_t tpidr;
+  std::uint64_t tpidrro;
 };
-static_assert(sizeof(Frame) == 34 * 8);
+static_assert(sizeof(Frame) == 36 * 8, "vectors.S: FRAME_SIZE");
+
+// A test-and-set lock held with interrupts masked, for the backend's own
+// data (page allocator, heap, stacks, ASIDs): none of it is touched with
+// the lock held across a context switch.
+class IrqSpinLock {
+ public:
+  IrqState lock() {
+    IrqState s = irq_save();
+    while (busy_.exchange(true, std::memory_order_acquire)) {
+      while (busy_.load(std::memory_order_relaxed)) cpu_relax();
+    }
+    return s;
+  }
+  void unlock(IrqState s) {
+    busy_.store(false, std::memory_order_release);
+    irq_restore(s);
+  }
+
+ private:
+  std::atomic<bool> busy_{false};
+};
+
+struct Locked {
+  explicit Locked(IrqSpinLock& l) : lock(l), saved(l.lock()) {}
+  ~Locked() { lock.unlock(saved); }
+  IrqSpinLock& lock;
+  IrqState saved;
+};
+
+// The name of an exception class (ESR_EL1.EC), for reports (fault.cc).
+const char* exception_class_name(unsigned ec);
+
+// User mode (user.cc): per-CPU setup (EL0 counter access, no user tables
+// yet), after cpu_early_init, on that CPU.
+void user_cpu_init();
 
 // Boot (boot.cc, start.S).
 extern "C" std::uint64_t spindle_boot_el;  // EL at entry: 1, or 2 (virtualization=on)

@@ -96,6 +96,7 @@ const char* irq_controller_name() { return g_gic_v3 ? "GICv3" : "GICv2"; }
 
 void cpu_hw_init(unsigned id) {
   drivers::arm_timer::mask();
+  user_cpu_init();
   if (g_gic_v3) {
     g_gicv3.init_cpu(id);
     g_gicv3.enable_private(kIntidIpi, kIrqPriority);

@@ -17,7 +17,9 @@ namespace {
 
 constexpr std::uint32_t kHltSemihosting = 0xD45E0000;  // hlt #0xf000
 
-const char* ec_name(unsigned ec) {
+}  // namespace
+
+const char* exception_class_name(unsigned ec) {
   switch (ec) {
     case 0x00: return "undefined instruction";
     case 0x01: return "trapped WFI/WFE";
@@ -45,6 +47,8 @@ const char* ec_name(unsigned ec) {
   }
 }
 
+namespace {
+
 // Fault status code of an abort (ISS[5:0]).
 const char* fsc_name(unsigned fsc) {
   switch (fsc & 0x3C) {
@@ -66,7 +70,7 @@ bool is_abort(unsigned ec) { return ec == 0x20 || ec == 0x21 || ec == 0x24 || ec
 
 void dump_frame(const Frame* f, std::uint64_t esr, std::uint64_t far) {
   unsigned ec = static_cast<unsigned>(esr >> 26);
-  spindle::print("\n*** exception: %s (EC 0x%x), ESR 0x%llx\n", ec_name(ec), ec, static_cast<unsigned long long>(esr));
+  spindle::print("\n*** exception: %s (EC 0x%x), ESR 0x%llx\n", exception_class_name(ec), ec, static_cast<unsigned long long>(esr));
   if (is_abort(ec)) {
     unsigned fsc = esr & 0x3F;
     bool write = ec >= 0x24 && (esr & (1u << 6));
@@ -149,7 +153,7 @@ extern "C" void spindle_aarch64_sync(Frame* f) {
     spindle::kernel::stack_overflow(far);
   }
   dump_frame(f, esr, far);
-  spindle::panic("%s (EC 0x%x) at pc 0x%llx, FAR 0x%llx", ec_name(ec), ec, static_cast<unsigned long long>(f->elr),
+  spindle::panic("%s (EC 0x%x) at pc 0x%llx, FAR 0x%llx", exception_class_name(ec), ec, static_cast<unsigned long long>(f->elr),
                  static_cast<unsigned long long>(far));
 }
 

@@ -47,32 +47,6 @@ constexpr std::uint64_t kRamBlock = kDescBlock | kAttrNormal | kShInner | kAf | 
 constexpr std::uint64_t kStackPage = kDescTable | kAttrNormal | kShInner | kAf | kUxn | kPxn;
 constexpr std::size_t kBlock = 2 << 20;
 
-// A ticket-free test-and-set lock with interrupts masked while held.
-class IrqSpinLock {
- public:
-  IrqState lock() {
-    IrqState s = irq_save();
-    while (busy_.exchange(true, std::memory_order_acquire)) {
-      while (busy_.load(std::memory_order_relaxed)) cpu_relax();
-    }
-    return s;
-  }
-  void unlock(IrqState s) {
-    busy_.store(false, std::memory_order_release);
-    irq_restore(s);
-  }
-
- private:
-  std::atomic<bool> busy_{false};
-};
-
-struct Locked {
-  explicit Locked(IrqSpinLock& l) : lock(l), saved(l.lock()) {}
-  ~Locked() { lock.unlock(saved); }
-  IrqSpinLock& lock;
-  IrqState saved;
-};
-
 // ---------------------------------------------------------------------------
 // Physical pages.
 

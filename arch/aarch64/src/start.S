@@ -37,8 +37,9 @@
 // walks inner-shareable and write-back cacheable. IPS and AS are filled in
 // from ID_AA64MMFR0_EL1.
 #define TCR_BASE        0xB5193519
-#define TCR_EPD0        (1 << 7)
 #define TCR_AS          (1 << 36)
+
+#define KERNEL_OFFSET   0xFFFFFF8000000000
 
 #define SCTLR_M         (1 << 0)
 #define SCTLR_A         (1 << 1)
@@ -277,16 +278,17 @@ mmu_enable:
         isb
         ret
 
-// set_vectors_and_drop_identity: VBAR_EL1, then stop TTBR0 walks (the
-// identity map is no longer needed; TTBR0 is free for user space) and
-// forget any TTBR0 translations this CPU cached.
+// set_vectors_and_drop_identity: VBAR_EL1, then TTBR0 = the empty user
+// table with ASID 0 (the identity map is no longer needed; TTBR0 now holds
+// user address spaces, and "none" is this table: every user address
+// faults), and forget any TTBR0 translations this CPU cached.
 set_vectors_and_drop_identity:
         ldr     x0, =spindle_vectors
         msr     vbar_el1, x0
-        mrs     x0, tcr_el1
-        orr     x0, x0, #TCR_EPD0
-        msr     tcr_el1, x0
-        msr     ttbr0_el1, xzr
+        adrp    x0, spindle_user_l1_none        // its VA now; TTBR0 takes the PA
+        ldr     x1, =KERNEL_OFFSET
+        sub     x0, x0, x1
+        msr     ttbr0_el1, x0
         isb
         tlbi    vmalle1
         dsb     nsh
@@ -315,6 +317,9 @@ spindle_boot_l1_identity:
         .globl  spindle_kernel_l3_image
 spindle_kernel_l3_image:
         .space  IMAGE_L3_TABLES * 4096
+        .globl  spindle_user_l1_none
+spindle_user_l1_none:                           // TTBR0 of kernel threads: nothing mapped
+        .space  4096
 
         .section .bss.boot_stack, "aw", %nobits
         .balign 16

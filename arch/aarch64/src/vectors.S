@@ -13,8 +13,10 @@
 // instead of faulting again forever. TPIDR_EL0 serves as scratch there
 // (an EL0 thread's value is in its EL0 entry frame, restored on the way
 // back); SP_EL0 is the kernel's thread pointer and is never touched.
-#define FRAME_SIZE 272
+#define FRAME_SIZE 288
+#define FRAME_TPIDR 272
 #define CPUAREA_FAULT_STACK 16
+#define CPUAREA_KERNEL_THREAD 32
 
 .macro SAVE_REGS
         stp     x0, x1, [sp, #0]
@@ -95,11 +97,14 @@ spindle_vectors:
         b       el1_irq
         UNEXPECTED 6
         UNEXPECTED 7
-        // Lower EL, AArch64 and AArch32: no user mode yet.
-        UNEXPECTED 8
-        UNEXPECTED 9
+        // Lower EL, AArch64: user mode (threads in enter_user).
+        .balign 0x80
+        b       el0_sync
+        .balign 0x80
+        b       el0_irq
         UNEXPECTED 10
         UNEXPECTED 11
+        // Lower EL, AArch32: never entered (SPSR always selects AArch64).
         UNEXPECTED 12
         UNEXPECTED 13
         UNEXPECTED 14
@@ -138,3 +143,73 @@ el1_irq:
         mov     x0, sp
         bl      spindle_aarch64_irq
         POP_FRAME_AND_RETURN
+
+// From EL0. SP_EL1 is the thread's kernel stack (as enter_user or the last
+// return to EL0 left it), so the frame needs no overflow check beyond the
+// guard. Saved besides the registers: the user's SP_EL0, TPIDR_EL0 and
+// TPIDRRO_EL0; then SP_EL0 and TPIDRRO_EL0 get the kernel's values for
+// this thread back from the CpuArea (EL0 can change neither there, but
+// while at EL0 they held the user's stack pointer and thread pointer).
+.macro EL0_ENTRY
+        sub     sp, sp, #FRAME_SIZE
+        SAVE_REGS
+        mrs     x0, sp_el0
+        stp     x30, x0, [sp, #240]
+        mrs     x0, tpidr_el0
+        mrs     x1, tpidrro_el0
+        stp     x0, x1, [sp, #FRAME_TPIDR]
+        mrs     x0, tpidr_el1
+        ldp     x1, x2, [x0, #CPUAREA_KERNEL_THREAD]
+        msr     sp_el0, x1
+        msr     tpidrro_el0, x2
+        mov     x0, sp
+.endm
+
+el0_sync:
+        EL0_ENTRY
+        bl      spindle_aarch64_el0_sync        // returns only from a system call
+        b       spindle_aarch64_ret_to_user
+
+el0_irq:
+        EL0_ENTRY
+        bl      spindle_aarch64_irq
+        // fall through
+
+// Back to EL0 through the frame at sp (maybe on another CPU than the
+// entry: the thread may have been preempted). Interrupts masked from here
+// on, since the user's SP_EL0 and TPIDRRO_EL0 replace the kernel's.
+        .globl  spindle_aarch64_ret_to_user
+spindle_aarch64_ret_to_user:
+        msr     daifset, #2
+        ldp     x0, x1, [sp, #FRAME_TPIDR]
+        msr     tpidr_el0, x0
+        msr     tpidrro_el0, x1
+        ldr     x0, [sp, #248]
+        msr     sp_el0, x0
+        POP_FRAME_AND_RETURN
+
+// [[noreturn]] void spindle_aarch64_enter_user(pc, sp, arg, tp): a zeroed
+// frame on the current stack with x0 = arg, ELR = pc, SPSR = EL0t with
+// interrupts enabled, SP_EL0 = sp, TPIDRRO_EL0 = tp; then the way back to
+// EL0. The caller's frames above are never returned to: this stack is
+// now the thread's kernel stack.
+        .globl  spindle_aarch64_enter_user
+        .type   spindle_aarch64_enter_user, %function
+spindle_aarch64_enter_user:
+        msr     daifset, #2
+        and     x9, x1, #15                     // (checked by the caller; keep sp aligned anyway)
+        sub     x1, x1, x9
+        mov     x9, sp
+        and     x9, x9, #~15
+        sub     sp, x9, #FRAME_SIZE
+        mov     x9, sp
+        add     x10, x9, #FRAME_SIZE
+1:      stp     xzr, xzr, [x9], #16
+        cmp     x9, x10
+        b.lo    1b
+        str     x2, [sp, #0]                    // x0 = arg
+        str     x1, [sp, #248]                  // SP_EL0
+        str     x0, [sp, #256]                  // ELR; SPSR stays 0: EL0t, DAIF clear
+        str     x3, [sp, #FRAME_TPIDR + 8]      // TPIDRRO_EL0
+        b       spindle_aarch64_ret_to_user
+        .size   spindle_aarch64_enter_user, .-spindle_aarch64_enter_user

@@ -140,6 +140,95 @@ namespace spindle::arch {
 //   [[noreturn]] void halt(int exit_code);          any. Ends the system
 //       now (hosted: the process) with this exit code.
 
+// ---------------------------------------------------------------------------
+// User mode: address spaces, entry to user mode, and the way back in
+// (system calls, faults). aarch64: EL0 with TTBR0 tables and ASIDs. Hosted
+// has no user mode (a process is a host process): its address_space_create
+// returns nullptr and address_space_activate does nothing.
+//
+// AddressSpace (backend type) is one user address space: its translation
+// tables and an address-space id (aarch64: 16-bit ASIDs where
+// ID_AA64MMFR0_EL1.ASIDBits says so, else 8, recycled by generations, so
+// running out only costs a TLB flush per CPU). The kernel half of the
+// address space is shared and never visible to user mode. User addresses
+// are [kUserBase, kUserLimit), page granular.
+//
+//   AddressSpace* address_space_create();          thread. nullptr when out
+//       of memory (or without user mode).
+//   void address_space_destroy(AddressSpace*);     thread. No thread may run
+//       in it any more (none active on any CPU); unmaps and frees every
+//       page still mapped, its tables and its ASID (TLB entries of the ASID
+//       invalidated on every CPU).
+//   bool user_map(AddressSpace*, uintptr_t va, size_t size, UserAccess);
+//       thread. Maps fresh zeroed pages at [va, va + size) (page aligned,
+//       inside the user range, not mapped yet: else it panics, a caller
+//       bug). false: out of memory (what was mapped of the range stays).
+//       Never writable and executable at once; never executable by the
+//       kernel; entries are not global (tagged with the ASID).
+//   void user_unmap(AddressSpace*, uintptr_t va, size_t size);   thread.
+//       Unmaps what is mapped in the range and frees the pages, after the
+//       TLB entries are invalidated (by ASID and address, on every CPU).
+//   bool user_copy_to(AddressSpace*, uintptr_t va, const void* src, size_t n);
+//       thread. Writes into the address space's pages through the kernel's
+//       own mapping, whatever their user access (a loader writing code),
+//       and makes the instruction side see it. false if a page is not mapped.
+//   void address_space_activate(AddressSpace*);    irqs-off, by the
+//       scheduler on every switch: the address space of the thread that
+//       is about to run (nullptr: a kernel thread, no user mappings).
+//   [[noreturn]] void enter_user(const UserEntry&); thread, with the
+//       caller's address space active (kernel::run_user). Drops to user
+//       mode at entry.pc with sp = entry.sp, the first argument register =
+//       entry.arg, every other register zero, interrupts enabled, and
+//       entry.thread_pointer as the thread pointer user code reads (see
+//       Thread pointers). The calling thread's own stack becomes its
+//       kernel stack: exceptions from user mode push their frame there, so
+//       a thread preempted in user mode is switched like any other.
+//
+// From user mode back to the kernel (backend calls, on the thread's kernel
+// stack; interrupts from user mode are delivered as from kernel code and
+// may preempt the thread as usual):
+//   - a system call instruction (aarch64 `svc #0`: number in x8, arguments
+//     in x0..x5, result in x0) calls kernel::handle_syscall with interrupts
+//     enabled; on return the thread goes back to user mode;
+//   - any other exception (abort, undefined instruction, misaligned pc or
+//     sp, trapped instruction, breakpoint) calls kernel::user_fault with
+//     interrupts masked, which never returns: the thread ends. The system
+//     goes on.
+inline constexpr std::uintptr_t kUserBase = 0x1000;            // page 0 stays unmapped
+inline constexpr std::uintptr_t kUserLimit = 0x8000000000ull;  // 512 GiB (aarch64: T0SZ = 25)
+
+enum class UserAccess : std::uint8_t { kRead, kReadWrite, kReadExecute };
+
+struct UserEntry {
+  std::uintptr_t pc = 0;
+  std::uintptr_t sp = 0;              // 16-byte aligned
+  std::uint64_t arg = 0;
+  std::uintptr_t thread_pointer = 0;  // a user address: the thread's visible ThreadHead
+};
+
+// A system call's registers, as the kernel sees them.
+struct SyscallFrame {
+  std::uint64_t number;
+  std::uint64_t arg[6];
+  std::uint64_t result;  // returned to user mode
+};
+
+enum class UserFaultKind : std::uint8_t {
+  kDataAbort,         // a load or store the user mapping does not allow (or nothing mapped)
+  kInstructionAbort,  // a fetch from memory that is not user-executable
+  kUndefined,         // an undefined or (at this level) not allowed instruction
+  kAlignment,         // a misaligned pc or sp
+  kOther,             // a breakpoint, trapped system instruction, ...
+};
+
+struct UserFault {
+  UserFaultKind kind;
+  const char* what;        // the exception class, for reports
+  std::uint64_t syndrome;  // aarch64: ESR_EL1 (class = syndrome >> 26)
+  std::uintptr_t address;  // the faulting data or instruction address (FAR), if any
+  std::uintptr_t pc;       // where user mode was (ELR)
+};
+
 inline constexpr unsigned kIrqTimer = 1u << 0;
 inline constexpr unsigned kIrqIpi = 1u << 1;
 
@@ -181,4 +270,26 @@ struct BootArgs {
 // and, when it returns, stops every CPU. Returns the exit code where
 // run_cpus returns (hosted); bare-metal backends halt with it instead.
 int kmain(const BootArgs& args);
+
+// User mode (kernel/src/syscall.cc): the boundary the process layer fills.
+// For now a stub table and a fault report that ends the thread.
+//
+// System call numbers (x8 on aarch64).
+enum SyscallNumber : std::uint64_t {
+  kSysNull = 0,  // returns 0: the round trip alone
+  kSysEcho = 1,  // returns ~arg[0]: a value in, another out
+  kSysExit = 2,  // ends the calling thread with exit code arg[0]; no return
+};
+// A system call from the running thread (see arch: User mode). Interrupts
+// enabled; may block. Unknown numbers return -1 (all ones).
+void handle_syscall(arch::SyscallFrame& frame);
+// The running thread faulted in user mode. Interrupts masked. Reports it
+// (thread, exception class, fault address, pc) and ends the thread as
+// faulted (join: kFaulted); never returns. Nothing else is disturbed.
+[[noreturn]] void user_fault(const arch::UserFault& fault);
+// Runs the calling thread in user mode in `as` (which stays the thread's
+// address space from now on: the scheduler activates it whenever the thread
+// runs) from `entry`. Thread context. Never returns: the thread ends by
+// kSysExit or by a fault.
+[[noreturn]] void run_user(arch::AddressSpace* as, const arch::UserEntry& entry);
 }  // namespace spindle::kernel

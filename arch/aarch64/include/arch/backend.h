@@ -34,10 +34,17 @@ struct CpuArea {
   void* kernel = nullptr;                 // back-pointer to kernel::Cpu
   std::uintptr_t fault_stack_top = 0;     // offset 16: read by the vectors (vectors.S)
   std::uintptr_t probe_resume = 0;        // offset 24: set by a probe in progress (probe.S), else 0
+  // Offsets 32, 40: copies of the running thread's kernel and visible
+  // thread pointers (set_*), which the EL0 entry path reloads into SP_EL0
+  // and TPIDRRO_EL0 (vectors.S). Written by this CPU only, irqs masked.
+  void* kernel_thread = nullptr;
+  void* thread = nullptr;
   std::atomic<std::uint32_t> relax_spins{0};  // cpu_relax calls, to pace its yields
 };
 static_assert(offsetof(CpuArea, fault_stack_top) == 16, "vectors.S reads CpuArea::fault_stack_top at 16");
 static_assert(offsetof(CpuArea, probe_resume) == 24, "probe.S writes CpuArea::probe_resume at 24");
+static_assert(offsetof(CpuArea, kernel_thread) == 32 && offsetof(CpuArea, thread) == 40,
+              "vectors.S reads CpuArea::kernel_thread and ::thread at 32 and 40");
 
 // The saved state of a thread that is not running: its stack pointer. The
 // callee-saved registers x19..x30 are on that stack (switch.S); an
@@ -68,7 +75,10 @@ inline void* kernel_thread_pointer() {
   asm volatile("mrs %0, sp_el0" : "=r"(p));
   return p;
 }
-inline void set_kernel_thread_pointer(void* p) { asm volatile("msr sp_el0, %0" ::"r"(p) : "memory"); }
+inline void set_kernel_thread_pointer(void* p) {
+  asm volatile("msr sp_el0, %0" ::"r"(p) : "memory");
+  cpu_area()->kernel_thread = p;
+}
 
 // TPIDRRO_EL0: readable (not writable) at EL0, see arch.h for its rule.
 inline void* thread_pointer() {
@@ -76,7 +86,10 @@ inline void* thread_pointer() {
   asm volatile("mrs %0, tpidrro_el0" : "=r"(p));
   return p;
 }
-inline void set_thread_pointer(void* p) { asm volatile("msr tpidrro_el0, %0" ::"r"(p) : "memory"); }
+inline void set_thread_pointer(void* p) {
+  asm volatile("msr tpidrro_el0, %0" ::"r"(p) : "memory");
+  cpu_area()->thread = p;
+}
 
 inline bool irqs_enabled() {
   std::uint64_t daif;
@@ -149,6 +162,28 @@ inline bool in_guard(const StackRegion& r, std::uintptr_t addr) {
   auto b = reinterpret_cast<std::uintptr_t>(r.base);
   return addr < b && addr >= b - kGuardSize;
 }
+
+// User mode (user.cc; contract in arch.h).
+struct AddressSpace;
+struct UserEntry;
+enum class UserAccess : std::uint8_t;
+AddressSpace* address_space_create();
+void address_space_destroy(AddressSpace* as);
+bool user_map(AddressSpace* as, std::uintptr_t va, std::size_t size, UserAccess access);
+void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size);
+bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::size_t n);
+void address_space_activate(AddressSpace* as);
+[[noreturn]] void enter_user(const UserEntry& entry);
+// Diagnostics (aarch64 only): the ASID `as` runs with (0: none yet) and
+// the ASID width; the syndrome (ESR_EL1) and FAR of the last fault taken
+// from EL0 on any CPU, for tests.
+unsigned address_space_asid(const AddressSpace* as);
+unsigned asid_bits();
+struct LastUserFault {
+  std::uint64_t esr;
+  std::uint64_t far;
+};
+LastUserFault last_user_fault();
 
 void console_write(const char* s, std::size_t n);
 std::size_t console_read(char* buf, std::size_t n);

@@ -142,6 +142,19 @@ inline bool in_guard(const StackRegion& r, std::uintptr_t addr) {
   return addr < b && addr >= b - kGuardSize;
 }
 
+// No user mode on hosted (arch.h: a process is a host process): no
+// address space can be created, so none is ever activated or entered.
+struct AddressSpace;
+struct UserEntry;
+enum class UserAccess : std::uint8_t;
+inline AddressSpace* address_space_create() { return nullptr; }
+inline void address_space_destroy(AddressSpace*) {}
+inline bool user_map(AddressSpace*, std::uintptr_t, std::size_t, UserAccess) { return false; }
+inline void user_unmap(AddressSpace*, std::uintptr_t, std::size_t) {}
+inline bool user_copy_to(AddressSpace*, std::uintptr_t, const void*, std::size_t) { return false; }
+inline void address_space_activate(AddressSpace*) {}
+[[noreturn]] inline void enter_user(const UserEntry&) { __builtin_trap(); }
+
 void console_write(const char* s, std::size_t n);
 std::size_t console_read(char* buf, std::size_t n);
 [[noreturn]] void halt(int exit_code);

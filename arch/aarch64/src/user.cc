@@ -1,0 +1,367 @@
+// User mode on aarch64: EL0 address spaces (TTBR0 tables + ASIDs), entry
+// to EL0, and exceptions taken from EL0 (system calls and faults).
+//
+// Address spaces. Each has its own level-1..3 tables (4 KiB granule, 39-bit
+// VAs as the kernel half) and a context word, generation | ASID. Leaf
+// entries are non-global (nG), never executable at EL1 (PXN; table entries
+// carry PXNTable as well) and never writable and executable at EL0 at once.
+// An address space's tables are guarded by its own lock (AddressSpace::lock);
+// a table page is never freed before the address space is destroyed.
+//
+// ASIDs (the Linux arm64 scheme, with one lock instead of its lock-free
+// fast path). g_asid_lock guards g_generation, g_asid_used, g_asid_next and
+// every CpuAsid's active/reserved/flush_pending. An address space runs only
+// with an ASID of the current generation; when none is free, the
+// generation moves on (a rollover): the bitmap restarts, the ASID each CPU
+// is running keeps its number (reserved, so nobody else gets it), and
+// every CPU flushes its own TLB before it next loads an ASID. So an ASID
+// number is never in two address spaces' use at once, and no CPU holds
+// stale entries for a number when it starts using it. ASID 0 is "no
+// address space" (the empty table kernel threads run with); destroying an
+// address space invalidates its ASID's entries on every CPU and frees the
+// number.
+//
+// CpuAsid::current is the address space loaded in this CPU's TTBR0; only
+// the CPU itself touches it, with interrupts masked (activate).
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include "aarch64.h"
+#include "spindle/panic.h"
+
+extern "C" std::uint64_t spindle_user_l1_none[512];
+extern "C" [[noreturn]] void spindle_aarch64_enter_user(std::uintptr_t pc, std::uintptr_t sp, std::uint64_t arg,
+                                                        std::uintptr_t tp);
+
+namespace spindle::arch {
+
+struct AddressSpace {
+  IrqSpinLock lock;                     // its tables
+  std::uintptr_t l1 = 0;                // PA of the level-1 table
+  std::uint64_t context = 0;            // generation | ASID; 0: never ran. g_asid_lock.
+};
+
+namespace {
+
+constexpr std::uint64_t kValid = 1;
+constexpr std::uint64_t kTable = 3;  // also a level-3 page
+constexpr std::uint64_t kPxnTable = 1ull << 59;
+constexpr std::uint64_t kAttrNormal = 1 << 2;
+constexpr std::uint64_t kApEl0Rw = 1 << 6;   // AP = 01: read-write at EL1 and EL0
+constexpr std::uint64_t kApEl0Ro = 3 << 6;   // AP = 11: read-only at EL1 and EL0
+constexpr std::uint64_t kShInner = 3 << 8;
+constexpr std::uint64_t kAf = 1 << 10;
+constexpr std::uint64_t kNg = 1 << 11;
+constexpr std::uint64_t kPxn = 1ull << 53;
+constexpr std::uint64_t kUxn = 1ull << 54;
+constexpr std::uint64_t kAddrMask = 0x0000FFFFFFFFF000ull;
+constexpr std::uint64_t kUserPage = kTable | kAttrNormal | kShInner | kAf | kNg | kPxn;
+
+std::uint64_t leaf_bits(UserAccess a) {
+  switch (a) {
+    case UserAccess::kRead: return kUserPage | kApEl0Ro | kUxn;
+    case UserAccess::kReadWrite: return kUserPage | kApEl0Rw | kUxn;
+    case UserAccess::kReadExecute: return kUserPage | kApEl0Ro;
+  }
+  return kUserPage | kApEl0Ro | kUxn;
+}
+
+std::uint64_t* table_at(std::uint64_t desc) { return reinterpret_cast<std::uint64_t*>(phys_to_virt(desc & kAddrMask)); }
+
+std::uintptr_t zeroed_page() {
+  std::uintptr_t pa = page_alloc(1);
+  if (pa) std::memset(reinterpret_cast<void*>(phys_to_virt(pa)), 0, kPageSize);
+  return pa;
+}
+
+// The level-3 entry for va, creating the tables on the way if asked
+// (nullptr: not there, or no memory). as->lock held.
+std::uint64_t* pte_of(AddressSpace* as, std::uintptr_t va, bool create) {
+  std::uint64_t* t = reinterpret_cast<std::uint64_t*>(phys_to_virt(as->l1));
+  for (unsigned shift : {30u, 21u}) {
+    std::uint64_t& d = t[(va >> shift) & 511];
+    if (!(d & kValid)) {
+      if (!create) return nullptr;
+      std::uintptr_t pa = zeroed_page();
+      if (!pa) return nullptr;
+      asm volatile("dsb ishst" ::: "memory");  // the zeroed table before the link to it
+      d = pa | kTable | kPxnTable;
+    }
+    t = table_at(d);
+  }
+  return &t[(va >> 12) & 511];
+}
+
+void check_range(const char* what, std::uintptr_t va, std::size_t size) {
+  if (va % kPageSize != 0 || size % kPageSize != 0 || va < kUserBase || va > kUserLimit || size > kUserLimit - va) {
+    panic("%s: [%p, +%zu) is not a page-aligned user range", what, reinterpret_cast<void*>(va), size);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// ASIDs.
+
+constexpr unsigned kMaxAsidBits = 16;
+IrqSpinLock g_asid_lock;
+unsigned g_asid_bits = 8;
+std::uint64_t g_generation = 0;  // a multiple of 1 << g_asid_bits; 0 until user_cpu_init
+std::uint64_t g_asid_used[(1u << kMaxAsidBits) / 64];
+unsigned g_asid_next = 1;
+
+struct CpuAsid {
+  std::uint64_t active = 0;    // context loaded in TTBR0 (0: none)
+  std::uint64_t reserved = 0;  // context it ran at the last rollover, kept in the new generation
+  bool flush_pending = false;  // a rollover happened: flush the local TLB before the next load
+  AddressSpace* current = nullptr;
+};
+CpuAsid g_cpu_asid[kMaxCpusAarch64];
+
+std::atomic<std::uint64_t> g_last_fault_esr{0};
+std::atomic<std::uint64_t> g_last_fault_far{0};
+
+std::uint64_t asid_mask() { return (1ull << g_asid_bits) - 1; }
+bool asid_taken(unsigned a) { return g_asid_used[a / 64] >> (a % 64) & 1; }
+void take_asid(unsigned a) { g_asid_used[a / 64] |= 1ull << (a % 64); }
+
+// g_asid_lock held.
+void rollover() {
+  g_generation += 1ull << g_asid_bits;
+  std::memset(g_asid_used, 0, sizeof g_asid_used);
+  take_asid(0);
+  for (CpuAsid& c : g_cpu_asid) {
+    c.reserved = c.active;
+    if (c.active) take_asid(static_cast<unsigned>(c.active & asid_mask()));
+    c.flush_pending = true;
+  }
+  g_asid_next = 1;
+}
+
+// A context of the current generation for as. g_asid_lock held.
+std::uint64_t new_context(AddressSpace* as) {
+  std::uint64_t old = as->context;
+  if (old != 0) {
+    for (const CpuAsid& c : g_cpu_asid) {
+      if (c.reserved == old) return g_generation | (old & asid_mask());  // running since before the rollover
+    }
+  }
+  for (int round = 0; round < 2; ++round) {
+    unsigned n = 1u << g_asid_bits;
+    for (unsigned k = 0; k < n; ++k) {
+      unsigned a = (g_asid_next + k) % n;
+      if (a == 0 || asid_taken(a)) continue;
+      take_asid(a);
+      g_asid_next = a + 1;
+      return g_generation | a;
+    }
+    rollover();
+  }
+  panic("no ASID left after a rollover (more CPUs than ASIDs?)");
+}
+
+void tlbi_asid(std::uint64_t context) {
+  std::uint64_t asid = context & 0xFFFF;
+  if (asid == 0) return;
+  asm volatile("dsb ishst\n\ttlbi aside1is, %0\n\tdsb ish\n\tisb" ::"r"(asid << 48) : "memory");
+}
+
+}  // namespace
+
+void user_cpu_init() {
+  if (g_generation == 0) {
+    // ID_AA64MMFR0_EL1.ASIDBits: 2 = 16 bits (start.S then set TCR_EL1.AS).
+    g_asid_bits = ((SPINDLE_READ_SYSREG(id_aa64mmfr0_el1) >> 4) & 0xF) == 2 ? 16 : 8;
+    g_generation = 1ull << g_asid_bits;
+    take_asid(0);
+  }
+  // CNTKCTL_EL1: EL0 may read the virtual counter and CNTFRQ (EL0VCTEN),
+  // not the physical one, and no EL0 timer access.
+  std::uint64_t k = SPINDLE_READ_SYSREG(cntkctl_el1);
+  k = (k & ~std::uint64_t{0x303}) | 0x2;
+  SPINDLE_WRITE_SYSREG(cntkctl_el1, k);
+  asm volatile("isb" ::: "memory");
+}
+
+unsigned asid_bits() { return g_asid_bits; }
+
+unsigned address_space_asid(const AddressSpace* as) {
+  Locked l(g_asid_lock);
+  return static_cast<unsigned>(as->context & asid_mask());
+}
+
+LastUserFault last_user_fault() {
+  return {g_last_fault_esr.load(std::memory_order_acquire), g_last_fault_far.load(std::memory_order_acquire)};
+}
+
+AddressSpace* address_space_create() {
+  auto* as = new (std::nothrow) AddressSpace;
+  if (!as) return nullptr;
+  as->l1 = zeroed_page();
+  if (!as->l1) {
+    delete as;
+    return nullptr;
+  }
+  return as;
+}
+
+void address_space_destroy(AddressSpace* as) {
+  if (!as) return;
+  {
+    Locked l(g_asid_lock);
+    for (const CpuAsid& c : g_cpu_asid) {
+      if (c.current == as) panic("address_space_destroy: still active on a CPU");
+    }
+    if (as->context != 0 && (as->context & ~asid_mask()) == g_generation) {
+      unsigned a = static_cast<unsigned>(as->context & asid_mask());
+      g_asid_used[a / 64] &= ~(1ull << (a % 64));
+    }
+  }
+  tlbi_asid(as->context);  // before its number or its pages go to anyone else
+  auto* l1 = reinterpret_cast<std::uint64_t*>(phys_to_virt(as->l1));
+  for (unsigned i = 0; i < 512; ++i) {
+    if (!(l1[i] & kValid)) continue;
+    std::uint64_t* l2 = table_at(l1[i]);
+    for (unsigned j = 0; j < 512; ++j) {
+      if (!(l2[j] & kValid)) continue;
+      std::uint64_t* l3 = table_at(l2[j]);
+      for (unsigned k = 0; k < 512; ++k) {
+        if (l3[k] & kValid) page_free(l3[k] & kAddrMask, 1);
+      }
+      page_free(l2[j] & kAddrMask, 1);
+    }
+    page_free(l1[i] & kAddrMask, 1);
+  }
+  page_free(as->l1, 1);
+  delete as;
+}
+
+bool user_map(AddressSpace* as, std::uintptr_t va, std::size_t size, UserAccess access) {
+  check_range("user_map", va, size);
+  std::uint64_t bits = leaf_bits(access);
+  Locked l(as->lock);
+  bool ok = true;
+  for (std::size_t off = 0; off < size; off += kPageSize) {
+    std::uint64_t* pte = pte_of(as, va + off, true);
+    std::uintptr_t pa = pte ? zeroed_page() : 0;
+    if (!pa) {
+      ok = false;
+      break;
+    }
+    if (*pte & kValid) panic("user_map: %p is already mapped", reinterpret_cast<void*>(va + off));
+    asm volatile("dsb ishst" ::: "memory");  // the zeroed page before the entry that maps it
+    *pte = pa | bits;
+  }
+  // Invalid -> valid needs no TLB maintenance; the walker must see them.
+  asm volatile("dsb ishst\n\tisb" ::: "memory");
+  return ok;
+}
+
+void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size) {
+  check_range("user_unmap", va, size);
+  Locked l(as->lock);
+  std::uint64_t asid;
+  {
+    Locked a(g_asid_lock);
+    asid = as->context & 0xFFFF;
+  }
+  for (std::size_t off = 0; off < size; off += kPageSize) {
+    std::uint64_t* pte = pte_of(as, va + off, false);
+    if (!pte || !(*pte & kValid)) continue;
+    std::uintptr_t pa = *pte & kAddrMask;
+    // Break: the entry invalid everywhere and out of every TLB before
+    // the page can be reused.
+    *pte = 0;
+    std::uint64_t arg = (asid << 48) | (((va + off) >> 12) & ((1ull << 44) - 1));
+    asm volatile("dsb ishst\n\ttlbi vae1is, %0\n\tdsb ish\n\tisb" ::"r"(arg) : "memory");
+    page_free(pa, 1);
+  }
+}
+
+bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::size_t n) {
+  if (va < kUserBase || va > kUserLimit || n > kUserLimit - va) return false;
+  Locked l(as->lock);
+  const auto* s = static_cast<const char*>(src);
+  std::uint64_t ctr = SPINDLE_READ_SYSREG(ctr_el0);
+  std::size_t dline = std::size_t{4} << ((ctr >> 16) & 0xF);
+  while (n > 0) {
+    std::uint64_t* pte = pte_of(as, va, false);
+    if (!pte || !(*pte & kValid)) return false;
+    std::size_t off = va % kPageSize;
+    std::size_t k = n < kPageSize - off ? n : kPageSize - off;
+    auto kva = phys_to_virt(*pte & kAddrMask) + off;
+    std::memcpy(reinterpret_cast<void*>(kva), s, k);
+    // Code for EL0: clean the data side to the point of unification, so
+    // the instruction side (invalidated below) fetches what was written.
+    for (std::uintptr_t line = kva & ~(dline - 1); line < kva + k; line += dline) {
+      asm volatile("dc cvau, %0" ::"r"(line) : "memory");
+    }
+    va += k;
+    s += k;
+    n -= k;
+  }
+  asm volatile("dsb ish\n\tic ialluis\n\tdsb ish\n\tisb" ::: "memory");
+  return true;
+}
+
+void address_space_activate(AddressSpace* as) {
+  CpuAsid& c = g_cpu_asid[cpu_area()->id];
+  if (as == c.current) return;
+  std::uint64_t ctx = 0;
+  bool flush;
+  {
+    Locked l(g_asid_lock);
+    if (as) {
+      ctx = as->context;
+      if (ctx == 0 || (ctx & ~asid_mask()) != g_generation) ctx = as->context = new_context(as);
+    }
+    c.active = ctx;
+    flush = c.flush_pending && as;
+    if (flush) c.flush_pending = false;
+  }
+  if (flush) asm volatile("tlbi vmalle1\n\tdsb nsh" ::: "memory");  // after a rollover, before any new ASID
+  std::uint64_t ttbr = as ? ((ctx & asid_mask()) << 48) | as->l1
+                          : virt_to_phys(reinterpret_cast<std::uintptr_t>(spindle_user_l1_none));
+  asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"(ttbr) : "memory");
+  c.current = as;
+}
+
+void enter_user(const UserEntry& e) {
+  if (e.sp % 16 != 0 || e.pc < kUserBase || e.pc >= kUserLimit) {
+    panic("enter_user: bad entry (pc %p, sp %p)", reinterpret_cast<void*>(e.pc), reinterpret_cast<void*>(e.sp));
+  }
+  spindle_aarch64_enter_user(e.pc, e.sp, e.arg, e.thread_pointer);
+}
+
+}  // namespace spindle::arch
+
+using namespace spindle::arch;
+
+// A synchronous exception from EL0 (vectors.S), interrupts masked, the
+// frame on the thread's kernel stack. A system call returns (to
+// spindle_aarch64_ret_to_user); anything else ends the thread.
+extern "C" void spindle_aarch64_el0_sync(Frame* f) {
+  std::uint64_t esr = SPINDLE_READ_SYSREG(esr_el1);
+  std::uint64_t far = SPINDLE_READ_SYSREG(far_el1);
+  unsigned ec = static_cast<unsigned>(esr >> 26);
+  if (ec == 0x15) {  // SVC from AArch64
+    SyscallFrame s{f->x[8], {f->x[0], f->x[1], f->x[2], f->x[3], f->x[4], f->x[5]}, 0};
+    irq_enable();
+    spindle::kernel::handle_syscall(s);
+    irq_save();
+    f->x[0] = s.result;
+    return;
+  }
+  UserFaultKind kind;
+  switch (ec) {
+    case 0x24: kind = UserFaultKind::kDataAbort; break;
+    case 0x20: kind = UserFaultKind::kInstructionAbort; break;
+    case 0x00: kind = UserFaultKind::kUndefined; break;
+    case 0x22:
+    case 0x26: kind = UserFaultKind::kAlignment; break;
+    default: kind = UserFaultKind::kOther; break;
+  }
+  bool has_address = ec == 0x24 || ec == 0x20 || ec == 0x22;
+  g_last_fault_far.store(has_address ? far : 0, std::memory_order_relaxed);
+  g_last_fault_esr.store(esr, std::memory_order_release);
+  spindle::kernel::user_fault(UserFault{kind, exception_class_name(ec), esr, has_address ? far : 0, f->elr});
+}
