@@ -18,9 +18,10 @@
 #include "../kernel/ktest_util.h"
 
 // The routine. x0 = the user address of its Params. Exits through
-// kSysExit with: 0x33 after the spin, the word at Params::address after a
-// read (mode 2), 100 + n when check n failed, 10/11/12/13 if the illegal
-// step of modes 0/1/4/5 did not fault.
+// kSysExit with: the word at Params::address (mode 2), or the word at
+// kWord after spinning Params::address iterations (mode 3), 100 + n when
+// check n failed, 10/11/12/13 if the illegal step of modes 0/1/4/5 did not
+// fault.
 extern "C" char user_routine_start[];
 extern "C" char user_routine_end[];
 asm(R"(
@@ -79,7 +80,7 @@ user_routine_start:
         svc     #0
 6:      cmp     x15, x14
         b.lo    5b
-        mov     x0, #0x33
+        ldr     x0, [x19, #0x800]       // kWord
         b       9f
 23:     adr     x14, user_routine_start // mode 4: write to its own code
         str     xzr, [x14]
@@ -224,7 +225,7 @@ KTEST(user_mode_is_preempted, 1) {
   // must be preempted by the timer (round robin), or the ticker would
   // never run until it ends.
   CpuMask cpu0 = CpuMask::only(0);
-  arch::AddressSpace* as = make_space(3, 30'000'000, 0);
+  arch::AddressSpace* as = make_space(3, 30'000'000, 0x33);
   KREQUIRE(as != nullptr);
   Ticker ticker(cpu0);
   Thread u = start_user("user-spin", as, cpu0);
@@ -241,4 +242,33 @@ KTEST(user_mode_is_preempted, 1) {
   KCHECK_EQ(code, 0x33);
   KCHECK(seen > 0);
   arch::address_space_destroy(as);
+}
+
+KTEST(user_asid_rollover_keeps_spaces_apart, 1) {
+  // Few ASIDs, many address spaces running at once: every few switches
+  // the generation rolls over. Each thread spins (preempted, migrated,
+  // its space re-activated with new ASIDs) and then must still read its
+  // own word.
+  unsigned cpus = system_stats().cpus;
+  arch::set_asid_limit(cpus + 2);
+  constexpr unsigned kSpaces = 12;
+  arch::AddressSpace* as[kSpaces] = {};
+  Thread t[kSpaces];
+  std::uint64_t rollovers = arch::asid_rollovers();
+  for (unsigned i = 0; i < kSpaces; ++i) {
+    as[i] = make_space(3, 1'000'000 + 100'000 * i, 1000 + i);
+    if (as[i]) t[i] = start_user("user-asid", as[i]);
+  }
+  for (unsigned i = 0; i < kSpaces; ++i) {
+    int code = 0;
+    KCHECK(as[i] != nullptr);
+    if (t[i].joinable()) KCHECK(t[i].join(&code) == Status::kOk);
+    KCHECK_EQ(code, static_cast<int>(1000 + i));
+    arch::address_space_destroy(as[i]);
+  }
+  rollovers = arch::asid_rollovers() - rollovers;
+  arch::set_asid_limit(0);
+  print("  %u address spaces on %u ASIDs: %llu rollovers, every space read its own word\n", kSpaces, cpus + 1,
+        static_cast<unsigned long long>(rollovers));
+  KCHECK(rollovers > 0);
 }

@@ -108,6 +108,8 @@ unsigned g_asid_bits = 8;
 std::uint64_t g_generation = 0;  // a multiple of 1 << g_asid_bits; 0 until user_cpu_init
 std::uint64_t g_asid_used[(1u << kMaxAsidBits) / 64];
 unsigned g_asid_next = 1;
+unsigned g_asid_limit = 0;  // tests: numbers below it only (0: all)
+std::uint64_t g_rollovers = 0;
 
 struct CpuAsid {
   std::uint64_t active = 0;    // context loaded in TTBR0 (0: none)
@@ -126,6 +128,7 @@ void take_asid(unsigned a) { g_asid_used[a / 64] |= 1ull << (a % 64); }
 
 // g_asid_lock held.
 void rollover() {
+  ++g_rollovers;
   g_generation += 1ull << g_asid_bits;
   std::memset(g_asid_used, 0, sizeof g_asid_used);
   take_asid(0);
@@ -146,7 +149,7 @@ std::uint64_t new_context(AddressSpace* as) {
     }
   }
   for (int round = 0; round < 2; ++round) {
-    unsigned n = 1u << g_asid_bits;
+    unsigned n = g_asid_limit ? g_asid_limit : 1u << g_asid_bits;
     for (unsigned k = 0; k < n; ++k) {
       unsigned a = (g_asid_next + k) % n;
       if (a == 0 || asid_taken(a)) continue;
@@ -183,6 +186,17 @@ void user_cpu_init() {
 }
 
 unsigned asid_bits() { return g_asid_bits; }
+
+void set_asid_limit(unsigned n) {
+  Locked l(g_asid_lock);
+  g_asid_limit = n < (1u << g_asid_bits) ? n : 0;
+  g_asid_next = 1;
+}
+
+std::uint64_t asid_rollovers() {
+  Locked l(g_asid_lock);
+  return g_rollovers;
+}
 
 unsigned address_space_asid(const AddressSpace* as) {
   Locked l(g_asid_lock);

@@ -179,6 +179,12 @@ void address_space_activate(AddressSpace* as);
 // from EL0 on any CPU, for tests.
 unsigned address_space_asid(const AddressSpace* as);
 unsigned asid_bits();
+// Tests: new ASIDs only below n from now on (0: the full width), so a
+// handful of address spaces forces generation rollovers; n must exceed the
+// CPU count + 1 (each CPU's running ASID survives a rollover). And how many
+// rollovers there were.
+void set_asid_limit(unsigned n);
+std::uint64_t asid_rollovers();
 struct LastUserFault {
   std::uint64_t esr;
   std::uint64_t far;
