@@ -19,8 +19,9 @@ namespace spindle::arch {
 //                                 L1[1..3]: RAM, 2 MiB Normal WB blocks
 //     0xFFFFFF82_00000000        stacks, 8 GiB: 4 KiB pages with an
 //                                 unmapped guard below each stack
-//   TTBR0: free for per-process (EL0) address spaces tagged with ASIDs;
-//          walks disabled (TCR_EL1.EPD0) once every CPU runs in the upper half.
+//   TTBR0: user (EL0) address spaces tagged with ASIDs (user.cc), user
+//          range [kUserBase, kUserLimit); an empty table (ASID 0) while a
+//          kernel thread runs.
 inline constexpr std::uintptr_t kKernelOffset = 0xFFFFFF8000000000ull;
 inline constexpr std::uintptr_t kStackRegionBase = 0xFFFFFF8200000000ull;
 inline constexpr std::uintptr_t kStackRegionSize = 8ull << 30;
