@@ -117,8 +117,37 @@ inline constexpr std::uint64_t kCpuOff = 0x84000002;
 inline constexpr std::uint64_t kSystemOff = 0x84000008;
 }  // namespace psci
 
+// Translation table descriptors (VMSAv8-64, 4 KiB granule), shared by the
+// kernel's tables (memory.cc) and the user ones (user.cc).
+namespace desc {
+inline constexpr std::uint64_t kValid = 1;
+inline constexpr std::uint64_t kBlock = 1;
+inline constexpr std::uint64_t kTable = 3;  // also a level-3 page
+inline constexpr std::uint64_t kAttrNormal = 1 << 2;  // MAIR index 1
+inline constexpr std::uint64_t kApEl0Rw = 1 << 6;     // AP = 01: read-write at EL1 and EL0
+inline constexpr std::uint64_t kApEl0Ro = 3 << 6;     // AP = 11: read-only at EL1 and EL0
+inline constexpr std::uint64_t kShInner = 3 << 8;
+inline constexpr std::uint64_t kAf = 1 << 10;
+inline constexpr std::uint64_t kNg = 1 << 11;
+inline constexpr std::uint64_t kPxn = 1ull << 53;
+inline constexpr std::uint64_t kUxn = 1ull << 54;
+inline constexpr std::uint64_t kPxnTable = 1ull << 59;
+inline constexpr std::uint64_t kAddrMask = 0x0000FFFFFFFFF000ull;
+}  // namespace desc
+
 // Memory (memory.cc).
 void memory_init(std::uintptr_t ram_end_pa);
+// A zeroed physical page (for a table, or user memory), or 0.
+std::uintptr_t zeroed_page();
+// The table a table descriptor points to (through the linear map).
+inline std::uint64_t* table_at(std::uint64_t d) {
+  return reinterpret_cast<std::uint64_t*>(phys_to_virt(d & desc::kAddrMask));
+}
+// The level-3 entry for va under the level-1 table l1, creating the
+// level-2/3 tables on the way if asked (linked with kTable | table_bits).
+// nullptr: not there, or out of memory. The caller serialises edits of
+// these tables.
+std::uint64_t* walk_to_pte(std::uint64_t* l1, std::uintptr_t va, bool create, std::uint64_t table_bits);
 // Physical pages; returns a PA or 0.
 std::uintptr_t page_alloc(std::size_t npages);
 void page_free(std::uintptr_t pa, std::size_t npages);

@@ -34,18 +34,10 @@ extern "C" std::uint64_t spindle_kernel_l2_ram[3][512];
 namespace spindle::arch {
 namespace {
 
-constexpr std::uint64_t kDescValid = 1;
-constexpr std::uint64_t kDescTable = 3;  // or a level-3 page
-constexpr std::uint64_t kDescBlock = 1;
-constexpr std::uint64_t kAttrNormal = 1 << 2;
-constexpr std::uint64_t kShInner = 3 << 8;
-constexpr std::uint64_t kAf = 1 << 10;
-constexpr std::uint64_t kPxn = 1ull << 53;
-constexpr std::uint64_t kUxn = 1ull << 54;
-constexpr std::uint64_t kAddrMask = 0x0000FFFFFFFFF000ull;
-constexpr std::uint64_t kRamBlock = kDescBlock | kAttrNormal | kShInner | kAf | kUxn | kPxn;  // W^X: data only
-constexpr std::uint64_t kStackPage = kDescTable | kAttrNormal | kShInner | kAf | kUxn | kPxn;
-constexpr std::size_t kBlock = 2 << 20;
+using namespace desc;
+constexpr std::uint64_t kRamBlock = kBlock | kAttrNormal | kShInner | kAf | kUxn | kPxn;  // W^X: data only
+constexpr std::uint64_t kStackPage = kTable | kAttrNormal | kShInner | kAf | kUxn | kPxn;
+constexpr std::size_t kBlockSize = 2 << 20;
 
 // ---------------------------------------------------------------------------
 // Physical pages.
@@ -75,35 +67,8 @@ std::size_t page_index(std::uintptr_t pa) { return (pa - kRamBase) / kPageSize; 
 
 void publish_tables() { asm volatile("dsb ishst\n\tisb" ::: "memory"); }
 
-// A zeroed page for a translation table, or 0.
-std::uintptr_t new_table() {
-  std::uintptr_t pa = page_alloc(1);
-  if (pa) std::memset(reinterpret_cast<void*>(phys_to_virt(pa)), 0, kPageSize);
-  return pa;
-}
-
-std::uint64_t* table_at(std::uint64_t desc) { return reinterpret_cast<std::uint64_t*>(phys_to_virt(desc & kAddrMask)); }
-
 // The level-3 entry for va in the stack region, creating tables on the way.
-std::uint64_t* stack_pte(std::uintptr_t va, bool create) {
-  std::uint64_t& l1 = spindle_kernel_l1[(va >> 30) & 511];
-  if (!(l1 & kDescValid)) {
-    if (!create) return nullptr;
-    std::uintptr_t t = new_table();
-    if (!t) return nullptr;
-    asm volatile("dsb ishst" ::: "memory");  // the zeroed table before the link to it
-    l1 = t | kDescTable;
-  }
-  std::uint64_t& l2 = table_at(l1)[(va >> 21) & 511];
-  if (!(l2 & kDescValid)) {
-    if (!create) return nullptr;
-    std::uintptr_t t = new_table();
-    if (!t) return nullptr;
-    asm volatile("dsb ishst" ::: "memory");
-    l2 = t | kDescTable;
-  }
-  return &table_at(l2)[(va >> 12) & 511];
-}
+std::uint64_t* stack_pte(std::uintptr_t va, bool create) { return walk_to_pte(spindle_kernel_l1, va, create, 0); }
 
 // ---------------------------------------------------------------------------
 // Heap.
@@ -230,7 +195,7 @@ void unmap_pages(std::uintptr_t va, std::size_t size) {
     std::uintptr_t chunk = off;
     for (; n < 16 && off < size; ++n, off += kPageSize) {
       std::uint64_t* pte = stack_pte(va + off, false);
-      pas[n] = pte && (*pte & kDescValid) ? (*pte & kAddrMask) : 0;
+      pas[n] = pte && (*pte & kValid) ? (*pte & kAddrMask) : 0;
       if (pte) *pte = 0;
     }
     // Break: entries invalid everywhere, and no TLB holds them, before the
@@ -253,13 +218,13 @@ void unmap_pages(std::uintptr_t va, std::size_t size) {
 
 void memory_init(std::uintptr_t ram_end) {
   if (ram_end > kRamLimit) ram_end = kRamLimit;
-  ram_end &= ~(kBlock - 1);
+  ram_end &= ~(kBlockSize - 1);
   // Map RAM beyond the image's blocks (start.S mapped those). New valid
   // entries replace invalid ones: no TLB maintenance, only ordering.
-  for (std::uintptr_t pa = kRamBase; pa < ram_end; pa += kBlock) {
-    std::size_t i = (pa - kRamBase) / kBlock;
+  for (std::uintptr_t pa = kRamBase; pa < ram_end; pa += kBlockSize) {
+    std::size_t i = (pa - kRamBase) / kBlockSize;
     std::uint64_t& e = spindle_kernel_l2_ram[i / 512][i % 512];
-    if (!(e & kDescValid)) e = pa | kRamBlock;
+    if (!(e & kValid)) e = pa | kRamBlock;
   }
   publish_tables();
 
@@ -319,6 +284,27 @@ void page_free(std::uintptr_t pa, std::size_t n) {
   mark(i, n, false);
   g_free_pages += n;
   if (i / 64 < g_hint) g_hint = i / 64;
+}
+
+std::uintptr_t zeroed_page() {
+  std::uintptr_t pa = page_alloc(1);
+  if (pa) std::memset(reinterpret_cast<void*>(phys_to_virt(pa)), 0, kPageSize);
+  return pa;
+}
+
+std::uint64_t* walk_to_pte(std::uint64_t* t, std::uintptr_t va, bool create, std::uint64_t table_bits) {
+  for (unsigned shift : {30u, 21u}) {
+    std::uint64_t& d = t[(va >> shift) & 511];
+    if (!(d & kValid)) {
+      if (!create) return nullptr;
+      std::uintptr_t pa = zeroed_page();
+      if (!pa) return nullptr;
+      asm volatile("dsb ishst" ::: "memory");  // the zeroed table before the link to it
+      d = pa | kTable | table_bits;
+    }
+    t = table_at(d);
+  }
+  return &t[(va >> 12) & 511];
 }
 
 StackRegion stack_alloc(std::size_t size) {

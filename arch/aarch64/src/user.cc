@@ -44,18 +44,7 @@ struct AddressSpace {
 
 namespace {
 
-constexpr std::uint64_t kValid = 1;
-constexpr std::uint64_t kTable = 3;  // also a level-3 page
-constexpr std::uint64_t kPxnTable = 1ull << 59;
-constexpr std::uint64_t kAttrNormal = 1 << 2;
-constexpr std::uint64_t kApEl0Rw = 1 << 6;   // AP = 01: read-write at EL1 and EL0
-constexpr std::uint64_t kApEl0Ro = 3 << 6;   // AP = 11: read-only at EL1 and EL0
-constexpr std::uint64_t kShInner = 3 << 8;
-constexpr std::uint64_t kAf = 1 << 10;
-constexpr std::uint64_t kNg = 1 << 11;
-constexpr std::uint64_t kPxn = 1ull << 53;
-constexpr std::uint64_t kUxn = 1ull << 54;
-constexpr std::uint64_t kAddrMask = 0x0000FFFFFFFFF000ull;
+using namespace desc;
 constexpr std::uint64_t kUserPage = kTable | kAttrNormal | kShInner | kAf | kNg | kPxn;
 
 std::uint64_t leaf_bits(UserAccess a) {
@@ -67,30 +56,10 @@ std::uint64_t leaf_bits(UserAccess a) {
   return kUserPage | kApEl0Ro | kUxn;
 }
 
-std::uint64_t* table_at(std::uint64_t desc) { return reinterpret_cast<std::uint64_t*>(phys_to_virt(desc & kAddrMask)); }
-
-std::uintptr_t zeroed_page() {
-  std::uintptr_t pa = page_alloc(1);
-  if (pa) std::memset(reinterpret_cast<void*>(phys_to_virt(pa)), 0, kPageSize);
-  return pa;
-}
-
 // The level-3 entry for va, creating the tables on the way if asked
 // (nullptr: not there, or no memory). as->lock held.
 std::uint64_t* pte_of(AddressSpace* as, std::uintptr_t va, bool create) {
-  std::uint64_t* t = reinterpret_cast<std::uint64_t*>(phys_to_virt(as->l1));
-  for (unsigned shift : {30u, 21u}) {
-    std::uint64_t& d = t[(va >> shift) & 511];
-    if (!(d & kValid)) {
-      if (!create) return nullptr;
-      std::uintptr_t pa = zeroed_page();
-      if (!pa) return nullptr;
-      asm volatile("dsb ishst" ::: "memory");  // the zeroed table before the link to it
-      d = pa | kTable | kPxnTable;
-    }
-    t = table_at(d);
-  }
-  return &t[(va >> 12) & 511];
+  return walk_to_pte(reinterpret_cast<std::uint64_t*>(phys_to_virt(as->l1)), va, create, kPxnTable);
 }
 
 void check_range(const char* what, std::uintptr_t va, std::size_t size) {
