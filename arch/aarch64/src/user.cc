@@ -21,8 +21,9 @@
 // address space invalidates its ASID's entries on every CPU and frees the
 // number.
 //
-// CpuAsid::current is the address space loaded in this CPU's TTBR0; only
-// the CPU itself touches it, with interrupts masked (activate).
+// CpuAsid::current is the address space loaded in this CPU's TTBR0: only
+// the CPU itself writes it (activate, interrupts masked, under the lock
+// too, so destroy can check that no CPU still runs the space).
 #include <atomic>
 #include <cstring>
 #include <new>
@@ -132,7 +133,7 @@ std::uint64_t new_context(AddressSpace* as) {
 }
 
 void tlbi_asid(std::uint64_t context) {
-  std::uint64_t asid = context & 0xFFFF;
+  std::uint64_t asid = context & asid_mask();
   if (asid == 0) return;
   asm volatile("dsb ishst\n\ttlbi aside1is, %0\n\tdsb ish\n\tisb" ::"r"(asid << 48) : "memory");
 }
@@ -245,7 +246,7 @@ void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size) {
   std::uint64_t asid;
   {
     Locked a(g_asid_lock);
-    asid = as->context & 0xFFFF;
+    asid = as->context & asid_mask();
   }
   for (std::size_t off = 0; off < size; off += kPageSize) {
     std::uint64_t* pte = pte_of(as, va + off, false);
@@ -298,6 +299,7 @@ void address_space_activate(AddressSpace* as) {
       if (ctx == 0 || (ctx & ~asid_mask()) != g_generation) ctx = as->context = new_context(as);
     }
     c.active = ctx;
+    c.current = as;
     flush = c.flush_pending && as;
     if (flush) c.flush_pending = false;
   }
@@ -305,7 +307,6 @@ void address_space_activate(AddressSpace* as) {
   std::uint64_t ttbr = as ? ((ctx & asid_mask()) << 48) | as->l1
                           : virt_to_phys(reinterpret_cast<std::uintptr_t>(spindle_user_l1_none));
   asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"(ttbr) : "memory");
-  c.current = as;
 }
 
 void enter_user(const UserEntry& e) {

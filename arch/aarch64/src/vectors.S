@@ -144,9 +144,9 @@ el1_irq:
         bl      spindle_aarch64_irq
         POP_FRAME_AND_RETURN
 
-// From EL0. SP_EL1 is the thread's kernel stack (as enter_user or the last
-// return to EL0 left it), so the frame needs no overflow check beyond the
-// guard. Saved besides the registers: the user's SP_EL0, TPIDR_EL0 and
+// From EL0. SP_EL1 is where enter_user (or the last return to EL0) left
+// the thread's kernel stack, near its top, so unlike el1_sync no overflow
+// check is needed. Saved besides the registers: the user's SP_EL0, TPIDR_EL0 and
 // TPIDRRO_EL0; then SP_EL0 and TPIDRRO_EL0 get the kernel's values for
 // this thread back from the CpuArea (EL0 can change neither there, but
 // while at EL0 they held the user's stack pointer and thread pointer).
@@ -197,8 +197,6 @@ spindle_aarch64_ret_to_user:
         .type   spindle_aarch64_enter_user, %function
 spindle_aarch64_enter_user:
         msr     daifset, #2
-        and     x9, x1, #15                     // (checked by the caller; keep sp aligned anyway)
-        sub     x1, x1, x9
         mov     x9, sp
         and     x9, x9, #~15
         sub     sp, x9, #FRAME_SIZE
