@@ -64,5 +64,12 @@ void hosted_unmark_vcpu();
 // base (up to the calibration error, a few ppm).
 void hosted_calibrate_clock();
 std::uint64_t hosted_to_monotonic(std::uint64_t ns);
+struct ClockCalibration {
+  std::uint64_t mult;  // 0: not calibrated (or no invariant TSC)
+  std::uint64_t tsc0;
+  std::uint64_t mono0;
+};
+ClockCalibration hosted_clock_calibration();
+void hosted_adopt_clock_calibration(const ClockCalibration& c);
 
 }  // namespace spindle::arch

@@ -70,6 +70,7 @@ struct Ctl {
   std::int64_t main_off = 0;   // detail::ProcessMain, from anchor()
   std::int64_t entry_off = 0;  // entry, from anchor()
   std::uint64_t args_len = 0;
+  arch::ClockCalibration clock{};  // the parent's, so the child need not calibrate
   std::uint32_t nhandles = 0;  // handles given at spawn, found at kHandleFd + i
   SpawnedHandle handles[kMaxHandlesPerTransfer] = {};
   // Written once by the child when a fault ends it (first fault wins);
@@ -143,6 +144,7 @@ int process_main() {
   if (m == MAP_FAILED) return 2;
   g_self = static_cast<Ctl*>(m);
   if (g_self->magic != kCtlMagic) return 2;
+  arch::hosted_adopt_clock_calibration(g_self->clock);
   arch::hosted_set_memory_limit(g_self->memory_limit);
   Options opts;
   opts.pin_mask = g_self->affinity;
@@ -215,6 +217,7 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   c->entry_off = code_offset(entry);
   c->args_len = len;
   if (len) std::memcpy(c->args, args, len);
+  c->clock = arch::hosted_clock_calibration();
   c->nhandles = static_cast<std::uint32_t>(opts.handles.size());
   for (std::size_t i = 0; i < opts.handles.size(); ++i) {
     c->handles[i] = hosted::spawn_handle_info(objs[i]);

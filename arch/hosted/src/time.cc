@@ -67,6 +67,17 @@ void hosted_calibrate_clock() {
   g_use_tsc = true;
 }
 
+// A spawned process takes its parent's calibration (same host, same
+// invariant TSC) instead of spending 20 ms on its own.
+ClockCalibration hosted_clock_calibration() { return {g_use_tsc ? g_mult : 0, g_tsc0, g_mono0}; }
+void hosted_adopt_clock_calibration(const ClockCalibration& c) {
+  if (c.mult == 0 || !invariant_tsc()) return;
+  g_mult = c.mult;
+  g_tsc0 = c.tsc0;
+  g_mono0 = c.mono0;
+  g_use_tsc = true;
+}
+
 std::uint64_t now_ns() {
   if (!g_use_tsc) return mono_now();
   std::uint64_t d = __rdtsc() - g_tsc0;

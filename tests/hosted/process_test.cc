@@ -1,0 +1,480 @@
+// Isolated processes, channels, shared memory, handles and ProcessPool.
+// Hosted for now (the aarch64 EL0 backend comes next); the children are
+// this test binary, started through run_if_spawned in its main().
+#include <malloc.h>
+#include <dirent.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "../kernel/sync_util.h"
+#include "spindle/channel.h"
+#include "spindle/process.h"
+#include "spindle/process_pool.h"
+#include "spindle/shared_memory.h"
+
+using namespace spindle;
+using namespace spindle::ktest;
+using namespace std::chrono_literals;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Entries the tests spawn.
+
+int g_global = 7;  // fresh in every process
+
+struct Pair {
+  int a;
+  double b;
+};
+
+int echo_args(int x, Pair p, std::span<const std::byte> bytes, char c) {
+  int sum = 0;
+  for (std::byte b : bytes) sum += static_cast<int>(b);
+  // 0 when everything arrived intact and the globals are fresh.
+  return (x == 41 && p.a == -3 && p.b == 2.5 && sum == 6 && c == 'z' && g_global == 7) ? 0 : 1;
+}
+
+int exit_with(int code) { return code; }
+
+int null_write() {
+  *static_cast<volatile int*>(nullptr) = 1;
+  return 0;
+}
+int kernel_write() {
+  *reinterpret_cast<volatile int*>(this_process::kernel_space_address()) = 1;
+  return 0;
+}
+int deep(int n) {
+  volatile char pad[512];
+  pad[0] = static_cast<char>(n);
+  return deep(n + 1) + pad[0];
+}
+int overflow_stack() { return deep(0); }
+int trap() {
+  __builtin_trap();
+  return 0;
+}
+int divide(int d) {
+  volatile int n = 10;
+  return n / d;
+}
+char* volatile g_keep;
+int hog() {
+  for (;;) {
+    char* c = new char[256 * 1024];
+    std::memset(c, 1, 256 * 1024);
+    g_keep = c;
+  }
+}
+int sleeper() {
+  this_thread::sleep_for(10s);
+  return 0;
+}
+
+// Creates threads until refused: the number created, or -1 if the refusal
+// was not kLimit.
+int count_threads() {
+  Thread ts[16];
+  int n = 0;
+  for (; n < 16; ++n) {
+    ThreadOptions o;
+    o.name = "filler";
+    auto t = Thread::create(o, [] { this_thread::sleep_for(200ms); });
+    if (!t.ok()) {
+      if (t.status() != Status::kLimit) return -1;
+      break;
+    }
+    ts[n] = std::move(t).value();
+  }
+  for (int i = 0; i < n; ++i) (void)ts[i].join();
+  return n;
+}
+
+// Echoes every message back until the channel closes; returns the count.
+int echo_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  static std::byte buf[kMaxMessageBytes];  // a thread's stack is 64 KiB
+  int n = 0;
+  for (;;) {
+    auto r = ch->recv(buf);
+    if (!r.ok()) return r.status() == Status::kClosed ? n : -2;
+    if (ch->send(std::span<const std::byte>(buf, r->bytes)) != Status::kOk) return -3;
+    ++n;
+  }
+}
+
+// Receives a shared-memory handle in a message and writes to the region.
+int write_granted() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  Handle h[1];
+  std::byte b[8];
+  auto r = ch->recv(b, h);
+  if (!r.ok() || r->handles != 1) return 2;
+  auto shm = SharedMemory::adopt(h[0]);
+  if (!shm.ok()) return 3;
+  // A read-only grant cannot be raised.
+  if (shm->access() == Access::kReadOnly) {
+    if (handle_duplicate(shm->handle(), Access::kReadWrite).status() != Status::kInvalidArgument) return 4;
+    if (std::to_integer<int>(shm->data()[0]) != 42) return 5;
+  }
+  shm->data()[0] = std::byte{99};  // faults on a read-only mapping
+  return 0;
+}
+
+// Adds 1 to a shared counter `n` times.
+int add_shared(int n) {
+  auto shm = SharedMemory::adopt(this_process::handle(0));
+  if (!shm.ok()) return 1;
+  auto* c = reinterpret_cast<std::atomic<std::uint64_t>*>(shm->data());
+  for (int i = 0; i < n; ++i) c->fetch_add(1, std::memory_order_relaxed);
+  return 0;
+}
+
+// Sends `n` numbered messages.
+int send_numbers(int id, int n) {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  for (int i = 0; i < n; ++i) {
+    int m[2] = {id, i};
+    if (ch->send(std::as_bytes(std::span(m))) != Status::kOk) return 2;
+  }
+  return 0;
+}
+
+int square(int x) { return x * x; }
+int crash_on(int x) {
+  if (x == 3) *static_cast<volatile int*>(nullptr) = 1;
+  return x;
+}
+
+ExitStatus run_to_end(Result<Process> p) {
+  if (!p.ok()) {
+    KFAIL("spawn failed: %s", to_string(p.status()));
+    return {};
+  }
+  auto st = p->join();
+  if (!st.ok()) {
+    KFAIL("join failed: %s", to_string(st.status()));
+    return {};
+  }
+  return *st;
+}
+
+}  // namespace
+
+KTEST(process_spawn_passes_arguments_and_fresh_globals, 2) {
+  g_global = 1000;  // the parent's copy only
+  const std::byte bytes[] = {std::byte{1}, std::byte{2}, std::byte{3}};
+  ExitStatus st = run_to_end(Process::spawn(echo_args, 41, Pair{-3, 2.5}, std::span<const std::byte>(bytes), 'z'));
+  KCHECK(st.kind == ExitKind::kExited);
+  KCHECK_EQ(st.code, 0);
+  KCHECK_EQ(g_global, 1000);
+  KCHECK_EQ(run_to_end(Process::spawn(exit_with, 42)).code, 42);
+  // Ids: distinct from ours.
+  auto p = Process::spawn(exit_with, 0);
+  KREQUIRE(p.ok());
+  KCHECK(p->pid() != this_process::id() && p->pid() != 0);
+  KCHECK(p->join().ok());
+  KCHECK(!p->joinable());
+  KCHECK(p->join().status() == Status::kInvalidState);
+  KCHECK(!this_process::is_spawned());
+}
+
+KTEST(process_spawn_rejects_bad_options, 2) {
+  ProcessOptions o;
+  o.priority = 99;
+  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
+  o = {};
+  o.affinity = CpuMask();
+  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
+  o = {};
+  Handle forged[] = {Handle{0x12345}};
+  o.handles = forged;
+  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kNotFound);
+  static std::byte big[kMaxProcessArgBytes + 1];
+  KCHECK(Process::spawn(echo_args, 41, Pair{}, std::span<const std::byte>(big), 'z').status() ==
+         Status::kInvalidArgument);
+}
+
+// The fault matrix: each fault ends only its process, reported by kind.
+KTEST(process_faults_are_contained_and_reported, 2) {
+  struct Row {
+    const char* what;
+    Result<Process> (*spawn)();
+    FaultKind fault;
+  } rows[] = {
+      {"null write", [] { return Process::spawn(null_write); }, FaultKind::kBadAccess},
+      {"kernel write", [] { return Process::spawn(kernel_write); }, FaultKind::kBadAccess},
+      {"stack overflow", [] { return Process::spawn(overflow_stack); }, FaultKind::kStackOverflow},
+      {"trap", [] { return Process::spawn(trap); }, FaultKind::kIllegalInstruction},
+      {"divide by zero", [] { return Process::spawn(divide, 0); }, FaultKind::kArithmetic},
+      {"memory limit",
+       [] {
+         ProcessOptions o;
+         o.memory_limit = 8 << 20;
+         o.name = "hog";
+         return Process::spawn(o, hog);
+       },
+       FaultKind::kMemoryLimit},
+  };
+  for (const Row& r : rows) {
+    ExitStatus st = run_to_end(r.spawn());
+    char why[160];
+    if (st.kind != ExitKind::kFaulted || st.fault != r.fault) {
+      KFAIL("%s: %s (want %s)", r.what, st.describe(why, sizeof why), to_string(r.fault));
+    }
+  }
+  ExitStatus st = run_to_end(Process::spawn(null_write));
+  KCHECK_EQ(st.address, 0u);
+  KCHECK(std::strcmp(st.thread, "process") == 0);
+  st = run_to_end(Process::spawn(kernel_write));
+  KCHECK_EQ(st.address, this_process::kernel_space_address());
+  // We are still here, and can still spawn.
+  KCHECK_EQ(run_to_end(Process::spawn(exit_with, 3)).code, 3);
+}
+
+KTEST(process_kill_and_join_timeout, 2) {
+  auto p = Process::spawn(sleeper);
+  KREQUIRE(p.ok());
+  KCHECK(p->join_for(50ms).status() == Status::kTimedOut);
+  KCHECK(p->joinable());
+  KCHECK(p->kill() == Status::kOk);
+  auto st = p->join();
+  KREQUIRE(st.ok());
+  KCHECK(st->kind == ExitKind::kKilled);
+  KCHECK(p->kill() == Status::kInvalidState);
+  // Dropping a running process kills and reaps it.
+  { auto q = Process::spawn(sleeper); }
+}
+
+KTEST(process_thread_limit_is_enforced, 2) {
+  ProcessOptions o;
+  o.thread_limit = 3;  // main + 2
+  KCHECK_EQ(run_to_end(Process::spawn(o, count_threads)).code, 2);
+  KCHECK_EQ(run_to_end(Process::spawn(count_threads)).code, 16);
+}
+
+KTEST(channel_round_trip_boundaries_and_errors, 2) {
+  auto pair = Channel::create();
+  KREQUIRE(pair.ok());
+  Channel& a = pair->first;
+  Channel& b = pair->second;
+  // Boundaries kept, FIFO.
+  KCHECK(a.send_value(1) == Status::kOk);
+  KCHECK(a.send(std::as_bytes(std::span("hello", 5))) == Status::kOk);
+  KCHECK(b.recv_value<int>().value() == 1);
+  std::byte buf[16];
+  auto r = b.recv(buf);
+  KREQUIRE(r.ok());
+  KCHECK_EQ(r->bytes, 5u);
+  // Too small a buffer: kOverflow, the message stays.
+  KCHECK(a.send(std::as_bytes(std::span("0123456789", 10))) == Status::kOk);
+  KCHECK(b.recv(std::span(buf, 4)).status() == Status::kOverflow);
+  auto r10 = b.recv(buf);
+  KCHECK(r10.ok() && r10->bytes == 10);
+  // Bad buffers are refused, nothing lost.
+  auto* bad = reinterpret_cast<std::byte*>(this_process::kernel_space_address());
+  KCHECK(a.send(std::span<const std::byte>(bad, 8)) == Status::kInvalidArgument);
+  KCHECK(a.send_value(5) == Status::kOk);
+  KCHECK(b.recv(std::span<std::byte>(bad, 8)).status() == Status::kInvalidArgument);
+  KCHECK(b.recv_value<int>().value() == 5);
+  // Too long, timeouts, forged and closed handles.
+  static std::byte huge[kMaxMessageBytes + 1];
+  KCHECK(a.send(huge) == Status::kInvalidArgument);
+  KCHECK(b.recv_for(buf, 20ms).status() == Status::kTimedOut);
+  KCHECK(detail::channel_send(Handle{0xdead01}, {}, {}, kForever) == Status::kNotFound);
+  Handle stale = a.handle();
+  a.close();
+  KCHECK(handle_kind(stale) == HandleKind::kNone);
+  KCHECK(handle_close(stale) == Status::kNotFound);
+  KCHECK(detail::channel_send(stale, {}, {}, kForever) == Status::kNotFound);
+  // The peer is gone: kClosed.
+  KCHECK(b.recv(buf).status() == Status::kClosed);
+  KCHECK(b.send_value(1) == Status::kClosed);
+}
+
+KTEST(channel_full_queue_blocks_until_deadline, 2) {
+  auto pair = Channel::create().value();
+  static std::byte chunk[kMaxMessageBytes];
+  int sent = 0;
+  Status s;
+  while ((s = pair.first.send(chunk, {}, deadline_after(50ms))) == Status::kOk) ++sent;
+  KCHECK(s == Status::kTimedOut);
+  KCHECK(sent > 0);
+  static std::byte buf[kMaxMessageBytes];
+  KCHECK(pair.second.recv(buf).ok());
+  KCHECK(pair.first.send(chunk, {}, deadline_after(1s)) == Status::kOk);  // room again
+}
+
+KTEST(channel_to_a_process_and_its_death, 2) {
+  auto [mine, theirs] = Channel::create().value();
+  Handle give[] = {theirs.handle()};
+  ProcessOptions o;
+  o.handles = give;
+  auto p = Process::spawn(o, echo_server);
+  KREQUIRE(p.ok());
+  theirs.close();
+  for (int i = 0; i < 100; ++i) {
+    KCHECK(mine.send_value(i) == Status::kOk);
+    auto v = mine.recv_value<int>();
+    KREQUIRE(v.ok());
+    KCHECK_EQ(*v, i);
+  }
+  mine.close();  // the server sees kClosed and returns its count
+  KCHECK_EQ(run_to_end(std::move(p)).code, 100);
+
+  // A peer that dies: our receive says kClosed instead of hanging.
+  auto [m2, t2] = Channel::create().value();
+  Handle g2[] = {t2.handle()};
+  o.handles = g2;
+  auto crasher = Process::spawn(o, null_write);
+  KREQUIRE(crasher.ok());
+  t2.close();
+  std::byte buf[8];
+  KCHECK(m2.recv_for(buf, 10s).status() == Status::kClosed);
+  KCHECK(crasher->join().ok());
+}
+
+KTEST(shared_memory_grants_read_write_and_read_only, 2) {
+  auto shm = SharedMemory::create(100);
+  KREQUIRE(shm.ok());
+  KCHECK_EQ(shm->size(), arch::kPageSize);
+  shm->data()[0] = std::byte{42};
+  for (Access access : {Access::kReadWrite, Access::kReadOnly}) {
+    auto [mine, theirs] = Channel::create().value();
+    Handle give[] = {theirs.handle()};
+    ProcessOptions o;
+    o.handles = give;
+    auto p = Process::spawn(o, write_granted);
+    KREQUIRE(p.ok());
+    auto grant = handle_duplicate(shm->handle(), access);
+    KREQUIRE(grant.ok());
+    Handle hs[] = {*grant};
+    KCHECK(mine.send(std::as_bytes(std::span("x", 1)), hs) == Status::kOk);
+    KCHECK(handle_close(*grant) == Status::kOk);
+    ExitStatus st = run_to_end(std::move(p));
+    if (access == Access::kReadWrite) {
+      KCHECK(st.kind == ExitKind::kExited && st.code == 0);
+      KCHECK(std::to_integer<int>(shm->data()[0]) == 99);  // the child's write is visible here
+      shm->data()[0] = std::byte{42};
+    } else {
+      KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kBadAccess);
+      KCHECK(std::to_integer<int>(shm->data()[0]) == 42);
+    }
+  }
+  KCHECK(SharedMemory::create(0).status() == Status::kInvalidArgument);
+  KCHECK(SharedMemory::adopt(Handle{77}).status() == Status::kNotFound);
+  auto ch = Channel::create().value();
+  KCHECK(SharedMemory::adopt(ch.first.handle()).status() == Status::kInvalidArgument);
+}
+
+// Four processes hammer one shared counter and one channel each.
+KTEST(processes_stress_shared_memory_and_channels, 2) {
+  constexpr int kProcs = 4;
+  constexpr int kAdds = 200000;
+  auto shm = SharedMemory::create(sizeof(std::uint64_t)).value();
+  Process adders[kProcs];
+  for (auto& p : adders) {
+    ProcessOptions o;
+    Handle give[] = {shm.handle()};
+    o.handles = give;
+    p = Process::spawn(o, add_shared, kAdds).value();
+  }
+  for (auto& p : adders) KCHECK(run_to_end(std::move(p)).code == 0);
+  KCHECK_EQ(reinterpret_cast<std::atomic<std::uint64_t>*>(shm.data())->load(), std::uint64_t{kProcs} * kAdds);
+
+  constexpr int kMsgs = 2000;
+  Channel ends[kProcs];
+  Process senders[kProcs];
+  for (int i = 0; i < kProcs; ++i) {
+    auto [mine, theirs] = Channel::create().value();
+    Handle give[] = {theirs.handle()};
+    ProcessOptions o;
+    o.handles = give;
+    senders[i] = Process::spawn(o, send_numbers, i, kMsgs).value();
+    ends[i] = std::move(mine);
+  }
+  for (int i = 0; i < kProcs; ++i) {
+    for (int k = 0; k < kMsgs; ++k) {
+      int m[2];
+      auto r = ends[i].recv(std::as_writable_bytes(std::span(m)));
+      KREQUIRE(r.ok());
+      if (m[0] != i || m[1] != k) {
+        KFAIL("channel %d: message %d was (%d, %d)", i, k, m[0], m[1]);
+        return;
+      }
+    }
+    KCHECK(run_to_end(std::move(senders[i])).code == 0);
+    std::byte b[8];
+    KCHECK(ends[i].recv(b).status() == Status::kClosed);
+  }
+}
+
+namespace {
+int open_fds() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return n;
+}
+}  // namespace
+
+// Sequential spawn/join returns every resource: descriptors and heap.
+KTEST(process_spawn_join_does_not_leak, 2) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int kRounds = 200;  // a sanitized child takes ~10x longer to start
+#else
+  constexpr int kRounds = 10000;
+#endif
+  (void)run_to_end(Process::spawn(exit_with, 0));  // warm up lazily allocated state
+  int fds = open_fds();
+  std::size_t heap = mallinfo2().uordblks;
+  ProcessOptions one_cpu;
+  one_cpu.affinity = CpuMask::only(0);
+  for (int i = 0; i < kRounds; ++i) {
+    auto p = Process::spawn(one_cpu, exit_with, i & 0x7f);
+    KREQUIRE(p.ok());
+    auto st = p->join();
+    KREQUIRE(st.ok());
+    if (st->code != (i & 0x7f)) {
+      KFAIL("round %d: exit code %d", i, st->code);
+      return;
+    }
+  }
+  KCHECK_EQ(open_fds(), fds);
+  std::size_t after = mallinfo2().uordblks;
+  if (after > heap + 64 * 1024) KFAIL("heap grew from %zu to %zu bytes over %d spawns", heap, after, kRounds);
+}
+
+KTEST(process_pool_results_crash_and_replacement, 2) {
+  ProcessPool pool(3);
+  KREQUIRE(pool.status() == Status::kOk);
+  int xs[] = {1, 2, 3, 4, 5, 6, 7, 8};
+  auto sq = pool.map(square, xs);
+  for (int i = 0; i < 8; ++i) KCHECK_EQ(sq[i].get().value(), xs[i] * xs[i]);
+  auto mixed = pool.map(crash_on, xs);
+  for (int i = 0; i < 8; ++i) {
+    auto r = mixed[i].get();
+    if (xs[i] == 3) {
+      KCHECK(r.status() == Status::kFaulted);
+    } else {
+      KCHECK(r.ok() && *r == xs[i]);
+    }
+  }
+  ProcessPoolStats st = pool.stats();
+  KCHECK_EQ(st.crashes, 1u);
+  KCHECK_EQ(st.replaced, 1u);
+  KCHECK(st.last_crash.kind == ExitKind::kFaulted && st.last_crash.fault == FaultKind::kBadAccess);
+  KCHECK(st.jobs >= 15);
+  KCHECK(pool.shutdown() == Status::kOk);
+  KCHECK(pool.submit(square, 2).status() == Status::kClosed);
+  ProcessPool none(0);
+  KCHECK(none.status() == Status::kInvalidArgument);
+  KCHECK(none.submit(square, 2).status() == Status::kInvalidArgument);
+}
