@@ -144,9 +144,9 @@ T arg_read(const std::byte* in, std::size_t& at) {
 }
 
 template <typename... P>
-int process_main(std::uintptr_t entry, const std::byte* args, std::size_t) {
+int process_main(std::uintptr_t entry, [[maybe_unused]] const std::byte* args, std::size_t) {
   auto fn = reinterpret_cast<int (*)(P...)>(entry);
-  std::size_t at = 0;
+  [[maybe_unused]] std::size_t at = 0;
   // Braced initialisation evaluates the reads left to right.
   std::tuple<std::remove_cvref_t<P>...> values{arg_read<std::remove_cvref_t<P>>(args, at)...};
   return std::apply(fn, std::move(values));
@@ -219,7 +219,7 @@ class Process {
       out = new (std::nothrow) std::byte[size];
       if (!out) return Status::kNoMemory;
     }
-    std::size_t at = 0;
+    [[maybe_unused]] std::size_t at = 0;
     ((at = detail::arg_write(out, at, args)), ...);
     Result<detail::ProcessRecord*> r = detail::process_spawn(opts, &detail::process_main<P...>,
                                                              reinterpret_cast<std::uintptr_t>(entry), out, size);

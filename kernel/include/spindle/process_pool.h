@@ -53,9 +53,9 @@ std::uintptr_t code_address(std::intptr_t offset);
 using PoolInvoke = std::size_t (*)(std::uintptr_t fn, const std::byte* args, std::size_t len, std::byte* out);
 
 template <typename R, typename... P>
-std::size_t pool_invoke(std::uintptr_t fn, const std::byte* args, std::size_t, std::byte* out) {
+std::size_t pool_invoke(std::uintptr_t fn, [[maybe_unused]] const std::byte* args, std::size_t, std::byte* out) {
   auto f = reinterpret_cast<R (*)(P...)>(fn);
-  std::size_t at = 0;
+  [[maybe_unused]] std::size_t at = 0;
   std::tuple<std::remove_cvref_t<P>...> values{arg_read<std::remove_cvref_t<P>>(args, at)...};
   R r = std::apply(f, std::move(values));
   std::memcpy(out, &r, sizeof r);
