@@ -44,6 +44,7 @@
 #include "spindle/hosted.h"
 #include "spindle/mutex.h"
 #include "spindle/shared_memory.h"
+#include "spindle/thread.h"
 
 namespace spindle::hosted {
 
@@ -149,8 +150,18 @@ Result<Handle> insert_new(HandleKind kind, Access access, int fd, std::size_t si
 }
 
 // Waits until fd is ready for `events` or the deadline passes: false on
-// timeout. Blocks the calling Spindle thread only.
+// timeout. Blocks the calling Spindle thread only. A peer that answers
+// within a few microseconds is caught by polling first (yielding to other
+// threads of this vCPU between polls); only a longer wait pays for the
+// hand-off to a helper host thread and the wake-up back.
 bool wait_fd(int fd, short events, TimePoint deadline) {
+  constexpr std::uint64_t kSpinNs = 30'000;
+  std::uint64_t spin_end = arch::now_ns() + kSpinNs;
+  do {
+    pollfd p{fd, events, 0};
+    if (poll(&p, 1, 0) > 0) return true;
+    this_thread::yield();
+  } while (arch::now_ns() < spin_end);
   long long left = -1;
   if (deadline != kForever) {
     left = std::chrono::duration_cast<Duration>(deadline - Clock::now()).count();

@@ -180,7 +180,9 @@ using hosted::Ctl;
 Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain main, std::uintptr_t entry,
                                      const std::byte* args, std::size_t len) {
   if (opts.priority < kMinPriority || opts.priority > kMaxPriority) return Status::kInvalidArgument;
-  unsigned host = hosted::host_cpus();
+  // Cores that exist (not the caller's affinity: a vCPU is pinned to one).
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  unsigned host = online > 0 ? static_cast<unsigned>(online) : 1;
   std::uint64_t cores = host >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << host) - 1;
   std::uint64_t affinity = opts.affinity.bits() & cores;
   if (affinity == 0 || len > kMaxProcessArgBytes || opts.handles.size() > kMaxHandlesPerTransfer) {

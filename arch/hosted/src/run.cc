@@ -12,7 +12,8 @@ namespace spindle::hosted {
 
 unsigned host_cpus() {
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
+  // The process's main thread: vCPU threads are pinned to one core each.
+  if (sched_getaffinity(getpid(), sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<unsigned>(n) : 1;
 }

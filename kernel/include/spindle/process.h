@@ -221,8 +221,8 @@ class Process {
     }
     [[maybe_unused]] std::size_t at = 0;
     ((at = detail::arg_write(out, at, args)), ...);
-    Result<detail::ProcessRecord*> r = detail::process_spawn(opts, &detail::process_main<P...>,
-                                                             reinterpret_cast<std::uintptr_t>(entry), out, size);
+    Result<detail::ProcessRecord*> r = detail::process_spawn(
+        opts, &detail::process_main<P...>, reinterpret_cast<std::uintptr_t>(entry), size ? out : nullptr, size);
     if (out != buf) delete[] out;
     if (!r.ok()) return r.status();
     Process p;
