@@ -24,15 +24,21 @@ set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
 #   general registers only (and FP traps stay a bug detector).
 # -mstrict-align: real hardware faults on unaligned accesses while the MMU is
 #   off or on Device memory.
-# -fno-pie/-no-pie: Debian's compiler defaults to PIE; the image is linked at
-#   a fixed upper-half address.
+# -fPIE/-static-pie: the image is position independent. The kernel runs it
+#   at its upper-half link address and never relocates itself: GNU ld marks
+#   a static PIE whose base is not 0 ET_EXEC and writes the link-time value
+#   of every relocated word (what -z apply-dynamic-relocs would ask of a
+#   zero-based one), keeping the R_AARCH64_RELATIVE entries in .rela.dyn. A
+#   process runs the same text at a user address with its own copy of the
+#   data, relocated by those entries (arch/aarch64/src/image.cc).
+#   -z text (implied): no relocation in the text, which processes share.
 set(_spindle_a64_flags
-  "-mcpu=cortex-a53 -mgeneral-regs-only -mno-outline-atomics -mstrict-align -ffreestanding -fno-pie \
+  "-mcpu=cortex-a53 -mgeneral-regs-only -mno-outline-atomics -mstrict-align -ffreestanding -fPIE \
 -fno-stack-protector -fno-exceptions -fno-asynchronous-unwind-tables -fno-unwind-tables")
 set(CMAKE_C_FLAGS_INIT "${_spindle_a64_flags}")
 set(CMAKE_CXX_FLAGS_INIT "${_spindle_a64_flags} -fno-rtti -fno-threadsafe-statics")
 set(CMAKE_ASM_FLAGS_INIT "-mcpu=cortex-a53")
-set(CMAKE_EXE_LINKER_FLAGS_INIT "-nostdlib -no-pie -static -Wl,--build-id=none")
+set(CMAKE_EXE_LINKER_FLAGS_INIT "-nostdlib -static-pie -Wl,--build-id=none")
 
 # Only the cross tree is searched for libraries and headers.
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)

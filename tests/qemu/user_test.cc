@@ -101,6 +101,7 @@ user_routine_start:
 9:      mov     x8, #2                  // kSysExit
         svc     #0
         b       .
+        .globl  user_routine_end        // global: a PIE reaches it through the GOT
 user_routine_end:
         .popsection
 )");

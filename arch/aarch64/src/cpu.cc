@@ -29,8 +29,9 @@ void (*g_entry)(unsigned) = nullptr;
 std::atomic<unsigned> g_stopped{0};
 
 // Per-CPU stacks for exceptions that cannot use the thread's stack (its
-// overflow). Also used before the kernel's per-CPU areas exist.
-alignas(16) char g_fault_stacks[kMaxCpusAarch64][kFaultStackSize];
+// overflow). Also used before the kernel's per-CPU areas exist. Kernel
+// only (.kbss): not part of a process's copy of the image.
+[[gnu::section(".kbss.fault_stacks")]] alignas(16) char g_fault_stacks[kMaxCpusAarch64][kFaultStackSize];
 CpuArea g_boot_areas[kMaxCpusAarch64];
 
 std::uintptr_t fault_stack_top(unsigned cpu) {

@@ -5,7 +5,9 @@
 // enters _start on CPU 0 with the MMU off, at EL1 (or EL2 with
 // virtualization=on). The image is linked in the upper half (link.ld), so
 // until the MMU is on only PC-relative addressing (adr/adrp) may be used:
-// it yields physical addresses. Secondaries enter spindle_secondary_entry
+// it yields physical addresses. The image is position independent (no
+// absolute address in its text: the linker enforces it), so the upper-half
+// address of a label is its physical one plus KERNEL_OFFSET. Secondaries enter spindle_secondary_entry
 // (a physical address given to PSCI CPU_ON) with x0 = their CPU index.
 
 #define DESC_TABLE      3
@@ -70,7 +72,7 @@ _start:
         msr     tpidrro_el0, xzr
         msr     sp_el0, xzr                     // the kernel's thread pointer (none yet)
 
-        // Zero .bss (physical addresses: the MMU is off).
+        // Zero .bss and .kbss (physical addresses: the MMU is off).
         adrp    x0, __bss_start
         add     x0, x0, :lo12:__bss_start
         adrp    x1, __bss_end
@@ -79,7 +81,20 @@ _start:
         b.hs    4f
         str     xzr, [x0], #8
         b       3b
-4:      adrp    x0, spindle_boot_el
+        // Keep .data as loaded, before anything writes it: each process
+        // starts from these values (image.cc).
+4:      adrp    x0, __data_start
+        add     x0, x0, :lo12:__data_start
+        adrp    x1, __data_end
+        add     x1, x1, :lo12:__data_end
+        adrp    x2, __pristine_data
+        add     x2, x2, :lo12:__pristine_data
+5:      cmp     x0, x1
+        b.hs    6f
+        ldr     x3, [x0], #8
+        str     x3, [x2], #8
+        b       5b
+6:      adrp    x0, spindle_boot_el
         str     x19, [x0, :lo12:spindle_boot_el]
 
         bl      build_boot_tables
@@ -94,12 +109,15 @@ _start:
         bl      dcache_invalidate_range
 
         bl      mmu_enable
-        ldr     x0, =boot_high
+        adr     x0, boot_high                   // its PA; the image runs at PA + KERNEL_OFFSET
+        ldr     x1, =KERNEL_OFFSET
+        add     x0, x0, x1
         br      x0
 
 boot_high:
-        // Now at upper-half addresses.
-        ldr     x0, =boot_stack_top
+        // Now at upper-half addresses, where adrp yields them.
+        adrp    x0, boot_stack_top
+        add     x0, x0, :lo12:boot_stack_top
         mov     sp, x0
         bl      set_vectors_and_drop_identity
         mov     x29, xzr                        // end of the frame chain for debuggers
@@ -119,10 +137,13 @@ spindle_secondary_entry:
         msr     tpidrro_el0, xzr
         msr     sp_el0, xzr                     // the kernel's thread pointer (none yet)
         bl      mmu_enable
-        ldr     x0, =secondary_high
+        adr     x0, secondary_high
+        ldr     x1, =KERNEL_OFFSET
+        add     x0, x0, x1
         br      x0
 secondary_high:
-        ldr     x1, =spindle_secondary_stacks
+        adrp    x1, spindle_secondary_stacks
+        add     x1, x1, :lo12:spindle_secondary_stacks
         ldr     x0, [x1, x20, lsl #3]
         mov     sp, x0
         bl      set_vectors_and_drop_identity
@@ -283,7 +304,8 @@ mmu_enable:
 // user address spaces, and "none" is this table: every user address
 // faults), and forget any TTBR0 translations this CPU cached.
 set_vectors_and_drop_identity:
-        ldr     x0, =spindle_vectors
+        adrp    x0, spindle_vectors             // upper half: adrp gives the VA
+        add     x0, x0, :lo12:spindle_vectors
         msr     vbar_el1, x0
         adrp    x0, spindle_user_l1_none        // its VA now; TTBR0 takes the PA
         ldr     x1, =KERNEL_OFFSET
@@ -303,7 +325,7 @@ set_vectors_and_drop_identity:
 spindle_boot_el:
         .quad   0
 
-        .section .bss.boot_tables, "aw", %nobits
+        .section .kbss.boot_tables, "aw", %nobits
         .balign 4096
         .globl  spindle_kernel_l1
 spindle_kernel_l1:
@@ -321,7 +343,7 @@ spindle_kernel_l3_image:
 spindle_user_l1_none:                           // TTBR0 of kernel threads: nothing mapped
         .space  4096
 
-        .section .bss.boot_stack, "aw", %nobits
+        .section .kbss.boot_stack, "aw", %nobits
         .balign 16
 boot_stack:
         .space  32 * 1024
