@@ -38,8 +38,11 @@ struct ConsoleGuard {
 // whether the last line ended with '\r' (its '\n' is still due), and an
 // end of input that ended a line and is still to be reported (the UART's
 // Ctrl-D is a one-time event, unlike the end of stdin). Only the reader
-// holding g_reader calls arch::console_read.
-Mutex g_reader{"console input"};
+// holding g_reader calls arch::console_read. g_reader is never destroyed:
+// static destructors run after the kernel has stopped (or in a process
+// that never booted one), where a Mutex's destructor may not run.
+alignas(Mutex) unsigned char g_reader_storage[sizeof(Mutex)];
+Mutex& g_reader = *new (g_reader_storage) Mutex("console input");
 char g_in[256];
 std::size_t g_in_pos = 0;
 std::size_t g_in_len = 0;
