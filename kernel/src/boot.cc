@@ -83,6 +83,7 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   new (&g) Kernel;
   new (&g_boot_cpu) Cpu;
   g_cpus_up.store(0);
+  forget_external_wakes();
   g_boot_cpu.arch.kernel = &g_boot_cpu;
   g_boot_cpu.id = 0;
   arch::cpu_init_local(&g_boot_cpu.arch, 0);
@@ -133,6 +134,7 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   g.lock.lock();
   jobs_shutdown();
   futex_forget_waiters();
+  forget_external_wakes();
   while (Tcb* left = g.threads.front()) free_thread(left);
   release_lock_states();
   unlock_keep_irqs_masked();

@@ -10,9 +10,11 @@
 //   vCPU takes it only with Spindle interrupts masked: no Spindle switch can
 //   happen while it is held (the rule of arch/hosted: no host lock across a
 //   switch).
-// - A Call lives on the caller's stack. The helper owns it from the pop
-//   until post_external_wake, and never touches it afterwards; the caller
-//   returns only after done.word is 1, set by the kernel after the post.
+// - A Call is on the heap. The helper owns it from the pop until
+//   post_external_wake, and never touches it afterwards; the caller frees
+//   it once done.word is 1, set by the kernel after the post. If the
+//   kernel stops while a call runs (its caller is discarded with the other
+//   live threads), the Call is leaked rather than written after free.
 // - Helpers block every signal but the synchronous fault signals, so
 //   Spindle's interrupt signals only ever reach vCPUs. They are never
 //   destroyed: idle ones wait for the next call (also across kernel boots
@@ -89,16 +91,17 @@ bool start_helper() {
 }  // namespace
 
 long host_call(long (*fn)(void*), void* arg) {
-  Call c{fn, arg};
+  auto* call = new Call{fn, arg};
+  Call& c = *call;
   {
     arch::IrqState s = arch::irq_save();
     pthread_mutex_lock(&g_mu);
     if (g_tail) {
-      g_tail->next = &c;
+      g_tail->next = call;
     } else {
-      g_head = &c;
+      g_head = call;
     }
-    g_tail = &c;
+    g_tail = call;
     // Every queued call needs a helper of its own: calls may block for
     // long (waitpid), so one must never wait behind another.
     if (++g_queued > g_idle && g_threads < kMaxHelpers) {
@@ -110,7 +113,9 @@ long host_call(long (*fn)(void*), void* arg) {
     arch::irq_restore(s);
   }
   while (c.done.word.load(std::memory_order_acquire) == 0) futex_wait(&c.done.word, 0);
-  return c.result;
+  long result = c.result;
+  delete call;
+  return result;
 }
 
 }  // namespace spindle::hosted
