@@ -302,8 +302,10 @@ void deliver_external_wakes() {
   ExternalWake* ev = g_external.exchange(nullptr, std::memory_order_acquire);
   while (ev) {
     ExternalWake* next = ev->next;  // read first: once word is 1 the waiter may free ev
+    void (*delivered)(ExternalWake*) = ev->delivered;
     ev->word.store(1, std::memory_order_release);
     futex_wake_locked(&ev->word, ~0u);  // uses the address only as a key
+    if (delivered) delivered(ev);
     ev = next;
   }
 }

@@ -482,3 +482,59 @@ KTEST(process_pool_results_crash_and_replacement, 2) {
   KCHECK(none.status() == Status::kInvalidArgument);
   KCHECK(none.submit(square, 2).status() == Status::kInvalidArgument);
 }
+
+// Channels from coroutines: a round trip with another process, a timeout,
+// a cancelled receive that takes nothing, and a wait that leaves its
+// executor free for other coroutines.
+KTEST(channel_from_coroutines, 2) {
+  auto [mine, theirs] = Channel::create().value();
+  Handle give[] = {theirs.handle()};
+  ProcessOptions o;
+  o.handles = give;
+  auto server = Process::spawn(o, echo_server);
+  KREQUIRE(server.ok());
+  theirs.close();
+
+  auto client = [&]() -> Task<int> {
+    int ok = 0;
+    for (int i = 0; i < 50; ++i) {
+      int v = i, back = -1;
+      if (co_await mine.send_async(std::as_bytes(std::span(&v, 1))) != Status::kOk) co_return -1;
+      Result<Received> r = co_await mine.recv_async(std::as_writable_bytes(std::span(&back, 1)));
+      if (r.ok() && r->bytes == sizeof back && back == i) ++ok;
+    }
+    co_return ok;
+  };
+  KCHECK_EQ(run(client()).value(), 50);
+
+  // Nothing arrives: the deadline ends the wait.
+  auto waiter = [&](TimePoint deadline) -> Task<Status> {
+    int v;
+    Result<Received> r = co_await mine.recv_async(std::as_writable_bytes(std::span(&v, 1)), {}, deadline);
+    co_return r.status();
+  };
+  KCHECK(run(waiter(deadline_after(30ms))) == Status::kTimedOut);
+
+  // While one coroutine waits, another on the same (single) executor runs.
+  std::atomic<int> ticks{0};
+  auto ticker = [&]() -> Task<> {
+    for (int i = 0; i < 5; ++i) {
+      co_await sleep_for(2ms);
+      ticks.fetch_add(1);
+    }
+  };
+  JoinHandle<Status> blocked = spawn(waiter(kForever), SpawnOptions{.cpu = 0});
+  JoinHandle<> other = spawn(ticker(), SpawnOptions{.cpu = 0});
+  KCHECK(other.join() == Status::kOk);
+  KCHECK_EQ(ticks.load(), 5);
+  // Cancelled while waiting: it takes nothing from the channel.
+  blocked.cancel();
+  KCHECK(blocked.join() == Status::kInterrupted);
+  int probe = 77;
+  KCHECK(mine.send(std::as_bytes(std::span(&probe, 1))) == Status::kOk);
+  auto echoed = mine.recv_value<int>(deadline_after(5s));
+  KCHECK(echoed.ok() && *echoed == 77);
+
+  mine.close();
+  KCHECK_EQ(run_to_end(std::move(*server)).code, 51);
+}

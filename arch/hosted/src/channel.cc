@@ -23,9 +23,17 @@
 //   reference (refs); the last release closes the descriptor. So a close
 //   from another thread never pulls a descriptor from under a blocked call.
 // - A receive peeks, checks, then consumes one record; recv_lock makes that
-//   pair atomic against other receivers on the same end.
+//   pair atomic against other receivers on the same end. It is never held
+//   across a wait.
+// - A coroutine's wait (channel_wait_async) is an AsyncWait on the heap
+//   with two references: the coroutine's (dropped when it resumes or when
+//   its frame is destroyed by cancellation, which also pokes cancel_fd so
+//   the helper's ppoll returns) and the kernel's (dropped by `delivered`
+//   after the kernel's last touch). It holds a reference to the Object, so
+//   the descriptor outlives the helper's ppoll.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,6 +52,7 @@
 #include "spindle/hosted.h"
 #include "spindle/mutex.h"
 #include "spindle/shared_memory.h"
+#include "spindle/task.h"
 #include "spindle/thread.h"
 
 namespace spindle::hosted {
@@ -55,7 +64,7 @@ struct Object {
   int fd = -1;
   std::size_t size = 0;  // regions
   bool charged = false;  // a region this process created: its size counts against the memory limit
-  FairMutex recv_lock{"channel receive"};  // receivers are served in arrival order
+  FairMutex recv_lock{"channel receive"};  // one receive attempt at a time (held briefly)
 };
 
 namespace {
@@ -301,7 +310,10 @@ Status channel_pair(Handle* a, Handle* b) {
   return Status::kOk;
 }
 
-Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline) {
+// One send attempt loop: with `wait`, blocks (until the deadline) while
+// the peer's queue is full; without, returns kWouldBlock then.
+Status send_impl(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline,
+                 bool wait) {
   if (msg.size() > kMaxMessageBytes || handles.size() > kMaxHandlesPerTransfer) return Status::kInvalidArgument;
   Ref end(h);
   if (!end.obj) return Status::kNotFound;
@@ -340,6 +352,10 @@ Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Ha
     int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN) {
+      if (!wait) {
+        s = Status::kWouldBlock;
+        break;
+      }
       if (!hosted::wait_fd(end.obj->fd, POLLOUT, deadline)) {
         s = Status::kTimedOut;
         break;
@@ -356,17 +372,12 @@ Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Ha
   return s;
 }
 
-Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline) {
-  Ref end(h);
-  if (!end.obj) return Status::kNotFound;
-  if (end.obj->kind != HandleKind::kChannel) return Status::kInvalidArgument;
-  Status ls = end.obj->recv_lock.lock_until(deadline);
-  if (ls != Status::kOk && ls != Status::kOwnerDied) return ls;
-  std::lock_guard<FairMutex> guard(end.obj->recv_lock, std::adopt_lock);
-  int fd = end.obj->fd;
+// One receive, recv_lock held: peek into the caller's buffer (which checks
+// that it may be written, EFAULT, and that the message fits) before
+// anything is consumed, then consume. kWouldBlock when nothing is queued.
+Result<Received> recv_once(Object* o, std::span<std::byte> buf, std::span<Handle> handles) {
+  int fd = o->fd;
   hosted::Header hdr{};
-  // Peek into the caller's buffer: checks that it may be written (EFAULT)
-  // and that the message fits, before anything is consumed.
   for (;;) {
     iovec iov[2] = {{&hdr, sizeof hdr}, {buf.data(), buf.size()}};
     msghdr m{};
@@ -384,8 +395,7 @@ Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Hand
     int e = errno;
     if (e == EINTR) continue;
     if (e == EFAULT) return Status::kInvalidArgument;
-    if (e != EAGAIN) return Status::kClosed;
-    if (!hosted::wait_fd(fd, POLLIN, deadline)) return Status::kTimedOut;
+    return e == EAGAIN ? Status::kWouldBlock : Status::kClosed;
   }
   if (hdr.len > buf.size() || hdr.handles > handles.size()) return Status::kOverflow;
   if (hdr.handles > hosted::free_slots()) return Status::kLimit;
@@ -421,6 +431,108 @@ Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Hand
     }
   }
   return got;
+}
+
+// Receives, with `wait` blocking until the deadline while nothing is
+// queued. recv_lock is held only around one attempt (two non-blocking
+// system calls), never across a wait, so a coroutine may take it too.
+Result<Received> recv_impl(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline,
+                           bool wait) {
+  Ref end(h);
+  if (!end.obj) return Status::kNotFound;
+  if (end.obj->kind != HandleKind::kChannel) return Status::kInvalidArgument;
+  for (;;) {
+    {
+      std::lock_guard<FairMutex> guard(end.obj->recv_lock);
+      Result<Received> r = recv_once(end.obj, buf, handles);
+      if (r.ok() || r.status() != Status::kWouldBlock || !wait) return r;
+    }
+    if (!hosted::wait_fd(end.obj->fd, POLLIN, deadline)) return Status::kTimedOut;
+  }
+}
+
+Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline) {
+  return send_impl(h, msg, handles, deadline, true);
+}
+Status channel_try_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles) {
+  return send_impl(h, msg, handles, kForever, false);
+}
+Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline) {
+  return recv_impl(h, buf, handles, deadline, true);
+}
+Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles) {
+  return recv_impl(h, buf, handles, kForever, false);
+}
+
+namespace {
+
+struct AsyncWait {
+  kernel::ExternalWake wake;
+  std::atomic<int> refs{2};
+  Object* obj;
+  short events;
+  long long left_ns;  // < 0: no deadline
+  int cancel_fd;
+  bool timed_out = false;
+
+  void release() {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      close(cancel_fd);
+      hosted::release(obj);
+      delete this;
+    }
+  }
+};
+
+long async_wait_poll(void* p) {
+  auto* w = static_cast<AsyncWait*>(p);
+  pollfd fds[2] = {{w->obj->fd, w->events, 0}, {w->cancel_fd, POLLIN, 0}};
+  timespec ts{static_cast<time_t>(w->left_ns / 1'000'000'000), static_cast<long>(w->left_ns % 1'000'000'000)};
+  int r;
+  do {
+    r = ppoll(fds, 2, w->left_ns < 0 ? nullptr : &ts, nullptr);
+  } while (r < 0 && errno == EINTR);
+  w->timed_out = r == 0;
+  return r;
+}
+
+}  // namespace
+
+Task<Status> channel_wait_async(Handle h, bool writable, TimePoint deadline) {
+  Object* o = hosted::acquire(h);
+  if (!o) co_return Status::kNotFound;
+  short events = writable ? POLLOUT : POLLIN;
+  pollfd p{o->fd, events, 0};
+  long long left = -1;
+  if (deadline != kForever) left = std::chrono::duration_cast<Duration>(deadline - Clock::now()).count();
+  Status early = poll(&p, 1, 0) > 0                      ? Status::kOk
+                 : (deadline != kForever && left <= 0)    ? Status::kTimedOut
+                                                          : Status::kWouldBlock;
+  int cancel_fd = early == Status::kWouldBlock ? eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) : -1;
+  if (early == Status::kWouldBlock && cancel_fd < 0) early = Status::kNoMemory;
+  if (early != Status::kWouldBlock) {
+    hosted::release(o);
+    co_return early;
+  }
+  auto* w = new AsyncWait{{}, {2}, o, events, left, cancel_fd};
+  w->wake.delivered = [](kernel::ExternalWake* e) { reinterpret_cast<AsyncWait*>(e)->release(); };
+  struct Guard {
+    AsyncWait* w;
+    bool done = false;
+    ~Guard() {
+      if (!done) {  // cancelled: stop the helper's wait
+        std::uint64_t one = 1;
+        (void)!::write(w->cancel_fd, &one, sizeof one);
+      }
+      w->release();
+    }
+  } guard{w};
+  hosted::host_call_async(async_wait_poll, w, &w->wake);
+  while (w->wake.word.load(std::memory_order_acquire) == 0) {
+    (void)co_await WordWait(&w->wake.word, 0, kForever, WaitOrder::kPriority, "channel");
+  }
+  guard.done = true;
+  co_return w->timed_out ? Status::kTimedOut : Status::kOk;
 }
 
 Result<Handle> shm_create(std::size_t size, const char* name) {

@@ -63,6 +63,12 @@ constexpr const timespec* kIdleTimeout = nullptr;  // race-free: sleep until a s
 #endif
 
 unsigned g_ncpus = 1;
+// Whether the vCPUs run (between run_cpus' start and the join of every
+// vCPU). Host threads post external wakes only under g_post_mu while it is
+// true, so a late completion never races with a kernel's teardown or the
+// next boot's initialisation (tests boot many kernels in one process).
+pthread_mutex_t g_post_mu = PTHREAD_MUTEX_INITIALIZER;
+bool g_running = false;
 std::uint64_t g_pin_mask = 0;  // host cores the vCPUs are pinned to; 0: all
 std::atomic<CpuArea*> g_areas[kMaxVcpus];  // atomic: host threads read it (send_ipi)
 pid_t g_pid;
@@ -207,6 +213,9 @@ void run_cpus(void (*entry)(unsigned)) {
     installed = true;
   }
   g_pid = getpid();
+  pthread_mutex_lock(&g_post_mu);
+  g_running = true;
+  pthread_mutex_unlock(&g_post_mu);
   block_irq_signals(SIG_BLOCK);  // inherited by the vCPUs until they are ready
   unsigned host_cpus = static_cast<unsigned>(sysconf(_SC_NPROCESSORS_ONLN));
   unsigned cores[64];
@@ -232,6 +241,9 @@ void run_cpus(void (*entry)(unsigned)) {
     pthread_attr_destroy(&attr);
   }
   for (unsigned i = 0; i < g_ncpus; ++i) pthread_join(threads[i], nullptr);
+  pthread_mutex_lock(&g_post_mu);
+  g_running = false;
+  pthread_mutex_unlock(&g_post_mu);
   for (unsigned i = 0; i < g_ncpus; ++i) {
     CpuArea* a = g_areas[i].exchange(nullptr);
     if (a && a->timer) {
@@ -239,6 +251,16 @@ void run_cpus(void (*entry)(unsigned)) {
       a->timer = nullptr;
     }
   }
+}
+
+void hosted_post_external(kernel::ExternalWake* ev) {
+  pthread_mutex_lock(&g_post_mu);
+  bool running = g_running;
+  if (running) kernel::post_external_wake(ev);
+  pthread_mutex_unlock(&g_post_mu);
+  // Nobody will deliver it: its waiter went with the kernel. Let the
+  // owner of a self-freeing record free it.
+  if (!running && ev->delivered) ev->delivered(ev);
 }
 
 void irq_deliver_pending() {

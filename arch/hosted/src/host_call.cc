@@ -11,10 +11,12 @@
 //   happen while it is held (the rule of arch/hosted: no host lock across a
 //   switch).
 // - A Call is on the heap. The helper owns it from the pop until
-//   post_external_wake, and never touches it afterwards; the caller frees
-//   it once done.word is 1, set by the kernel after the post. If the
+//   post_external_wake, and never touches it afterwards; host_call's caller
+//   frees it once done.word is 1, set by the kernel after the post. If the
 //   kernel stops while a call runs (its caller is discarded with the other
 //   live threads), the Call is leaked rather than written after free.
+//   host_call_async's Call is freed by the helper before it posts the
+//   caller's own ExternalWake (whose lifetime is the caller's business).
 // - Helpers block every signal but the synchronous fault signals, so
 //   Spindle's interrupt signals only ever reach vCPUs. They are never
 //   destroyed: idle ones wait for the next call (also across kernel boots
@@ -37,6 +39,7 @@ struct Call {
   void* arg;
   long result = 0;
   Call* next = nullptr;
+  kernel::ExternalWake* post;  // &done, or the caller's (host_call_async)
   kernel::ExternalWake done;
 };
 
@@ -64,7 +67,9 @@ void* helper(void*) {
     --g_queued;
     pthread_mutex_unlock(&g_mu);
     c->result = c->fn(c->arg);
-    kernel::post_external_wake(&c->done);  // c may be gone from here on
+    kernel::ExternalWake* post = c->post;
+    if (post != &c->done) delete c;     // host_call_async: nobody reads the result
+    arch::hosted_post_external(post);  // c (or the caller's record) may be gone from here on
     pthread_mutex_lock(&g_mu);
   }
   return nullptr;
@@ -88,34 +93,43 @@ bool start_helper() {
   return ok;
 }
 
+// Queues c for a helper, starting one if every helper is busy.
+void submit(Call* c) {
+  arch::IrqState s = arch::irq_save();
+  pthread_mutex_lock(&g_mu);
+  if (g_tail) {
+    g_tail->next = c;
+  } else {
+    g_head = c;
+  }
+  g_tail = c;
+  // Every queued call needs a helper of its own: calls may block for
+  // long (waitpid), so one must never wait behind another.
+  if (++g_queued > g_idle && g_threads < kMaxHelpers) {
+    if (!start_helper() && g_threads == 0) panic("host_call: cannot start a helper host thread");
+  } else {
+    pthread_cond_signal(&g_cv);
+  }
+  pthread_mutex_unlock(&g_mu);
+  arch::irq_restore(s);
+}
+
 }  // namespace
 
 long host_call(long (*fn)(void*), void* arg) {
   auto* call = new Call{fn, arg};
-  Call& c = *call;
-  {
-    arch::IrqState s = arch::irq_save();
-    pthread_mutex_lock(&g_mu);
-    if (g_tail) {
-      g_tail->next = call;
-    } else {
-      g_head = call;
-    }
-    g_tail = call;
-    // Every queued call needs a helper of its own: calls may block for
-    // long (waitpid), so one must never wait behind another.
-    if (++g_queued > g_idle && g_threads < kMaxHelpers) {
-      if (!start_helper() && g_threads == 0) panic("host_call: cannot start a helper host thread");
-    } else {
-      pthread_cond_signal(&g_cv);
-    }
-    pthread_mutex_unlock(&g_mu);
-    arch::irq_restore(s);
-  }
-  while (c.done.word.load(std::memory_order_acquire) == 0) futex_wait(&c.done.word, 0);
-  long result = c.result;
+  call->post = &call->done;
+  submit(call);
+  while (call->done.word.load(std::memory_order_acquire) == 0) futex_wait(&call->done.word, 0);
+  long result = call->result;
   delete call;
   return result;
+}
+
+void host_call_async(long (*fn)(void*), void* arg, kernel::ExternalWake* done) {
+  auto* call = new Call{fn, arg};
+  call->post = done;
+  submit(call);
 }
 
 }  // namespace spindle::hosted

@@ -6,6 +6,8 @@
 
 #include <span>
 
+#include <arch/arch.h>
+
 #include "spindle/handle.h"
 
 namespace spindle {
@@ -45,6 +47,9 @@ namespace spindle::arch {
 inline constexpr unsigned kMaxVcpus = 64;
 
 void hosted_set_cpu_count(unsigned n);
+// post_external_wake for host threads (not vCPUs): dropped (its `delivered`
+// called) when no kernel runs. Any host thread.
+void hosted_post_external(kernel::ExternalWake* ev);
 // vCPU i runs on the i-th host core of mask (cyclically); 0: core i % cores.
 void hosted_set_pin_mask(std::uint64_t mask);
 // Heap and thread stacks this process may use, in bytes; 0: no limit.

@@ -17,8 +17,9 @@
 //   // in worker: auto ch = spindle::Channel::adopt(spindle::this_process::handle(0)).value();
 //   //            int v = ch.recv_value<int>().value();
 //
-// Any thread may use an end; concurrent sends (and concurrent receives) on
-// one end are served one at a time.
+// Any thread may use an end, and any coroutine (send_async, recv_async);
+// concurrent sends (and concurrent receives) on one end are served one at
+// a time.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +30,7 @@
 
 #include "spindle/handle.h"
 #include "spindle/status.h"
+#include "spindle/task.h"
 #include "spindle/time.h"
 
 namespace spindle {
@@ -45,6 +47,12 @@ namespace detail {
 Status channel_pair(Handle* a, Handle* b);
 Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline);
 Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline);
+// Without blocking: kWouldBlock where the calls above would wait.
+Status channel_try_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles);
+Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles);
+// Suspends the calling coroutine until the end may be written (or read),
+// or the deadline passes: kOk, kTimedOut, kNotFound.
+Task<Status> channel_wait_async(Handle h, bool writable, TimePoint deadline);
 }  // namespace detail
 
 class Channel {
@@ -100,6 +108,29 @@ class Channel {
     return detail::channel_recv(h_, buf, handles, deadline);
   }
   Result<Received> recv_for(std::span<std::byte> buf, Duration d) { return recv(buf, {}, deadline_after(d)); }
+
+  // From a coroutine: the same as send / recv, suspending the coroutine
+  // (not its executor thread) while the call would block. The buffers and
+  // the Channel must outlive the returned task. Cancelling the task while
+  // it waits sends or receives nothing.
+  Task<Status> send_async(std::span<const std::byte> msg, std::span<const Handle> handles = {},
+                          TimePoint deadline = kForever) {
+    for (;;) {
+      Status s = detail::channel_try_send(h_, msg, handles);
+      if (s != Status::kWouldBlock) co_return s;
+      Status w = co_await detail::channel_wait_async(h_, true, deadline);
+      if (w != Status::kOk) co_return w;
+    }
+  }
+  Task<Result<Received>> recv_async(std::span<std::byte> buf, std::span<Handle> handles = {},
+                                    TimePoint deadline = kForever) {
+    for (;;) {
+      Result<Received> r = detail::channel_try_recv(h_, buf, handles);
+      if (r.ok() || r.status() != Status::kWouldBlock) co_return r;
+      Status w = co_await detail::channel_wait_async(h_, false, deadline);
+      if (w != Status::kOk) co_return w;
+    }
+  }
 
   // A trivially copyable value as one message.
   template <typename T>

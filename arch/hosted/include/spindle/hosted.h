@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <arch/arch.h>
+
 namespace spindle::hosted {
 
 struct Options {
@@ -41,7 +43,12 @@ unsigned host_cpus();
 // not call Spindle. Spindle thread context.
 long host_call(long (*fn)(void*), void* arg);
 
-// Same, for any callable returning something convertible to long.
+// Starts fn(arg) on a helper host thread and returns at once; when fn
+// returns, done is posted (kernel::post_external_wake). For waiters that
+// cannot block a thread (coroutines). fn must not call Spindle.
+void host_call_async(long (*fn)(void*), void* arg, kernel::ExternalWake* done);
+
+// Same as host_call, for any callable returning something convertible to long.
 template <typename F>
 long host_call(F&& f) {
   using Fn = std::remove_reference_t<F>;
