@@ -6,6 +6,7 @@
 
 #include "spindle/console.h"
 #include "spindle/mutex.h"
+#include "user.h"
 
 namespace spindle {
 namespace {
@@ -49,6 +50,16 @@ std::size_t g_in_len = 0;
 bool g_after_cr = false;
 bool g_end_due = false;
 
+// Input from the backend; in a process, the kernel's console_read (through
+// which all processes' readers are served one at a time).
+std::size_t backend_read(char* buf, std::size_t n) {
+  if (kernel::in_user_process()) {
+    std::uint64_t r = kernel::sys(kernel::kSysRead, kernel::user_arg(buf), n);
+    return r > n ? 0 : static_cast<std::size_t>(r);
+  }
+  return arch::console_read(buf, n);
+}
+
 // The next input byte, or -1 at the end of input. g_reader held.
 int next_byte() {
   if (g_end_due) {
@@ -57,7 +68,7 @@ int next_byte() {
   }
   if (g_in_pos == g_in_len) {
     g_in_pos = 0;
-    g_in_len = arch::console_read(g_in, sizeof g_in);
+    g_in_len = backend_read(g_in, sizeof g_in);
     if (g_in_len == 0) return -1;
   }
   return static_cast<unsigned char>(g_in[g_in_pos++]);
@@ -75,7 +86,7 @@ std::size_t console_read(char* buf, std::size_t n) {
   if (g_in_pos == g_in_len) {
     // Nothing buffered: straight from the backend.
     g_after_cr = false;
-    return arch::console_read(buf, n);
+    return backend_read(buf, n);
   }
   std::size_t k = 0;
   for (; k < n && g_in_pos < g_in_len; ++k) buf[k] = g_in[g_in_pos++];
@@ -108,6 +119,10 @@ long read_line(char* buf, std::size_t n) {
 }
 
 void write(const char* s, std::size_t n) {
+  if (kernel::in_user_process()) {
+    (void)kernel::sys(kernel::kSysWrite, kernel::user_arg(s), n);
+    return;
+  }
   ConsoleGuard g;
   arch::console_write(s, n);
 }

@@ -3,6 +3,7 @@
 
 #include "kernel.h"
 #include "spindle/console.h"
+#include "user.h"
 
 namespace spindle {
 
@@ -76,12 +77,18 @@ void unlock_irqrestore(arch::IrqState s) {
 
 void panic(const char* fmt, ...) {
   using namespace kernel;
-  arch::irq_save();
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
-  vformat(msg, sizeof msg, fmt, ap);
+  int n = vformat(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  if (in_user_process()) {
+    // A process's panic ends the process (kFaulted, FaultKind::kPanic).
+    std::size_t len = n < 0 ? 0 : static_cast<std::size_t>(n) < sizeof msg ? static_cast<std::size_t>(n) : sizeof msg - 1;
+    sys(kSysPanic, user_arg(msg), len);
+    __builtin_trap();  // not reached
+  }
+  arch::irq_save();
   const char* thread = "(boot)";
   unsigned cpu = 0;
   if (arch::cpu_area() != nullptr && arch::cpu_area()->kernel != nullptr) {

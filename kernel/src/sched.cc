@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "kernel.h"
+#include "user.h"
 
 namespace spindle::kernel {
 
@@ -205,6 +206,12 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   Cpu& c = this_cpu();
   Tcb* self = c.current;
   if (c.irq_depth != 0 || self == c.idle) panic("a blocking call from an interrupt handler or the idle thread");
+  if (self->ending) {
+    // As wake() would undo the wait, without the switch.
+    if (self->wait_queue) self->wait_queue->remove(self);
+    if (self->lock_wait) lock_waiter_left(self);
+    return Status::kInterrupted;
+  }
   self->state = ThreadState::kBlocked;
   self->wait_queue = wq;
   self->wake_status = Status::kOk;
@@ -283,12 +290,16 @@ namespace spindle {
 
 Status set_timeslice(Duration slice) {
   if (slice < kMinTimeslice || slice > kMaxTimeslice) return Status::kInvalidArgument;
+  if (kernel::in_user_process()) return Status::kInvalidState;  // the kernel's setting, not a process's
   kernel::LockGuard guard;
   kernel::g.timeslice_ns = static_cast<std::uint64_t>(slice.count());
   return Status::kOk;
 }
 
 Duration timeslice() {
+  if (kernel::in_user_process()) {
+    return Duration(static_cast<Duration::rep>(kernel::sys(kernel::kSysInfo, kernel::kInfoTimeslice)));
+  }
   kernel::LockGuard guard;
   return Duration(static_cast<Duration::rep>(kernel::g.timeslice_ns));
 }

@@ -1,53 +1,50 @@
-// User mode, the kernel's side (arch.h: User mode): running a thread in
-// user mode, its system calls and its faults.
+// User mode's boundary: which copy of the image runs, and the system-call
+// table. The kernel's side of processes (records, loader, handlers, faults)
+// is in uprocess.cc, usyscall.cc and uheap.cc, compiled only for backends
+// with user mode (arch/CMakeLists.txt); the process's side is the shared
+// code itself, which checks in_user_process() (user.h) at every entry point
+// that needs the kernel.
 //
-// This is the boundary the process layer fills: for now the system-call
-// table is a stub (a null call, an echo, exit) and a fault ends only the
-// faulting thread. Processes will own address spaces, tear a faulting
-// process down, and check every user pointer a call passes.
+// System calls (aarch64: `svc #0`, number in x8, arguments x0..x5, result
+// x0). A Status result is its integer value (0 = kOk). Every pointer is a
+// user address the kernel checks (user_read/user_write/user_word): a bad
+// one (outside the process's memory, or not readable/writable there, or a
+// kernel address) makes the call return kInvalidArgument, never fault.
+// Deadlines are Clock nanoseconds (kForever: INT64_MAX).
 //
-// Ownership: a thread's address_space belongs to whoever created it (the
-// caller of run_user; later, its process), which destroys it only after
-// every thread running in it has ended. The scheduler activates it on
-// every switch to the thread (sched.cc); it is set once, by the thread
-// itself, before it first enters user mode.
+//   #   name              arguments                          result
+//   0   kSysNull          -                                  0
+//   1   kSysEcho          v                                  ~v
+//   2   kSysExit          code                               - (the thread ends; a process's
+//                                                              first thread ends the process: kExited, code)
+//   3   kSysProcessExit   code                               - (the process ends: kExited, code)
+//   4   kSysWrite         buf, len                           Status (console output, one unit up to 4 KiB)
+//   5   kSysRead          buf, len                           bytes read (0: end of input), ~0: bad buffer
+//   6   kSysFutexWait     word, expected, deadline, order    Status (futex_wait)
+//   7   kSysFutexWake     word, n                            woken, ~0: bad word
+//   8   kSysFutexLock     word, policy bits, aging, deadline Status (futex_lock; user.h: policy_bits)
+//   9   kSysFutexUnlock   word                               Status (futex_unlock)
+//   10  kSysThreadCreate  UserThreadCreate* (user.h)         Status; fills id, block, callable
+//   11  kSysThreadStart   id                                 Status
+//   12  kSysThreadJoin    id, deadline, int* code            Status (Thread::join_until)
+//   13  kSysThreadDetach  id                                 Status
+//   14  kSysYield         -                                  0
+//   15  kSysSleep         deadline                           Status (this_thread::sleep_until)
+//   16  kSysThreadCtl     op (user.h: ThreadCtl), id, value  Status, or the value asked for
+//   17  kSysHeapGrow      bytes, must, bytes asked           user address of the new pages; 0 refused
+//                                                              (must: the process ends, kMemoryLimit, instead)
+//   18  kSysInfo          what (arch.h: SysInfo)             process id, CPU count or time slice (ns)
+//   19  kSysPanic         msg, len                           - (the process ends: kFaulted, kPanic)
+//
+// Futex words are keyed by the kernel's address of the word (user_word),
+// i.e. by physical page: the same for every process mapping it, distinct
+// for distinct processes' private pages. A thread without a process (a
+// bare kernel::run_user thread, tests/qemu) has only calls 0..2.
 #include "kernel.h"
-
-#include "spindle/console.h"
 
 namespace spindle::kernel {
 
-void handle_syscall(arch::SyscallFrame& frame) {
-  switch (frame.number) {
-    case kSysNull:
-      frame.result = 0;
-      return;
-    case kSysEcho:
-      frame.result = ~frame.arg[0];
-      return;
-    case kSysExit:
-      exit_current(static_cast<int>(frame.arg[0]), false);
-    default:
-      frame.result = ~std::uint64_t{0};
-      return;
-  }
-}
-
-void user_fault(const arch::UserFault& f) {
-  Tcb* t = current_thread();
-  print("*** user fault in thread '%s' (id %llu): %s (ESR 0x%llx, class 0x%llx), address 0x%llx, pc 0x%llx; thread killed\n",
-        t->name, static_cast<unsigned long long>(t->head.id), f.what, static_cast<unsigned long long>(f.syndrome),
-        static_cast<unsigned long long>(f.syndrome >> 26), static_cast<unsigned long long>(f.address),
-        static_cast<unsigned long long>(f.pc));
-  exit_current(-1, true);
-}
-
-void run_user(arch::AddressSpace* as, const arch::UserEntry& entry) {
-  arch::IrqState s = arch::irq_save();
-  current_thread()->address_space = as;
-  arch::address_space_activate(as);
-  arch::irq_restore(s);
-  arch::enter_user(entry);
-}
+// False here, in the kernel's copy; a process's loader sets its copy's.
+bool g_in_user_process = false;
 
 }  // namespace spindle::kernel

@@ -5,6 +5,7 @@
 
 #include "kernel.h"
 #include "spindle/console.h"
+#include "user.h"
 
 namespace spindle {
 namespace kernel {
@@ -157,6 +158,22 @@ ThreadId thread_id(const Tcb* t) { return reinterpret_cast<const kernel::Tcb*>(t
 
 Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size, std::size_t callable_align,
                            void** callable_slot) {
+  if (in_user_process()) {
+    // The kernel makes the thread and its user stack; the handle is the
+    // thread's block on that stack (user.h), the callable goes below it.
+    UserThreadCreate c{};
+    c.name = user_arg(opts.name);
+    c.priority = opts.priority;
+    c.start_suspended = opts.start_suspended;
+    c.stack_size = opts.stack_size;
+    c.affinity = opts.affinity.bits();
+    c.callable_size = callable_size;
+    c.callable_align = callable_align;
+    Status s = status_from(sys(kSysThreadCreate, user_arg(&c)));
+    if (s != Status::kOk) return s;
+    *callable_slot = reinterpret_cast<void*>(c.callable);
+    return reinterpret_cast<Tcb*>(c.block);
+  }
   if (opts.priority < kMinPriority || opts.priority > kMaxPriority) return Status::kInvalidArgument;
   if (opts.stack_size < kMinStackSize || opts.stack_size > kMaxStackSize) return Status::kInvalidArgument;
   if (callable_size > opts.stack_size / 4 || callable_align > 64) return Status::kInvalidArgument;
@@ -205,6 +222,13 @@ Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size,
 }
 
 void thread_start(Tcb* h, Invoke invoke, Destroy destroy) {
+  if (in_user_process()) {
+    auto* b = reinterpret_cast<UserThreadBlock*>(h);
+    b->invoke = invoke;
+    b->destroy = destroy;
+    (void)sys(kSysThreadStart, b->head.id);
+    return;
+  }
   kernel::Tcb* t = kernel::Tcb::from(h);
   t->invoke = invoke;
   t->destroy = destroy;
@@ -236,38 +260,62 @@ Thread& Thread::operator=(Thread&& o) noexcept {
 Thread::~Thread() {
   if (tcb_) {
     panic("Thread '%s' (id %llu) destroyed while joinable: join() or detach() it first",
-          checked(tcb_)->name, static_cast<unsigned long long>(id_));
+          in_user_process() ? reinterpret_cast<UserThreadBlock*>(tcb_)->name : checked(tcb_)->name,
+          static_cast<unsigned long long>(id_));
   }
 }
 
 Status Thread::join(int* exit_code) { return join_until(kForever, exit_code); }
 
-Status Thread::join_until(TimePoint deadline, int* exit_code) {
-  if (!tcb_) return Status::kInvalidState;
-  if (!arch::irqs_enabled()) return Status::kInvalidState;
-  Tcb* t = checked(tcb_);
+namespace kernel {
+
+Status join_thread(Tcb* t, TimePoint deadline, int* exit_code) {
   bool faulted;
   int code;
   {
     LockGuard guard;
     if (t == this_cpu().current) return Status::kDeadlock;
     while (t->state != ThreadState::kDead) {
-      if (t->joiners.wait(deadline) == Status::kTimedOut && t->state != ThreadState::kDead) {
-        return Status::kTimedOut;
-      }
+      Status s = t->joiners.wait(deadline);
+      if (t->state == ThreadState::kDead) break;
+      if (s == Status::kTimedOut || s == Status::kInterrupted) return s;  // kInterrupted: the joiner's process ends
     }
     faulted = t->faulted;
     code = t->exit_code;
     free_thread(t);
   }
-  tcb_ = nullptr;
-  id_ = 0;
   if (exit_code) *exit_code = faulted ? -1 : code;
   return faulted ? Status::kFaulted : Status::kOk;
 }
 
+}  // namespace kernel
+
+Status Thread::join_until(TimePoint deadline, int* exit_code) {
+  if (!tcb_) return Status::kInvalidState;
+  Status s;
+  if (in_user_process()) {
+    int code = 0;
+    s = status_from(sys(kSysThreadJoin, id_, deadline_arg(deadline), user_arg(&code)));
+    if (exit_code && (s == Status::kOk || s == Status::kFaulted)) *exit_code = code;
+  } else {
+    if (!arch::irqs_enabled()) return Status::kInvalidState;
+    s = join_thread(checked(tcb_), deadline, exit_code);
+  }
+  if (s == Status::kOk || s == Status::kFaulted) {
+    tcb_ = nullptr;
+    id_ = 0;
+  }
+  return s;
+}
+
 Status Thread::detach() {
   if (!tcb_) return Status::kInvalidState;
+  if (in_user_process()) {
+    Status s = status_from(sys(kSysThreadDetach, id_));
+    tcb_ = nullptr;
+    id_ = 0;
+    return s;
+  }
   Tcb* t = checked(tcb_);
   {
     LockGuard guard;
@@ -282,13 +330,12 @@ Status Thread::detach() {
   return Status::kOk;
 }
 
-namespace {
+namespace kernel {
 
 // The checks and effect shared by Thread::set_priority/set_affinity and
-// their this_thread forms (t may be the caller).
+// their this_thread forms (t may be the caller), and kSysThreadCtl.
 Status change_priority(Tcb* t, int priority) {
   if (priority < kMinPriority || priority > kMaxPriority) return Status::kInvalidArgument;
-  LockGuard guard;
   if (t->state == ThreadState::kDead) return Status::kInvalidState;
   t->base_priority = priority;
   update_priority(t);
@@ -296,35 +343,14 @@ Status change_priority(Tcb* t, int priority) {
 }
 
 Status change_affinity(Tcb* t, CpuMask mask) {
-  LockGuard guard;
   if ((mask & g.online).empty()) return Status::kInvalidArgument;
   if (t->state == ThreadState::kDead) return Status::kInvalidState;
   set_thread_affinity(t, mask);
   return Status::kOk;
 }
 
-}  // namespace
-
-Status Thread::set_priority(int priority) {
-  if (!tcb_) return Status::kInvalidState;
-  return change_priority(checked(tcb_), priority);
-}
-
-int Thread::priority() const {
-  if (!tcb_) return -1;
-  LockGuard guard;  // inheritance changes it from other CPUs
-  return checked(tcb_)->run.priority;
-}
-
-Status Thread::set_affinity(CpuMask mask) {
-  if (!tcb_) return Status::kInvalidState;
-  return change_affinity(checked(tcb_), mask);
-}
-
-Status Thread::suspend() {
-  if (!tcb_) return Status::kInvalidState;
-  Tcb* t = checked(tcb_);
-  LockGuard guard;
+Status suspend_thread(Tcb* t) {
+  if (t->ending) return Status::kInvalidState;  // it must reach its end
   switch (t->state) {
     case ThreadState::kDead:
       return Status::kInvalidState;
@@ -349,35 +375,101 @@ Status Thread::suspend() {
   return Status::kOk;
 }
 
-Status Thread::resume() {
-  if (!tcb_) return Status::kInvalidState;
-  Tcb* t = checked(tcb_);
-  LockGuard guard;
+Status resume_thread(Tcb* t) {
   if (t->state == ThreadState::kDead) return Status::kInvalidState;
   t->suspend_requested = false;
   if (t->state == ThreadState::kSuspended) make_ready(t);
   return Status::kOk;
 }
 
+}  // namespace kernel
+
+namespace {
+// A Thread method in a process: kSysThreadCtl on the thread's id.
+std::uint64_t thread_ctl(ThreadCtl op, ThreadId id, std::uint64_t value = 0) { return sys(kSysThreadCtl, op, id, value); }
+}  // namespace
+
+Status Thread::set_priority(int priority) {
+  if (!tcb_) return Status::kInvalidState;
+  if (in_user_process()) return status_from(thread_ctl(kCtlSetPriority, id_, static_cast<std::uint64_t>(priority)));
+  LockGuard guard;
+  return change_priority(checked(tcb_), priority);
+}
+
+int Thread::priority() const {
+  if (!tcb_) return -1;
+  if (in_user_process()) return static_cast<int>(thread_ctl(kCtlPriority, id_));
+  LockGuard guard;  // inheritance changes it from other CPUs
+  return checked(tcb_)->run.priority;
+}
+
+Status Thread::set_affinity(CpuMask mask) {
+  if (!tcb_) return Status::kInvalidState;
+  if (in_user_process()) return status_from(thread_ctl(kCtlSetAffinity, id_, mask.bits()));
+  LockGuard guard;
+  return change_affinity(checked(tcb_), mask);
+}
+
+Status Thread::suspend() {
+  if (!tcb_) return Status::kInvalidState;
+  if (in_user_process()) return status_from(thread_ctl(kCtlSuspend, id_));
+  Tcb* t = checked(tcb_);
+  LockGuard guard;
+  return suspend_thread(t);
+}
+
+Status Thread::resume() {
+  if (!tcb_) return Status::kInvalidState;
+  if (in_user_process()) return status_from(thread_ctl(kCtlResume, id_));
+  Tcb* t = checked(tcb_);
+  LockGuard guard;
+  return resume_thread(t);
+}
+
 namespace this_thread {
 
 void yield() {
+  if (in_user_process()) {
+    (void)sys(kSysYield);
+    return;
+  }
   LockGuard guard;
   Cpu& c = this_cpu();
   if (c.irq_depth == 0 && c.rq.top_priority() >= c.current->run.priority) schedule(SwitchReason::kYield);
 }
 
-const char* name() { return current_thread()->name; }
+const char* name() {
+  if (in_user_process()) return static_cast<const UserThreadBlock*>(arch::thread_pointer())->name;
+  return current_thread()->name;
+}
 int priority() {
+  if (in_user_process()) return static_cast<int>(thread_ctl(kCtlPriority, 0));
   LockGuard guard;  // inheritance may change it from another CPU
   return current_thread()->run.priority;
 }
-unsigned cpu() { return current_thread()->cpu; }
+unsigned cpu() {
+  if (in_user_process()) return static_cast<unsigned>(thread_ctl(kCtlCpu, 0));
+  return current_thread()->cpu;
+}
 
-void exit(int code) { exit_current(code, false); }
+void exit(int code) {
+  if (in_user_process()) {
+    (void)sys(kSysExit, static_cast<std::uint64_t>(static_cast<std::int64_t>(code)));
+    __builtin_trap();  // not reached
+  }
+  exit_current(code, false);
+}
 
-Status set_priority(int priority) { return change_priority(current_thread(), priority); }
-Status set_affinity(CpuMask mask) { return change_affinity(current_thread(), mask); }
+Status set_priority(int priority) {
+  if (in_user_process()) return status_from(thread_ctl(kCtlSetPriority, 0, static_cast<std::uint64_t>(priority)));
+  LockGuard guard;
+  return change_priority(current_thread(), priority);
+}
+Status set_affinity(CpuMask mask) {
+  if (in_user_process()) return status_from(thread_ctl(kCtlSetAffinity, 0, mask.bits()));
+  LockGuard guard;
+  return change_affinity(current_thread(), mask);
+}
 
 }  // namespace this_thread
 

@@ -1,6 +1,7 @@
 // Kernel timers (tickless: each CPU's hardware one-shot is set to its
 // earliest deadline or slice end) and the sleep calls built on them.
 #include "kernel.h"
+#include "user.h"
 
 namespace spindle {
 
@@ -50,13 +51,17 @@ namespace this_thread {
 
 Status sleep_until(TimePoint t) {
   using namespace kernel;
+  if (in_user_process()) return status_from(sys(kSysSleep, deadline_arg(t)));
   if (!arch::irqs_enabled()) return Status::kInvalidState;  // interrupt context
   LockGuard guard;
   if (t <= Clock::now()) return Status::kOk;
-  // A sleep is a wait on no queue that only its timer ends.
-  while (block_current(nullptr, t) != Status::kTimedOut) {
+  // A sleep is a wait on no queue that only its timer ends (or the end of
+  // the sleeper's process: kInterrupted).
+  for (;;) {
+    Status s = block_current(nullptr, t);
+    if (s == Status::kTimedOut) return Status::kOk;
+    if (s == Status::kInterrupted) return s;
   }
-  return Status::kOk;
 }
 
 Status sleep_for(Duration d) { return sleep_until(deadline_after(d)); }

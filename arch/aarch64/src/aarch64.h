@@ -102,6 +102,12 @@ const char* exception_class_name(unsigned ec);
 // User mode (user.cc): per-CPU setup (EL0 counter access, no user tables
 // yet), after cpu_early_init, on that CPU.
 void user_cpu_init();
+// For the image loader (image.cc), thread context: maps [va, va + size) to
+// the physical pages from pa on, which stay the kernel's (never freed with
+// the address space); read-only or read-execute only.
+bool user_map_shared(AddressSpace* as, std::uintptr_t va, std::uintptr_t pa, std::size_t size, UserAccess access);
+// The kernel's (linear map) address of the page mapped at va, or nullptr.
+char* user_page_alias(AddressSpace* as, std::uintptr_t va);
 
 // Boot (boot.cc, start.S).
 extern "C" std::uint64_t spindle_boot_el;  // EL at entry: 1, or 2 (virtualization=on)

@@ -5,9 +5,6 @@
 #include "aarch64.h"
 
 extern "C" {
-using InitFn = void (*)();
-extern InitFn __init_array_start[];
-extern InitFn __init_array_end[];
 // The first thread's body, in the app's image (main.cc or a test runner).
 int spindle_aarch64_main_thread(void*);
 
@@ -23,7 +20,7 @@ extern "C" [[noreturn]] void spindle_aarch64_boot() {
   std::uintptr_t ram_end = semihosting_ram_end();
   if (ram_end <= kRamBase) ram_end = kRamBase + kDefaultRamSize;
   memory_init(ram_end);
-  for (InitFn* f = __init_array_start; f < __init_array_end; ++f) (*f)();
+  image_constructors();
   console_init();
   time_init();
   irq_controller_init_global();

@@ -87,7 +87,14 @@ std::size_t console_read(char* buf, std::size_t n) {
       // until it lands).
       if (g_rx_waiter.exchange(nullptr, std::memory_order_seq_cst) == &ev) continue;
     }
-    while (ev.word.load(std::memory_order_acquire) == 0) futex_wait(&ev.word, 0);
+    while (ev.word.load(std::memory_order_acquire) == 0) {
+      if (futex_wait(&ev.word, 0) != Status::kInterrupted) continue;
+      // The reader's process is ending (its waits no longer block): give
+      // up, unless the handler has already taken the waiter (then its
+      // post is on the way, and ev must live until it lands).
+      if (g_rx_waiter.exchange(nullptr, std::memory_order_seq_cst) == &ev) return 0;
+      while (ev.word.load(std::memory_order_acquire) == 0) cpu_relax();
+    }
   }
 }
 

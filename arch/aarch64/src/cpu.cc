@@ -24,7 +24,7 @@ constinit drivers::GicV2 g_gicv2{kKernelOffset + kGicdBase, kKernelOffset + kGic
 constinit drivers::GicV3 g_gicv3{kKernelOffset + kGicdBase, kKernelOffset + kGicrBase};
 
 CpuArea* g_areas[kMaxCpusAarch64];
-unsigned g_ncpus = 0;
+std::atomic<unsigned> g_ncpus{0};
 void (*g_entry)(unsigned) = nullptr;
 std::atomic<unsigned> g_stopped{0};
 
@@ -118,14 +118,20 @@ void cpu_init_local(CpuArea* area, unsigned id) {
 }
 
 unsigned cpu_count() {
-  if (g_ncpus == 0) {
+  unsigned n = g_ncpus.load(std::memory_order_relaxed);
+  if (n != 0) return n;
+  if (kernel::g_in_user_process) {
+    // A process's copy, which starts with 0 here: the kernel knows (PSCI
+    // is not for EL0). Its threads may ask at once; they store one value.
+    n = static_cast<unsigned>(user_syscall(kernel::kSysInfo, kernel::kInfoCpuCount));
+  } else {
     // PSCI AFFINITY_INFO answers for every CPU QEMU was given (-smp) and
     // refuses the others; virt numbers them 0.. in Aff0.
-    unsigned n = 1;
+    n = 1;
     while (n < kMaxCpusAarch64 && psci::call(psci::kAffinityInfo, n, 0) >= 0) ++n;
-    g_ncpus = n;
   }
-  return g_ncpus;
+  g_ncpus.store(n, std::memory_order_relaxed);
+  return n;
 }
 
 void run_cpus(void (*entry)(unsigned)) {

@@ -286,6 +286,11 @@ void page_free(std::uintptr_t pa, std::size_t n) {
   if (i / 64 < g_hint) g_hint = i / 64;
 }
 
+std::size_t free_page_count() {
+  Locked l(g_page_lock);
+  return g_free_pages;
+}
+
 std::uintptr_t zeroed_page() {
   std::uintptr_t pa = page_alloc(1);
   if (pa) std::memset(reinterpret_cast<void*>(phys_to_virt(pa)), 0, kPageSize);
@@ -343,40 +348,53 @@ void stack_free(StackRegion r) {
 
 // ---------------------------------------------------------------------------
 // The global allocation functions. Exhaustion: the nothrow forms return
-// nullptr; the others panic (the kernel is built without exceptions).
+// nullptr; the others panic (the kernel is built without exceptions). In a
+// process's copy they are the process's user heap (kernel/src/uheap.cc),
+// whose throwing forms end the process instead.
 
 namespace {
 void* must(void* p, std::size_t n) {
   if (!p) spindle::panic("out of memory: operator new of %zu bytes failed", n);
   return p;
 }
+void* alloc(std::size_t n, std::size_t align) {
+  if (spindle::kernel::g_in_user_process) return spindle::kernel::user_heap_alloc(n, align, true);
+  return must(spindle::arch::heap_alloc(n, align), n);
+}
+void* try_alloc(std::size_t n, std::size_t align) {
+  if (spindle::kernel::g_in_user_process) return spindle::kernel::user_heap_alloc(n, align, false);
+  return spindle::arch::heap_alloc(n, align);
+}
+void release(void* p) {
+  if (spindle::kernel::g_in_user_process) {
+    spindle::kernel::user_heap_free(p);
+  } else {
+    spindle::arch::heap_free(p);
+  }
+}
 }  // namespace
 
-void* operator new(std::size_t n) { return must(spindle::arch::heap_alloc(n, 16), n); }
-void* operator new[](std::size_t n) { return must(spindle::arch::heap_alloc(n, 16), n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return spindle::arch::heap_alloc(n, 16); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return spindle::arch::heap_alloc(n, 16); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  return must(spindle::arch::heap_alloc(n, static_cast<std::size_t>(a)), n);
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-  return must(spindle::arch::heap_alloc(n, static_cast<std::size_t>(a)), n);
-}
+void* operator new(std::size_t n) { return alloc(n, 16); }
+void* operator new[](std::size_t n) { return alloc(n, 16); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return try_alloc(n, 16); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return try_alloc(n, 16); }
+void* operator new(std::size_t n, std::align_val_t a) { return alloc(n, static_cast<std::size_t>(a)); }
+void* operator new[](std::size_t n, std::align_val_t a) { return alloc(n, static_cast<std::size_t>(a)); }
 void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return spindle::arch::heap_alloc(n, static_cast<std::size_t>(a));
+  return try_alloc(n, static_cast<std::size_t>(a));
 }
 void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return spindle::arch::heap_alloc(n, static_cast<std::size_t>(a));
+  return try_alloc(n, static_cast<std::size_t>(a));
 }
-void operator delete(void* p) noexcept { spindle::arch::heap_free(p); }
-void operator delete[](void* p) noexcept { spindle::arch::heap_free(p); }
-void operator delete(void* p, std::size_t) noexcept { spindle::arch::heap_free(p); }
-void operator delete[](void* p, std::size_t) noexcept { spindle::arch::heap_free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { spindle::arch::heap_free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { spindle::arch::heap_free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { spindle::arch::heap_free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { spindle::arch::heap_free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { spindle::arch::heap_free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { spindle::arch::heap_free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { spindle::arch::heap_free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { spindle::arch::heap_free(p); }
+void operator delete(void* p) noexcept { release(p); }
+void operator delete[](void* p) noexcept { release(p); }
+void operator delete(void* p, std::size_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }

@@ -21,6 +21,10 @@
 // address space invalidates its ASID's entries on every CPU and frees the
 // number.
 //
+// Shared pages (user_map_shared: the kernel image's code and constants in a
+// process's copy) carry a software bit in their entries: unmapping or
+// destroying the address space leaves those pages alone.
+//
 // CpuAsid::current is the address space loaded in this CPU's TTBR0: only
 // the CPU itself writes it (activate, interrupts masked, under the lock
 // too, so destroy can check that no CPU still runs the space).
@@ -29,6 +33,7 @@
 #include <new>
 
 #include "aarch64.h"
+#include "arch/probe.h"
 #include "spindle/panic.h"
 
 extern "C" std::uint64_t spindle_user_l1_none[512];
@@ -47,6 +52,9 @@ namespace {
 
 using namespace desc;
 constexpr std::uint64_t kUserPage = kTable | kAttrNormal | kShInner | kAf | kNg | kPxn;
+constexpr std::uint64_t kSwShared = 1ull << 55;  // software bit: the page is not the address space's
+constexpr std::uint64_t kApUser = 1 << 6;        // AP[1]: EL0 may access
+constexpr std::uint64_t kApReadOnly = 1 << 7;    // AP[2]: read-only
 
 std::uint64_t leaf_bits(UserAccess a) {
   switch (a) {
@@ -67,6 +75,13 @@ void check_range(const char* what, std::uintptr_t va, std::size_t size) {
   if (va % kPageSize != 0 || size % kPageSize != 0 || va < kUserBase || va > kUserLimit || size > kUserLimit - va) {
     panic("%s: [%p, +%zu) is not a page-aligned user range", what, reinterpret_cast<void*>(va), size);
   }
+}
+
+bool in_user_range(std::uintptr_t va, std::size_t n) { return va >= kUserBase && va <= kUserLimit && n <= kUserLimit - va; }
+
+// Whether a leaf entry gives user mode the access asked for.
+bool user_may(std::uint64_t pte, bool write) {
+  return (pte & kValid) && (pte & kApUser) && !(write && (pte & kApReadOnly));
 }
 
 // ---------------------------------------------------------------------------
@@ -209,7 +224,7 @@ void address_space_destroy(AddressSpace* as) {
       if (!(l2[j] & kValid)) continue;
       std::uint64_t* l3 = table_at(l2[j]);
       for (unsigned k = 0; k < 512; ++k) {
-        if (l3[k] & kValid) page_free(l3[k] & kAddrMask, 1);
+        if ((l3[k] & kValid) && !(l3[k] & kSwShared)) page_free(l3[k] & kAddrMask, 1);
       }
       page_free(l2[j] & kAddrMask, 1);
     }
@@ -254,11 +269,78 @@ void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size) {
     std::uintptr_t pa = *pte & kAddrMask;
     // Break: the entry invalid everywhere and out of every TLB before
     // the page can be reused.
+    bool shared = *pte & kSwShared;
     *pte = 0;
     std::uint64_t arg = (asid << 48) | (((va + off) >> 12) & ((1ull << 44) - 1));
     asm volatile("dsb ishst\n\ttlbi vae1is, %0\n\tdsb ish\n\tisb" ::"r"(arg) : "memory");
-    page_free(pa, 1);
+    if (!shared) page_free(pa, 1);
   }
+}
+
+bool user_map_shared(AddressSpace* as, std::uintptr_t va, std::uintptr_t pa, std::size_t size, UserAccess access) {
+  check_range("user_map_shared", va, size);
+  if (access != UserAccess::kRead && access != UserAccess::kReadExecute) panic("user_map_shared: shared pages are read-only");
+  std::uint64_t bits = leaf_bits(access) | kSwShared;
+  Locked l(as->lock);
+  for (std::size_t off = 0; off < size; off += kPageSize) {
+    std::uint64_t* pte = pte_of(as, va + off, true);
+    if (!pte) return false;
+    if (*pte & kValid) panic("user_map_shared: %p is already mapped", reinterpret_cast<void*>(va + off));
+    *pte = (pa + off) | bits;
+  }
+  asm volatile("dsb ishst\n\tisb" ::: "memory");
+  return true;
+}
+
+char* user_page_alias(AddressSpace* as, std::uintptr_t va) {
+  Locked l(as->lock);
+  std::uint64_t* pte = pte_of(as, va, false);
+  if (!pte || !(*pte & kValid)) return nullptr;
+  return reinterpret_cast<char*>(phys_to_virt(*pte & kAddrMask));
+}
+
+bool user_accessible(AddressSpace* as, std::uintptr_t va, std::size_t n, bool write) {
+  if (!in_user_range(va, n)) return false;
+  if (n == 0) return true;
+  Locked l(as->lock);
+  for (std::uintptr_t page = va & ~(kPageSize - 1); page < va + n; page += kPageSize) {
+    std::uint64_t* pte = pte_of(as, page, false);
+    if (!pte || !user_may(*pte, write)) return false;
+  }
+  return true;
+}
+
+void* user_word(AddressSpace* as, std::uintptr_t va, bool write) {
+  if (va % 4 != 0 || !in_user_range(va, 4)) return nullptr;
+  Locked l(as->lock);
+  std::uint64_t* pte = pte_of(as, va, false);
+  if (!pte || !user_may(*pte, write)) return nullptr;
+  return reinterpret_cast<void*>(phys_to_virt(*pte & kAddrMask) + va % kPageSize);
+}
+
+namespace {
+// Interrupts stay masked while a probe copies: a few hundred bytes at a time.
+constexpr std::size_t kProbeChunk = 256;
+}  // namespace
+
+bool user_read(void* dst, std::uintptr_t src, std::size_t n) {
+  if (!in_user_range(src, n)) return false;
+  auto* d = static_cast<char*>(dst);
+  for (std::size_t off = 0; off < n; off += kProbeChunk) {
+    std::size_t k = n - off < kProbeChunk ? n - off : kProbeChunk;
+    if (probe_user_read(d + off, reinterpret_cast<const void*>(src + off), k).esr != 0) return false;
+  }
+  return true;
+}
+
+bool user_write(std::uintptr_t dst, const void* src, std::size_t n) {
+  if (!in_user_range(dst, n)) return false;
+  const auto* s = static_cast<const char*>(src);
+  for (std::size_t off = 0; off < n; off += kProbeChunk) {
+    std::size_t k = n - off < kProbeChunk ? n - off : kProbeChunk;
+    if (probe_user_write(reinterpret_cast<void*>(dst + off), s + off, k).esr != 0) return false;
+  }
+  return true;
 }
 
 bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::size_t n) {
@@ -333,7 +415,7 @@ extern "C" void spindle_aarch64_el0_sync(Frame* f) {
     spindle::kernel::handle_syscall(s);
     irq_save();
     f->x[0] = s.result;
-    return;
+    return;  // to spindle_aarch64_ret_to_user
   }
   UserFaultKind kind;
   switch (ec) {
@@ -349,3 +431,6 @@ extern "C" void spindle_aarch64_el0_sync(Frame* f) {
   g_last_fault_esr.store(esr, std::memory_order_release);
   spindle::kernel::user_fault(UserFault{kind, exception_class_name(ec), esr, has_address ? far : 0, f->elr});
 }
+
+// Every return to EL0 passes here (vectors.S), interrupts masked.
+extern "C" void spindle_aarch64_returning_to_user() { spindle::kernel::returning_to_user(); }

@@ -177,10 +177,14 @@ el0_irq:
 
 // Back to EL0 through the frame at sp (maybe on another CPU than the
 // entry: the thread may have been preempted). Interrupts masked from here
-// on, since the user's SP_EL0 and TPIDRRO_EL0 replace the kernel's.
+// on, since the user's SP_EL0 and TPIDRRO_EL0 replace the kernel's. First
+// the kernel's last word (kernel::returning_to_user: a thread whose
+// process is ending ends here instead); it may clobber any register the
+// frame restores.
         .globl  spindle_aarch64_ret_to_user
 spindle_aarch64_ret_to_user:
         msr     daifset, #2
+        bl      spindle_aarch64_returning_to_user
         ldp     x0, x1, [sp, #FRAME_TPIDR]
         msr     tpidr_el0, x0
         msr     tpidrro_el0, x1

@@ -133,7 +133,8 @@ namespace spindle::arch {
 //   size_t console_read(char* buf, size_t n);       thread; one caller at a
 //       time (kernel/src/console.cc serialises readers). Blocks the calling
 //       thread, never its CPU, until input is there; returns 1..n bytes, or
-//       0 at the end of input. No polling: aarch64 takes the PL011 receive
+//       0 at the end of input (or at once when the reading thread's process
+//       is ending: its waits return kInterrupted). No polling: aarch64 takes the PL011 receive
 //       interrupt into a buffer and wakes the reader (a Ctrl-D byte is the
 //       end of input); hosted reads stdin on a helper host thread
 //       (host_call).
@@ -184,6 +185,52 @@ namespace spindle::arch {
 //       kernel stack: exceptions from user mode push their frame there, so
 //       a thread preempted in user mode is switched like any other.
 //
+//   std::uint64_t user_syscall(std::uint64_t number, std::uint64_t a0 = 0,
+//                              ..., std::uint64_t a5 = 0);
+//       user mode only (code of a process's copy, see Image copies): a
+//       system call, kernel::handle_syscall's result. Hosted: never called
+//       (no process code runs in a hosted kernel).
+//
+// Checked access to user memory, for system calls. The range must lie in
+// [kUserBase, kUserLimit) and be mapped with the access user mode would
+// need; the kernel never faults on a bad one.
+//   bool user_read(void* dst, std::uintptr_t src, std::size_t n);   thread,
+//       with the caller's own address space active (a system call).
+//   bool user_write(std::uintptr_t dst, const void* src, std::size_t n);
+//       thread, likewise. Each copies with user mode's permissions (aarch64:
+//       LDTR/STTR inside a probe, arch/probe.h); false at the first byte user
+//       mode could not read (write), some bytes may have been copied.
+//   bool user_accessible(AddressSpace*, std::uintptr_t va, std::size_t n,
+//                        bool write);   thread or irqs-off. Whether user
+//       mode may read (write) every byte of the range, from the tables.
+//   void* user_word(AddressSpace*, std::uintptr_t va, bool write);
+//       thread or irqs-off. The kernel's address of the 4-byte aligned
+//       32-bit word at user address va if user mode may read (write) it,
+//       else nullptr. The same for every address space mapping that page
+//       (futex keys are these addresses), valid until the page is unmapped.
+//
+// Image copies (backends with user mode). The kernel and every process run
+// one image: the kernel its own copy at the link address, a process a copy
+// that user_map_image builds at a user address. Code addresses cross
+// copies as offsets from image_base().
+//   std::uintptr_t image_base();        any, also user mode: where the
+//       running copy starts.
+//   std::size_t image_size();           any: the bytes a process's copy
+//       spans from its base (a page multiple).
+//   bool user_map_image(AddressSpace*, std::uintptr_t base);   thread. Maps
+//       a fresh copy at base (page aligned, [base, base + image_size()) in
+//       the user range and unmapped): the code the kernel's own pages,
+//       read-only and executable; constant data the kernel's pages,
+//       read-only; the image's relocated constants a private copy,
+//       read-only; its data private and read-write, with the values the
+//       image was loaded with (not the kernel's current ones) and zeroed
+//       .bss; every address in them relocated for base. false: out of
+//       memory (what was mapped stays, for address_space_destroy).
+//   void image_constructors();          user mode, once, by a process's
+//       first thread: the global constructors of its copy.
+//   std::uintptr_t kernel_space_address();   any: an address the kernel
+//       maps and user mode may never access.
+//
 // From user mode back to the kernel (backend calls, on the thread's kernel
 // stack; interrupts from user mode are delivered as from kernel code and
 // may preempt the thread as usual):
@@ -193,7 +240,11 @@ namespace spindle::arch {
 //   - any other exception (abort, undefined instruction, misaligned pc or
 //     sp, trapped instruction, breakpoint) calls kernel::user_fault with
 //     interrupts masked, which never returns: the thread ends. The system
-//     goes on.
+//     goes on;
+//   - right before every return to user mode (after either, after an
+//     interrupt taken from user mode, and at the first entry) the backend
+//     calls kernel::returning_to_user with interrupts masked, which may
+//     end the thread instead.
 inline constexpr std::uintptr_t kUserBase = 0x1000;            // page 0 stays unmapped
 inline constexpr std::uintptr_t kUserLimit = 0x8000000000ull;  // 512 GiB (aarch64: T0SZ = 25)
 
@@ -275,25 +326,63 @@ struct BootArgs {
 // run_cpus returns (hosted); bare-metal backends halt with it instead.
 int kmain(const BootArgs& args);
 
-// User mode (kernel/src/syscall.cc): the boundary the process layer fills.
-// For now a stub table and a fault report that ends the thread.
+// User mode: processes (kernel/src/uprocess.cc, usyscall.cc, uheap.cc,
+// compiled for backends with user mode only) and the system-call table
+// (documented in kernel/src/syscall.cc).
 //
-// System call numbers (x8 on aarch64).
+// Which copy of the image the code runs in (see arch: Image copies): false
+// in the kernel's, true in a process's (its loader sets it there). Shared
+// code that needs the kernel (blocking, threads, the console) checks it and
+// makes a system call instead. Defined in kernel/src/syscall.cc.
+extern bool g_in_user_process;
+//
+// System call numbers (x8 on aarch64); arguments and results in
+// kernel/src/syscall.cc.
 enum SyscallNumber : std::uint64_t {
-  kSysNull = 0,  // returns 0: the round trip alone
-  kSysEcho = 1,  // returns ~arg[0]: a value in, another out
-  kSysExit = 2,  // ends the calling thread with exit code arg[0]; no return
+  kSysNull = 0,          // returns 0: the round trip alone
+  kSysEcho = 1,          // returns ~arg[0]: a value in, another out
+  kSysExit = 2,          // ends the calling thread (a process's first thread: the process)
+  kSysProcessExit = 3,   // ends the calling process
+  kSysWrite = 4,         // console output
+  kSysRead = 5,          // console input
+  kSysFutexWait = 6,
+  kSysFutexWake = 7,
+  kSysFutexLock = 8,
+  kSysFutexUnlock = 9,
+  kSysThreadCreate = 10,
+  kSysThreadStart = 11,
+  kSysThreadJoin = 12,
+  kSysThreadDetach = 13,
+  kSysYield = 14,
+  kSysSleep = 15,
+  kSysThreadCtl = 16,    // priority, affinity, suspend/resume, cpu
+  kSysHeapGrow = 17,
+  kSysInfo = 18,         // process id, CPU count, time slice
+  kSysPanic = 19,        // ends the process as kPanic
 };
+// kSysInfo's argument: what to return.
+enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimeslice = 2 };
 // A system call from the running thread (see arch: User mode). Interrupts
 // enabled; may block. Unknown numbers return -1 (all ones).
 void handle_syscall(arch::SyscallFrame& frame);
-// The running thread faulted in user mode. Interrupts masked. Reports it
-// (thread, exception class, fault address, pc) and ends the thread as
-// faulted (join: kFaulted); never returns. Nothing else is disturbed.
+// The running thread faulted in user mode. Interrupts masked. Reports it;
+// a process's thread ends its whole process (join: kFaulted with the
+// fault's kind, address and thread), a bare user thread (run_user) only
+// itself (join: kFaulted). Never returns; nothing else is disturbed.
 [[noreturn]] void user_fault(const arch::UserFault& fault);
+// See arch: User mode. Interrupts masked. Ends the thread when its process
+// is ending (never returns then), else returns at once.
+void returning_to_user();
 // Runs the calling thread in user mode in `as` (which stays the thread's
 // address space from now on: the scheduler activates it whenever the thread
 // runs) from `entry`. Thread context. Never returns: the thread ends by
 // kSysExit or by a fault.
 [[noreturn]] void run_user(arch::AddressSpace* as, const arch::UserEntry& entry);
+// operator new/delete in a process's copy (backends whose operator new is
+// their own): the process's user heap, in its own pages, grown by system
+// calls. must: the throwing form, which ends the process with
+// FaultKind::kMemoryLimit past ProcessOptions::memory_limit (or when memory
+// runs out); otherwise nullptr then. User mode only.
+void* user_heap_alloc(std::size_t n, std::size_t align, bool must);
+void user_heap_free(void* p);
 }  // namespace spindle::kernel

@@ -23,6 +23,10 @@
 #error "the aarch64 backend is built with an aarch64 compiler"
 #endif
 
+namespace spindle::kernel {
+extern bool g_in_user_process;  // arch.h: the kernel's side, User mode
+}
+
 namespace spindle::arch {
 
 // The backend starts at most this many CPUs (MPIDR Aff0 0..7 on `virt`).
@@ -126,10 +130,14 @@ inline void irq_restore(IrqState s) {
 // Mutex's, before it sleeps) to many milliseconds of virtual time. The
 // count is per CPU and only a heuristic: a migrating caller may bump
 // another CPU's count, which does no harm.
+// In a process's copy (EL0, where TPIDR_EL1 cannot be read) the count is
+// the process's own.
+inline std::atomic<std::uint32_t> g_user_relax_spins{0};
 inline void cpu_relax() {
-  CpuArea* a = cpu_area();
-  std::uint32_t n = a->relax_spins.load(std::memory_order_relaxed) + 1;
-  a->relax_spins.store(n, std::memory_order_relaxed);
+  std::atomic<std::uint32_t>& spins =
+      kernel::g_in_user_process ? g_user_relax_spins : cpu_area()->relax_spins;
+  std::uint32_t n = spins.load(std::memory_order_relaxed) + 1;
+  spins.store(n, std::memory_order_relaxed);
   if ((n & 511) == 0) {
     asm volatile("yield" ::: "memory");
   } else {
@@ -174,6 +182,31 @@ void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size);
 bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::size_t n);
 void address_space_activate(AddressSpace* as);
 [[noreturn]] void enter_user(const UserEntry& entry);
+bool user_read(void* dst, std::uintptr_t src, std::size_t n);
+bool user_write(std::uintptr_t dst, const void* src, std::size_t n);
+bool user_accessible(AddressSpace* as, std::uintptr_t va, std::size_t n, bool write);
+void* user_word(AddressSpace* as, std::uintptr_t va, bool write);
+std::uintptr_t image_base();
+std::size_t image_size();
+bool user_map_image(AddressSpace* as, std::uintptr_t base);
+void image_constructors();
+std::uintptr_t kernel_space_address();
+
+// A system call from EL0: number in x8, arguments in x0..x5, the result in
+// x0; the EL0 entry path saves and restores every other register.
+inline std::uint64_t user_syscall(std::uint64_t number, std::uint64_t a0 = 0, std::uint64_t a1 = 0,
+                                  std::uint64_t a2 = 0, std::uint64_t a3 = 0, std::uint64_t a4 = 0,
+                                  std::uint64_t a5 = 0) {
+  register std::uint64_t x8 asm("x8") = number;
+  register std::uint64_t x0 asm("x0") = a0;
+  register std::uint64_t x1 asm("x1") = a1;
+  register std::uint64_t x2 asm("x2") = a2;
+  register std::uint64_t x3 asm("x3") = a3;
+  register std::uint64_t x4 asm("x4") = a4;
+  register std::uint64_t x5 asm("x5") = a5;
+  asm volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+  return x0;
+}
 // Diagnostics (aarch64 only): the ASID `as` runs with (0: none yet) and
 // the ASID width; the syndrome (ESR_EL1) and FAR of the last fault taken
 // from EL0 on any CPU, for tests.
@@ -185,6 +218,8 @@ unsigned asid_bits();
 // rollovers there were.
 void set_asid_limit(unsigned n);
 std::uint64_t asid_rollovers();
+// Tests: physical pages free right now (memory.cc).
+std::size_t free_page_count();
 struct LastUserFault {
   std::uint64_t esr;
   std::uint64_t far;

@@ -11,6 +11,7 @@
 // Context: any (thread, irqs-off, interrupt handler). Never blocks.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace spindle::arch {
@@ -29,5 +30,11 @@ ProbeResult probe_write(void* addr, std::uint64_t value);
 // Branches with link to addr. If addr is executable the code there runs
 // and must return at once (a `ret`), so probe it only where that holds.
 ProbeResult probe_exec(const void* addr);
+// n bytes copied with user mode's permissions (LDTR/STTR), from a user
+// address or to one, through the address space active on this CPU. On a
+// fault the bytes before it were copied. Interrupts stay masked for the
+// whole copy: keep n small (user_read/user_write copy in chunks).
+ProbeResult probe_user_read(void* dst, const void* user_src, std::size_t n);
+ProbeResult probe_user_write(void* user_dst, const void* src, std::size_t n);
 
 }  // namespace spindle::arch

@@ -154,6 +154,11 @@ inline void user_unmap(AddressSpace*, std::uintptr_t, std::size_t) {}
 inline bool user_copy_to(AddressSpace*, std::uintptr_t, const void*, std::size_t) { return false; }
 inline void address_space_activate(AddressSpace*) {}
 [[noreturn]] inline void enter_user(const UserEntry&) { __builtin_trap(); }
+// No process code runs in a hosted kernel (kernel::g_in_user_process stays false).
+[[noreturn]] inline std::uint64_t user_syscall(std::uint64_t, std::uint64_t = 0, std::uint64_t = 0, std::uint64_t = 0,
+                                               std::uint64_t = 0, std::uint64_t = 0, std::uint64_t = 0) {
+  __builtin_trap();
+}
 
 void console_write(const char* s, std::size_t n);
 std::size_t console_read(char* buf, std::size_t n);

@@ -1,0 +1,139 @@
+// Processes on backends with user mode, the kernel's side: shared by the
+// process layer (uprocess.cc) and the system-call handlers (usyscall.cc).
+//
+// A process is an address space with a copy of the image at kImageBase
+// (arch::user_map_image), its arguments at kStartBase, a heap growing from
+// kHeapBase and one user stack per thread from kStackBase (each above an
+// unmapped guard), and kernel threads that run in it (each a Tcb with
+// `process` and `user` set, and a kernel stack of its own).
+//
+// Ownership and locking:
+//  - A ProcessRecord belongs to its Process handle (process_join frees it).
+//    Its threads point at it; all of them are dead and reaped before it is
+//    freed.
+//  - The kernel lock guards threads, alive, ended, status and every
+//    UserThread's flags; end_process runs under it.
+//  - mem_lock (a kernel Mutex, never taken under the kernel lock) guards
+//    the memory bookkeeping: charged, heap_end, stack_next, free_stacks.
+//  - User pages are freed only with the address space, once every thread
+//    is dead: the kernel's aliases of user words (futex keys) stay valid
+//    while any thread of the process can use them.
+//  - A UserThread belongs to its process's `threads` list until it is
+//    reaped: by kSysThreadJoin (the joiner), by the next thread creation
+//    (a dead detached one) or by process_join (all the rest).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "kernel.h"
+#include "spindle/mutex.h"
+#include "spindle/process.h"
+
+namespace spindle::kernel {
+
+// Every process's user address layout.
+inline constexpr std::uintptr_t kImageBase = 0x400000;
+inline constexpr std::uintptr_t kHeapBase = 0x10'0000'0000;
+inline constexpr std::uintptr_t kHeapLimit = 0x20'0000'0000;
+inline constexpr std::uintptr_t kStartBase = 0x20'0000'0000;  // ProcessStart and the arguments, read-only
+inline constexpr std::uintptr_t kStackBase = 0x40'0000'0000;
+inline constexpr std::uintptr_t kStackLimit = 0x7f'0000'0000;
+inline constexpr std::size_t kUserGuard = 64 * 1024;  // unmapped below every user stack
+
+struct FreeStack {
+  std::uintptr_t lo;
+  std::size_t size;
+  FreeStack* next;
+};
+
+struct UserThread {
+  detail::ProcessRecord* process = nullptr;
+  Tcb* tcb = nullptr;            // freed (join, reap) only after the UserThread left `threads`
+  ThreadId id = 0;
+  std::uintptr_t stack_lo = 0;  // user stack [stack_lo, stack_lo + stack_size), guard below
+  std::size_t stack_size = 0;
+  std::uintptr_t block = 0;     // its UserThreadBlock (user.h)
+  bool main = false;            // the process's first thread
+  bool detached = false;        // kernel lock
+  bool joining = false;         // kernel lock: a kSysThreadJoin waits for it
+  std::atomic<std::uint32_t> go{0};  // 1: kSysThreadStart came (the callable is in place)
+  ListNode link;                // in process->threads
+};
+
+}  // namespace spindle::kernel
+
+namespace spindle::detail {
+
+struct ProcessRecord {
+  ProcessId pid = 0;
+  char name[32] = {};
+  arch::AddressSpace* as = nullptr;
+  std::size_t memory_limit = 0;
+  unsigned thread_limit = 0;
+  CpuMask affinity;
+  int priority = kDefaultPriority;
+  // Kernel lock.
+  kernel::List<kernel::UserThread, &kernel::UserThread::link> threads;  // not yet reaped
+  unsigned alive = 0;  // created and not yet past user_thread_exit
+  bool ended = false;
+  ExitStatus status;
+  kernel::ListNode all_link;  // in g_processes
+  // Set once (under the kernel lock) and waited on by process_join.
+  std::atomic<std::uint32_t> end_word{0};   // the end is decided
+  std::atomic<std::uint32_t> gone_word{0};  // ... and no thread is left alive
+  // mem_lock.
+  Mutex mem_lock{"process memory"};
+  std::size_t charged = 0;  // heap and thread stacks, against memory_limit
+  std::uintptr_t heap_end = kernel::kHeapBase;
+  std::uintptr_t stack_next = kernel::kStackBase;
+  kernel::FreeStack* free_stacks = nullptr;
+};
+
+}  // namespace spindle::detail
+
+namespace spindle::kernel {
+
+using Proc = detail::ProcessRecord;
+
+inline Proc* process_of(const Tcb* t) { return static_cast<Proc*>(t->process); }
+
+// Decides how p ends (the first call wins) and makes every thread of it
+// end: waits interrupted, suspensions lifted, running ones preempted.
+void end_process(Proc* p, const ExitStatus& st) SPINDLE_REQUIRES(g.lock);
+// The calling process thread ends (its process's bookkeeping, then
+// exit_current). The first thread's end is the process's: kExited with
+// `code`, unless the end was decided before.
+[[noreturn]] void user_thread_exit(int code, bool faulted) SPINDLE_EXCLUDES(g.lock);
+// A new thread of p (not started: it waits for kSysThreadStart unless
+// `main`). kLimit past the thread limit, kNoMemory, kInvalidState when p
+// is ending. The user stack is stack_size bytes; the callable gets
+// callable_size/align bytes below the thread's block (*callable_at).
+struct UserThreadSpec {
+  const char* name;
+  int priority;
+  CpuMask affinity;
+  bool start_suspended;
+  std::size_t stack_size;
+  std::size_t callable_size;
+  std::size_t callable_align;
+  std::uintptr_t pc;     // user entry
+  std::uintptr_t arg;    // its argument; 0: the thread's block
+  bool main;
+};
+Result<UserThread*> create_user_thread(Proc* p, const UserThreadSpec& spec, std::uintptr_t* callable_at);
+// The live thread of p with this id (0: the caller), or nullptr.
+UserThread* find_user_thread(Proc* p, ThreadId id) SPINDLE_REQUIRES(g.lock);
+// Returns a thread's user stack to its process's cache and frees ut, which
+// has left `threads` and whose Tcb is freed.
+void release_user_thread(UserThread* ut) SPINDLE_EXCLUDES(g.lock);
+// Frees the dead detached threads of p (at thread creation).
+void reap_detached(Proc* p) SPINDLE_EXCLUDES(g.lock);
+// Maps `bytes` more heap (kSysHeapGrow): the new pages' user address, or
+// 0 past the memory limit or when memory runs out.
+std::uintptr_t grow_heap(Proc* p, std::size_t bytes);
+// The entry of a thread the process creates: user address of the code that
+// runs its callable (uprocess.cc).
+std::uintptr_t user_thread_entry_address();
+
+}  // namespace spindle::kernel

@@ -1,0 +1,80 @@
+// User mode, the process's side: what the shared code does when it runs in
+// a process's copy of the image (arch.h: Image copies; kernel::
+// g_in_user_process). The API entry points that need the kernel check
+// in_user_process() first and make a system call (table: syscall.cc);
+// everything that only touches the caller's memory (a Mutex's uncontended
+// CAS, this_thread::id()) runs unchanged. Also the layouts both sides of a
+// system call share.
+#pragma once
+
+#include <arch/arch.h>
+
+#include <cstdint>
+
+#include "spindle/futex.h"
+#include "spindle/status.h"
+#include "spindle/thread.h"
+#include "spindle/time.h"
+
+namespace spindle::kernel {
+
+inline bool in_user_process() { return g_in_user_process; }
+
+// A system call with integer or pointer arguments.
+template <typename... A>
+std::uint64_t sys(SyscallNumber n, A... args) {
+  return arch::user_syscall(n, static_cast<std::uint64_t>(args)...);
+}
+template <typename T>
+std::uint64_t user_arg(T* p) {
+  return reinterpret_cast<std::uintptr_t>(p);
+}
+inline std::uint64_t deadline_arg(TimePoint t) { return static_cast<std::uint64_t>(t.time_since_epoch().count()); }
+inline TimePoint deadline_from(std::uint64_t v) { return TimePoint(Duration(static_cast<std::int64_t>(v))); }
+inline Status status_from(std::uint64_t v) { return static_cast<Status>(static_cast<int>(v)); }
+
+// The block at the top of a process thread's user stack, which its user
+// thread pointer addresses. The kernel writes head, name and callable (the
+// callable's place, just below the block) before the thread runs; the
+// creating thread constructs the callable there and writes invoke and
+// destroy before kSysThreadStart.
+struct UserThreadBlock {
+  detail::ThreadHead head;  // first: this_thread::id() and the lock fast paths read it
+  char name[32];
+  detail::Invoke invoke;
+  detail::Destroy destroy;
+  void* callable;
+};
+
+// kSysThreadCreate's argument, in the caller's memory.
+struct UserThreadCreate {
+  // In.
+  std::uint64_t name;  // user address of a NUL-terminated name, or 0
+  std::int32_t priority;
+  std::uint32_t start_suspended;
+  std::uint64_t stack_size;
+  std::uint64_t affinity;
+  std::uint64_t callable_size;
+  std::uint64_t callable_align;
+  // Out.
+  std::uint64_t id;
+  std::uint64_t block;     // the UserThreadBlock's user address: the thread's handle
+  std::uint64_t callable;  // where the caller constructs the callable
+};
+
+// kSysThreadCtl's operations (thread 0: the caller).
+enum ThreadCtl : std::uint64_t {
+  kCtlSetPriority = 0,  // value: the priority
+  kCtlPriority = 1,     // returns the effective priority
+  kCtlSetAffinity = 2,  // value: CpuMask bits
+  kCtlSuspend = 3,
+  kCtlResume = 4,
+  kCtlCpu = 5,          // returns the CPU it runs on
+};
+
+// kSysFutexLock's policy word: order, inherit, handoff (bits 0..2).
+inline std::uint64_t policy_bits(const LockPolicy& p) {
+  return (p.order == WaitOrder::kFifo ? 1u : 0u) | (p.inherit ? 2u : 0u) | (p.handoff ? 4u : 0u);
+}
+
+}  // namespace spindle::kernel

@@ -1,0 +1,506 @@
+// Processes on aarch64 (kernel/src/uprocess.cc): each runs `entry` at EL0
+// in its own address space with a fresh copy of this image's globals. The
+// cases spawn entries from this file: arguments and fresh globals, bad
+// options, the fault matrix (each fault ends only its process, reported by
+// kind, while a healthy process and a kernel thread go on), bad pointers to
+// system calls (refused with kInvalidArgument), kill, limits, threads and
+// locks inside a process, 4 processes on 4 CPUs, and 1000 spawns that give
+// every page back.
+#include <arch/arch.h>
+#include <spindle/spindle.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "../kernel/ktest.h"
+#include "../kernel/ktest_util.h"
+
+using namespace spindle;
+using namespace std::chrono_literals;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Entries the cases spawn.
+
+int g_global = 7;  // fresh in every process
+std::atomic<std::uint32_t> g_word{0};
+
+struct Pair {
+  int a;
+  long b;
+};
+
+int echo_args(int x, Pair p, std::span<const std::byte> bytes, char c) {
+  int sum = 0;
+  for (std::byte b : bytes) sum += static_cast<int>(b);
+  // 0 when everything arrived intact and the globals are fresh.
+  bool ok = x == 41 && p.a == -3 && p.b == 1234567890123 && sum == 6 && c == 'z' && g_global == 7 &&
+            this_process::is_spawned();
+  g_global = 99;  // the parent's copy must not see this
+  return ok ? 0 : 1;
+}
+
+int exit_with(int code) { return code; }
+int first_byte_and_size(std::span<const std::byte> b) {
+  return static_cast<int>(b[0]) + static_cast<int>(b.size() % 7);
+}
+int own_id() { return static_cast<int>(this_process::id()); }
+int own_cpu_and_priority() { return static_cast<int>(this_thread::cpu()) * 100 + this_thread::priority(); }
+
+std::uint64_t sum_of_squares(std::uint64_t n) {
+  std::uint64_t s = 0;
+  for (std::uint64_t i = 1; i <= n; ++i) s += i * i;
+  return s;
+}
+
+// A healthy process that works while others die.
+int healthy(int rounds) {
+  std::uint64_t total = 0;
+  for (int r = 0; r < rounds; ++r) {
+    total += sum_of_squares(20000);
+    this_thread::sleep_for(1ms);
+  }
+  return total == static_cast<std::uint64_t>(rounds) * sum_of_squares(20000) ? 0 : 1;
+}
+
+int null_write() {
+  *static_cast<volatile int*>(nullptr) = 1;
+  return 0;
+}
+int kernel_write() {
+  *reinterpret_cast<volatile int*>(this_process::kernel_space_address()) = 1;
+  return 0;
+}
+int deep(int n) {
+  volatile char pad[512];
+  pad[0] = static_cast<char>(n);
+  if (n < 0) return 0;  // never: n only grows
+  return deep(n + 1) + pad[0];
+}
+int overflow_stack() { return deep(0); }
+int trap() {
+  __builtin_trap();
+  return 0;
+}
+int undefined_instruction() {
+  asm volatile(".inst 0x00000000");  // udf #0
+  return 0;
+}
+int privileged_instruction() {
+  asm volatile("msr daifset, #2");  // masking interrupts is the kernel's
+  return 0;
+}
+char* volatile g_keep;
+int hog() {
+  for (;;) {
+    char* c = new char[256 * 1024];
+    std::memset(c, 1, 256 * 1024);
+    g_keep = c;
+  }
+}
+int panics() { panic("on purpose: %d", 42); }
+
+// A thread other than the first faults: the whole process ends, and the
+// report names that thread.
+int worker_faults() {
+  ThreadOptions o;
+  o.name = "worker";
+  Thread t = Thread::create(o, [] { *static_cast<volatile int*>(nullptr) = 2; }).value();
+  (void)t.join();  // never returns: the fault ends the process first
+  return 5;
+}
+
+// Bad pointers and lengths to system calls: each is refused with
+// kInvalidArgument (or its call's error value), never a fault. 0 if all were.
+int bad_pointers() {
+  using A = std::atomic<std::uint32_t>;
+  const std::uintptr_t kernel = this_process::kernel_space_address();
+  auto* kern = reinterpret_cast<A*>(kernel);
+  auto* null_page = reinterpret_cast<A*>(std::uintptr_t{16});
+  auto* misaligned = reinterpret_cast<A*>(reinterpret_cast<std::uintptr_t>(&g_word) + 1);
+  auto* code = reinterpret_cast<A*>(reinterpret_cast<std::uintptr_t>(&bad_pointers) & ~std::uintptr_t{3});
+  const auto bad = Status::kInvalidArgument;
+  if (futex_wait(kern, 0, deadline_after(1ms)) != bad) return 1;
+  if (futex_wait(null_page, 0) != bad) return 2;
+  if (futex_wait(misaligned, 0) != bad) return 3;
+  LockPolicy policy;
+  if (futex_lock(kern, policy) != bad) return 4;
+  if (futex_lock(code, policy) != bad) return 5;  // readable, not writable
+  if (futex_unlock(code) != bad) return 6;
+  if (futex_wake(kern, 1) != ~0u) return 7;
+  const auto kBad = static_cast<std::uint64_t>(bad);
+  using namespace kernel;
+  if (arch::user_syscall(kSysWrite, kernel, 16) != kBad) return 8;
+  if (arch::user_syscall(kSysWrite, 0x1000, 16) != kBad) return 9;                    // unmapped
+  if (arch::user_syscall(kSysWrite, arch::kUserLimit - 8, 64) != kBad) return 10;      // past the user range
+  if (arch::user_syscall(kSysWrite, reinterpret_cast<std::uintptr_t>(&g_word), ~std::uint64_t{0} / 2) != kBad) {
+    return 11;  // a length past the user range
+  }
+  if (arch::user_syscall(kSysRead, kernel, 8) != ~std::uint64_t{0}) return 12;
+  if (arch::user_syscall(kSysRead, reinterpret_cast<std::uintptr_t>(code), 8) != ~std::uint64_t{0}) return 13;
+  if (arch::user_syscall(kSysThreadCreate, kernel) != kBad) return 14;
+  if (arch::user_syscall(kSysThreadCreate, 16) != kBad) return 15;
+  if (arch::user_syscall(kSysPanic + 100) != ~std::uint64_t{0}) return 16;  // no such call
+  Thread t = Thread::create(ThreadOptions{}, [] { return 3; }).value();
+  if (arch::user_syscall(kSysThreadJoin, t.id(), INT64_MAX, kernel) != kBad) return 17;
+  int code3 = 0;
+  if (t.join(&code3) != Status::kOk || code3 != 3) return 18;
+  return 0;
+}
+
+int sleeper() {
+  this_thread::sleep_for(10s);
+  return 0;
+}
+
+// Threads in every state a kill must end: spinning at EL0, blocked on a
+// futex, sleeping, suspended, and the first thread waiting on a semaphore.
+std::atomic<std::uint64_t> g_spins{0};
+int busy_family() {
+  ThreadOptions o;
+  o.name = "spinner";
+  Thread spin = Thread::create(o, [] {
+                  for (;;) g_spins.fetch_add(1, std::memory_order_relaxed);
+                }).value();
+  o.name = "waiter";
+  Thread wait = Thread::create(o, [] { (void)futex_wait(&g_word, 0); }).value();
+  o.name = "napper";
+  Thread nap = Thread::create(o, [] { this_thread::sleep_for(100s); }).value();
+  o.name = "suspended";
+  o.start_suspended = true;
+  Thread held = Thread::create(o, [] {}).value();
+  Semaphore never(0);
+  never.acquire();
+  return 9;
+}
+
+// Creates threads until refused: the number created, or -1 if the refusal
+// was not kLimit.
+int count_threads() {
+  Thread ts[16];
+  int n = 0;
+  for (; n < 16; ++n) {
+    ThreadOptions o;
+    o.name = "filler";
+    auto t = Thread::create(o, [] { this_thread::sleep_for(20ms); });
+    if (!t.ok()) {
+      if (t.status() != Status::kLimit) return -1;
+      break;
+    }
+    ts[n] = std::move(t).value();
+  }
+  for (int i = 0; i < n; ++i) (void)ts[i].join();
+  return n;
+}
+
+// Threads of one process contend for a Mutex (futex_lock/unlock system
+// calls), allocate from the process's heap and meet at a semaphore.
+int locked_counting(int nthreads, int iters) {
+  Mutex m{"process counter"};
+  std::uint64_t counter = 0;
+  Semaphore done(0);
+  Thread ts[8];
+  for (int i = 0; i < nthreads && i < 8; ++i) {
+    ts[i] = Thread::create(ThreadOptions{}, [&] {
+              for (int k = 0; k < iters; ++k) {
+                auto* box = new std::uint64_t(k);
+                {
+                  Guard g(m);
+                  counter += *box / static_cast<std::uint64_t>(k ? k : 1) + (k == 0);
+                }
+                delete box;
+              }
+              done.release();
+            }).value();
+  }
+  for (int i = 0; i < nthreads; ++i) done.acquire();
+  for (int i = 0; i < nthreads; ++i) (void)ts[i].join();
+  print("  process %u: %d threads counted to %llu under one Mutex\n", this_process::id(), nthreads,
+        static_cast<unsigned long long>(counter));
+  return counter == static_cast<std::uint64_t>(nthreads) * iters ? 0 : 1;
+}
+
+// Past the memory limit a nothrow new returns nullptr; the throwing one
+// ends the process.
+int nothrow_then_throwing() {
+  char* p = new (std::nothrow) char[4 << 20];
+  if (p) return 1;
+  char* small = new (std::nothrow) char[64];
+  if (!small) return 2;
+  delete[] small;
+  g_keep = new char[4 << 20];
+  return 3;
+}
+
+// Costs in virtual-counter ticks (one tick is 16 instructions under
+// -icount shift=0): n null system calls, n uncontended Mutex lock+unlock.
+std::uint64_t ticks() {
+  std::uint64_t v;
+  asm volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v));
+  return v;
+}
+int time_null_syscalls(int n) {
+  std::uint64_t t0 = ticks();
+  for (int i = 0; i < n; ++i) (void)arch::user_syscall(kernel::kSysNull);
+  return static_cast<int>(ticks() - t0);
+}
+int time_mutex(int n) {
+  Mutex m;
+  std::uint64_t t0 = ticks();
+  for (int i = 0; i < n; ++i) {
+    m.lock();
+    m.unlock();
+  }
+  return static_cast<int>(ticks() - t0);
+}
+
+// ---------------------------------------------------------------------------
+
+bool same(const char* a, const char* b) {
+  while (*a && *a == *b) ++a, ++b;
+  return *a == *b;
+}
+
+ExitStatus run_to_end(Result<Process> p) {
+  if (!p.ok()) {
+    KFAIL("spawn failed: %s", to_string(p.status()));
+    return {};
+  }
+  auto st = p->join();
+  if (!st.ok()) {
+    KFAIL("join failed: %s", to_string(st.status()));
+    return {};
+  }
+  return *st;
+}
+
+// A kernel thread that keeps counting while processes run and die.
+struct Ticker {
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> ticks{0};
+  Thread t;
+  Ticker() {
+    t = ktest::spawn("ticker", kDefaultPriority, CpuMask::all(), [this] {
+      while (!stop.load()) {
+        ticks.fetch_add(1);
+        this_thread::yield();
+      }
+    });
+  }
+  ~Ticker() {
+    stop.store(true);
+    if (t.joinable()) t.join();
+  }
+};
+
+}  // namespace
+
+KTEST(process_spawn_passes_arguments_and_fresh_globals, 1) {
+  g_global = 1000;  // the parent's copy only
+  const std::byte bytes[] = {std::byte{1}, std::byte{2}, std::byte{3}};
+  ExitStatus st =
+      run_to_end(Process::spawn(echo_args, 41, Pair{-3, 1234567890123}, std::span<const std::byte>(bytes), 'z'));
+  KCHECK(st.kind == ExitKind::kExited);
+  KCHECK_EQ(st.code, 0);
+  KCHECK_EQ(g_global, 1000);
+  KCHECK_EQ(run_to_end(Process::spawn(exit_with, 42)).code, 42);
+  static std::byte big[kMaxProcessArgBytes - 64];
+  big[0] = std::byte{5};
+  KCHECK_EQ(run_to_end(Process::spawn(first_byte_and_size, std::span<const std::byte>(big))).code,
+            5 + static_cast<int>((kMaxProcessArgBytes - 64) % 7));
+  auto p = Process::spawn(own_id);
+  KREQUIRE(p.ok());
+  ProcessId pid = p->pid();
+  KCHECK(pid != this_process::id() && pid != 0);
+  auto own = p->join();
+  KREQUIRE(own.ok());
+  KCHECK_EQ(static_cast<ProcessId>(own->code), pid);  // the process sees the id its parent sees
+  KCHECK(!p->joinable());
+  KCHECK(p->join().status() == Status::kInvalidState);
+  KCHECK(p->kill() == Status::kInvalidState);
+  KCHECK(!this_process::is_spawned());
+}
+
+KTEST(process_spawn_rejects_bad_options, 1) {
+  ProcessOptions o;
+  o.priority = 99;
+  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
+  o = {};
+  o.affinity = CpuMask();
+  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
+  o = {};
+  o.affinity = CpuMask::only(kMaxCpus - 1);  // no such CPU
+  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
+  o = {};
+  Handle forged[] = {Handle{0x12345}};
+  o.handles = forged;
+  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kNotFound);
+  static std::byte too_big[kMaxProcessArgBytes + 1];
+  KCHECK(Process::spawn(first_byte_and_size, std::span<const std::byte>(too_big)).status() ==
+         Status::kInvalidArgument);
+}
+
+// The fault matrix: each fault ends only its process, reported by kind,
+// address and thread, while a healthy process and a kernel thread go on.
+KTEST(process_faults_are_contained_and_reported, 1) {
+  Ticker ticker;
+  ProcessOptions so;
+  so.name = "healthy";
+  auto sibling = Process::spawn(so, healthy, 40);
+  KREQUIRE(sibling.ok());
+  struct Row {
+    const char* what;
+    Result<Process> (*spawn)();
+    FaultKind fault;
+  } rows[] = {
+      {"null write", [] { return Process::spawn(ProcessOptions{.name = "intruder"}, null_write); }, FaultKind::kBadAccess},
+      {"kernel write", [] { return Process::spawn(ProcessOptions{.name = "intruder"}, kernel_write); },
+       FaultKind::kBadAccess},
+      {"stack overflow", [] { return Process::spawn(ProcessOptions{.name = "intruder"}, overflow_stack); },
+       FaultKind::kStackOverflow},
+      {"trap", [] { return Process::spawn(ProcessOptions{.name = "intruder"}, trap); }, FaultKind::kIllegalInstruction},
+      {"undefined instruction", [] { return Process::spawn(ProcessOptions{.name = "intruder"}, undefined_instruction); },
+       FaultKind::kIllegalInstruction},
+      {"privileged instruction",
+       [] { return Process::spawn(ProcessOptions{.name = "intruder"}, privileged_instruction); },
+       FaultKind::kIllegalInstruction},
+      {"memory limit",
+       [] { return Process::spawn(ProcessOptions{.name = "intruder", .memory_limit = 8 << 20}, hog); },
+       FaultKind::kMemoryLimit},
+      {"panic", [] { return Process::spawn(ProcessOptions{.name = "intruder"}, panics); }, FaultKind::kPanic},
+  };
+  char why[160];
+  for (const Row& r : rows) {
+    std::uint64_t before = ticker.ticks.load();
+    ExitStatus st = run_to_end(r.spawn());
+    print("  %-24s %s\n", r.what, st.describe(why, sizeof why));
+    if (st.kind != ExitKind::kFaulted || st.fault != r.fault) {
+      KFAIL("%s: %s (want %s)", r.what, st.describe(why, sizeof why), to_string(r.fault));
+    }
+    KCHECK(same(st.thread, "intruder"));
+    KCHECK(ktest::wait_until([&] { return ticker.ticks.load() > before; }));  // the system went on
+  }
+  ExitStatus st = run_to_end(Process::spawn(null_write));
+  KCHECK_EQ(st.address, 0u);
+  KCHECK(same(st.thread, "process"));
+  st = run_to_end(Process::spawn(kernel_write));
+  KCHECK_EQ(st.address, this_process::kernel_space_address());
+  st = run_to_end(Process::spawn(ProcessOptions{.memory_limit = 8 << 20}, hog));
+  KCHECK_EQ(st.address, 256u * 1024);  // the bytes asked for
+  st = run_to_end(Process::spawn(worker_faults));
+  KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kBadAccess && st.address == 0);
+  KCHECK(same(st.thread, "worker"));
+  st = run_to_end(Process::spawn(ProcessOptions{.memory_limit = 1 << 20}, nothrow_then_throwing));
+  KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kMemoryLimit);
+  // Bad pointers to system calls are errors, not faults.
+  st = run_to_end(Process::spawn(bad_pointers));
+  if (st.kind != ExitKind::kExited || st.code != 0) KFAIL("bad pointers: %s", st.describe(why, sizeof why));
+  // The healthy one finished its work; we can still spawn.
+  ExitStatus sst = run_to_end(std::move(sibling));
+  KCHECK(sst.success());
+  KCHECK_EQ(run_to_end(Process::spawn(exit_with, 3)).code, 3);
+}
+
+KTEST(process_kill_and_join_timeout, 1) {
+  auto p = Process::spawn(sleeper);
+  KREQUIRE(p.ok());
+  KCHECK(p->join_for(50ms).status() == Status::kTimedOut);
+  KCHECK(p->joinable());
+  KCHECK(p->kill() == Status::kOk);
+  auto st = p->join();
+  KREQUIRE(st.ok());
+  KCHECK(st->kind == ExitKind::kKilled);
+  KCHECK(p->kill() == Status::kInvalidState);
+  // Dropping a running process kills and reaps it.
+  { auto q = Process::spawn(sleeper); }
+  // Every thread of a process ends, whatever it was doing.
+  std::size_t free_before = arch::free_page_count();
+  auto fam = Process::spawn(busy_family);
+  KREQUIRE(fam.ok());
+  this_thread::sleep_for(30ms);
+  KCHECK(fam->kill() == Status::kOk);
+  KCHECK(fam->kill() == Status::kOk);  // again: already ending
+  auto fst = fam->join();
+  KREQUIRE(fst.ok());
+  KCHECK(fst->kind == ExitKind::kKilled);
+  KCHECK_EQ(arch::free_page_count(), free_before);
+}
+
+KTEST(process_thread_limit_is_enforced, 1) {
+  ProcessOptions o;
+  o.thread_limit = 3;  // the first thread + 2
+  KCHECK_EQ(run_to_end(Process::spawn(o, count_threads)).code, 2);
+  KCHECK_EQ(run_to_end(Process::spawn(count_threads)).code, 16);
+}
+
+KTEST(process_threads_locks_and_heap, 2) {
+  KCHECK(run_to_end(Process::spawn(locked_counting, 4, 3000)).success());
+}
+
+KTEST(process_options_priority_and_affinity, 2) {
+  ProcessOptions o;
+  o.priority = 20;
+  o.affinity = CpuMask::only(1);
+  KCHECK_EQ(run_to_end(Process::spawn(o, own_cpu_and_priority)).code, 120);
+}
+
+KTEST(processes_on_four_cpus, 4) {
+  Ticker ticker;
+  Process ps[4];
+  for (auto& p : ps) {
+    auto r = Process::spawn(locked_counting, 3, 2000);
+    KREQUIRE(r.ok());
+    p = std::move(r).value();
+  }
+  ProcessOptions last;
+  last.affinity = CpuMask::only(3);
+  last.priority = 18;
+  auto pinned = Process::spawn(last, own_cpu_and_priority);
+  for (auto& p : ps) KCHECK(run_to_end(std::move(p)).success());
+  KCHECK_EQ(run_to_end(std::move(pinned)).code, 318);
+  KCHECK(ticker.ticks.load() > 0);
+}
+
+// Sequential spawn/join returns every page: the image copy, stacks, heap,
+// tables, the ASID.
+KTEST(process_spawn_join_1000_returns_every_page, 1) {
+  constexpr int kRounds = 1000;
+  (void)run_to_end(Process::spawn(exit_with, 0));  // warm up the kernel heap's classes
+  std::size_t before = arch::free_page_count();
+  ProcessOptions one_cpu;
+  one_cpu.affinity = CpuMask::only(0);
+  TimePoint t0 = Clock::now();
+  for (int i = 0; i < kRounds; ++i) {
+    auto p = Process::spawn(one_cpu, exit_with, i & 0x7f);
+    KREQUIRE(p.ok());
+    auto st = p->join();
+    KREQUIRE(st.ok());
+    if (st->code != (i & 0x7f)) {
+      KFAIL("round %d: exit code %d", i, st->code);
+      return;
+    }
+  }
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count() / kRounds;
+  std::size_t after = arch::free_page_count();
+  print("  %d spawn+join: %lld us of virtual time each; free pages %zu before, %zu after\n", kRounds,
+        static_cast<long long>(us), before, after);
+  KCHECK_EQ(after, before);
+}
+
+KTEST(process_costs, 1) {
+  constexpr int kN = 10000;
+  ExitStatus sys = run_to_end(Process::spawn(time_null_syscalls, kN));
+  ExitStatus mtx = run_to_end(Process::spawn(time_mutex, kN));
+  Mutex m;
+  std::uint64_t t0 = ticks();
+  for (int i = 0; i < kN; ++i) {
+    m.lock();
+    m.unlock();
+  }
+  std::uint64_t kernel_mutex = ticks() - t0;
+  // Under -icount shift=0 one counter tick is 16 instructions.
+  print("  null system call: %d instructions; uncontended lock+unlock: %d in a process, %d in a kernel thread\n",
+        sys.code * 16 / kN, mtx.code * 16 / kN, static_cast<int>(kernel_mutex * 16 / kN));
+  KCHECK(sys.kind == ExitKind::kExited && mtx.kind == ExitKind::kExited);
+}
