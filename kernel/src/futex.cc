@@ -27,6 +27,7 @@
 #include "spindle/diagnostics.h"
 #include "spindle/futex.h"
 #include "spindle/task.h"
+#include "user.h"
 
 namespace spindle {
 namespace kernel {
@@ -327,6 +328,9 @@ using namespace kernel;
 
 Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, TimePoint deadline,
                   WaitOrder order, const char* name) {
+  if (in_user_process()) {
+    return status_from(sys(kSysFutexWait, user_arg(word), expected, deadline_arg(deadline), static_cast<unsigned>(order)));
+  }
   if (!arch::irqs_enabled()) return Status::kInvalidState;
   LockGuard guard;
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
@@ -340,6 +344,7 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
 }
 
 unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
+  if (in_user_process()) return static_cast<unsigned>(sys(kSysFutexWake, user_arg(word), n));
   LockGuard guard;
   return futex_wake_locked(word, n);
 }
@@ -355,11 +360,16 @@ Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolic
     SPINDLE_REQUIRES(g.lock) {
   using namespace lock_word;
   const auto me = static_cast<std::uint32_t>(self->head.id);
+  const void* self_process = self->async ? nullptr : static_cast<Tcb*>(self)->process;
   for (;;) {
     std::uint32_t v = word->load(std::memory_order_relaxed);
     std::uint32_t owner_id = v & kOwnerMask;
     LockState* s = find_state(word);
     Waiter* owner = owner_id ? find_owner(owner_id) : nullptr;
+    // A word in a process's memory can only name that process's threads:
+    // an id it made up (or a stale one) is a dead owner, never another
+    // process's thread to lend priority to or to follow for cycles.
+    if (owner && !owner->async && static_cast<Tcb*>(owner)->process != self_process) owner = nullptr;
     Tcb* owner_thread = thread_of(owner);
     bool owner_dead = owner_id != 0 && (!owner || (owner_thread && owner_thread->state == ThreadState::kDead));
     if (owner_id == 0 || owner_dead) {
@@ -450,6 +460,9 @@ Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) {
 }  // namespace kernel
 
 Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline) {
+  if (in_user_process()) {
+    return status_from(sys(kSysFutexLock, user_arg(word), policy_bits(policy), policy.aging, deadline_arg(deadline)));
+  }
   if (!arch::irqs_enabled()) return Status::kInvalidState;
   LockGuard guard;
   Tcb* self = this_cpu().current;
@@ -462,12 +475,13 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
       self->handed_off = false;
       return word->load(std::memory_order_relaxed) & lock_word::kOwnerDied ? Status::kOwnerDied : Status::kOk;
     }
-    if (r == Status::kTimedOut) return Status::kTimedOut;
+    if (r == Status::kTimedOut || r == Status::kInterrupted) return r;  // kInterrupted: the caller's process ends
     // Woken to compete (no hand-off): try again.
   }
 }
 
 Status futex_unlock(std::atomic<std::uint32_t>* word) {
+  if (in_user_process()) return status_from(sys(kSysFutexUnlock, user_arg(word)));
   LockGuard guard;
   return unlock_as(word, static_cast<std::uint32_t>(this_cpu().current->head.id));
 }
@@ -475,8 +489,11 @@ Status futex_unlock(std::atomic<std::uint32_t>* word) {
 // ---------------------------------------------------------------------------
 // Diagnostics settings.
 
+// The diagnostics settings are the kernel's: a process may not change them
+// (kInvalidState) and its counts read 0.
 Status set_starvation_bound(Duration bound) {
   if constexpr (!kWatchdog) return Status::kInvalidState;
+  if (in_user_process()) return Status::kInvalidState;
   if (bound < Duration::zero()) return Status::kInvalidArgument;
   LockGuard guard;
   g.starvation_bound_ns = static_cast<std::uint64_t>(bound.count());
@@ -484,17 +501,20 @@ Status set_starvation_bound(Duration bound) {
 }
 
 std::uint64_t starvation_reports() {
+  if (in_user_process()) return 0;
   LockGuard guard;
   return g.starvation_reports;
 }
 
 std::uint64_t deadlocks_detected() {
+  if (in_user_process()) return 0;
   LockGuard guard;
   return g.deadlocks_detected;
 }
 
 Status set_deadlock_detection(bool on) {
   if constexpr (!kDeadlockDetection) return on ? Status::kInvalidState : Status::kOk;
+  if (in_user_process()) return Status::kInvalidState;
   LockGuard guard;
   g.deadlock_detection = on;
   return Status::kOk;

@@ -57,6 +57,7 @@ const char* to_string(ThreadState s);
 
 struct Tcb;
 struct Waiter;
+struct UserThread;  // uprocess.cc (bare-metal backends)
 
 // What a kernel timer does when it fires (a kind rather than a function
 // pointer keeps every waiter 8 bytes smaller).
@@ -214,7 +215,16 @@ struct Tcb : Waiter {
   int exit_code = 0;
   WaitQueue joiners{WaitQueue::Order::kFifo};  // threads in join()
   arch::StackRegion stack;          // the whole region; the Tcb is at its top
-  arch::AddressSpace* address_space = nullptr;  // user mode's (syscall.cc); nullptr: kernel only
+  arch::AddressSpace* address_space = nullptr;  // user mode's (run_user); nullptr: kernel only
+  // A process's thread (uprocess.cc): its process (opaque here; the futex
+  // calls only compare it) and its user-side state; nullptr for a kernel
+  // thread. Set before the thread starts, never changed.
+  void* process = nullptr;
+  UserThread* user = nullptr;
+  // Its process is ending: every wait returns kInterrupted at once, and the
+  // thread ends at its next return to user mode. Set under the kernel lock
+  // (end_process), never cleared; read without it on the way to user mode.
+  std::atomic<bool> ending{false};
   void* callable = nullptr;
   detail::CoJob* job = nullptr;       // the coroutine job it runs (an executor), if any
   detail::Invoke invoke = nullptr;
@@ -312,7 +322,9 @@ void make_ready(Tcb* t, bool front = false) SPINDLE_REQUIRES(g.lock);
 // Ends a wait: unlink from its wait queue, cancel its timeout, make ready.
 void wake(Waiter* w, Status s) SPINDLE_REQUIRES(g.lock);
 // Blocks the current thread (already linked on wq if wq is set) until
-// woken or until the deadline. Returns the wake status.
+// woken or until the deadline. Returns the wake status; kInterrupted at
+// once (unlinked again, nothing waited) when the thread is `ending`: every
+// caller's loop must then give up, so an ending thread reaches its exit.
 Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock);
 // Change a thread's effective priority / affinity, wherever it is (queued,
 // running, blocked), keeping every queue's order and the global rule.
@@ -392,6 +404,15 @@ void finish_switch() SPINDLE_REQUIRES(g.lock);
 
 // Thread lifecycle (thread.cc).
 [[noreturn]] void exit_current(int code, bool faulted) SPINDLE_EXCLUDES(g.lock);
+// Thread::join_until on t (not the caller): kOk or kFaulted, t freed and
+// *exit_code set (if given); kTimedOut; kInterrupted (the caller is ending).
+Status join_thread(Tcb* t, TimePoint deadline, int* exit_code) SPINDLE_EXCLUDES(g.lock);
+// The Thread methods on t (it may be the caller: suspend_thread then
+// switches away until resumed), checks included.
+Status change_priority(Tcb* t, int priority) SPINDLE_REQUIRES(g.lock);
+Status change_affinity(Tcb* t, CpuMask mask) SPINDLE_REQUIRES(g.lock);
+Status suspend_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);  // kInvalidState for an ending thread too
+Status resume_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // Returns t's memory: its stack goes to the cache, or to this CPU's unmap
 // list, released by release_unmapped_stacks once the lock is dropped.
 void free_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
