@@ -60,6 +60,24 @@ std::size_t backend_read(char* buf, std::size_t n) {
   return arch::console_read(buf, n);
 }
 
+// Holds g_reader unless the wait for it was refused: a reader whose process
+// is ending (its waits return kInterrupted, kernel/src/uprocess.cc) gives
+// up and reads nothing.
+class SPINDLE_SCOPED_CAPABILITY ReaderLock {
+ public:
+  ReaderLock() SPINDLE_ACQUIRE(g_reader) {
+    Status s = g_reader.lock_until(kForever);
+    held_ = s == Status::kOk || s == Status::kOwnerDied;
+  }
+  ~ReaderLock() SPINDLE_RELEASE() {
+    if (held_) g_reader.unlock();
+  }
+  bool held() const { return held_; }
+
+ private:
+  bool held_;
+};
+
 // The next input byte, or -1 at the end of input. g_reader held.
 int next_byte() {
   if (g_end_due) {
@@ -77,8 +95,8 @@ int next_byte() {
 }  // namespace
 
 std::size_t console_read(char* buf, std::size_t n) {
-  Guard l(g_reader);
-  if (n == 0) return 0;
+  ReaderLock l;
+  if (n == 0 || !l.held()) return 0;
   if (g_end_due) {
     g_end_due = false;
     return 0;
@@ -95,8 +113,8 @@ std::size_t console_read(char* buf, std::size_t n) {
 }
 
 long read_line(char* buf, std::size_t n) {
-  Guard l(g_reader);
-  if (n == 0) return -1;
+  ReaderLock l;
+  if (n == 0 || !l.held()) return -1;
   std::size_t len = 0;
   bool any = false;
   for (;;) {

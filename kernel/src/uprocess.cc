@@ -38,15 +38,6 @@ constexpr ProcessId kKernelPid = 1;
 
 std::size_t page_round(std::size_t n) { return (n + arch::kPageSize - 1) & ~(arch::kPageSize - 1); }
 
-void copy_name(char (&dst)[32], const char* src) {
-  std::size_t n = 0;
-  while (src && n + 1 < sizeof dst && src[n]) {
-    dst[n] = src[n];
-    ++n;
-  }
-  dst[n] = '\0';
-}
-
 // The user address, in a process's copy, of code or data of the image.
 std::uintptr_t in_copy(std::uintptr_t kernel_address) { return kImageBase + (kernel_address - arch::image_base()); }
 
@@ -105,10 +96,30 @@ int run_process_thread(void* arg) {
   run_user(ut->process->as, b->entry);
 }
 
+// Holds p->mem_lock unless the wait for it was refused (the caller's
+// process is ending: its waits return kInterrupted); then the caller gives
+// up, and its thread ends on the way back to user mode.
+class SPINDLE_SCOPED_CAPABILITY MemLock {
+ public:
+  explicit MemLock(Proc* p) SPINDLE_ACQUIRE(p->mem_lock) : p_(p) {
+    Status s = p->mem_lock.lock_until(kForever);
+    held_ = s == Status::kOk || s == Status::kOwnerDied;
+  }
+  ~MemLock() SPINDLE_RELEASE() {
+    if (held_) p_->mem_lock.unlock();
+  }
+  bool held() const { return held_; }
+
+ private:
+  Proc* p_;
+  bool held_;
+};
+
 // A user stack of `size` bytes: a cached one of that size, or fresh pages
 // above a guard (charged against the memory limit if `charge`).
 bool alloc_user_stack(Proc* p, std::size_t size, bool charge, std::uintptr_t* lo) {
-  Guard l(p->mem_lock);
+  MemLock l(p);
+  if (!l.held()) return false;
   for (FreeStack** f = &p->free_stacks; *f; f = &(*f)->next) {
     if ((*f)->size == size) {
       FreeStack* s = *f;
@@ -131,7 +142,11 @@ bool alloc_user_stack(Proc* p, std::size_t size, bool charge, std::uintptr_t* lo
 void free_user_stack(Proc* p, std::uintptr_t lo, std::size_t size) {
   auto* s = new (std::nothrow) FreeStack{lo, size, nullptr};
   if (!s) return;  // not reused: its pages go with the address space
-  Guard l(p->mem_lock);
+  MemLock l(p);
+  if (!l.held()) {
+    delete s;  // likewise
+    return;
+  }
   s->next = p->free_stacks;
   p->free_stacks = s;
 }
@@ -304,7 +319,8 @@ void reap_detached(Proc* p) {
 
 std::uintptr_t grow_heap(Proc* p, std::size_t bytes) {
   bytes = page_round(bytes);
-  Guard l(p->mem_lock);
+  MemLock l(p);
+  if (!l.held()) return 0;
   if (bytes == 0 || bytes > kHeapLimit - p->heap_end) return 0;
   if (p->memory_limit != 0 && (bytes > p->memory_limit || p->charged > p->memory_limit - bytes)) return 0;
   std::uintptr_t at = p->heap_end;
@@ -367,7 +383,7 @@ void user_fault(const arch::UserFault& f) {
       st.address = f.pc;
       break;
   }
-  copy_name(st.thread, t->name);
+  format(st.thread, sizeof st.thread, "%s", t->name);
   print("*** process %u ('%s'): %s (%s) at 0x%llx in thread '%s', pc 0x%llx: process ended\n", p->pid, p->name,
         to_string(st.fault), f.what, static_cast<unsigned long long>(st.address), t->name,
         static_cast<unsigned long long>(f.pc));
@@ -405,7 +421,7 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
 
   auto* p = new (std::nothrow) ProcessRecord;
   if (!p) return Status::kNoMemory;
-  copy_name(p->name, opts.name ? opts.name : "process");
+  format(p->name, sizeof p->name, "%s", opts.name ? opts.name : "process");
   p->memory_limit = opts.memory_limit;
   p->thread_limit = opts.thread_limit;
   p->affinity = affinity;

@@ -14,7 +14,9 @@
 //  - The kernel lock guards threads, alive, ended, status and every
 //    UserThread's flags; end_process runs under it.
 //  - mem_lock (a kernel Mutex, never taken under the kernel lock) guards
-//    the memory bookkeeping: charged, heap_end, stack_next, free_stacks.
+//    the memory bookkeeping: charged, heap_end, stack_next, free_stacks. A
+//    thread of an ending process gives up waiting for it (kInterrupted):
+//    kernel code on a system call's path never blocks an ending thread.
 //  - User pages are freed only with the address space, once every thread
 //    is dead: the kernel's aliases of user words (futex keys) stay valid
 //    while any thread of the process can use them.

@@ -42,8 +42,7 @@ ExitStatus faulted(FaultKind kind, std::uintptr_t address) {
   st.kind = ExitKind::kFaulted;
   st.fault = kind;
   st.address = address;
-  const char* name = current_thread()->name;
-  for (std::size_t i = 0; i + 1 < sizeof st.thread && name[i]; ++i) st.thread[i] = name[i];
+  format(st.thread, sizeof st.thread, "%s", current_thread()->name);
   return st;
 }
 
@@ -184,7 +183,8 @@ std::uint64_t sys_thread_ctl(Proc* p, std::uint64_t op, ThreadId id, std::uint64
 
 std::uint64_t sys_heap_grow(Proc* p, std::uint64_t bytes, bool must, std::uint64_t asked) {
   std::uintptr_t at = bytes <= kHeapLimit ? grow_heap(p, static_cast<std::size_t>(bytes)) : 0;
-  if (at != 0 || !must) return at;
+  // An ending thread never sees the answer (it ends on its way back).
+  if (at != 0 || !must || current_thread()->ending.load(std::memory_order_relaxed)) return at;
   print("*** process %u ('%s'): memory limit (%zu bytes) reached asking for %llu bytes in thread '%s': process ended\n",
         p->pid, p->name, p->memory_limit, static_cast<unsigned long long>(asked), current_thread()->name);
   end_with(p, faulted(FaultKind::kMemoryLimit, static_cast<std::uintptr_t>(asked)));

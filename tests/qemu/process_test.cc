@@ -149,6 +149,26 @@ int bad_pointers() {
   return 0;
 }
 
+// A sibling's memory: every process has its copy of g_precious at the same
+// user address, so "the sibling's buffer" is this process's own.
+constexpr unsigned kWords = 64;
+std::uint64_t g_precious[kWords];
+std::uint64_t pattern(unsigned i) { return 0x9E3779B97F4A7C15ull * (i + 1); }
+int precious_address() { return static_cast<int>(reinterpret_cast<std::uintptr_t>(g_precious)); }
+int holder() {
+  for (unsigned i = 0; i < kWords; ++i) g_precious[i] = pattern(i);
+  this_thread::sleep_for(60ms);  // while the intruder writes
+  for (unsigned i = 0; i < kWords; ++i) {
+    if (g_precious[i] != pattern(i)) return 1;
+  }
+  return 0;
+}
+int write_at(std::uintptr_t address) {
+  auto* p = reinterpret_cast<volatile std::uint64_t*>(address);
+  for (unsigned i = 0; i < kWords; ++i) p[i] = 0xBAD;
+  return 0;
+}
+
 int sleeper() {
   this_thread::sleep_for(10s);
   return 0;
@@ -400,6 +420,25 @@ KTEST(process_faults_are_contained_and_reported, 1) {
   ExitStatus sst = run_to_end(std::move(sibling));
   KCHECK(sst.success());
   KCHECK_EQ(run_to_end(Process::spawn(exit_with, 3)).code, 3);
+}
+
+KTEST(process_cannot_write_a_sibling_or_the_kernel, 1) {
+  auto where = Process::spawn(precious_address).value().join();
+  KREQUIRE(where.ok());
+  auto address = static_cast<std::uintptr_t>(static_cast<unsigned>(where->code));
+  auto keeper = Process::spawn(ProcessOptions{.name = "holder"}, holder);
+  KREQUIRE(keeper.ok());
+  this_thread::sleep_for(10ms);
+  // The same address in the intruder is its own copy: it writes there and exits.
+  ExitStatus st = run_to_end(Process::spawn(write_at, address));
+  KCHECK(st.success());
+  KCHECK(run_to_end(std::move(keeper)).success());  // its copy intact
+  // The kernel's copy of the buffer is a kernel address: a fault.
+  for (unsigned i = 0; i < kWords; ++i) g_precious[i] = pattern(i);
+  auto kernel_copy = reinterpret_cast<std::uintptr_t>(g_precious);
+  st = run_to_end(Process::spawn(write_at, kernel_copy));
+  KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kBadAccess && st.address == kernel_copy);
+  for (unsigned i = 0; i < kWords; ++i) KCHECK_EQ(g_precious[i], pattern(i));
 }
 
 KTEST(process_kill_and_join_timeout, 1) {
