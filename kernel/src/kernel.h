@@ -225,6 +225,9 @@ struct Tcb : Waiter {
   // thread ends at its next return to user mode. Set under the kernel lock
   // (end_process), never cleared; read without it on the way to user mode.
   std::atomic<bool> ending{false};
+  // Called by exit_current with the kernel lock held, the thread already
+  // dead: its process's bookkeeping (uprocess.cc). nullptr: none.
+  void (*on_exit)(Tcb* self, int code, bool faulted) = nullptr;
   void* callable = nullptr;
   detail::CoJob* job = nullptr;       // the coroutine job it runs (an executor), if any
   detail::Invoke invoke = nullptr;

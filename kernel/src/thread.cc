@@ -139,6 +139,7 @@ void exit_current(int code, bool faulted) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   self->exit_code = code;
   self->faulted = faulted;
   self->state = ThreadState::kDead;
+  if (self->on_exit) self->on_exit(self, code, faulted);
   timer_cancel(&self->timer);
   release_held_locks(self);
   self->joiners.wake_all();

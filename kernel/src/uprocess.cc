@@ -209,16 +209,21 @@ void end_process(Proc* p, const ExitStatus& st) {
   mark_gone_if_done(p);
 }
 
-void user_thread_exit(int code, bool faulted) {
-  Tcb* self = current_thread();
+void process_thread_exited(Tcb* self, int code, bool faulted) {
   Proc* p = process_of(self);
-  {
-    LockGuard guard;
-    if (self->user->main) end_process(p, exited(code));  // a no-op if the end was decided already
-    --p->alive;
-    mark_gone_if_done(p);
+  // A user fault decided the end already; only a fault in the kernel (its
+  // stack overflowing) comes here undecided: the process cannot go on.
+  if (faulted) {
+    ExitStatus st;
+    st.kind = ExitKind::kFaulted;
+    st.fault = FaultKind::kStackOverflow;
+    format(st.thread, sizeof st.thread, "%s", self->name);
+    end_process(p, st);
+  } else if (self->user->main) {
+    end_process(p, exited(code));
   }
-  exit_current(code, faulted);
+  --p->alive;
+  mark_gone_if_done(p);
 }
 
 Result<UserThread*> create_user_thread(Proc* p, const UserThreadSpec& spec, std::uintptr_t* callable_at) {
@@ -270,6 +275,7 @@ Result<UserThread*> create_user_thread(Proc* p, const UserThreadSpec& spec, std:
   ut->id = t->head.id;
   t->process = p;
   t->user = ut;
+  t->on_exit = process_thread_exited;
   UserThreadBlock blk{};
   blk.head.id = t->head.id;
   std::memcpy(blk.name, t->name, sizeof blk.name);
@@ -345,7 +351,7 @@ void run_user(arch::AddressSpace* as, const arch::UserEntry& entry) {
 
 void returning_to_user() {
   Tcb* t = current_thread();
-  if (t->ending.load(std::memory_order_relaxed)) user_thread_exit(-1, false);
+  if (t->ending.load(std::memory_order_relaxed)) exit_current(-1, false);
 }
 
 void user_fault(const arch::UserFault& f) {
@@ -391,7 +397,7 @@ void user_fault(const arch::UserFault& f) {
     LockGuard guard;
     end_process(p, st);
   }
-  user_thread_exit(-1, true);
+  exit_current(-1, true);
 }
 
 }  // namespace kernel

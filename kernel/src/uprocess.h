@@ -12,7 +12,8 @@
 //    Its threads point at it; all of them are dead and reaped before it is
 //    freed.
 //  - The kernel lock guards threads, alive, ended, status and every
-//    UserThread's flags; end_process runs under it.
+//    UserThread's flags; end_process runs under it. A thread counts itself
+//    out of alive as it dies (exit_current calls process_thread_exited).
 //  - mem_lock (a kernel Mutex, never taken under the kernel lock) guards
 //    the memory bookkeeping: charged, heap_end, stack_next, free_stacks. A
 //    thread of an ending process gives up waiting for it (kInterrupted):
@@ -77,7 +78,7 @@ struct ProcessRecord {
   int priority = kDefaultPriority;
   // Kernel lock.
   kernel::List<kernel::UserThread, &kernel::UserThread::link> threads;  // not yet reaped
-  unsigned alive = 0;  // created and not yet past user_thread_exit
+  unsigned alive = 0;  // created and not yet dead (process_thread_exited)
   bool ended = false;
   ExitStatus status;
   kernel::ListNode all_link;  // in g_processes
@@ -103,10 +104,11 @@ inline Proc* process_of(const Tcb* t) { return static_cast<Proc*>(t->process); }
 // Decides how p ends (the first call wins) and makes every thread of it
 // end: waits interrupted, suspensions lifted, running ones preempted.
 void end_process(Proc* p, const ExitStatus& st) SPINDLE_REQUIRES(g.lock);
-// The calling process thread ends (its process's bookkeeping, then
-// exit_current). The first thread's end is the process's: kExited with
-// `code`, unless the end was decided before.
-[[noreturn]] void user_thread_exit(int code, bool faulted) SPINDLE_EXCLUDES(g.lock);
+// A process thread's Tcb::on_exit (exit_current, whatever the cause): it
+// counts itself out of `alive`; the first thread's end is the process's
+// (kExited with `code`, or kFaulted if a fault in the kernel killed it),
+// unless the end was decided before.
+void process_thread_exited(Tcb* self, int code, bool faulted) SPINDLE_REQUIRES(g.lock);
 // A new thread of p (not started: it waits for kSysThreadStart unless
 // `main`). kLimit past the thread limit, kNoMemory, kInvalidState when p
 // is ending. The user stack is stack_size bytes; the callable gets

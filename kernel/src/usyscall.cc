@@ -51,7 +51,7 @@ ExitStatus faulted(FaultKind kind, std::uintptr_t address) {
     LockGuard guard;
     end_process(p, st);
   }
-  user_thread_exit(st.kind == ExitKind::kExited ? st.code : -1, st.kind == ExitKind::kFaulted);
+  exit_current(st.kind == ExitKind::kExited ? st.code : -1, st.kind == ExitKind::kFaulted);
 }
 
 std::uint64_t sys_write(Proc* p, std::uint64_t buf, std::uint64_t len) {
@@ -229,7 +229,7 @@ void handle_syscall(arch::SyscallFrame& f) {
     return;
   }
   switch (f.number) {
-    case kSysExit: user_thread_exit(static_cast<int>(a[0]), false);
+    case kSysExit: exit_current(static_cast<int>(a[0]), false);  // the first thread's: the process's end
     case kSysProcessExit: {
       ExitStatus st;
       st.code = static_cast<int>(a[0]);

@@ -46,6 +46,8 @@ int first_byte_and_size(std::span<const std::byte> b) {
   return static_cast<int>(b[0]) + static_cast<int>(b.size() % 7);
 }
 int own_id() { return static_cast<int>(this_process::id()); }
+// A process cannot start processes on this target yet.
+int try_spawn() { return Process::spawn(exit_with, 1).status() == Status::kInvalidState ? 0 : 1; }
 int own_cpu_and_priority() { return static_cast<int>(this_thread::cpu()) * 100 + this_thread::priority(); }
 
 std::uint64_t sum_of_squares(std::uint64_t n) {
@@ -340,6 +342,7 @@ KTEST(process_spawn_passes_arguments_and_fresh_globals, 1) {
   KCHECK(p->join().status() == Status::kInvalidState);
   KCHECK(p->kill() == Status::kInvalidState);
   KCHECK(!this_process::is_spawned());
+  KCHECK(run_to_end(Process::spawn(try_spawn)).success());
 }
 
 KTEST(process_spawn_rejects_bad_options, 1) {
