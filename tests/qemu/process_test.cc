@@ -243,6 +243,75 @@ int locked_counting(int nthreads, int iters) {
   return counter == static_cast<std::uint64_t>(nthreads) * iters ? 0 : 1;
 }
 
+bool same(const char* a, const char* b) {
+  while (*a && *a == *b) ++a, ++b;
+  return *a == *b;
+}
+
+// The thread and sync API from inside a process (each call a system call
+// or the caller's memory alone): 0 if everything behaved.
+int thread_api() {
+  if (!same(this_thread::name(), "api")) return 1;
+  if (this_thread::set_priority(12) != Status::kOk || this_thread::priority() != 12) return 2;
+  if (this_thread::set_priority(99) != Status::kInvalidArgument) return 3;
+  if (set_timeslice(1ms) != Status::kInvalidState || timeslice() <= Duration::zero()) return 4;
+  TimePoint t0 = Clock::now();
+  this_thread::sleep_for(5ms);
+  if (Clock::now() - t0 < 5ms) return 5;
+  this_thread::yield();
+  // Another thread: priority, suspend/resume, join with its exit code.
+  Event go;
+  std::atomic<int> ran{0};
+  ThreadOptions o;
+  o.name = "helper";
+  o.start_suspended = true;
+  Thread h = Thread::create(o, [&] {
+               ran.store(1);
+               go.wait();
+               return 7;
+             }).value();
+  if (h.set_priority(20) != Status::kOk || h.priority() != 20) return 6;
+  this_thread::sleep_for(2ms);
+  if (ran.load() != 0) return 7;  // still suspended
+  if (h.resume() != Status::kOk) return 8;
+  while (ran.load() == 0) this_thread::sleep_for(1ms);
+  go.set();
+  int code = 0;
+  if (h.join(&code) != Status::kOk || code != 7) return 9;
+  if (h.join() != Status::kInvalidState) return 10;
+  Thread d = Thread::create(ThreadOptions{}, [] {}).value();
+  if (d.detach() != Status::kOk) return 11;
+  // Barrier, latch, condition variable across threads.
+  Barrier b(3);
+  Latch l(2);
+  Mutex m;
+  CondVar cv;
+  int shared = 0;
+  auto body = [&] {
+    b.arrive_and_wait();
+    (void)l.count_down();
+    {
+      Guard g(m);
+      ++shared;
+    }
+    cv.notify_all();
+  };
+  Thread x = Thread::create(ThreadOptions{}, body).value();
+  Thread y = Thread::create(ThreadOptions{}, body).value();
+  b.arrive_and_wait();
+  l.wait();
+  m.lock();
+  while (shared < 2) cv.wait(m);
+  m.unlock();
+  if (x.join() != Status::kOk || y.join() != Status::kOk) return 12;
+  // A thread pool inside the process.
+  ThreadPool pool(2);
+  auto f = pool.submit([](int v) { return v * v; }, 9);
+  auto r = f.get();
+  if (!r.ok() || *r != 81) return 13;
+  return 0;
+}
+
 // Past the memory limit a nothrow new returns nullptr; the throwing one
 // ends the process.
 int nothrow_then_throwing() {
@@ -278,11 +347,6 @@ int time_mutex(int n) {
 }
 
 // ---------------------------------------------------------------------------
-
-bool same(const char* a, const char* b) {
-  while (*a && *a == *b) ++a, ++b;
-  return *a == *b;
-}
 
 ExitStatus run_to_end(Result<Process> p) {
   if (!p.ok()) {
@@ -478,6 +542,12 @@ KTEST(process_thread_limit_is_enforced, 1) {
 
 KTEST(process_threads_locks_and_heap, 2) {
   KCHECK(run_to_end(Process::spawn(locked_counting, 4, 3000)).success());
+}
+
+KTEST(process_thread_and_sync_api, 2) {
+  ExitStatus st = run_to_end(Process::spawn(ProcessOptions{.name = "api"}, thread_api));
+  char why[160];
+  if (!st.success()) KFAIL("thread_api: %s", st.describe(why, sizeof why));
 }
 
 KTEST(process_options_priority_and_affinity, 2) {
