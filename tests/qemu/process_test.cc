@@ -324,8 +324,8 @@ int nothrow_then_throwing() {
   return 3;
 }
 
-// Costs in virtual-counter ticks (one tick is 16 instructions under
-// -icount shift=0): n null system calls, n uncontended Mutex lock+unlock.
+// Costs in virtual-counter ticks (16 ns; 16 instructions under -icount
+// shift=0): n null system calls, n uncontended Mutex lock+unlock.
 std::uint64_t ticks() {
   std::uint64_t v;
   asm volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v));
@@ -611,8 +611,9 @@ KTEST(process_costs, 1) {
     m.unlock();
   }
   std::uint64_t kernel_mutex = ticks() - t0;
-  // Under -icount shift=0 one counter tick is 16 instructions.
-  print("  null system call: %d instructions; uncontended lock+unlock: %d in a process, %d in a kernel thread\n",
+  // A counter tick is 16 ns of virtual time: 16 instructions under -icount shift=0.
+  print("  null system call: %d ns; uncontended lock+unlock: %d ns in a process, %d in a kernel thread"
+        " (ns = instructions under -icount shift=0)\n",
         sys.code * 16 / kN, mtx.code * 16 / kN, static_cast<int>(kernel_mutex * 16 / kN));
   KCHECK(sys.kind == ExitKind::kExited && mtx.kind == ExitKind::kExited);
 }
