@@ -1,6 +1,7 @@
 // User mode's boundary: which copy of the image runs, and the system-call
-// table. The kernel's side of processes (records, loader, handlers, faults)
-// is in uprocess.cc, usyscall.cc and uheap.cc, compiled only for backends
+// table. The kernel's side of processes (records, loader, handlers, faults,
+// handles and channels) is in uprocess.cc, usyscall.cc, uheap.cc and
+// uchannel.cc, compiled only for backends
 // with user mode (arch/CMakeLists.txt); the process's side is the shared
 // code itself, which checks in_user_process() (user.h) at every entry point
 // that needs the kernel.
@@ -35,6 +36,13 @@
 //                                                              (must: the process ends, kMemoryLimit, instead)
 //   18  kSysInfo          what (arch.h: SysInfo)             process id, CPU count or time slice (ns)
 //   19  kSysPanic         msg, len                           - (the process ends: kFaulted, kPanic)
+//   20  kSysChannelPair   Handle out[2]                      Status (Channel::create)
+//   21  kSysChannelSend   h, msg, len, handles, n, deadline  Status (deadline 1 << 63: try only, kWouldBlock)
+//   22  kSysChannelRecv   h, buf, len, handles, n, deadline  Status | bytes << 8 | handles << 40
+//   23  kSysHandle        op (user.h: HandleOp), h, access   kind; Status; Status | new handle << 32
+//
+// kSysInfo (18) also answers kInfoSpawnHandles: how many handles the
+// process was given at spawn (this_process::handle).
 //
 // Futex words are keyed by the kernel's address of the word (user_word),
 // i.e. by physical page: the same for every process mapping it, distinct

@@ -53,6 +53,8 @@ ProcessId new_pid() SPINDLE_REQUIRES(g.lock) {
 
 void mark_gone_if_done(Proc* p) SPINDLE_REQUIRES(g.lock) {
   if (p->ended && p->alive == 0) {
+    // No thread of it can use a handle any more: its channel ends close.
+    close_all_handles(p->handles);
     p->gone_word.store(1, std::memory_order_release);
     futex_wake_locked(&p->gone_word, ~0u);
   }
@@ -166,6 +168,13 @@ void reap_all(Proc* p) {
 }
 
 void destroy_process(Proc* p) {
+  if (p->handles) {
+    {
+      LockGuard guard;
+      close_all_handles(p->handles);
+    }
+    free_handle_table(p->handles);
+  }
   arch::address_space_destroy(p->as);
   while (FreeStack* s = p->free_stacks) {
     p->free_stacks = s->next;
@@ -404,7 +413,7 @@ void user_fault(const arch::UserFault& f) {
 
 // ---------------------------------------------------------------------------
 // The process API (spindle/process.h). A process cannot spawn, join or
-// kill one yet (no handles in processes on this target): kInvalidState.
+// kill one yet (a Process is not a handle on this target): kInvalidState.
 
 namespace detail {
 
@@ -417,7 +426,6 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
       opts.handles.size() > kMaxHandlesPerTransfer) {
     return Status::kInvalidArgument;
   }
-  if (!opts.handles.empty()) return Status::kNotFound;  // no handle exists on this target yet
   CpuMask affinity;
   {
     LockGuard guard;
@@ -425,8 +433,18 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   }
   if (affinity.empty()) return Status::kInvalidArgument;
 
+  Result<HandleTable*> handles = handle_table_for_spawn(opts.handles);
+  if (!handles.ok()) return handles.status();
   auto* p = new (std::nothrow) ProcessRecord;
-  if (!p) return Status::kNoMemory;
+  if (!p) {
+    {
+      LockGuard guard;
+      close_all_handles(*handles);
+    }
+    free_handle_table(*handles);
+    return Status::kNoMemory;
+  }
+  p->handles = *handles;
   format(p->name, sizeof p->name, "%s", opts.name ? opts.name : "process");
   p->memory_limit = opts.memory_limit;
   p->thread_limit = opts.thread_limit;
@@ -517,7 +535,6 @@ ProcessId id() {
 }
 bool is_spawned() { return kernel::in_user_process(); }
 std::uintptr_t kernel_space_address() { return arch::kernel_space_address(); }
-Handle handle(unsigned) { return Handle{}; }  // no handles on this target yet
 }  // namespace this_process
 
 }  // namespace spindle

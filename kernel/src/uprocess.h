@@ -31,6 +31,7 @@
 
 #include "kernel.h"
 #include "spindle/mutex.h"
+#include "spindle/handle.h"
 #include "spindle/process.h"
 
 namespace spindle::kernel {
@@ -43,6 +44,8 @@ inline constexpr std::uintptr_t kStartBase = 0x20'0000'0000;  // ProcessStart an
 inline constexpr std::uintptr_t kStackBase = 0x40'0000'0000;
 inline constexpr std::uintptr_t kStackLimit = 0x7f'0000'0000;
 inline constexpr std::size_t kUserGuard = 64 * 1024;  // unmapped below every user stack
+
+struct HandleTable;  // uchannel.cc
 
 struct FreeStack {
   std::uintptr_t lo;
@@ -82,6 +85,7 @@ struct ProcessRecord {
   bool ended = false;
   ExitStatus status;
   kernel::ListNode all_link;  // in g_processes
+  kernel::HandleTable* handles = nullptr;  // its handles (uchannel.cc); closed once no thread is left
   // Set once (under the kernel lock) and waited on by process_join.
   std::atomic<std::uint32_t> end_word{0};   // the end is decided
   std::atomic<std::uint32_t> gone_word{0};  // ... and no thread is left alive
@@ -139,5 +143,18 @@ std::uintptr_t grow_heap(Proc* p, std::size_t bytes);
 // The entry of a thread the process creates: user address of the code that
 // runs its callable (uprocess.cc).
 std::uintptr_t user_thread_entry_address();
+
+// Handles (uchannel.cc). A new process's table holds its own handles to the
+// objects of `given` (the kernel's handles; kNotFound for a bad one) at
+// this_process::handle(0..). close_all_handles runs once its last thread
+// is dead (the objects' other holders see it closed); the table is freed
+// with the process.
+Result<HandleTable*> handle_table_for_spawn(std::span<const Handle> given);
+void close_all_handles(HandleTable* t) SPINDLE_REQUIRES(g.lock);
+void free_handle_table(HandleTable* t);
+unsigned spawned_handles(const HandleTable* t);
+// The channel and handle system calls (syscall.cc: 20..23); false for
+// another number.
+bool channel_syscall(Proc* p, arch::SyscallFrame& f);
 
 }  // namespace spindle::kernel

@@ -72,6 +72,9 @@ enum ThreadCtl : std::uint64_t {
   kCtlCpu = 5,          // returns the CPU it runs on
 };
 
+// kSysHandle's operations.
+enum HandleOp : std::uint64_t { kHandleKind = 0, kHandleClose = 1, kHandleDuplicate = 2 };
+
 // kSysFutexLock's policy word: order, inherit, handoff (bits 0..2).
 inline std::uint64_t policy_bits(const LockPolicy& p) {
   return (p.order == WaitOrder::kFifo ? 1u : 0u) | (p.inherit ? 2u : 0u) | (p.handoff ? 4u : 0u);

@@ -203,6 +203,7 @@ std::uint64_t sys_info(Proc* p, std::uint64_t what) {
   switch (what) {
     case kInfoProcessId: return p->pid;
     case kInfoCpuCount: return g.ncpus;
+    case kInfoSpawnHandles: return spawned_handles(p->handles);
     case kInfoTimeslice: {
       LockGuard guard;
       return g.timeslice_ns;
@@ -277,7 +278,9 @@ void handle_syscall(arch::SyscallFrame& f) {
     case kSysHeapGrow: f.result = sys_heap_grow(p, a[0], a[1] != 0, a[2]); return;
     case kSysInfo: f.result = sys_info(p, a[0]); return;
     case kSysPanic: sys_panic(p, a[0], a[1]);
-    default: f.result = kBad; return;
+    default:
+      if (!channel_syscall(p, f)) f.result = kBad;
+      return;
   }
 }
 

@@ -300,8 +300,8 @@ char* user_page_alias(AddressSpace* as, std::uintptr_t va) {
 }
 
 bool user_accessible(AddressSpace* as, std::uintptr_t va, std::size_t n, bool write) {
+  if (n == 0) return true;  // nothing to access (any address, null included)
   if (!in_user_range(va, n)) return false;
-  if (n == 0) return true;
   Locked l(as->lock);
   for (std::uintptr_t page = va & ~(kPageSize - 1); page < va + n; page += kPageSize) {
     std::uint64_t* pte = pte_of(as, page, false);
@@ -324,6 +324,7 @@ constexpr std::size_t kProbeChunk = 256;
 }  // namespace
 
 bool user_read(void* dst, std::uintptr_t src, std::size_t n) {
+  if (n == 0) return true;
   if (!in_user_range(src, n)) return false;
   auto* d = static_cast<char*>(dst);
   for (std::size_t off = 0; off < n; off += kProbeChunk) {
@@ -334,6 +335,7 @@ bool user_read(void* dst, std::uintptr_t src, std::size_t n) {
 }
 
 bool user_write(std::uintptr_t dst, const void* src, std::size_t n) {
+  if (n == 0) return true;
   if (!in_user_range(dst, n)) return false;
   const auto* s = static_cast<const char*>(src);
   for (std::size_t off = 0; off < n; off += kProbeChunk) {

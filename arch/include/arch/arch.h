@@ -193,7 +193,8 @@ namespace spindle::arch {
 //
 // Checked access to user memory, for system calls. The range must lie in
 // [kUserBase, kUserLimit) and be mapped with the access user mode would
-// need; the kernel never faults on a bad one.
+// need (an empty range always passes); the kernel never faults on a bad
+// one.
 //   bool user_read(void* dst, std::uintptr_t src, std::size_t n);   thread,
 //       with the caller's own address space active (a system call).
 //   bool user_write(std::uintptr_t dst, const void* src, std::size_t n);
@@ -359,9 +360,13 @@ enum SyscallNumber : std::uint64_t {
   kSysHeapGrow = 17,
   kSysInfo = 18,         // process id, CPU count, time slice
   kSysPanic = 19,        // ends the process as kPanic
+  kSysChannelPair = 20,
+  kSysChannelSend = 21,
+  kSysChannelRecv = 22,
+  kSysHandle = 23,       // kind, close, duplicate
 };
 // kSysInfo's argument: what to return.
-enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimeslice = 2 };
+enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimeslice = 2, kInfoSpawnHandles = 3 };
 // A system call from the running thread (see arch: User mode). Interrupts
 // enabled; may block. Unknown numbers return -1 (all ones).
 void handle_syscall(arch::SyscallFrame& frame);

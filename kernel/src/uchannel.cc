@@ -1,0 +1,542 @@
+// Handles and channels on backends with user mode (spindle/handle.h,
+// spindle/channel.h): kernel objects that processes (and the kernel's own
+// first process, the app) reach through handle tables.
+//
+// A handle is (generation << 8) | (slot + 1) in its holder's table: a
+// closed or made-up value misses (wrong generation, empty slot) and is
+// kNotFound. The kernel's copy of the code uses g_kernel_table; a process
+// uses its own (ProcessRecord::handles) through system calls, which also
+// copy every message in and out through checked user accesses.
+//
+// A channel is a Core with two ends. Messages for end i wait in queue i
+// (bounded by kQueueBytes; one message always fits an empty queue); end i
+// is closed once no handle names it any more (holders[i] == 0: table
+// entries and messages in flight). Closing end i drops what was queued for
+// it and wakes both sides: the peer's receives drain its own queue and
+// then say kClosed, its sends say kClosed at once.
+//
+// Locking: the kernel lock guards every table, every Core's queues and
+// counts. Payloads are copied outside it: a send copies before it queues,
+// a receive after it dequeued (into memory it checked first). A Core lives
+// while a handle names one of its ends or an operation uses it (users);
+// waiters sleep on its words with futex_wait, so an ending process's
+// threads give up (kInterrupted).
+#include <cstring>
+#include <new>
+
+#include "spindle/channel.h"
+#include "spindle/handle.h"
+#include "uprocess.h"
+#include "user.h"
+
+namespace spindle::kernel {
+
+struct Core;
+struct End {
+  Core* core;
+  unsigned side;
+};
+
+struct Msg {
+  Msg* next = nullptr;
+  std::size_t bytes = 0;
+  unsigned nh = 0;
+  End* h[kMaxHandlesPerTransfer] = {};
+  Access access[kMaxHandlesPerTransfer] = {};
+  std::byte* data() { return reinterpret_cast<std::byte*>(this + 1); }
+};
+
+struct Core {
+  End end[2];
+  unsigned holders[2] = {1, 1};
+  unsigned users = 0;
+  Msg* head[2] = {};
+  Msg* tail[2] = {};
+  std::size_t queued[2] = {};
+  std::atomic<std::uint32_t> readable[2] = {};  // end i got a message, or its peer closed
+  std::atomic<std::uint32_t> writable[2] = {};  // queue i lost one, or end i closed
+};
+
+struct HandleTable {
+  struct Entry {
+    End* end = nullptr;
+    std::uint32_t gen = 0;
+    Access access = Access::kReadWrite;
+  };
+  Entry e[kMaxHandles];
+  unsigned spawned = 0;  // this_process::handle(0 .. spawned - 1)
+};
+
+namespace {
+
+constexpr std::size_t kQueueBytes = 256 * 1024;
+constexpr std::uint64_t kTryOnly = std::uint64_t{1} << 63;  // a deadline argument: do not wait
+
+HandleTable g_kernel_table;  // the kernel's first process (the app)
+
+Msg* new_msg(std::size_t bytes) {
+  void* p = ::operator new(sizeof(Msg) + bytes, std::nothrow);
+  if (!p) return nullptr;
+  Msg* m = new (p) Msg;
+  m->bytes = bytes;
+  return m;
+}
+void free_msg(Msg* m) { ::operator delete(m); }
+
+HandleTable::Entry* lookup(HandleTable* t, Handle h) SPINDLE_REQUIRES(g.lock) {
+  unsigned slot = (h.value & 0xff) - 1;
+  if (slot >= kMaxHandles) return nullptr;
+  HandleTable::Entry* e = &t->e[slot];
+  return e->end && e->gen == h.value >> 8 ? e : nullptr;
+}
+
+unsigned free_slots(const HandleTable* t) SPINDLE_REQUIRES(g.lock) {
+  unsigned n = 0;
+  for (const auto& e : t->e) n += e.end == nullptr;
+  return n;
+}
+
+// Takes over one holder count of `end`. 0 when the table is full.
+Handle insert(HandleTable* t, End* end, Access access) SPINDLE_REQUIRES(g.lock) {
+  for (unsigned i = 0; i < kMaxHandles; ++i) {
+    HandleTable::Entry& e = t->e[i];
+    if (e.end) continue;
+    e.end = end;
+    e.gen = e.gen % 0xFFFFFF + 1;
+    e.access = access;
+    return Handle{e.gen << 8 | (i + 1)};
+  }
+  return Handle{};
+}
+
+void maybe_free(Core* c) SPINDLE_REQUIRES(g.lock) {
+  if (c->holders[0] == 0 && c->holders[1] == 0 && c->users == 0) delete c;
+}
+
+void wake(std::atomic<std::uint32_t>& w) SPINDLE_REQUIRES(g.lock) {
+  w.fetch_add(1, std::memory_order_release);
+  futex_wake_locked(&w, ~0u);
+}
+
+void release_holder(End* end) SPINDLE_REQUIRES(g.lock);
+
+// End `side` has no handle left: what was queued for it goes (with the
+// handles it carried), and both sides learn it.
+void close_side(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
+  c->users++;  // keeps c while the carried handles are released
+  while (Msg* m = c->head[side]) {
+    c->head[side] = m->next;
+    for (unsigned i = 0; i < m->nh; ++i) release_holder(m->h[i]);
+    free_msg(m);
+  }
+  c->tail[side] = nullptr;
+  c->queued[side] = 0;
+  wake(c->readable[1 - side]);
+  wake(c->writable[side]);
+  c->users--;
+}
+
+void release_holder(End* end) {
+  Core* c = end->core;
+  if (--c->holders[end->side] == 0) close_side(c, end->side);
+  maybe_free(c);
+}
+
+// ---------------------------------------------------------------------------
+// The operations, for the kernel (p == nullptr: kernel buffers) or for a
+// process (p: user buffers, checked).
+
+Status pair(HandleTable* t, Handle* a, Handle* b) {
+  auto* c = new (std::nothrow) Core;
+  if (!c) return Status::kNoMemory;
+  c->end[0] = End{c, 0};
+  c->end[1] = End{c, 1};
+  LockGuard guard;
+  if (free_slots(t) < 2) {
+    delete c;
+    return Status::kLimit;
+  }
+  *a = insert(t, &c->end[0], Access::kReadWrite);
+  *b = insert(t, &c->end[1], Access::kReadWrite);
+  return Status::kOk;
+}
+
+// Looks h up and counts an operation on its channel: nullptr (kNotFound)
+// if it is not a channel end of the table.
+End* begin_op(HandleTable* t, Handle h) {
+  LockGuard guard;
+  HandleTable::Entry* e = lookup(t, h);
+  if (!e) return nullptr;
+  e->end->core->users++;
+  return e->end;
+}
+
+void end_op(End* end) {
+  LockGuard guard;
+  end->core->users--;
+  maybe_free(end->core);
+}
+
+Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t len, const Handle* hs, unsigned nh,
+            std::uint64_t deadline_arg) {
+  if (len > kMaxMessageBytes || nh > kMaxHandlesPerTransfer) return Status::kInvalidArgument;
+  Msg* m = new_msg(len);
+  if (!m) return Status::kNoMemory;
+  bool copied = p ? arch::user_read(m->data(), msg, len) : (len == 0 || (std::memcpy(m->data(), reinterpret_cast<const void*>(msg), len), true));
+  if (!copied) {
+    free_msg(m);
+    return Status::kInvalidArgument;
+  }
+  End* end;
+  {
+    LockGuard guard;
+    HandleTable::Entry* e = lookup(t, h);
+    bool ok = e != nullptr;
+    for (unsigned i = 0; ok && i < nh; ++i) {
+      HandleTable::Entry* c = lookup(t, hs[i]);
+      if (!c) {
+        ok = false;
+        break;
+      }
+      m->h[i] = c->end;
+      m->access[i] = c->access;
+    }
+    if (!ok) {
+      free_msg(m);
+      return Status::kNotFound;
+    }
+    m->nh = nh;
+    for (unsigned i = 0; i < nh; ++i) m->h[i]->core->holders[m->h[i]->side]++;  // in flight
+    end = e->end;
+    end->core->users++;
+  }
+  Core* c = end->core;
+  const unsigned to = 1 - end->side;
+  Status st;
+  for (;;) {
+    std::uint32_t seen;
+    {
+      LockGuard guard;
+      if (c->holders[to] == 0) {
+        st = Status::kClosed;
+        break;
+      }
+      if (c->queued[to] == 0 || c->queued[to] + len <= kQueueBytes) {
+        if (c->tail[to]) {
+          c->tail[to]->next = m;
+        } else {
+          c->head[to] = m;
+        }
+        c->tail[to] = m;
+        c->queued[to] += len;
+        m = nullptr;
+        wake(c->readable[to]);
+        st = Status::kOk;
+        break;
+      }
+      if (deadline_arg == kTryOnly) {
+        st = Status::kWouldBlock;
+        break;
+      }
+      seen = c->writable[to].load(std::memory_order_acquire);
+    }
+    Status w = futex_wait(&c->writable[to], seen, deadline_from(deadline_arg));
+    if (w == Status::kTimedOut || w == Status::kInterrupted) {
+      st = w;
+      break;
+    }
+  }
+  {
+    LockGuard guard;
+    if (m) {
+      for (unsigned i = 0; i < m->nh; ++i) release_holder(m->h[i]);
+    }
+    c->users--;
+    maybe_free(c);
+  }
+  if (m) free_msg(m);
+  return st;
+}
+
+// A received message's bytes go to buf (checked writable for a process
+// before it is dequeued), its handles into the table and hs_out.
+Result<Received> recv(HandleTable* t, Proc* p, Handle h, std::uintptr_t buf, std::size_t cap, Handle* hs_out,
+                      unsigned hcap, std::uint64_t deadline_arg) {
+  End* end = begin_op(t, h);
+  if (!end) return Status::kNotFound;
+  Core* c = end->core;
+  const unsigned me = end->side;
+  Status st = Status::kOk;
+  Msg* m = nullptr;
+  for (;;) {
+    std::uint32_t seen;
+    {
+      LockGuard guard;
+      if (Msg* head = c->head[me]) {
+        if (head->bytes > cap || head->nh > hcap) {
+          st = Status::kOverflow;
+        } else if (p && !arch::user_accessible(p->as, buf, head->bytes, true)) {
+          st = Status::kInvalidArgument;
+        } else if (free_slots(t) < head->nh) {
+          st = Status::kLimit;
+        } else {
+          m = head;
+          c->head[me] = m->next;
+          if (!c->head[me]) c->tail[me] = nullptr;
+          c->queued[me] -= m->bytes;
+          for (unsigned i = 0; i < m->nh; ++i) hs_out[i] = insert(t, m->h[i], m->access[i]);  // the holds move over
+          wake(c->writable[me]);
+        }
+        break;
+      }
+      if (c->holders[1 - me] == 0) {
+        st = Status::kClosed;
+        break;
+      }
+      if (deadline_arg == kTryOnly) {
+        st = Status::kWouldBlock;
+        break;
+      }
+      seen = c->readable[me].load(std::memory_order_acquire);
+    }
+    Status w = futex_wait(&c->readable[me], seen, deadline_from(deadline_arg));
+    if (w == Status::kTimedOut || w == Status::kInterrupted) {
+      st = w;
+      break;
+    }
+  }
+  end_op(end);
+  if (!m) return st;
+  Received r{m->bytes, m->nh};
+  if (m->bytes != 0) {
+    if (p) {
+      (void)arch::user_write(buf, m->data(), m->bytes);  // checked above; nothing unmaps it meanwhile
+    } else {
+      std::memcpy(reinterpret_cast<void*>(buf), m->data(), m->bytes);
+    }
+  }
+  free_msg(m);
+  return r;
+}
+
+Status close(HandleTable* t, Handle h) {
+  LockGuard guard;
+  HandleTable::Entry* e = lookup(t, h);
+  if (!e) return Status::kNotFound;
+  End* end = e->end;
+  e->end = nullptr;
+  release_holder(end);
+  return Status::kOk;
+}
+
+Result<Handle> duplicate(HandleTable* t, Handle h, Access access) {
+  LockGuard guard;
+  HandleTable::Entry* e = lookup(t, h);
+  if (!e) return Status::kNotFound;
+  if (access == Access::kReadWrite && e->access == Access::kReadOnly) return Status::kInvalidArgument;
+  Handle d = insert(t, e->end, access);
+  if (!d.valid()) return Status::kLimit;
+  e->end->core->holders[e->end->side]++;
+  return d;
+}
+
+HandleKind kind(HandleTable* t, Handle h) {
+  LockGuard guard;
+  return lookup(t, h) ? HandleKind::kChannel : HandleKind::kNone;
+}
+
+std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<int>(s)); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Process tables.
+
+Result<HandleTable*> handle_table_for_spawn(std::span<const Handle> given) {
+  auto* t = new (std::nothrow) HandleTable;
+  if (!t) return Status::kNoMemory;
+  LockGuard guard;
+  for (const Handle& h : given) {
+    HandleTable::Entry* e = lookup(&g_kernel_table, h);
+    if (!e) {
+      for (unsigned i = 0; i < t->spawned; ++i) release_holder(t->e[i].end);
+      delete t;
+      return Status::kNotFound;
+    }
+    e->end->core->holders[e->end->side]++;
+    (void)insert(t, e->end, e->access);  // slot i, generation 1: this_process::handle(i)
+    ++t->spawned;
+  }
+  return t;
+}
+
+void close_all_handles(HandleTable* t) {
+  for (auto& e : t->e) {
+    if (!e.end) continue;
+    End* end = e.end;
+    e.end = nullptr;
+    release_holder(end);
+  }
+}
+
+void free_handle_table(HandleTable* t) { delete t; }
+
+unsigned spawned_handles(const HandleTable* t) { return t->spawned; }
+
+bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
+  std::uint64_t* a = f.arg;
+  HandleTable* t = p->handles;
+  switch (f.number) {
+    case kSysChannelPair: {
+      if (!arch::user_accessible(p->as, a[0], 2 * sizeof(Handle), true)) {
+        f.result = result(Status::kInvalidArgument);
+        return true;
+      }
+      Handle hs[2];
+      Status s = pair(t, &hs[0], &hs[1]);
+      if (s == Status::kOk) (void)arch::user_write(a[0], hs, sizeof hs);
+      f.result = result(s);
+      return true;
+    }
+    case kSysChannelSend: {
+      Handle hs[kMaxHandlesPerTransfer];
+      if (a[4] > kMaxHandlesPerTransfer || !arch::user_read(hs, a[3], a[4] * sizeof(Handle))) {
+        f.result = result(Status::kInvalidArgument);
+        return true;
+      }
+      f.result = result(send(t, p, Handle{static_cast<std::uint32_t>(a[0])}, a[1], a[2], hs,
+                             static_cast<unsigned>(a[4]), a[5]));
+      return true;
+    }
+    case kSysChannelRecv: {
+      unsigned hcap = a[4] < kMaxHandlesPerTransfer ? static_cast<unsigned>(a[4]) : kMaxHandlesPerTransfer;
+      if (!arch::user_accessible(p->as, a[3], hcap * sizeof(Handle), true)) {
+        f.result = result(Status::kInvalidArgument);
+        return true;
+      }
+      Handle hs[kMaxHandlesPerTransfer];
+      Result<Received> r = recv(t, p, Handle{static_cast<std::uint32_t>(a[0])}, a[1], a[2], hs, hcap, a[5]);
+      if (!r.ok()) {
+        f.result = result(r.status());
+        return true;
+      }
+      (void)arch::user_write(a[3], hs, r->handles * sizeof(Handle));
+      f.result = result(Status::kOk) | r->bytes << 8 | static_cast<std::uint64_t>(r->handles) << 40;
+      return true;
+    }
+    case kSysHandle: {
+      Handle h{static_cast<std::uint32_t>(a[1])};
+      switch (a[0]) {
+        case kHandleKind: f.result = static_cast<std::uint64_t>(kind(t, h)); return true;
+        case kHandleClose: f.result = result(close(t, h)); return true;
+        case kHandleDuplicate: {
+          Result<Handle> d = duplicate(t, h, a[2] ? Access::kReadWrite : Access::kReadOnly);
+          f.result = d.ok() ? result(Status::kOk) | static_cast<std::uint64_t>(d->value) << 32 : result(d.status());
+          return true;
+        }
+        default: f.result = result(Status::kInvalidArgument); return true;
+      }
+    }
+    default: return false;
+  }
+}
+
+}  // namespace spindle::kernel
+
+// ---------------------------------------------------------------------------
+// The API: the kernel's copy calls the operations on its own table; a
+// process's copy makes the system calls.
+
+namespace spindle {
+
+using namespace kernel;
+
+namespace {
+std::uint64_t deadline_or_try(TimePoint deadline) { return deadline_arg(deadline); }
+Status unpack(std::uint64_t r) { return status_from(r & 0xff); }
+}  // namespace
+
+namespace detail {
+
+Status channel_pair(Handle* a, Handle* b) {
+  if (in_user_process()) {
+    Handle hs[2];
+    Status s = status_from(sys(kSysChannelPair, user_arg(hs)));
+    if (s == Status::kOk) {
+      *a = hs[0];
+      *b = hs[1];
+    }
+    return s;
+  }
+  return pair(&g_kernel_table, a, b);
+}
+
+namespace {
+Status send_any(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, std::uint64_t deadline) {
+  if (in_user_process()) {
+    return status_from(sys(kSysChannelSend, h.value, user_arg(msg.data()), msg.size(), user_arg(handles.data()),
+                           handles.size(), deadline));
+  }
+  if (handles.size() > kMaxHandlesPerTransfer) return Status::kInvalidArgument;
+  return send(&g_kernel_table, nullptr, h, reinterpret_cast<std::uintptr_t>(msg.data()), msg.size(), handles.data(),
+              static_cast<unsigned>(handles.size()), deadline);
+}
+
+Result<Received> recv_any(Handle h, std::span<std::byte> buf, std::span<Handle> handles, std::uint64_t deadline) {
+  if (in_user_process()) {
+    std::uint64_t r = sys(kSysChannelRecv, h.value, user_arg(buf.data()), buf.size(), user_arg(handles.data()),
+                          handles.size(), deadline);
+    Status s = unpack(r);
+    if (s != Status::kOk) return s;
+    return Received{static_cast<std::size_t>(r >> 8 & 0xFFFFFFFF), static_cast<std::size_t>(r >> 40)};
+  }
+  unsigned hcap = handles.size() < kMaxHandlesPerTransfer ? static_cast<unsigned>(handles.size()) : kMaxHandlesPerTransfer;
+  return recv(&g_kernel_table, nullptr, h, reinterpret_cast<std::uintptr_t>(buf.data()), buf.size(), handles.data(),
+              hcap, deadline);
+}
+}  // namespace
+
+Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline) {
+  return send_any(h, msg, handles, deadline_or_try(deadline));
+}
+Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline) {
+  return recv_any(h, buf, handles, deadline_or_try(deadline));
+}
+Status channel_try_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles) {
+  return send_any(h, msg, handles, kTryOnly);
+}
+Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles) {
+  return recv_any(h, buf, handles, kTryOnly);
+}
+
+}  // namespace detail
+
+HandleKind handle_kind(Handle h) {
+  if (in_user_process()) return static_cast<HandleKind>(sys(kSysHandle, kHandleKind, h.value));
+  return kind(&g_kernel_table, h);
+}
+
+Status handle_close(Handle h) {
+  if (in_user_process()) return status_from(sys(kSysHandle, kHandleClose, h.value));
+  return close(&g_kernel_table, h);
+}
+
+Result<Handle> handle_duplicate(Handle h, Access access) {
+  if (in_user_process()) {
+    std::uint64_t r = sys(kSysHandle, kHandleDuplicate, h.value, access == Access::kReadWrite ? 1 : 0);
+    Status s = unpack(r);
+    if (s != Status::kOk) return s;
+    return Handle{static_cast<std::uint32_t>(r >> 32)};
+  }
+  return duplicate(&g_kernel_table, h, access);
+}
+
+namespace this_process {
+Handle handle(unsigned i) {
+  if (!in_user_process()) return Handle{};
+  unsigned n = static_cast<unsigned>(sys(kSysInfo, kInfoSpawnHandles));
+  return i < n ? Handle{1u << 8 | (i + 1)} : Handle{};
+}
+}  // namespace this_process
+
+}  // namespace spindle

@@ -1,0 +1,228 @@
+// Handles and channels on aarch64 (kernel/src/uchannel.cc), between the
+// kernel's first process (the test) and processes: boundaries, order and
+// errors, bounded queues, handles given at spawn and passed in messages,
+// forged and stale handles, a peer's death, bad buffers from a process, and
+// ProcessPool on top of them.
+#include <arch/arch.h>
+#include <spindle/spindle.h>
+
+#include <atomic>
+
+#include "../kernel/ktest.h"
+#include "../kernel/ktest_util.h"
+
+using namespace spindle;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Echoes every message back until the channel closes; returns the count.
+int echo_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  static std::byte buf[kMaxMessageBytes];  // a thread's stack is 64 KiB
+  int n = 0;
+  for (;;) {
+    auto r = ch->recv(buf);
+    if (!r.ok()) return r.status() == Status::kClosed ? n : -2;
+    if (ch->send(std::span<const std::byte>(buf, r->bytes)) != Status::kOk) return -3;
+    ++n;
+  }
+}
+
+// Receives a channel end in a message on handle 0, says hello on it.
+int receive_an_end() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  Handle got[1];
+  std::byte b[8];
+  auto r = ch->recv(b, got);
+  if (!r.ok() || r->handles != 1) return 2;
+  auto other = Channel::adopt(got[0]);
+  if (!other.ok()) return 3;
+  if (other->send_value(1234) != Status::kOk) return 4;
+  // A made-up handle, and one past the spawned ones.
+  if (handle_kind(Handle{0x7777}) != HandleKind::kNone) return 5;
+  if (this_process::handle(1).valid()) return 6;
+  return 0;
+}
+
+// Bad buffers to channel calls from a process: refused, nothing lost.
+int bad_buffers() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  auto* kern = reinterpret_cast<std::byte*>(this_process::kernel_space_address());
+  if (ch->send(std::span<const std::byte>(kern, 64)) != Status::kInvalidArgument) return 2;
+  if (ch->send_value(7) != Status::kOk) return 3;  // the peer echoes it
+  auto* null_page = reinterpret_cast<std::byte*>(std::uintptr_t{16});
+  auto r = ch->recv(std::span<std::byte>(null_page, 64));
+  if (r.ok() || r.status() != Status::kInvalidArgument) return 4;
+  auto again = ch->recv_value<int>();  // still queued
+  if (!again.ok() || *again != 7) return 5;
+  Handle forged[] = {Handle{0x12345}};
+  if (ch->send(std::as_bytes(std::span("x", 1)), forged) != Status::kNotFound) return 6;
+  return 0;
+}
+
+int crash_with_channel() {
+  *static_cast<volatile int*>(nullptr) = 1;
+  return 0;
+}
+
+int square(int x) { return x * x; }
+int crash_on(int x) {
+  if (x == 3) *static_cast<volatile int*>(nullptr) = 1;
+  return x;
+}
+
+ExitStatus run_to_end(Result<Process> p) {
+  if (!p.ok()) {
+    KFAIL("spawn failed: %s", to_string(p.status()));
+    return {};
+  }
+  auto st = p->join();
+  if (!st.ok()) {
+    KFAIL("join failed: %s", to_string(st.status()));
+    return {};
+  }
+  return *st;
+}
+
+}  // namespace
+
+KTEST(channel_round_trip_boundaries_and_errors, 1) {
+  auto pair = Channel::create();
+  KREQUIRE(pair.ok());
+  Channel& a = pair->first;
+  Channel& b = pair->second;
+  KCHECK(a.send_value(1) == Status::kOk);
+  KCHECK(a.send(std::as_bytes(std::span("hello", 5))) == Status::kOk);
+  KCHECK(b.recv_value<int>().value() == 1);
+  std::byte buf[16];
+  auto r = b.recv(buf);
+  KREQUIRE(r.ok());
+  KCHECK_EQ(r->bytes, 5u);
+  // Too small a buffer: kOverflow, the message stays.
+  KCHECK(a.send(std::as_bytes(std::span("0123456789", 10))) == Status::kOk);
+  KCHECK(b.recv(std::span(buf, 4)).status() == Status::kOverflow);
+  auto r10 = b.recv(buf);
+  KCHECK(r10.ok() && r10->bytes == 10);
+  // Too long, timeouts, forged and closed handles, duplicates.
+  static std::byte huge[kMaxMessageBytes + 1];
+  KCHECK(a.send(huge) == Status::kInvalidArgument);
+  KCHECK(b.recv_for(buf, 20ms).status() == Status::kTimedOut);
+  KCHECK(detail::channel_try_send(a.handle(), {}, {}) == Status::kOk);
+  KCHECK(detail::channel_try_recv(b.handle(), buf, {}).ok());
+  KCHECK(detail::channel_try_recv(b.handle(), buf, {}).status() == Status::kWouldBlock);
+  KCHECK(detail::channel_send(Handle{0xdead01}, {}, {}, kForever) == Status::kNotFound);
+  auto dup = handle_duplicate(a.handle(), Access::kReadOnly);
+  KREQUIRE(dup.ok());
+  KCHECK(handle_duplicate(*dup, Access::kReadWrite).status() == Status::kInvalidArgument);
+  KCHECK(handle_close(*dup) == Status::kOk);
+  Handle stale = a.handle();
+  a.close();
+  KCHECK(handle_kind(stale) == HandleKind::kNone);
+  KCHECK(handle_close(stale) == Status::kNotFound);
+  KCHECK(detail::channel_send(stale, {}, {}, kForever) == Status::kNotFound);
+  // The peer is gone: kClosed.
+  KCHECK(b.recv(buf).status() == Status::kClosed);
+  KCHECK(b.send_value(1) == Status::kClosed);
+}
+
+KTEST(channel_full_queue_blocks_until_deadline, 1) {
+  auto pair = Channel::create().value();
+  static std::byte chunk[kMaxMessageBytes];
+  int sent = 0;
+  Status s;
+  while ((s = pair.first.send(chunk, {}, deadline_after(20ms))) == Status::kOk) ++sent;
+  KCHECK(s == Status::kTimedOut);
+  KCHECK(sent > 0);
+  static std::byte buf[kMaxMessageBytes];
+  KCHECK(pair.second.recv(buf).ok());
+  KCHECK(pair.first.send(chunk, {}, deadline_after(1s)) == Status::kOk);  // room again
+}
+
+KTEST(channel_to_a_process_handles_and_death, 1) {
+  auto [mine, theirs] = Channel::create().value();
+  Handle give[] = {theirs.handle()};
+  ProcessOptions o;
+  o.handles = give;
+  auto p = Process::spawn(o, echo_server);
+  KREQUIRE(p.ok());
+  theirs.close();
+  for (int i = 0; i < 100; ++i) {
+    KCHECK(mine.send_value(i) == Status::kOk);
+    auto v = mine.recv_value<int>();
+    KREQUIRE(v.ok());
+    KCHECK_EQ(*v, i);
+  }
+  mine.close();  // the server sees kClosed and returns its count
+  KCHECK_EQ(run_to_end(std::move(p)).code, 100);
+
+  // A channel end passed in a message.
+  auto [to_child, child_end] = Channel::create().value();
+  auto [hello_mine, hello_theirs] = Channel::create().value();
+  Handle g1[] = {child_end.handle()};
+  o.handles = g1;
+  auto q = Process::spawn(o, receive_an_end);
+  KREQUIRE(q.ok());
+  child_end.close();
+  Handle pass[] = {hello_theirs.handle()};
+  KCHECK(to_child.send(std::as_bytes(std::span("h", 1)), pass) == Status::kOk);
+  hello_theirs.close();  // the child holds its own now
+  auto hello = hello_mine.recv_value<int>();
+  KCHECK(hello.ok() && *hello == 1234);
+  KCHECK(run_to_end(std::move(q)).success());
+  std::byte b8[8];
+  KCHECK(hello_mine.recv(b8).status() == Status::kClosed);  // its process is gone
+
+  // A peer that dies: our receive says kClosed instead of hanging.
+  auto [m2, t2] = Channel::create().value();
+  Handle g2[] = {t2.handle()};
+  o.handles = g2;
+  auto crasher = Process::spawn(o, crash_with_channel);
+  KREQUIRE(crasher.ok());
+  t2.close();
+  KCHECK(m2.recv_for(b8, 10s).status() == Status::kClosed);
+  KCHECK(crasher->join().ok());
+
+  // Bad buffers from a process are refused.
+  auto [m3, t3] = Channel::create().value();
+  Handle g3[] = {t3.handle()};
+  o.handles = g3;
+  auto bad = Process::spawn(o, bad_buffers);
+  KREQUIRE(bad.ok());
+  t3.close();
+  auto echo = m3.recv_value<int>();
+  KCHECK(echo.ok() && m3.send_value(*echo) == Status::kOk);
+  ExitStatus st = run_to_end(std::move(bad));
+  char why[160];
+  if (!st.success()) KFAIL("bad buffers: %s", st.describe(why, sizeof why));
+  // A forged handle at spawn.
+  Handle forged[] = {Handle{0x12345}};
+  o.handles = forged;
+  KCHECK(Process::spawn(o, square, 1).status() == Status::kNotFound);
+}
+
+KTEST(process_pool_results_crash_and_replacement, 2) {
+  ProcessPool pool(3);
+  KREQUIRE(pool.status() == Status::kOk);
+  int xs[] = {1, 2, 3, 4, 5, 6, 7, 8};
+  auto sq = pool.map(square, xs);
+  for (int i = 0; i < 8; ++i) KCHECK_EQ(sq[i].get().value(), xs[i] * xs[i]);
+  auto mixed = pool.map(crash_on, xs);
+  for (int i = 0; i < 8; ++i) {
+    auto r = mixed[i].get();
+    if (xs[i] == 3) {
+      KCHECK(r.status() == Status::kFaulted);
+    } else {
+      KCHECK(r.ok() && *r == xs[i]);
+    }
+  }
+  ProcessPoolStats st = pool.stats();
+  KCHECK_EQ(st.crashes, 1u);
+  KCHECK_EQ(st.replaced, 1u);
+  KCHECK(st.last_crash.kind == ExitKind::kFaulted && st.last_crash.fault == FaultKind::kBadAccess);
+  KCHECK(pool.shutdown() == Status::kOk);
+  KCHECK(pool.submit(square, 2).status() == Status::kClosed);
+}
