@@ -361,15 +361,19 @@ Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolic
   using namespace lock_word;
   const auto me = static_cast<std::uint32_t>(self->head.id);
   const void* self_process = self->async ? nullptr : static_cast<Tcb*>(self)->process;
+  const bool self_shared = !self->async && static_cast<Tcb*>(self)->futex_shared;
   for (;;) {
     std::uint32_t v = word->load(std::memory_order_relaxed);
     std::uint32_t owner_id = v & kOwnerMask;
     LockState* s = find_state(word);
     Waiter* owner = owner_id ? find_owner(owner_id) : nullptr;
-    // A word in a process's memory can only name that process's threads:
-    // an id it made up (or a stale one) is a dead owner, never another
-    // process's thread to lend priority to or to follow for cycles.
-    if (owner && !owner->async && static_cast<Tcb*>(owner)->process != self_process) owner = nullptr;
+    // A word in a process's private memory can only name that process's
+    // threads: an id it made up (or a stale one) is a dead owner, never
+    // another process's thread to lend priority to or to follow for
+    // cycles. In a region shared between processes any thread may own it.
+    if (owner && !owner->async && self_process && !self_shared && static_cast<Tcb*>(owner)->process != self_process) {
+      owner = nullptr;
+    }
     Tcb* owner_thread = thread_of(owner);
     bool owner_dead = owner_id != 0 && (!owner || (owner_thread && owner_thread->state == ThreadState::kDead));
     if (owner_id == 0 || owner_dead) {

@@ -198,6 +198,7 @@ struct Tcb : Waiter {
   bool faulted = false;
   bool is_idle = false;
   bool handed_off = false;          // an unlock made it the owner (futex_lock)
+  bool futex_shared = false;        // its futex_lock is on a word shared between processes (usyscall.cc)
   const char* wait_name = nullptr;  // what it waits on, for reports
   LockWait own_lock_wait;           // its lock_wait while it waits for a lock
   int base_priority = kDefaultPriority;

@@ -40,6 +40,7 @@
 //   21  kSysChannelSend   h, msg, len, handles, n, deadline  Status (deadline 1 << 63: try only, kWouldBlock)
 //   22  kSysChannelRecv   h, buf, len, handles, n, deadline  Status | bytes << 8 | handles << 40
 //   23  kSysHandle        op (user.h: HandleOp), h, access   kind; Status; Status | new handle << 32
+//   24  kSysShm           op (user.h: ShmOp), size | h | at, Mapping*   Status | handle << 32; Status; 0
 //
 // kSysInfo (18) also answers kInfoSpawnHandles: how many handles the
 // process was given at spawn (this_process::handle).

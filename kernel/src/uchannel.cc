@@ -1,6 +1,10 @@
-// Handles and channels on backends with user mode (spindle/handle.h,
-// spindle/channel.h): kernel objects that processes (and the kernel's own
-// first process, the app) reach through handle tables.
+// Handles, channels and shared memory on backends with user mode
+// (spindle/handle.h, channel.h, shared_memory.h): kernel objects that
+// processes (and the kernel's own first process, the app) reach through
+// handle tables. Shared regions are kernel heap pages each process maps
+// with its handle's rights (user_map_kernel_pages); futex words in them
+// have one key everywhere (their kernel address), so locks there work
+// across processes, owner-died included.
 //
 // A handle is (generation << 8) | (slot + 1) in its holder's table: a
 // closed or made-up value misses (wrong generation, empty slot) and is
@@ -26,22 +30,42 @@
 
 #include "spindle/channel.h"
 #include "spindle/handle.h"
+#include "spindle/shared_memory.h"
 #include "uprocess.h"
 #include "user.h"
 
 namespace spindle::kernel {
 
 struct Core;
-struct End {
+// What a handle names: a channel end or a shared region.
+struct Object {
+  HandleKind kind;
+};
+struct End : Object {
   Core* core;
   unsigned side;
+};
+// A shared-memory region: kernel heap pages (a page run: page aligned and
+// contiguous), zeroed. refs: handles, messages in flight and mappings
+// (kernel lock); freed with the last.
+struct Region : Object {
+  std::byte* pages;
+  std::size_t size;
+  unsigned refs;
+};
+// A region mapped by a process or the kernel (shm_map), until shm_unmap or
+// the process's end.
+struct RegionMap {
+  Region* region;
+  std::uintptr_t at;
+  RegionMap* next;
 };
 
 struct Msg {
   Msg* next = nullptr;
   std::size_t bytes = 0;
   unsigned nh = 0;
-  End* h[kMaxHandlesPerTransfer] = {};
+  Object* h[kMaxHandlesPerTransfer] = {};
   Access access[kMaxHandlesPerTransfer] = {};
   std::byte* data() { return reinterpret_cast<std::byte*>(this + 1); }
 };
@@ -59,12 +83,14 @@ struct Core {
 
 struct HandleTable {
   struct Entry {
-    End* end = nullptr;
+    Object* obj = nullptr;
     std::uint32_t gen = 0;
     Access access = Access::kReadWrite;
   };
   Entry e[kMaxHandles];
-  unsigned spawned = 0;  // this_process::handle(0 .. spawned - 1)
+  unsigned spawned = 0;        // this_process::handle(0 .. spawned - 1)
+  RegionMap* maps = nullptr;   // its shm_map'ed regions
+  std::uintptr_t next_map = kShmBase;  // a process's: where the next region goes
 };
 
 namespace {
@@ -87,21 +113,21 @@ HandleTable::Entry* lookup(HandleTable* t, Handle h) SPINDLE_REQUIRES(g.lock) {
   unsigned slot = (h.value & 0xff) - 1;
   if (slot >= kMaxHandles) return nullptr;
   HandleTable::Entry* e = &t->e[slot];
-  return e->end && e->gen == h.value >> 8 ? e : nullptr;
+  return e->obj && e->gen == h.value >> 8 ? e : nullptr;
 }
 
 unsigned free_slots(const HandleTable* t) SPINDLE_REQUIRES(g.lock) {
   unsigned n = 0;
-  for (const auto& e : t->e) n += e.end == nullptr;
+  for (const auto& e : t->e) n += e.obj == nullptr;
   return n;
 }
 
-// Takes over one holder count of `end`. 0 when the table is full.
-Handle insert(HandleTable* t, End* end, Access access) SPINDLE_REQUIRES(g.lock) {
+// Takes over one hold of obj. 0 when the table is full.
+Handle insert(HandleTable* t, Object* obj, Access access) SPINDLE_REQUIRES(g.lock) {
   for (unsigned i = 0; i < kMaxHandles; ++i) {
     HandleTable::Entry& e = t->e[i];
-    if (e.end) continue;
-    e.end = end;
+    if (e.obj) continue;
+    e.obj = obj;
     e.gen = e.gen % 0xFFFFFF + 1;
     e.access = access;
     return Handle{e.gen << 8 | (i + 1)};
@@ -118,7 +144,7 @@ void wake(std::atomic<std::uint32_t>& w) SPINDLE_REQUIRES(g.lock) {
   futex_wake_locked(&w, ~0u);
 }
 
-void release_holder(End* end) SPINDLE_REQUIRES(g.lock);
+void release(Object* obj) SPINDLE_REQUIRES(g.lock);
 
 // End `side` has no handle left: what was queued for it goes (with the
 // handles it carried), and both sides learn it.
@@ -126,7 +152,7 @@ void close_side(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
   c->users++;  // keeps c while the carried handles are released
   while (Msg* m = c->head[side]) {
     c->head[side] = m->next;
-    for (unsigned i = 0; i < m->nh; ++i) release_holder(m->h[i]);
+    for (unsigned i = 0; i < m->nh; ++i) release(m->h[i]);
     free_msg(m);
   }
   c->tail[side] = nullptr;
@@ -136,10 +162,28 @@ void close_side(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
   c->users--;
 }
 
-void release_holder(End* end) {
-  Core* c = end->core;
-  if (--c->holders[end->side] == 0) close_side(c, end->side);
-  maybe_free(c);
+void hold(Object* obj) SPINDLE_REQUIRES(g.lock) {
+  if (obj->kind == HandleKind::kChannel) {
+    auto* end = static_cast<End*>(obj);
+    end->core->holders[end->side]++;
+  } else {
+    static_cast<Region*>(obj)->refs++;
+  }
+}
+
+void release(Object* obj) {
+  if (obj->kind == HandleKind::kChannel) {
+    auto* end = static_cast<End*>(obj);
+    Core* c = end->core;
+    if (--c->holders[end->side] == 0) close_side(c, end->side);
+    maybe_free(c);
+    return;
+  }
+  auto* r = static_cast<Region*>(obj);
+  if (--r->refs == 0) {
+    delete[] r->pages;  // the kernel heap never sleeps: fine under the lock
+    delete r;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -149,8 +193,10 @@ void release_holder(End* end) {
 Status pair(HandleTable* t, Handle* a, Handle* b) {
   auto* c = new (std::nothrow) Core;
   if (!c) return Status::kNoMemory;
-  c->end[0] = End{c, 0};
-  c->end[1] = End{c, 1};
+  c->end[0].kind = c->end[1].kind = HandleKind::kChannel;
+  c->end[0].core = c->end[1].core = c;
+  c->end[0].side = 0;
+  c->end[1].side = 1;
   LockGuard guard;
   if (free_slots(t) < 2) {
     delete c;
@@ -161,14 +207,17 @@ Status pair(HandleTable* t, Handle* a, Handle* b) {
   return Status::kOk;
 }
 
-// Looks h up and counts an operation on its channel: nullptr (kNotFound)
-// if it is not a channel end of the table.
-End* begin_op(HandleTable* t, Handle h) {
+// Looks h up and counts an operation on its channel: kNotFound for a bad
+// handle, kInvalidArgument for one that is not a channel end.
+Status begin_op(HandleTable* t, Handle h, End** out) {
   LockGuard guard;
   HandleTable::Entry* e = lookup(t, h);
-  if (!e) return nullptr;
-  e->end->core->users++;
-  return e->end;
+  if (!e) return Status::kNotFound;
+  if (e->obj->kind != HandleKind::kChannel) return Status::kInvalidArgument;
+  auto* end = static_cast<End*>(e->obj);
+  end->core->users++;
+  *out = end;
+  return Status::kOk;
 }
 
 void end_op(End* end) {
@@ -191,23 +240,23 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
   {
     LockGuard guard;
     HandleTable::Entry* e = lookup(t, h);
-    bool ok = e != nullptr;
-    for (unsigned i = 0; ok && i < nh; ++i) {
+    Status bad = !e ? Status::kNotFound : e->obj->kind != HandleKind::kChannel ? Status::kInvalidArgument : Status::kOk;
+    for (unsigned i = 0; bad == Status::kOk && i < nh; ++i) {
       HandleTable::Entry* c = lookup(t, hs[i]);
       if (!c) {
-        ok = false;
+        bad = Status::kNotFound;
         break;
       }
-      m->h[i] = c->end;
+      m->h[i] = c->obj;
       m->access[i] = c->access;
     }
-    if (!ok) {
+    if (bad != Status::kOk) {
       free_msg(m);
-      return Status::kNotFound;
+      return bad;
     }
     m->nh = nh;
-    for (unsigned i = 0; i < nh; ++i) m->h[i]->core->holders[m->h[i]->side]++;  // in flight
-    end = e->end;
+    for (unsigned i = 0; i < nh; ++i) hold(m->h[i]);  // in flight
+    end = static_cast<End*>(e->obj);
     end->core->users++;
   }
   Core* c = end->core;
@@ -249,7 +298,7 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
   {
     LockGuard guard;
     if (m) {
-      for (unsigned i = 0; i < m->nh; ++i) release_holder(m->h[i]);
+      for (unsigned i = 0; i < m->nh; ++i) release(m->h[i]);
     }
     c->users--;
     maybe_free(c);
@@ -262,8 +311,8 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
 // before it is dequeued), its handles into the table and hs_out.
 Result<Received> recv(HandleTable* t, Proc* p, Handle h, std::uintptr_t buf, std::size_t cap, Handle* hs_out,
                       unsigned hcap, std::uint64_t deadline_arg) {
-  End* end = begin_op(t, h);
-  if (!end) return Status::kNotFound;
+  End* end = nullptr;
+  if (Status s = begin_op(t, h, &end); s != Status::kOk) return s;
   Core* c = end->core;
   const unsigned me = end->side;
   Status st = Status::kOk;
@@ -323,9 +372,9 @@ Status close(HandleTable* t, Handle h) {
   LockGuard guard;
   HandleTable::Entry* e = lookup(t, h);
   if (!e) return Status::kNotFound;
-  End* end = e->end;
-  e->end = nullptr;
-  release_holder(end);
+  Object* obj = e->obj;
+  e->obj = nullptr;
+  release(obj);
   return Status::kOk;
 }
 
@@ -334,15 +383,99 @@ Result<Handle> duplicate(HandleTable* t, Handle h, Access access) {
   HandleTable::Entry* e = lookup(t, h);
   if (!e) return Status::kNotFound;
   if (access == Access::kReadWrite && e->access == Access::kReadOnly) return Status::kInvalidArgument;
-  Handle d = insert(t, e->end, access);
+  Handle d = insert(t, e->obj, access);
   if (!d.valid()) return Status::kLimit;
-  e->end->core->holders[e->end->side]++;
+  hold(e->obj);
   return d;
 }
 
 HandleKind kind(HandleTable* t, Handle h) {
   LockGuard guard;
-  return lookup(t, h) ? HandleKind::kChannel : HandleKind::kNone;
+  HandleTable::Entry* e = lookup(t, h);
+  return e ? e->obj->kind : HandleKind::kNone;
+}
+
+// ---------------------------------------------------------------------------
+// Shared regions. A process maps one at its own address (from kShmBase),
+// with the rights of its handle; the kernel uses the pages where they are.
+
+Result<Handle> shm_new(HandleTable* t, std::size_t size) {
+  if (size == 0 || size > (std::size_t{1} << 30)) return Status::kInvalidArgument;
+  std::size_t rounded = (size + arch::kPageSize - 1) & ~(arch::kPageSize - 1);
+  // Whole pages: the kernel heap gives a page-aligned, contiguous run.
+  auto* pages = new (std::nothrow) std::byte[rounded];
+  if (!pages) return Status::kNoMemory;
+  std::memset(pages, 0, rounded);
+  auto* r = new (std::nothrow) Region;
+  if (!r) {
+    delete[] pages;
+    return Status::kNoMemory;
+  }
+  r->kind = HandleKind::kSharedMemory;
+  r->pages = pages;
+  r->size = rounded;
+  r->refs = 1;
+  LockGuard guard;
+  Handle h = insert(t, r, Access::kReadWrite);
+  if (!h.valid()) {
+    r->refs = 0;
+    delete[] pages;
+    delete r;
+    return Status::kLimit;
+  }
+  return h;
+}
+
+// Maps h's region for the table's owner (p: a process, else the kernel).
+Result<detail::Mapping> shm_map_in(HandleTable* t, Proc* p, Handle h) {
+  Region* r;
+  Access access;
+  std::uintptr_t at;
+  {
+    LockGuard guard;
+    HandleTable::Entry* e = lookup(t, h);
+    if (!e) return Status::kNotFound;
+    if (e->obj->kind != HandleKind::kSharedMemory) return Status::kInvalidArgument;
+    r = static_cast<Region*>(e->obj);
+    access = e->access;
+    r->refs++;  // the mapping's
+    at = p ? t->next_map : reinterpret_cast<std::uintptr_t>(r->pages);
+    if (p) t->next_map += r->size + arch::kPageSize;  // a page apart: an overrun faults
+  }
+  auto* rm = new (std::nothrow) RegionMap{r, at, nullptr};
+  bool ok = rm != nullptr && (!p || (at + r->size <= kShmLimit &&
+                                     arch::user_map_kernel_pages(p->as, at, r->pages, r->size,
+                                                                 access == Access::kReadOnly
+                                                                     ? arch::UserAccess::kRead
+                                                                     : arch::UserAccess::kReadWrite)));
+  LockGuard guard;
+  if (!ok) {
+    delete rm;
+    release(r);
+    return Status::kNoMemory;
+  }
+  rm->next = t->maps;
+  t->maps = rm;
+  return detail::Mapping{reinterpret_cast<std::byte*>(at), r->size, access};
+}
+
+void shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at) {
+  RegionMap* found = nullptr;
+  {
+    LockGuard guard;
+    for (RegionMap** m = &t->maps; *m; m = &(*m)->next) {
+      if ((*m)->at == at) {
+        found = *m;
+        *m = found->next;
+        break;
+      }
+    }
+  }
+  if (!found) return;
+  if (p) arch::user_unmap(p->as, at, found->region->size);  // the pages stay the region's
+  LockGuard guard;
+  release(found->region);
+  delete found;
 }
 
 std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<int>(s)); }
@@ -359,12 +492,12 @@ Result<HandleTable*> handle_table_for_spawn(std::span<const Handle> given) {
   for (const Handle& h : given) {
     HandleTable::Entry* e = lookup(&g_kernel_table, h);
     if (!e) {
-      for (unsigned i = 0; i < t->spawned; ++i) release_holder(t->e[i].end);
+      for (unsigned i = 0; i < t->spawned; ++i) release(t->e[i].obj);
       delete t;
       return Status::kNotFound;
     }
-    e->end->core->holders[e->end->side]++;
-    (void)insert(t, e->end, e->access);  // slot i, generation 1: this_process::handle(i)
+    hold(e->obj);
+    (void)insert(t, e->obj, e->access);  // slot i, generation 1: this_process::handle(i)
     ++t->spawned;
   }
   return t;
@@ -372,14 +505,24 @@ Result<HandleTable*> handle_table_for_spawn(std::span<const Handle> given) {
 
 void close_all_handles(HandleTable* t) {
   for (auto& e : t->e) {
-    if (!e.end) continue;
-    End* end = e.end;
-    e.end = nullptr;
-    release_holder(end);
+    if (!e.obj) continue;
+    Object* obj = e.obj;
+    e.obj = nullptr;
+    release(obj);
   }
 }
 
-void free_handle_table(HandleTable* t) { delete t; }
+void free_handle_table(HandleTable* t) {
+  // Its process's address space is gone: the mappings only hold references.
+  LockGuard guard;
+  close_all_handles(t);
+  while (RegionMap* m = t->maps) {
+    t->maps = m->next;
+    release(m->region);
+    delete m;
+  }
+  delete t;
+}
 
 unsigned spawned_handles(const HandleTable* t) { return t->spawned; }
 
@@ -423,6 +566,27 @@ bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
       (void)arch::user_write(a[3], hs, r->handles * sizeof(Handle));
       f.result = result(Status::kOk) | r->bytes << 8 | static_cast<std::uint64_t>(r->handles) << 40;
       return true;
+    }
+    case kSysShm: {
+      switch (a[0]) {
+        case kShmCreate: {
+          Result<Handle> h = shm_new(t, a[1]);
+          f.result = h.ok() ? result(Status::kOk) | static_cast<std::uint64_t>(h->value) << 32 : result(h.status());
+          return true;
+        }
+        case kShmMap: {
+          if (!arch::user_accessible(p->as, a[2], sizeof(detail::Mapping), true)) {
+            f.result = result(Status::kInvalidArgument);
+            return true;
+          }
+          Result<detail::Mapping> m = shm_map_in(t, p, Handle{static_cast<std::uint32_t>(a[1])});
+          if (m.ok()) (void)arch::user_write(a[2], &*m, sizeof(detail::Mapping));
+          f.result = result(m.ok() ? Status::kOk : m.status());
+          return true;
+        }
+        case kShmUnmap: shm_unmap_in(t, p, a[1]); f.result = 0; return true;
+        default: f.result = result(Status::kInvalidArgument); return true;
+      }
     }
     case kSysHandle: {
       Handle h{static_cast<std::uint32_t>(a[1])};
@@ -530,6 +694,38 @@ Result<Handle> handle_duplicate(Handle h, Access access) {
   }
   return duplicate(&g_kernel_table, h, access);
 }
+
+namespace detail {
+
+Result<Handle> shm_create(std::size_t size, const char*) {
+  if (in_user_process()) {
+    std::uint64_t r = sys(kSysShm, kShmCreate, size);
+    Status s = unpack(r);
+    if (s != Status::kOk) return s;
+    return Handle{static_cast<std::uint32_t>(r >> 32)};
+  }
+  return shm_new(&g_kernel_table, size);
+}
+
+Result<Mapping> shm_map(Handle h) {
+  if (in_user_process()) {
+    Mapping m;
+    Status s = status_from(sys(kSysShm, kShmMap, h.value, user_arg(&m)));
+    if (s != Status::kOk) return s;
+    return m;
+  }
+  return shm_map_in(&g_kernel_table, nullptr, h);
+}
+
+void shm_unmap(const Mapping& m) {
+  if (in_user_process()) {
+    (void)sys(kSysShm, kShmUnmap, user_arg(m.data));
+    return;
+  }
+  shm_unmap_in(&g_kernel_table, nullptr, reinterpret_cast<std::uintptr_t>(m.data));
+}
+
+}  // namespace detail
 
 namespace this_process {
 Handle handle(unsigned i) {

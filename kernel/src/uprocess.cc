@@ -168,14 +168,8 @@ void reap_all(Proc* p) {
 }
 
 void destroy_process(Proc* p) {
-  if (p->handles) {
-    {
-      LockGuard guard;
-      close_all_handles(p->handles);
-    }
-    free_handle_table(p->handles);
-  }
   arch::address_space_destroy(p->as);
+  if (p->handles) free_handle_table(p->handles);  // after the mappings of its regions are gone
   while (FreeStack* s = p->free_stacks) {
     p->free_stacks = s->next;
     delete s;
@@ -437,10 +431,6 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   if (!handles.ok()) return handles.status();
   auto* p = new (std::nothrow) ProcessRecord;
   if (!p) {
-    {
-      LockGuard guard;
-      close_all_handles(*handles);
-    }
     free_handle_table(*handles);
     return Status::kNoMemory;
   }

@@ -41,6 +41,8 @@ inline constexpr std::uintptr_t kImageBase = 0x400000;
 inline constexpr std::uintptr_t kHeapBase = 0x10'0000'0000;
 inline constexpr std::uintptr_t kHeapLimit = 0x20'0000'0000;
 inline constexpr std::uintptr_t kStartBase = 0x20'0000'0000;  // ProcessStart and the arguments, read-only
+inline constexpr std::uintptr_t kShmBase = 0x30'0000'0000;  // shared regions, mapped a page apart
+inline constexpr std::uintptr_t kShmLimit = 0x40'0000'0000;
 inline constexpr std::uintptr_t kStackBase = 0x40'0000'0000;
 inline constexpr std::uintptr_t kStackLimit = 0x7f'0000'0000;
 inline constexpr std::size_t kUserGuard = 64 * 1024;  // unmapped below every user stack
@@ -147,13 +149,14 @@ std::uintptr_t user_thread_entry_address();
 // Handles (uchannel.cc). A new process's table holds its own handles to the
 // objects of `given` (the kernel's handles; kNotFound for a bad one) at
 // this_process::handle(0..). close_all_handles runs once its last thread
-// is dead (the objects' other holders see it closed); the table is freed
-// with the process.
+// is dead (the objects' other holders see it closed); the table, and the
+// references its shared-memory mappings hold, go with the process, after
+// its address space.
 Result<HandleTable*> handle_table_for_spawn(std::span<const Handle> given);
 void close_all_handles(HandleTable* t) SPINDLE_REQUIRES(g.lock);
 void free_handle_table(HandleTable* t);
 unsigned spawned_handles(const HandleTable* t);
-// The channel and handle system calls (syscall.cc: 20..23); false for
+// The channel, handle and shared-memory system calls (syscall.cc: 20..24); false for
 // another number.
 bool channel_syscall(Proc* p, arch::SyscallFrame& f);
 

@@ -72,6 +72,9 @@ enum ThreadCtl : std::uint64_t {
   kCtlCpu = 5,          // returns the CPU it runs on
 };
 
+// kSysShm's operations.
+enum ShmOp : std::uint64_t { kShmCreate = 0, kShmMap = 1, kShmUnmap = 2 };
+
 // kSysHandle's operations.
 enum HandleOp : std::uint64_t { kHandleKind = 0, kHandleClose = 1, kHandleDuplicate = 2 };
 

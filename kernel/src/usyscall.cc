@@ -251,13 +251,16 @@ void handle_syscall(arch::SyscallFrame& f) {
       return;
     }
     case kSysFutexLock: {
-      auto* w = user_futex(p, a[0], true);
+      bool shared = false;
+      auto* w = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], true, &shared));
       LockPolicy policy;
       policy.order = a[1] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
       policy.inherit = a[1] & 2;
       policy.handoff = a[1] & 4;
       policy.aging = static_cast<std::uint32_t>(a[2]);
+      self->futex_shared = shared;
       f.result = w ? result(futex_lock(w, policy, deadline_from(a[3]))) : result(Status::kInvalidArgument);
+      self->futex_shared = false;
       return;
     }
     case kSysFutexUnlock: {

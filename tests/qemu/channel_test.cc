@@ -226,3 +226,119 @@ KTEST(process_pool_results_crash_and_replacement, 2) {
   KCHECK(pool.shutdown() == Status::kOk);
   KCHECK(pool.submit(square, 2).status() == Status::kClosed);
 }
+
+namespace {
+
+// Receives a shared-memory handle in a message and writes to the region.
+int write_granted() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  Handle h[1];
+  std::byte b[8];
+  auto r = ch->recv(b, h);
+  if (!r.ok() || r->handles != 1) return 2;
+  auto shm = SharedMemory::adopt(h[0]);
+  if (!shm.ok()) return 3;
+  if (shm->access() == Access::kReadOnly) {
+    if (handle_duplicate(shm->handle(), Access::kReadWrite).status() != Status::kInvalidArgument) return 4;
+    if (std::to_integer<int>(shm->data()[0]) != 42) return 5;
+  }
+  shm->data()[0] = std::byte{99};  // faults on a read-only mapping
+  return 0;
+}
+
+// Adds 1 to a shared counter `n` times, and as often under a shared Mutex.
+struct Shared {
+  std::atomic<std::uint64_t> counter;
+  Mutex lock{"shared"};
+  std::uint64_t guarded;
+};
+int add_shared(int n) {
+  auto shm = SharedMemory::adopt(this_process::handle(0));
+  if (!shm.ok()) return 1;
+  auto* s = reinterpret_cast<Shared*>(shm->data());
+  for (int i = 0; i < n; ++i) {
+    s->counter.fetch_add(1, std::memory_order_relaxed);
+    Guard g(s->lock);
+    ++s->guarded;
+  }
+  return 0;
+}
+
+// Takes the shared Mutex and dies holding it.
+int die_holding() {
+  auto shm = SharedMemory::adopt(this_process::handle(0));
+  if (!shm.ok()) return 1;
+  reinterpret_cast<Shared*>(shm->data())->lock.lock();
+  *static_cast<volatile int*>(nullptr) = 1;
+  return 0;
+}
+
+}  // namespace
+
+KTEST(shared_memory_grants_read_write_and_read_only, 1) {
+  auto shm = SharedMemory::create(100);
+  KREQUIRE(shm.ok());
+  KCHECK_EQ(shm->size(), arch::kPageSize);
+  shm->data()[0] = std::byte{42};
+  for (Access access : {Access::kReadWrite, Access::kReadOnly}) {
+    auto [mine, theirs] = Channel::create().value();
+    Handle give[] = {theirs.handle()};
+    ProcessOptions o;
+    o.handles = give;
+    auto p = Process::spawn(o, write_granted);
+    KREQUIRE(p.ok());
+    auto grant = handle_duplicate(shm->handle(), access);
+    KREQUIRE(grant.ok());
+    Handle hs[] = {*grant};
+    KCHECK(mine.send(std::as_bytes(std::span("x", 1)), hs) == Status::kOk);
+    KCHECK(handle_close(*grant) == Status::kOk);
+    ExitStatus st = run_to_end(std::move(p));
+    if (access == Access::kReadWrite) {
+      KCHECK(st.kind == ExitKind::kExited && st.code == 0);
+      KCHECK(std::to_integer<int>(shm->data()[0]) == 99);  // the child's write is visible here
+      shm->data()[0] = std::byte{42};
+    } else {
+      KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kBadAccess);
+      KCHECK(std::to_integer<int>(shm->data()[0]) == 42);
+    }
+  }
+  KCHECK(SharedMemory::create(0).status() == Status::kInvalidArgument);
+  KCHECK(SharedMemory::adopt(Handle{77}).status() == Status::kNotFound);
+  auto ch = Channel::create().value();
+  KCHECK(SharedMemory::adopt(ch.first.handle()).status() == Status::kInvalidArgument);
+  KCHECK(ch.first.send_value(1) == Status::kOk);
+  KCHECK(detail::channel_send(shm->handle(), {}, {}, kForever) == Status::kInvalidArgument);
+}
+
+// Four processes hammer one shared counter and one shared Mutex; a
+// process that dies holding the Mutex leaves it owner-died.
+KTEST(shared_memory_four_processes_and_owner_died, 1) {
+  constexpr int kProcs = 4;
+  constexpr int kAdds = 3000;
+  auto shm = SharedMemory::create(sizeof(Shared)).value();
+  auto* s = new (shm.data()) Shared{};
+  Process adders[kProcs];
+  for (auto& p : adders) {
+    ProcessOptions o;
+    Handle give[] = {shm.handle()};
+    o.handles = give;
+    p = Process::spawn(o, add_shared, kAdds).value();
+  }
+  for (int i = 0; i < kAdds; ++i) {
+    Guard g(s->lock);
+    ++s->guarded;
+  }
+  for (auto& p : adders) KCHECK(run_to_end(std::move(p)).success());
+  KCHECK_EQ(s->counter.load(), std::uint64_t{kProcs} * kAdds);
+  KCHECK_EQ(s->guarded, std::uint64_t{kProcs + 1} * kAdds);
+
+  ProcessOptions o;
+  Handle give[] = {shm.handle()};
+  o.handles = give;
+  ExitStatus st = run_to_end(Process::spawn(o, die_holding));
+  KCHECK(st.kind == ExitKind::kFaulted);
+  KCHECK(s->lock.lock_for(1s) == Status::kOwnerDied);  // taken, with the news
+  s->lock.unlock();
+  s->~Shared();
+}

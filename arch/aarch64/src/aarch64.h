@@ -104,7 +104,7 @@ const char* exception_class_name(unsigned ec);
 void user_cpu_init();
 // For the image loader (image.cc), thread context: maps [va, va + size) to
 // the physical pages from pa on, which stay the kernel's (never freed with
-// the address space); read-only or read-execute only.
+// the address space). Writable and executable never at once (leaf_bits).
 bool user_map_shared(AddressSpace* as, std::uintptr_t va, std::uintptr_t pa, std::size_t size, UserAccess access);
 // The kernel's (linear map) address of the page mapped at va, or nullptr.
 char* user_page_alias(AddressSpace* as, std::uintptr_t va);

@@ -279,7 +279,6 @@ void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size) {
 
 bool user_map_shared(AddressSpace* as, std::uintptr_t va, std::uintptr_t pa, std::size_t size, UserAccess access) {
   check_range("user_map_shared", va, size);
-  if (access != UserAccess::kRead && access != UserAccess::kReadExecute) panic("user_map_shared: shared pages are read-only");
   std::uint64_t bits = leaf_bits(access) | kSwShared;
   Locked l(as->lock);
   for (std::size_t off = 0; off < size; off += kPageSize) {
@@ -290,6 +289,12 @@ bool user_map_shared(AddressSpace* as, std::uintptr_t va, std::uintptr_t pa, std
   }
   asm volatile("dsb ishst\n\tisb" ::: "memory");
   return true;
+}
+
+bool user_map_kernel_pages(AddressSpace* as, std::uintptr_t va, const void* pages, std::size_t size,
+                           UserAccess access) {
+  if (access == UserAccess::kReadExecute) panic("user_map_kernel_pages: kernel memory is never user code");
+  return user_map_shared(as, va, virt_to_phys(reinterpret_cast<std::uintptr_t>(pages)), size, access);
 }
 
 char* user_page_alias(AddressSpace* as, std::uintptr_t va) {
@@ -310,11 +315,12 @@ bool user_accessible(AddressSpace* as, std::uintptr_t va, std::size_t n, bool wr
   return true;
 }
 
-void* user_word(AddressSpace* as, std::uintptr_t va, bool write) {
+void* user_word(AddressSpace* as, std::uintptr_t va, bool write, bool* shared) {
   if (va % 4 != 0 || !in_user_range(va, 4)) return nullptr;
   Locked l(as->lock);
   std::uint64_t* pte = pte_of(as, va, false);
   if (!pte || !user_may(*pte, write)) return nullptr;
+  if (shared) *shared = *pte & kSwShared;
   return reinterpret_cast<void*>(phys_to_virt(*pte & kAddrMask) + va % kPageSize);
 }
 

@@ -204,11 +204,19 @@ namespace spindle::arch {
 //   bool user_accessible(AddressSpace*, std::uintptr_t va, std::size_t n,
 //                        bool write);   thread or irqs-off. Whether user
 //       mode may read (write) every byte of the range, from the tables.
-//   void* user_word(AddressSpace*, std::uintptr_t va, bool write);
+//   void* user_word(AddressSpace*, std::uintptr_t va, bool write,
+//                   bool* shared = nullptr);
 //       thread or irqs-off. The kernel's address of the 4-byte aligned
 //       32-bit word at user address va if user mode may read (write) it,
 //       else nullptr. The same for every address space mapping that page
 //       (futex keys are these addresses), valid until the page is unmapped.
+//       *shared: whether the page is one of user_map_kernel_pages'.
+//   bool user_map_kernel_pages(AddressSpace*, std::uintptr_t va,
+//                              const void* pages, std::size_t size,
+//                              UserAccess);   thread. Maps kernel memory
+//       (page aligned and physically contiguous: a page run of the kernel
+//       heap) at va, R or RW; the pages stay the kernel's (user_unmap and
+//       address_space_destroy leave them). false: out of memory.
 //
 // Image copies (backends with user mode). The kernel and every process run
 // one image: the kernel its own copy at the link address, a process a copy
@@ -364,6 +372,7 @@ enum SyscallNumber : std::uint64_t {
   kSysChannelSend = 21,
   kSysChannelRecv = 22,
   kSysHandle = 23,       // kind, close, duplicate
+  kSysShm = 24,          // create, map, unmap a shared region
 };
 // kSysInfo's argument: what to return.
 enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimeslice = 2, kInfoSpawnHandles = 3 };
