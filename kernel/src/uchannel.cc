@@ -31,6 +31,7 @@
 #include "spindle/channel.h"
 #include "spindle/handle.h"
 #include "spindle/shared_memory.h"
+#include "spindle/task.h"
 #include "uprocess.h"
 #include "user.h"
 
@@ -671,6 +672,36 @@ Status channel_try_send(Handle h, std::span<const std::byte> msg, std::span<cons
 }
 Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles) {
   return recv_any(h, buf, handles, kTryOnly);
+}
+
+// Coroutines run in the kernel's copy only on this target. A wait is on the
+// channel's words like a thread's; "may be written" is an empty peer queue
+// (the size of the message that did not fit is not known here, so any
+// smaller bar could make send_async spin), or a closed peer.
+Task<Status> channel_wait_async(Handle h, bool writable, TimePoint deadline) {
+  if (in_user_process()) co_return Status::kInvalidState;
+  End* end = nullptr;
+  if (Status s = begin_op(&g_kernel_table, h, &end); s != Status::kOk) co_return s;
+  struct Op {  // ends the operation when the frame goes, cancellation included
+    End* end;
+    ~Op() { end_op(end); }
+  } op{end};
+  Core* c = end->core;
+  const unsigned me = end->side;
+  const unsigned to = 1 - me;
+  for (;;) {
+    std::atomic<std::uint32_t>* word;
+    std::uint32_t seen;
+    {
+      LockGuard guard;
+      bool ready = writable ? c->holders[to] == 0 || c->queued[to] == 0 : c->head[me] || c->holders[to] == 0;
+      if (ready) co_return Status::kOk;
+      word = writable ? &c->writable[to] : &c->readable[me];
+      seen = word->load(std::memory_order_acquire);
+    }
+    Status w = co_await WordWait(word, seen, deadline, WaitOrder::kPriority, "channel");
+    if (w == Status::kTimedOut) co_return w;
+  }
 }
 
 }  // namespace detail

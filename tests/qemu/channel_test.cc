@@ -342,3 +342,32 @@ KTEST(shared_memory_four_processes_and_owner_died, 1) {
   s->lock.unlock();
   s->~Shared();
 }
+
+namespace {
+Task<int> echo_async(Channel& ch, int rounds) {
+  for (int i = 0; i < rounds; ++i) {
+    if (co_await ch.send_async(std::as_bytes(std::span<const int, 1>(&i, 1))) != Status::kOk) co_return -1;
+    int v = -1;
+    auto r = co_await ch.recv_async(std::as_writable_bytes(std::span<int, 1>(&v, 1)));
+    if (!r.ok() || v != i) co_return -2;
+  }
+  std::byte b[4];
+  auto late = co_await ch.recv_async(b, {}, deadline_after(10ms));
+  co_return late.status() == Status::kTimedOut ? rounds : -3;
+}
+}  // namespace
+
+// Coroutines (the kernel's) send and receive without blocking their executor.
+KTEST(channel_from_coroutines_to_a_process, 1) {
+  auto [mine, theirs] = Channel::create().value();
+  Handle give[] = {theirs.handle()};
+  ProcessOptions o;
+  o.handles = give;
+  auto p = Process::spawn(o, echo_server);
+  KREQUIRE(p.ok());
+  theirs.close();
+  Result<int> r = run(echo_async(mine, 50));
+  KCHECK(r.ok() && *r == 50);
+  mine.close();
+  KCHECK_EQ(run_to_end(std::move(p)).code, 50);
+}
