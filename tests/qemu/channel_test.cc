@@ -371,3 +371,87 @@ KTEST(channel_from_coroutines_to_a_process, 1) {
   mine.close();
   KCHECK_EQ(run_to_end(std::move(p)).code, 50);
 }
+
+namespace {
+// Sends `n` numbered messages.
+int send_numbers(int id, int n) {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  for (int i = 0; i < n; ++i) {
+    int m[2] = {id, i};
+    if (ch->send(std::as_bytes(std::span(m))) != Status::kOk) return 2;
+  }
+  return 0;
+}
+
+std::uint64_t ticks() {
+  std::uint64_t v;
+  asm volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v));
+  return v;
+}
+
+// One side of a ping-pong between two processes; the pinger returns the
+// virtual nanoseconds of one round trip (instructions under -icount).
+int ping(int rounds) {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  std::uint64_t t0 = ticks();
+  for (int i = 0; i < rounds; ++i) {
+    if (ch->send_value(i) != Status::kOk) return -2;
+    auto v = ch->recv_value<int>();
+    if (!v.ok() || *v != i) return -3;
+  }
+  return static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds));
+}
+}  // namespace
+
+KTEST(channels_four_processes_stress, 1) {
+  constexpr int kProcs = 4;
+  constexpr int kMsgs = 500;
+  Channel ends[kProcs];
+  Process senders[kProcs];
+  for (int i = 0; i < kProcs; ++i) {
+    auto [mine, theirs] = Channel::create().value();
+    Handle give[] = {theirs.handle()};
+    ProcessOptions o;
+    o.handles = give;
+    senders[i] = Process::spawn(o, send_numbers, i, kMsgs).value();
+    ends[i] = std::move(mine);
+  }
+  for (int k = 0; k < kMsgs; ++k) {
+    for (int i = 0; i < kProcs; ++i) {
+      int m[2];
+      auto r = ends[i].recv(std::as_writable_bytes(std::span(m)));
+      KREQUIRE(r.ok());
+      if (m[0] != i || m[1] != k) {
+        KFAIL("channel %d: message %d was (%d, %d)", i, k, m[0], m[1]);
+        return;
+      }
+    }
+  }
+  for (int i = 0; i < kProcs; ++i) {
+    KCHECK(run_to_end(std::move(senders[i])).success());
+    std::byte b[8];
+    KCHECK(ends[i].recv(b).status() == Status::kClosed);
+  }
+}
+
+KTEST(channel_round_trip_between_two_processes, 1) {
+  auto [a, b] = Channel::create().value();
+  Handle ga[] = {a.handle()};
+  Handle gb[] = {b.handle()};
+  ProcessOptions oa, ob;
+  oa.handles = ga;
+  ob.handles = gb;
+  oa.affinity = CpuMask::only(0);
+  ob.affinity = CpuMask::only(0);  // one CPU: the time is the instructions of the round trip
+  auto echo = Process::spawn(ob, echo_server);
+  auto pinger = Process::spawn(oa, ping, 2000);
+  KREQUIRE(echo.ok() && pinger.ok());
+  a.close();
+  b.close();
+  ExitStatus st = run_to_end(std::move(pinger));
+  KCHECK(st.kind == ExitKind::kExited && st.code > 0);
+  print("  channel round trip between two processes on one CPU: %d ns (= instructions under -icount)\n", st.code);
+  KCHECK_EQ(run_to_end(std::move(echo)).code, 2000);
+}
