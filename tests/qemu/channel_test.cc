@@ -10,9 +10,12 @@
 
 #include "../kernel/ktest.h"
 #include "../kernel/ktest_util.h"
+#include "process_util.h"
 
 using namespace spindle;
 using namespace std::chrono_literals;
+using ktest::run_to_end;
+using ktest::ticks;
 
 namespace {
 
@@ -75,18 +78,6 @@ int crash_on(int x) {
   return x;
 }
 
-ExitStatus run_to_end(Result<Process> p) {
-  if (!p.ok()) {
-    KFAIL("spawn failed: %s", to_string(p.status()));
-    return {};
-  }
-  auto st = p->join();
-  if (!st.ok()) {
-    KFAIL("join failed: %s", to_string(st.status()));
-    return {};
-  }
-  return *st;
-}
 
 }  // namespace
 
@@ -384,11 +375,6 @@ int send_numbers(int id, int n) {
   return 0;
 }
 
-std::uint64_t ticks() {
-  std::uint64_t v;
-  asm volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v));
-  return v;
-}
 
 // One side of a ping-pong between two processes; the pinger returns the
 // virtual nanoseconds of one round trip (instructions under -icount).

@@ -14,9 +14,12 @@
 
 #include "../kernel/ktest.h"
 #include "../kernel/ktest_util.h"
+#include "process_util.h"
 
 using namespace spindle;
 using namespace std::chrono_literals;
+using ktest::run_to_end;
+using ktest::ticks;
 
 namespace {
 
@@ -326,11 +329,6 @@ int nothrow_then_throwing() {
 
 // Costs in virtual-counter ticks (16 ns; 16 instructions under -icount
 // shift=0): n null system calls, n uncontended Mutex lock+unlock.
-std::uint64_t ticks() {
-  std::uint64_t v;
-  asm volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v));
-  return v;
-}
 int time_null_syscalls(int n) {
   std::uint64_t t0 = ticks();
   for (int i = 0; i < n; ++i) (void)arch::user_syscall(kernel::kSysNull);
@@ -348,18 +346,6 @@ int time_mutex(int n) {
 
 // ---------------------------------------------------------------------------
 
-ExitStatus run_to_end(Result<Process> p) {
-  if (!p.ok()) {
-    KFAIL("spawn failed: %s", to_string(p.status()));
-    return {};
-  }
-  auto st = p->join();
-  if (!st.ok()) {
-    KFAIL("join failed: %s", to_string(st.status()));
-    return {};
-  }
-  return *st;
-}
 
 // A kernel thread that keeps counting while processes run and die.
 struct Ticker {
