@@ -1,5 +1,5 @@
-// Console input end to end: the harness feeds console_input.txt after a
-// pause (QEMU: into the PL011, followed by a Ctrl-D; hosted: as stdin) and
+// Console input end to end: the harness (feed_when_reading.sh) feeds
+// console_input.txt 0.3 s after this program says "reading" (QEMU: into the PL011, followed by a Ctrl-D; hosted: as stdin) and
 // this program reads it back with spindle::read_line, checking every line
 // and the end of input. The first line only comes after the pause: over
 // that wait a second thread keeps ticking, and the reader may use a
@@ -50,6 +50,7 @@ int spindle_main(int, char**) {
   unsigned passed = 0, failed = 0;
   char line[17];
   std::uint64_t cpu_before = my_cpu_ns(), ticks_before = g_ticks.load();
+  print("reading\n");  // the harness feeds the input a while after this line
   TimePoint wait_start = Clock::now();
   std::uint64_t wait_ns = 0, wait_cpu_ns = 0, wait_ticks = 0;
   for (const char* want : kExpected) {
@@ -77,7 +78,7 @@ int spindle_main(int, char**) {
   }
   g_done.store(true);
   std::move(ticker).value().join();
-  // The harness pauses long enough that the first read really waits.
+  // The harness pauses 0.3 s after "reading": the first read really waits.
   bool quiet = wait_ns >= 50'000'000 && wait_cpu_ns * 4 < wait_ns && wait_ticks > 0;
   print("%s waiting %llu ms for the first line, the reader used %llu us of CPU; the other thread ticked %llu times\n",
         quiet ? "ok  " : "FAIL", static_cast<unsigned long long>(wait_ns / 1'000'000),
