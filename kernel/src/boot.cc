@@ -99,6 +99,14 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   if (g.ncpus == 0 || g.ncpus > kMaxCpus) panic("cannot run on %u CPUs (1..%u)", g.ncpus, kMaxCpus);
   g.timeslice_ns = args.timeslice_ns;
   g.thread_limit = args.thread_limit;
+  if (args.first_id == 0 || args.first_id >= args.id_end || args.id_end > kOutsideThreadId ||
+      args.next_id < args.first_id || args.next_id >= args.id_end) {
+    panic("bad thread id range [%llu, %llu) from the backend", static_cast<unsigned long long>(args.first_id),
+          static_cast<unsigned long long>(args.id_end));
+  }
+  g.first_id = args.first_id;
+  g.id_end = args.id_end;
+  g.next_id = args.next_id;
   g.boot_ns = arch::now_ns();
   for (unsigned i = 0; i < g.ncpus; ++i) new (&g.cpus[i]) Cpu;
   jobs_boot();

@@ -343,6 +343,45 @@ bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
   return true;
 }
 
+// Foreign polls. A word other kernels map (futex.cc: Foreign words) is
+// woken through the host's futex, which only a thread can sleep in; a job
+// parked on such a word is not in any wait queue but looks at the word
+// from its timer every kForeignPollNs until its wait is over: the word
+// changed (a wait: kOk, the caller re-checks), the lock could be taken for
+// it (kOk or kOwnerDied: it owns the lock, as after a hand-off), or the
+// deadline passed (kTimedOut). While parked so, its futex_key points at
+// its ForeignPoll (a frame allocation, freed when it wakes) and its timer
+// kind is kJobForeignPoll.
+constexpr std::uint64_t kForeignPollNs = 1'000'000;
+
+struct ForeignPoll {
+  std::atomic<std::uint32_t>* word;
+  std::uint32_t expected;  // a wait: until the word differs from it
+  bool lock;               // a lock: until it is taken
+  std::uint64_t deadline;  // now_ns base; ~0: none
+};
+
+void arm_poll(CoJob* j, const ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
+  std::uint64_t next = arch::now_ns() + kForeignPollNs;
+  timer_arm(&j->timer, next < fp->deadline ? next : fp->deadline);
+}
+
+// Parks j at h polling word (see above); false with *now set if it cannot.
+bool park_foreign(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
+                  std::uint32_t expected, bool lock, TimePoint deadline, Status* now) SPINDLE_REQUIRES(g.lock) {
+  auto* fp = static_cast<ForeignPoll*>(detail::frame_alloc(sizeof(ForeignPoll)));
+  if (!fp) {
+    *now = Status::kNoMemory;
+    return false;
+  }
+  *fp = {const_cast<std::atomic<std::uint32_t>*>(word), expected, lock,
+         deadline == kForever ? ~std::uint64_t{0} : static_cast<std::uint64_t>(deadline.time_since_epoch().count())};
+  j->futex_key = fp;
+  j->timer.set_kind(TimerKind::kJobForeignPoll);
+  arm_poll(j, fp);
+  return park(j, h);
+}
+
 }  // namespace
 
 void job_timeout(Timer* t) {
@@ -350,10 +389,36 @@ void job_timeout(Timer* t) {
   if (w->parked) wake(w, Status::kTimedOut);
 }
 
+void job_foreign_poll(Timer* t) {
+  auto* j = job_of(Waiter::from_timer(t));
+  if (!j->parked) return;
+  auto* fp = static_cast<const ForeignPoll*>(j->futex_key);
+  if (fp->lock) {
+    std::uint32_t seen;
+    Status s = foreign_try_lock(fp->word, static_cast<std::uint32_t>(j->head.id), false, &seen);
+    if (s != Status::kWouldBlock) {
+      wake(j, s);
+      return;
+    }
+  } else if (fp->word->load(std::memory_order_seq_cst) != fp->expected) {
+    wake(j, Status::kOk);
+    return;
+  }
+  if (arch::now_ns() >= fp->deadline) {
+    wake(j, Status::kTimedOut);
+    return;
+  }
+  arm_poll(j, fp);
+}
+
 void job_woken(Waiter* w) {
   CoJob* j = job_of(w);
   j->parked = false;
   --g_parked;
+  if (j->timer.kind() == TimerKind::kJobForeignPoll) {  // its poll is over
+    detail::frame_free(const_cast<void*>(j->futex_key), sizeof(ForeignPoll));
+    j->timer.set_kind(TimerKind::kJobTimeout);
+  }
   j->futex_key = nullptr;
   push(j, true);
 }
@@ -538,6 +603,13 @@ bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
     *now = word->load(std::memory_order_seq_cst) != expected ? Status::kWouldBlock : Status::kTimedOut;
     return false;
   }
+  if (arch::foreign_word(word)) {
+    if (word->load(std::memory_order_seq_cst) != expected) {
+      *now = Status::kWouldBlock;
+      return false;
+    }
+    return park_foreign(j, h, word, expected, false, deadline, now);
+  }
   Status s = futex_wait_async(j, word, expected, order, name);
   if (s != Status::kOk) {
     *now = s;
@@ -558,6 +630,15 @@ bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const
   if (j->head.id == 0) {
     j->head.id = allocate_id();
     register_id(j);
+  }
+  if (arch::foreign_word(word)) {
+    std::uint32_t seen;
+    Status s = foreign_try_lock(word, static_cast<std::uint32_t>(j->head.id), false, &seen);
+    if (s == Status::kWouldBlock && (deadline == kForever || deadline > Clock::now())) {
+      return park_foreign(j, h, word, 0, true, deadline, now);
+    }
+    *now = s == Status::kWouldBlock ? Status::kTimedOut : s;
+    return false;
   }
   Status s = futex_lock_async(j, word, policy, deadline);
   if (s != Status::kWouldBlock) {

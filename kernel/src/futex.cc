@@ -20,6 +20,9 @@
 //    kernel CAS on the word races only with those;
 //  - s->owner, when set, has s in its held_locks; a thread blocked on s
 //    has blocked_lock() == s and wait_queue == &s->waiters.
+//
+// Words shared with other kernels (arch.h; hosted processes' SharedMemory)
+// take none of the above: see "Foreign words" below.
 #include <new>
 
 #include "kernel.h"
@@ -322,6 +325,100 @@ Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::
   return Status::kOk;
 }
 
+// ---------------------------------------------------------------------------
+// Foreign words: words other kernels map too (arch.h: Words shared with
+// other kernels). Their waiters are spread over several kernels, so none of
+// this kernel's queues can hold them all: waits go to arch::foreign_wait,
+// and a lock runs on its word alone, as a classic futex mutex. The word
+// layout is the same (owner id, kOwnerDied, kWaiters), so user space's two
+// CASes are unchanged; kWaiters means "someone may sleep: wake one at
+// unlock", and a thread that slept sets it again when it takes the lock,
+// since others may sleep still. Owner ids are unique across the kernels
+// that share words (BootArgs: disjoint id ranges).
+//
+// What one word cannot carry is given up there, and documented: priority
+// inheritance, hand-off and queue order (the host wakes in its own order),
+// wait-cycle detection and the starvation watchdog. A dead owner wakes
+// nobody, so a waiter looks again at least every kForeignRecheckNs. A
+// coroutine job cannot sleep in the host's futex: its waits poll
+// (coro.cc: foreign polls).
+namespace {
+
+// Whether the owner a foreign word names has ended.
+bool foreign_owner_gone(std::uint32_t id) SPINDLE_REQUIRES(g.lock) {
+  switch (arch::owner_liveness(id)) {
+    case arch::OwnerLiveness::kAlive: return false;
+    case arch::OwnerLiveness::kDead: return true;
+    case arch::OwnerLiveness::kLocal: break;
+  }
+  Waiter* w = find_owner(id);
+  Tcb* t = thread_of(w);
+  return !w || (t && t->state == ThreadState::kDead);
+}
+
+}  // namespace
+
+Status foreign_try_lock(std::atomic<std::uint32_t>* word, std::uint32_t me, bool keep_waiters, std::uint32_t* seen) {
+  using namespace lock_word;
+  for (;;) {
+    std::uint32_t v = word->load(std::memory_order_relaxed);
+    *seen = v;
+    std::uint32_t owner = v & kOwnerMask;
+    if (owner == me) return Status::kDeadlock;
+    bool gone = owner != 0 && foreign_owner_gone(owner);
+    if (owner != 0 && !gone) return Status::kWouldBlock;
+    std::uint32_t nv = me | (keep_waiters || (v & kWaiters) ? kWaiters : 0) | (gone ? kOwnerDied : 0);
+    if (word->compare_exchange_strong(v, nv, std::memory_order_acquire, std::memory_order_relaxed)) {
+      return gone ? Status::kOwnerDied : Status::kOk;
+    }
+  }
+}
+
+namespace {
+
+constexpr std::int64_t kForeignRecheckNs = 10'000'000;
+
+std::int64_t deadline_ns(TimePoint deadline) {
+  return deadline == kForever ? INT64_MAX : deadline.time_since_epoch().count();
+}
+
+Status foreign_lock(std::atomic<std::uint32_t>* word, std::uint32_t me, TimePoint deadline) {
+  using namespace lock_word;
+  const std::int64_t end = deadline_ns(deadline);
+  bool slept = false;
+  for (;;) {
+    std::uint32_t v;
+    Status st;
+    {
+      LockGuard guard;
+      st = foreign_try_lock(word, me, slept, &v);
+    }
+    if (st != Status::kWouldBlock) return st;
+    auto now = static_cast<std::int64_t>(arch::now_ns());
+    if (now >= end) return Status::kTimedOut;
+    if (!(v & kWaiters)) {
+      if (!word->compare_exchange_strong(v, v | kWaiters, std::memory_order_relaxed, std::memory_order_relaxed)) {
+        continue;
+      }
+      v |= kWaiters;
+    }
+    std::int64_t until = end - now > kForeignRecheckNs ? now + kForeignRecheckNs : end;
+    st = arch::foreign_wait(word, v, static_cast<std::uint64_t>(until));
+    if (st == Status::kInvalidState) return st;
+    if (st != Status::kWouldBlock) slept = true;
+  }
+}
+
+Status foreign_unlock(std::atomic<std::uint32_t>* word, std::uint32_t me) {
+  std::uint32_t v = word->load(std::memory_order_relaxed);
+  do {
+    if ((v & lock_word::kOwnerMask) != me) return Status::kInvalidState;
+  } while (!word->compare_exchange_weak(v, 0, std::memory_order_release, std::memory_order_relaxed));
+  if (v & lock_word::kWaiters) arch::foreign_wake(word, 1);
+  return Status::kOk;
+}
+
+}  // namespace
 }  // namespace kernel
 
 using namespace kernel;
@@ -332,6 +429,7 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
     return status_from(sys(kSysFutexWait, user_arg(word), expected, deadline_arg(deadline), static_cast<unsigned>(order)));
   }
   if (!arch::irqs_enabled()) return Status::kInvalidState;
+  if (arch::foreign_word(word)) return arch::foreign_wait(word, expected, static_cast<std::uint64_t>(deadline_ns(deadline)));
   LockGuard guard;
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
   Tcb* self = this_cpu().current;
@@ -345,6 +443,7 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
 
 unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
   if (in_user_process()) return static_cast<unsigned>(sys(kSysFutexWake, user_arg(word), n));
+  if (arch::foreign_word(word)) return arch::foreign_wake(word, n);
   LockGuard guard;
   return futex_wake_locked(word, n);
 }
@@ -458,6 +557,7 @@ Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockP
 }
 
 Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) {
+  if (arch::foreign_word(word)) return foreign_unlock(word, static_cast<std::uint32_t>(id));
   return unlock_as(word, static_cast<std::uint32_t>(id));
 }
 
@@ -468,6 +568,7 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
     return status_from(sys(kSysFutexLock, user_arg(word), policy_bits(policy), policy.aging, deadline_arg(deadline)));
   }
   if (!arch::irqs_enabled()) return Status::kInvalidState;
+  if (arch::foreign_word(word)) return foreign_lock(word, static_cast<std::uint32_t>(this_thread::id()), deadline);
   LockGuard guard;
   Tcb* self = this_cpu().current;
   for (;;) {
@@ -486,6 +587,7 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
 
 Status futex_unlock(std::atomic<std::uint32_t>* word) {
   if (in_user_process()) return status_from(sys(kSysFutexUnlock, user_arg(word)));
+  if (arch::foreign_word(word)) return foreign_unlock(word, static_cast<std::uint32_t>(this_thread::id()));
   LockGuard guard;
   return unlock_as(word, static_cast<std::uint32_t>(this_cpu().current->head.id));
 }

@@ -66,6 +66,7 @@ enum class TimerKind : std::uint8_t {
   kThreadTimeout,  // a thread's sleep or wait timeout (the Tcb's timer)
   kWatchdog,       // a thread's starvation report (Tcb::watchdog)
   kJobTimeout,     // a coroutine job's sleep or wait timeout
+  kJobForeignPoll, // a coroutine job's next look at a word other kernels map (coro.cc)
 };
 
 // A one-shot kernel timer; it fires under the kernel lock, irqs masked, on
@@ -282,6 +283,8 @@ struct Kernel {
   std::uint64_t boot_ns = 0;
   List<Tcb, &Tcb::all_link> threads;  // every thread but the idle ones
   ThreadId next_id = 1;
+  ThreadId first_id = 1;              // ids handed out: [first_id, id_end) (BootArgs)
+  ThreadId id_end = kMaxThreadId;
   Waiter* by_id[kIdBuckets] = {};     // threads by id until freed; jobs by lock identity
   List<LockState, &LockState::hash_link> lock_states[kLockBuckets];
   List<LockState, &LockState::hash_link> free_lock_states;
@@ -366,6 +369,7 @@ void lock_waiter_left(Waiter* w) SPINDLE_REQUIRES(g.lock);
 void release_job_locks(ThreadId id) SPINDLE_REQUIRES(g.lock);
 // Coroutine jobs (coro.cc): w (async) was woken; queue it on an executor.
 void job_woken(Waiter* w) SPINDLE_REQUIRES(g.lock);
+void job_foreign_poll(Timer* t) SPINDLE_REQUIRES(g.lock);
 // Coroutine jobs' side of the futex calls (futex.cc), kernel lock held.
 // futex_wait_async queues w on word if *word == expected (else
 // kWouldBlock), leaving the timer to the caller. futex_lock_async is one
@@ -373,6 +377,12 @@ void job_woken(Waiter* w) SPINDLE_REQUIRES(g.lock);
 // queued (timer armed for the deadline); the wake status then says whether
 // the lock was handed over (kOk, kOwnerDied) or not (kTimedOut,
 // kInterrupted). futex_unlock_as releases the lock for owner id.
+// Words other kernels map too (arch.h; futex.cc: Foreign words). One
+// attempt to take the lock at word for id `me`: kOk or kOwnerDied (taken;
+// kWaiters kept, or set with keep_waiters), kDeadlock (me holds it), or
+// kWouldBlock with the word's value in *seen.
+Status foreign_try_lock(std::atomic<std::uint32_t>* word, std::uint32_t me, bool keep_waiters, std::uint32_t* seen)
+    SPINDLE_REQUIRES(g.lock);
 Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected, WaitOrder order,
                         const char* name) SPINDLE_REQUIRES(g.lock);
 Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline)

@@ -54,7 +54,7 @@ Tcb* checked(detail::Tcb* h) {
 ThreadId allocate_id() {
   for (;;) {
     ThreadId id = g.next_id;
-    g.next_id = id + 1 == kOutsideThreadId ? 1 : id + 1;
+    g.next_id = id + 1 >= g.id_end ? g.first_id : id + 1;
     if (!find_owner(id)) return id;
   }
 }

@@ -34,6 +34,7 @@ void timer_fire(Timer* t) {
     case TimerKind::kThreadTimeout: thread_timeout(t); return;
     case TimerKind::kWatchdog: watchdog_fire(t); return;
     case TimerKind::kJobTimeout: job_timeout(t); return;
+    case TimerKind::kJobForeignPoll: job_foreign_poll(t); return;
     case TimerKind::kNone: break;
   }
   panic("a kernel timer without a kind fired");

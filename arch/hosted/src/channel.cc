@@ -562,10 +562,18 @@ Result<Mapping> shm_map(Handle h) {
   int prot = PROT_READ | (r.obj->access == Access::kReadWrite ? PROT_WRITE : 0);
   void* p = mmap(nullptr, r.obj->size, prot, MAP_SHARED, r.obj->fd, 0);
   if (p == MAP_FAILED) return Status::kNoMemory;
+  // Its words are waited on by other processes' kernels too (shared_words.cc).
+  if (Status st = hosted::register_shared(p, r.obj->size); st != Status::kOk) {
+    munmap(p, r.obj->size);
+    return st;
+  }
   return Mapping{static_cast<std::byte*>(p), r.obj->size, r.obj->access};
 }
 
-void shm_unmap(const Mapping& m) { munmap(m.data, m.size); }
+void shm_unmap(const Mapping& m) {
+  hosted::unregister_shared(m.data);
+  munmap(m.data, m.size);
+}
 
 }  // namespace detail
 }  // namespace spindle

@@ -40,6 +40,28 @@ SpawnedHandle spawn_handle_info(const Object* o);
 // In a spawned process: puts the inherited descriptors in the handle table
 // as this_process::handle(0..n-1).
 void adopt_inherited(const SpawnedHandle* hs, unsigned n);
+
+// Words shared with other processes (shared_words.cc). SharedMemory
+// mappings are registered so that futex calls on their words go to the
+// host's futex (arch::foreign_word); kLimit when the registry is full.
+Status register_shared(const void* data, std::size_t size);
+void unregister_shared(const void* data);
+// The process tree's slot table: a child's slot names its thread ids and
+// tells whether it still runs. The parent takes one at spawn (creating the
+// table in the root on first use; host thread context) and gives it back
+// once it reaped the child; the child finds the table at kTreeFd and holds
+// its slot for life (tree_adopt, on its main host thread, before booting).
+inline constexpr int kTreeFd = 99;
+struct TreeSlot {
+  unsigned slot;
+  std::uint32_t gen;
+  int fd;  // the table's descriptor, for the child's kTreeFd
+};
+bool tree_slot_for_child(TreeSlot* out);  // false: no table, or every slot is live
+void tree_slot_done(unsigned slot);
+bool tree_adopt(unsigned slot, std::uint32_t gen);
+// The thread ids this process's kernel hands out (BootArgs).
+void tree_id_range(kernel::BootArgs* args);
 }  // namespace spindle::hosted
 
 namespace spindle::arch {

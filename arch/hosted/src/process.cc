@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -49,6 +50,7 @@ struct ProcessRecord {
   int pidfd = -1;
   void* ctl = nullptr;
   std::size_t ctl_size = 0;
+  unsigned tree_slot = 0;  // its slot in the process tree's table (0: none yet)
 };
 
 }  // namespace detail
@@ -71,6 +73,9 @@ struct Ctl {
   std::int64_t entry_off = 0;  // entry, from anchor()
   std::uint64_t args_len = 0;
   arch::ClockCalibration clock{};  // the parent's, so the child need not calibrate
+  std::int32_t parent_pid = 0;  // the child ends with it (PR_SET_PDEATHSIG)
+  std::uint32_t tree_slot = 0;  // in the process tree's table (kTreeFd): names its thread ids
+  std::uint32_t tree_gen = 0;
   std::uint32_t nhandles = 0;  // handles given at spawn, found at kHandleFd + i
   SpawnedHandle handles[kMaxHandlesPerTransfer] = {};
   // Written once by the child when a fault ends it (first fault wins);
@@ -117,6 +122,7 @@ ExitStatus exit_status(const siginfo_t& info, const Ctl* ctl) {
 }
 
 void free_record(detail::ProcessRecord* p) {
+  tree_slot_done(p->tree_slot);
   if (p->pidfd >= 0) close(p->pidfd);
   if (p->ctl) munmap(p->ctl, p->ctl_size);
   delete p;
@@ -144,6 +150,15 @@ int process_main() {
   if (m == MAP_FAILED) return 2;
   g_self = static_cast<Ctl*>(m);
   if (g_self->magic != kCtlMagic) return 2;
+  // A process does not outlive its parent: killed with it, like a thread
+  // with its kernel (and no orphan spins on after a killed test run).
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != g_self->parent_pid) return 2;  // the parent ended before the line above
+  if (!tree_adopt(g_self->tree_slot, g_self->tree_gen)) {
+    static const char kMsg[] = "spindle: a spawned process found no slot in its process tree\n";
+    (void)!::write(2, kMsg, sizeof kMsg - 1);
+    return 2;
+  }
   arch::hosted_adopt_clock_calibration(g_self->clock);
   arch::hosted_set_memory_limit(g_self->memory_limit);
   Options opts;
@@ -220,6 +235,7 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   c->args_len = len;
   if (len) std::memcpy(c->args, args, len);
   c->clock = arch::hosted_clock_calibration();
+  c->parent_pid = getpid();
   c->nhandles = static_cast<std::uint32_t>(opts.handles.size());
   for (std::size_t i = 0; i < opts.handles.size(); ++i) {
     c->handles[i] = hosted::spawn_handle_info(objs[i]);
@@ -237,10 +253,16 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   // posix_spawn blocks until the child has exec'd: do it off the vCPU. The
   // helper thread blocks every signal; the child must not inherit that.
   int err = static_cast<int>(hosted::host_call([&]() -> long {
+    hosted::TreeSlot slot;
+    if (!hosted::tree_slot_for_child(&slot)) return EAGAIN;
+    rec->tree_slot = slot.slot;  // given back by free_record
+    c->tree_slot = slot.slot;
+    c->tree_gen = slot.gen;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fd, hosted::kCtlFd);
+    posix_spawn_file_actions_adddup2(&fa, slot.fd, hosted::kTreeFd);
     for (std::uint32_t i = 0; i < c->nhandles; ++i) {
       posix_spawn_file_actions_adddup2(&fa, c->handles[i].fd, hosted::kHandleFd + static_cast<int>(i));
       c->handles[i].fd = hosted::kHandleFd + static_cast<int>(i);  // where the child finds it

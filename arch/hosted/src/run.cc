@@ -30,6 +30,7 @@ int run(const Options& opts, int (*fn)(void*), void* arg) {
   args.main_name = opts.main_name;
   args.main = fn;
   args.main_arg = arg;
+  tree_id_range(&args);
   return kernel::kmain(args);
 }
 

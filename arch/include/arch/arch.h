@@ -19,6 +19,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "spindle/status.h"
+
 #include <arch/backend.h>
 
 namespace spindle::arch {
@@ -254,6 +256,32 @@ namespace spindle::arch {
 //     interrupt taken from user mode, and at the first entry) the backend
 //     calls kernel::returning_to_user with interrupts masked, which may
 //     end the thread instead.
+// ---------------------------------------------------------------------------
+// Words shared with other kernels. Hosted, each process runs its own kernel,
+// and a SharedMemory region mapped by several of them holds words (a Mutex,
+// a CondVar) that threads of every one of them wait on and lock. No kernel's
+// wait queues can hold all those waiters, so futex calls on such a word go
+// to the backend, which waits on the host's futex instead; the lock
+// protocol on top (kernel/src/futex.cc) stays the kernel's. aarch64 runs
+// every process under one kernel, which keys a shared word by its physical
+// address: foreign_word is always false there and the rest is never called.
+//
+//   bool foreign_word(const void* word);    any. Whether other kernels may
+//       map the 4-byte word (a region registered by the backend).
+//   Status foreign_wait(const std::atomic<uint32_t>* word, uint32_t expected,
+//                       uint64_t deadline_ns);   thread. Blocks the calling
+//       thread (never its CPU) while *word == expected, until a
+//       foreign_wake from any kernel or the deadline (now_ns base; ~0:
+//       none): kOk (woken, maybe spuriously), kWouldBlock (*word differed
+//       at the call), kTimedOut.
+//   unsigned foreign_wake(const std::atomic<uint32_t>* word, unsigned n);
+//       any. Wakes up to n waiters of the word in every kernel.
+//   OwnerLiveness owner_liveness(uint64_t id);   any. For a thread id found
+//       in a shared lock word: kLocal (one of this kernel's: the kernel
+//       knows), kAlive (another kernel's, which still runs), kDead (another
+//       kernel's that ended, or no kernel's: a forged id).
+enum class OwnerLiveness : std::uint8_t { kLocal, kAlive, kDead };
+
 inline constexpr std::uintptr_t kUserBase = 0x1000;            // page 0 stays unmapped
 inline constexpr std::uintptr_t kUserLimit = 0x8000000000ull;  // 512 GiB (aarch64: T0SZ = 25)
 
@@ -328,6 +356,13 @@ struct BootArgs {
   int (*main)(void*) = nullptr;  // the first thread's body; its result is the exit code
   void* main_arg = nullptr;
   const char* main_name = "main";
+  // The thread ids this kernel hands out: [first_id, id_end), starting at
+  // next_id. Kernels that share lock words (hosted processes of one tree,
+  // see "Words shared with other kernels") get disjoint ranges, so a lock
+  // word's owner id names one thread of one kernel.
+  std::uint64_t first_id = 1;
+  std::uint64_t id_end = (std::uint64_t{1} << 30) - 1;  // spindle::kMaxThreadId: the "outside" identity
+  std::uint64_t next_id = 1;
 };
 // Called once by the backend on the boot CPU: brings the kernel up on
 // arch::cpu_count() CPUs (via run_cpus), runs args.main as the first thread

@@ -155,7 +155,8 @@ int process_main(std::uintptr_t entry, [[maybe_unused]] const std::byte* args, s
 
 // An owning handle to a process, move-only. Destroying a handle whose
 // process still runs kills it and waits for it (no process outlives every
-// handle to it unnoticed).
+// handle to it unnoticed), and a process whose parent ends, however it
+// ends, is killed with it.
 class Process {
  public:
   Process() = default;

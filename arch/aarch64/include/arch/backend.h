@@ -19,6 +19,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "spindle/status.h"
+
 #if !defined(__aarch64__)
 #error "the aarch64 backend is built with an aarch64 compiler"
 #endif
@@ -230,5 +232,15 @@ LastUserFault last_user_fault();
 void console_write(const char* s, std::size_t n);
 std::size_t console_read(char* buf, std::size_t n);
 [[noreturn]] void halt(int exit_code);
+
+// One kernel runs every process (arch.h: Words shared with other kernels):
+// a shared word is keyed by its physical address like any other.
+enum class OwnerLiveness : std::uint8_t;
+inline bool foreign_word(const void*) { return false; }
+inline Status foreign_wait(const std::atomic<std::uint32_t>*, std::uint32_t, std::uint64_t) {
+  return Status::kInvalidState;
+}
+inline unsigned foreign_wake(const std::atomic<std::uint32_t>*, unsigned) { return 0; }
+inline OwnerLiveness owner_liveness(std::uint64_t) { return static_cast<OwnerLiveness>(0); }  // kLocal
 
 }  // namespace spindle::arch

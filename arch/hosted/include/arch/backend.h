@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "spindle/status.h"
+
 #if !defined(__x86_64__)
 #error "the hosted backend supports x86-64 Linux hosts"
 #endif
@@ -163,5 +165,13 @@ inline void address_space_activate(AddressSpace*) {}
 void console_write(const char* s, std::size_t n);
 std::size_t console_read(char* buf, std::size_t n);
 [[noreturn]] void halt(int exit_code);
+
+// Words in SharedMemory regions (arch.h: Words shared with other kernels),
+// arch/hosted/src/shared_words.cc.
+enum class OwnerLiveness : std::uint8_t;
+bool foreign_word(const void* word);
+Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns);
+unsigned foreign_wake(const std::atomic<std::uint32_t>* word, unsigned n);
+OwnerLiveness owner_liveness(std::uint64_t id);
 
 }  // namespace spindle::arch

@@ -1,0 +1,326 @@
+// Words shared with other kernels (arch.h): hosted processes' SharedMemory.
+//
+// Each hosted process runs its own kernel, so a Mutex or CondVar in a region
+// that several processes map has waiters in several kernels. Here:
+//
+// - Which words are foreign: a registry of the SharedMemory mappings of
+//   this process (shm_map registers, shm_unmap removes).
+// - Waiting and waking: the host's futex on the word itself, without
+//   FUTEX_PRIVATE_FLAG, so Linux keys it by the memfd's page and every
+//   process mapping it meets on one queue. A wait runs on a host_call
+//   helper: it blocks the Spindle thread, never the vCPU.
+// - Owner ids and their liveness: the processes of one tree (the first
+//   process that spawns and all its descendants) share a table (Tree, a
+//   memfd every process maps) of kSlots slots. A process in slot s hands
+//   out thread ids [s << kIdBits, (s + 1) << kIdBits) (slot 0, the root:
+//   from 1), so an owner id in a lock word names its process's slot. A
+//   slot's `alive` is a robust, process-shared pthread mutex that the
+//   process holds for its whole life (a child: its main host thread; the
+//   root: a keeper thread). When the process ends, however it ends, Linux
+//   marks the mutex owner-dead, so a trylock from anyone tells a live
+//   owner's process (EBUSY) from a dead one.
+//
+// Invariants:
+// - g_ranges: written only under g_ranges_mu, with Spindle interrupts
+//   masked; read without a lock (foreign_word). A slot's hi is stored
+//   before its lo and lo cleared before hi, so a reader never sees lo set
+//   with a stale hi of another region.
+// - A Tree slot's state moves kFree/kDone -> kStarting (the parent, at
+//   spawn) -> kLive (the child, holding `alive`) -> kDone (the parent at
+//   join, or anyone who found `alive` owner-dead). Slots are reused round
+//   robin, and a reused slot's process starts its ids at an offset that
+//   depends on the slot's generation, so an id a dead process left in a
+//   lock word is unlikely to name a thread of the next one (a lock word
+//   has no room for a generation: see docs/architecture.md).
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <climits>
+#include <new>
+
+#include <arch/arch.h>
+
+#include "hosted_internal.h"
+#include "spindle/hosted.h"
+#include "spindle/thread.h"
+
+namespace spindle::hosted {
+namespace {
+
+// ---------------------------------------------------------------------------
+// The registry of shared mappings.
+
+constexpr unsigned kMaxRegions = 256;
+
+struct Range {
+  std::atomic<std::uintptr_t> lo{0};
+  std::atomic<std::uintptr_t> hi{0};
+};
+Range g_ranges[kMaxRegions];
+std::atomic<unsigned> g_ranges_used{0};  // slots [0, used) may be set
+pthread_mutex_t g_ranges_mu = PTHREAD_MUTEX_INITIALIZER;
+
+// ---------------------------------------------------------------------------
+// The process tree's table.
+
+constexpr unsigned kIdBits = 20;
+constexpr unsigned kSlots = 1023;  // slot 1023 would hold kMaxThreadId, the kernel's "outside" id
+constexpr std::uint32_t kTreeMagic = 0x54524545;  // "TREE"
+
+enum SlotState : std::uint32_t { kFree = 0, kStarting, kLive, kDone };
+
+struct Slot {
+  std::atomic<std::uint32_t> state;
+  std::uint32_t gen;  // occupants so far; written by the allocating parent
+  pthread_mutex_t alive;
+};
+
+struct Tree {
+  std::atomic<std::uint32_t> magic;
+  std::atomic<std::uint32_t> cursor;  // round-robin allocation
+  Slot slots[kSlots];
+};
+
+Tree* g_tree = nullptr;        // mapped by the root at its first spawn, or inherited
+int g_tree_fd = -1;            // ... and a descriptor to it, for children
+unsigned g_slot = 0;           // this process's
+std::uint32_t g_gen = 0;       // ... and its generation there
+pthread_mutex_t g_tree_mu = PTHREAD_MUTEX_INITIALIZER;  // the root's creation of g_tree
+
+Tree* map_tree(int fd) {
+  void* m = mmap(nullptr, sizeof(Tree), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  return m == MAP_FAILED ? nullptr : static_cast<Tree*>(m);
+}
+
+// Takes a slot's `alive` for this process's life (the calling host thread
+// must live that long). An owner-dead mutex (a previous occupant) is made
+// consistent first.
+bool hold_alive(Slot& s) {
+  int e = pthread_mutex_lock(&s.alive);
+  if (e == EOWNERDEAD) e = pthread_mutex_consistent(&s.alive);
+  return e == 0;
+}
+
+// The root's keeper: holds slot 0 for the rest of the process's life.
+void* keeper(void* ready) {
+  hold_alive(g_tree->slots[0]);
+  static_cast<std::atomic<int>*>(ready)->store(1, std::memory_order_release);
+  for (;;) pause();  // every signal is blocked: never returns
+  return nullptr;
+}
+
+// In the root (g_slot 0): creates the table on first use. Host thread
+// context (a host_call helper): may block.
+bool create_tree() {
+  int fd = memfd_create("spindle-tree", MFD_CLOEXEC);
+  if (fd < 0) return false;
+  Tree* t = ftruncate(fd, sizeof(Tree)) == 0 ? map_tree(fd) : nullptr;
+  if (!t) {
+    close(fd);
+    return false;
+  }
+  g_tree_fd = fd;
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  for (Slot& s : t->slots) {
+    new (&s.state) std::atomic<std::uint32_t>(kFree);
+    s.gen = 0;
+    pthread_mutex_init(&s.alive, &a);
+  }
+  pthread_mutexattr_destroy(&a);
+  t->slots[0].state.store(kLive, std::memory_order_relaxed);
+  t->cursor.store(0, std::memory_order_relaxed);
+  t->magic.store(kTreeMagic, std::memory_order_release);
+  g_tree = t;
+  // The keeper blocks every signal (Spindle's go to vCPUs only).
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  std::atomic<int> ready{0};
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t th;
+  bool ok = pthread_create(&th, &attr, keeper, &ready) == 0;
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  while (ok && ready.load(std::memory_order_acquire) == 0) sched_yield();
+  return ok;
+}
+
+// Whether a slot's process has ended; marks the slot kDone if so.
+bool slot_dead(Slot& s) {
+  int e = pthread_mutex_trylock(&s.alive);
+  if (e == EBUSY) return false;
+  if (e == EOWNERDEAD) pthread_mutex_consistent(&s.alive);
+  if (e == 0 || e == EOWNERDEAD) pthread_mutex_unlock(&s.alive);
+  std::uint32_t live = kLive;
+  s.state.compare_exchange_strong(live, kDone, std::memory_order_acq_rel);
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Internal interface (hosted_internal.h).
+
+Status register_shared(const void* data, std::size_t size) {
+  auto lo = reinterpret_cast<std::uintptr_t>(data);
+  Status st = Status::kLimit;
+  arch::IrqState irq = arch::irq_save();
+  pthread_mutex_lock(&g_ranges_mu);
+  for (unsigned i = 0; i < kMaxRegions; ++i) {
+    Range& r = g_ranges[i];
+    if (r.lo.load(std::memory_order_relaxed) != 0) continue;
+    r.hi.store(lo + size, std::memory_order_relaxed);
+    r.lo.store(lo, std::memory_order_release);
+    if (i >= g_ranges_used.load(std::memory_order_relaxed)) g_ranges_used.store(i + 1, std::memory_order_release);
+    st = Status::kOk;
+    break;
+  }
+  pthread_mutex_unlock(&g_ranges_mu);
+  arch::irq_restore(irq);
+  return st;
+}
+
+void unregister_shared(const void* data) {
+  auto lo = reinterpret_cast<std::uintptr_t>(data);
+  arch::IrqState irq = arch::irq_save();
+  pthread_mutex_lock(&g_ranges_mu);
+  for (Range& r : g_ranges) {
+    if (r.lo.load(std::memory_order_relaxed) != lo) continue;
+    r.lo.store(0, std::memory_order_relaxed);
+    r.hi.store(0, std::memory_order_release);
+    break;
+  }
+  pthread_mutex_unlock(&g_ranges_mu);
+  arch::irq_restore(irq);
+}
+
+bool tree_slot_for_child(TreeSlot* out) {
+  pthread_mutex_lock(&g_tree_mu);
+  bool ok = g_tree || create_tree();
+  pthread_mutex_unlock(&g_tree_mu);
+  if (!ok) return false;
+  for (unsigned tries = 0; tries < 2 * kSlots; ++tries) {
+    unsigned i = 1 + g_tree->cursor.fetch_add(1, std::memory_order_relaxed) % (kSlots - 1);
+    Slot& s = g_tree->slots[i];
+    std::uint32_t st = s.state.load(std::memory_order_acquire);
+    if (st == kStarting || (st == kLive && !slot_dead(s))) continue;  // an orphan may have ended unjoined
+    st = s.state.load(std::memory_order_acquire);
+    if ((st == kFree || st == kDone) && s.state.compare_exchange_strong(st, kStarting, std::memory_order_acq_rel)) {
+      out->slot = i;
+      out->gen = ++s.gen;
+      out->fd = g_tree_fd;
+      return true;
+    }
+  }
+  return false;  // every slot has a live process
+}
+
+void tree_slot_done(unsigned slot) {
+  if (g_tree && slot > 0 && slot < kSlots) g_tree->slots[slot].state.store(kDone, std::memory_order_release);
+}
+
+bool tree_adopt(unsigned slot, std::uint32_t gen) {
+  int fd = fcntl(kTreeFd, F_DUPFD_CLOEXEC, kTreeFd + 1);
+  close(kTreeFd);
+  Tree* t = fd >= 0 ? map_tree(fd) : nullptr;
+  if (!t || t->magic.load(std::memory_order_acquire) != kTreeMagic || slot == 0 || slot >= kSlots) {
+    if (fd >= 0) close(fd);
+    return false;
+  }
+  // The calling thread is the process's main host thread, which lives
+  // until the process ends.
+  if (!hold_alive(t->slots[slot])) return false;
+  t->slots[slot].state.store(kLive, std::memory_order_release);
+  g_tree = t;
+  g_tree_fd = fd;
+  g_slot = slot;
+  g_gen = gen;
+  return true;
+}
+
+void tree_id_range(kernel::BootArgs* args) {
+  std::uint64_t lo = std::uint64_t{g_slot} << kIdBits;
+  std::uint64_t span = std::uint64_t{1} << kIdBits;
+  args->first_id = g_slot == 0 ? 1 : lo;
+  args->id_end = lo + span;
+  // A reused slot's process starts elsewhere in the range (a prime stride).
+  args->next_id = args->first_id + (std::uint64_t{g_gen} * 7919) % (args->id_end - args->first_id);
+}
+
+}  // namespace spindle::hosted
+
+// ---------------------------------------------------------------------------
+// The arch contract.
+
+namespace spindle::arch {
+
+bool foreign_word(const void* word) {
+  auto a = reinterpret_cast<std::uintptr_t>(word);
+  unsigned n = hosted::g_ranges_used.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    std::uintptr_t lo = hosted::g_ranges[i].lo.load(std::memory_order_acquire);
+    if (lo != 0 && a >= lo && a < hosted::g_ranges[i].hi.load(std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
+Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns) {
+  if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
+  const bool forever = deadline_ns == ~std::uint64_t{0} || deadline_ns >= std::uint64_t{INT64_MAX};
+  if (!forever && deadline_ns <= now_ns()) return Status::kTimedOut;
+  timespec abs{};
+  if (!forever) {
+    std::uint64_t mono = hosted_to_monotonic(deadline_ns);
+    abs.tv_sec = static_cast<time_t>(mono / 1'000'000'000);
+    abs.tv_nsec = static_cast<long>(mono % 1'000'000'000);
+  }
+  long e = hosted::host_call([&]() -> long {
+    // Not FUTEX_PRIVATE_FLAG: other processes map the word.
+    long r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, forever ? nullptr : &abs, nullptr,
+                     FUTEX_BITSET_MATCH_ANY);
+    return r == 0 ? 0 : errno;
+  });
+  if (e == 0 || e == EINTR) return Status::kOk;
+  if (e == EAGAIN) return Status::kWouldBlock;
+  if (e == ETIMEDOUT) return Status::kTimedOut;
+  return Status::kInvalidState;
+}
+
+unsigned foreign_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
+  long r = syscall(SYS_futex, word, FUTEX_WAKE, n > INT_MAX ? INT_MAX : static_cast<int>(n), nullptr, nullptr, 0);
+  return r > 0 ? static_cast<unsigned>(r) : 0;
+}
+
+OwnerLiveness owner_liveness(std::uint64_t id) {
+  using hosted::g_tree;
+  std::uint64_t slot = id >> hosted::kIdBits;
+  if (slot == hosted::g_slot || id == kMaxThreadId) return OwnerLiveness::kLocal;
+  if (!g_tree || slot >= hosted::kSlots) return OwnerLiveness::kDead;  // no process ever had it
+  hosted::Slot& s = g_tree->slots[slot];
+  switch (s.state.load(std::memory_order_acquire)) {
+    case hosted::kStarting: return OwnerLiveness::kAlive;  // a new occupant: it cannot have locked yet
+    case hosted::kLive: break;
+    default: return OwnerLiveness::kDead;
+  }
+  // A host lock taken and dropped at once, with Spindle interrupts masked
+  // (no switch while a vCPU holds it).
+  IrqState irq = irq_save();
+  bool dead = hosted::slot_dead(s);
+  irq_restore(irq);
+  return dead ? OwnerLiveness::kDead : OwnerLiveness::kAlive;
+}
+
+}  // namespace spindle::arch
