@@ -629,6 +629,7 @@ bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const
   }
   if (j->head.id == 0) {
     j->head.id = allocate_id();
+    if (j->head.id == 0) panic("a coroutine needs a lock identity, and every thread id is in use");
     register_id(j);
   }
   if (arch::foreign_word(word)) {
@@ -684,6 +685,7 @@ ThreadId job_lock_id() noexcept {
   if (j->head.id == 0) {
     LockGuard guard;
     j->head.id = allocate_id();
+    if (j->head.id == 0) panic("a coroutine needs a lock identity, and every thread id is in use");
     register_id(j);
   }
   return j->head.id;

@@ -50,13 +50,15 @@ Tcb* checked(detail::Tcb* h) {
 
 }  // namespace
 
-// The next id not held by a live or unjoined thread or a running job.
+// The next id not held by a live or unjoined thread or a running job; 0
+// when every id of the kernel's range is.
 ThreadId allocate_id() {
-  for (;;) {
+  for (ThreadId tries = g.id_end - g.first_id; tries > 0; --tries) {
     ThreadId id = g.next_id;
     g.next_id = id + 1 >= g.id_end ? g.first_id : id + 1;
     if (!find_owner(id)) return id;
   }
+  return 0;
 }
 
 void thread_timeout(Timer* tm) {
@@ -185,8 +187,9 @@ Result<Tcb*> thread_create(const ThreadOptions& opts, std::size_t callable_size,
     LockGuard guard;
     if ((opts.affinity & g.online).empty()) return Status::kInvalidArgument;
     if (g.thread_limit != 0 && g.live_threads + g.starting_threads >= g.thread_limit) return Status::kLimit;
-    region = stack_get(size);
     id = allocate_id();
+    if (id == 0) return Status::kLimit;  // every id is in use
+    region = stack_get(size);
     ++g.starting_threads;  // counts against the limit until thread_start registers it
   }
   if (!region.base) region = arch::stack_alloc(size);

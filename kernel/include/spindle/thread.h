@@ -30,8 +30,11 @@ inline constexpr std::size_t kMinStackSize = 32 * 1024;
 inline constexpr std::size_t kMaxStackSize = 64 * 1024 * 1024;
 
 // 1..kMaxThreadId; 0 = none. An id is not reused while its thread is
-// alive or unjoined; ids wrap (skipping live ones) after kMaxThreadId
-// creations. It fits the owner field of a lock word (spindle/futex.h).
+// alive or unjoined; ids wrap (skipping live ones) within the kernel's
+// range. It fits the owner field of a lock word (spindle/futex.h). Hosted
+// processes of one tree share the range, 2^20 ids each (a lock word in
+// shared memory names one thread of one process): a process may have
+// that many threads and lock-holding coroutines alive at once.
 using ThreadId = std::uint64_t;
 inline constexpr ThreadId kMaxThreadId = (ThreadId{1} << 30) - 1;
 
@@ -77,7 +80,8 @@ class Thread {
   // something convertible to int (the exit code). fn is moved into the new
   // thread's stack: no heap allocation. Does not block.
   // Returns kInvalidArgument for a priority, stack size or affinity out of
-  // range (nothing is created), kNoMemory when no stack can be had.
+  // range (nothing is created), kNoMemory when no stack can be had, kLimit
+  // past the process's thread limit or when every thread id is in use.
   template <typename F>
   static Result<Thread> create(const ThreadOptions& opts, F&& fn);
 
