@@ -19,6 +19,8 @@ using ktest::ticks;
 
 namespace {
 
+constexpr std::size_t kDirectBytesForTests = 256;  // uchannel.cc: kDirectBytes
+
 // Echoes every message back until the channel closes; returns the count.
 int echo_server() {
   auto ch = Channel::adopt(this_process::handle(0));
@@ -389,6 +391,34 @@ int ping(int rounds) {
   }
   return static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds));
 }
+
+// The same ping-pong with call / reply_and_recv (one system call each way).
+int call_ping(int rounds) {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  std::uint64_t t0 = ticks();
+  for (int i = 0; i < rounds; ++i) {
+    auto v = ch->call_value<int>(i);
+    if (!v.ok() || *v != i) return -3;
+  }
+  return static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds));
+}
+
+// Serves calls: echoes each request as the reply until the channel closes;
+// returns the count.
+int call_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  std::byte buf[kDirectBytesForTests];
+  auto first = ch->recv(buf);
+  if (!first.ok()) return first.status() == Status::kClosed ? 0 : -2;
+  std::size_t bytes = first->bytes;
+  for (int n = 1;; ++n) {
+    auto r = ch->reply_and_recv(std::span<const std::byte>(buf, bytes), buf);
+    if (!r.ok()) return r.status() == Status::kClosed ? n : -2;
+    bytes = r->bytes;
+  }
+}
 }  // namespace
 
 KTEST(channels_four_processes_stress, 1) {
@@ -440,4 +470,24 @@ KTEST(channel_round_trip_between_two_processes, 1) {
   KCHECK(st.kind == ExitKind::kExited && st.code > 0);
   print("  channel round trip between two processes on one CPU: %d ns (= instructions under -icount)\n", st.code);
   KCHECK_EQ(run_to_end(std::move(echo)).code, 2000);
+}
+
+KTEST(channel_call_round_trip_between_two_processes, 1) {
+  auto [a, b] = Channel::create().value();
+  Handle ga[] = {a.handle()};
+  Handle gb[] = {b.handle()};
+  ProcessOptions oa, ob;
+  oa.handles = ga;
+  ob.handles = gb;
+  oa.affinity = CpuMask::only(0);
+  ob.affinity = CpuMask::only(0);  // one CPU: the time is the instructions of the round trip
+  auto server = Process::spawn(ob, call_server);
+  auto pinger = Process::spawn(oa, call_ping, 2000);
+  KREQUIRE(server.ok() && pinger.ok());
+  a.close();
+  b.close();
+  ExitStatus st = run_to_end(std::move(pinger));
+  KCHECK(st.kind == ExitKind::kExited && st.code > 0);
+  print("  channel call round trip (call / reply_and_recv) between two processes on one CPU: %d ns (= instructions under -icount)\n", st.code);
+  KCHECK_EQ(run_to_end(std::move(server)).code, 2000);
 }
