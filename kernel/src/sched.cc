@@ -126,7 +126,7 @@ void make_ready(Tcb* t, bool front) {
 }
 
 namespace {
-void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock);
+inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock);
 }  // namespace
 
 void schedule(SwitchReason why) {
@@ -149,7 +149,7 @@ namespace {
 // The second half of schedule(): next (taken off any queue, or blocked
 // with no queue) runs on c in place of prev, which is already placed
 // (queued, blocked, suspended or dead).
-void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
+[[gnu::always_inline]] inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
   next->state = ThreadState::kRunning;
   next->cpu = c.id;
   std::uint64_t now = arch::now_ns();
@@ -251,7 +251,7 @@ Status block_and_switch_to(Tcb* next, TimePoint deadline) {
   }
   // next's wait ends as wake() would end it (no queue, no watchdog: it
   // blocked with none), then it runs here instead of being queued.
-  timer_cancel(&next->timer);
+  if (next->timer.cpu() >= 0) timer_cancel(&next->timer);
   next->wake_status = Status::kOk;
   self->state = ThreadState::kBlocked;
   self->wait_queue = nullptr;

@@ -189,7 +189,7 @@ bool copy_in(Proc* p, void* dst, std::uintptr_t src, std::size_t n) {
 // empties. Returns the receiver to run (nullptr if it was already woken),
 // *done = false when the fast send does not apply (nothing changed), or
 // kInvalidArgument for an unreadable message (nothing sent).
-Status send_direct(Core* c, unsigned to, Proc* p, std::uintptr_t msg, std::size_t len, bool* done, Tcb** receiver)
+[[gnu::always_inline]] inline Status send_direct(Core* c, unsigned to, Proc* p, std::uintptr_t msg, std::size_t len, bool* done, Tcb** receiver)
     SPINDLE_REQUIRES(g.lock) {
   Direct* d = c->direct[to];
   *done = false;
@@ -398,7 +398,7 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
 // hand_to: a receiver the caller just sent to directly; it runs in the
 // caller's place if the caller must wait (block_and_switch_to), else it is
 // woken.
-Status receive_locked(HandleTable* t, Proc* p, Core* c, unsigned me, std::uintptr_t buf, std::size_t cap,
+[[gnu::always_inline]] inline Status receive_locked(HandleTable* t, Proc* p, Core* c, unsigned me, std::uintptr_t buf, std::size_t cap,
                       Handle* hs_out, unsigned hcap, std::uint64_t deadline_arg, Direct& d, Msg** out,
                       Tcb* hand_to) SPINDLE_REQUIRES(g.lock) {
   Status st;
@@ -464,7 +464,7 @@ Status receive_locked(HandleTable* t, Proc* p, Core* c, unsigned me, std::uintpt
 // A direct send's bytes to the receiver's buffer, under the lock (at most
 // kDirectBytes). A buffer the receiver may not write puts the message back
 // at the front of its queue (nothing lost): kInvalidArgument.
-Status copy_out_direct(Core* c, unsigned me, Proc* p, std::uintptr_t buf, const Direct& d) SPINDLE_REQUIRES(g.lock) {
+[[gnu::always_inline]] inline Status copy_out_direct(Core* c, unsigned me, Proc* p, std::uintptr_t buf, const Direct& d) SPINDLE_REQUIRES(g.lock) {
   if (d.bytes == 0) return Status::kOk;
   if (!p) {
     std::memcpy(reinterpret_cast<void*>(buf), d.data, d.bytes);
@@ -719,6 +719,11 @@ void free_handle_table(HandleTable* t) {
 
 unsigned spawned_handles(const HandleTable* t) { return t->spawned; }
 
+std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* a) {
+  Result<Received> r = call(p->handles, p, Handle{static_cast<std::uint32_t>(a[0])}, a[1], a[2], a[3], a[4], a[5]);
+  return r.ok() ? result(Status::kOk) | r->bytes << 8 : result(r.status());
+}
+
 bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
   std::uint64_t* a = f.arg;
   HandleTable* t = p->handles;
@@ -758,11 +763,6 @@ bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
       }
       (void)arch::user_write(a[3], hs, r->handles * sizeof(Handle));
       f.result = result(Status::kOk) | r->bytes << 8 | static_cast<std::uint64_t>(r->handles) << 40;
-      return true;
-    }
-    case kSysChannelCall: {
-      Result<Received> r = call(t, p, Handle{static_cast<std::uint32_t>(a[0])}, a[1], a[2], a[3], a[4], a[5]);
-      f.result = r.ok() ? result(Status::kOk) | r->bytes << 8 : result(r.status());
       return true;
     }
     case kSysShm: {

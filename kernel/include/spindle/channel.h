@@ -162,7 +162,7 @@ class Channel {
     if (!r.ok()) return r.status();
     if (r->bytes != sizeof(R)) return Status::kInvalidArgument;
     R v;
-    std::memcpy(&v, buf, sizeof(R));
+    __builtin_memcpy(&v, buf, sizeof(R));  // inline: a freestanding build would call memcpy
     return v;
   }
 
@@ -206,7 +206,7 @@ class Channel {
     if (!r.ok()) return r.status();
     if (r->bytes != sizeof(T)) return Status::kInvalidArgument;
     T v;
-    std::memcpy(&v, buf, sizeof(T));
+    __builtin_memcpy(&v, buf, sizeof(T));  // inline: a freestanding build would call memcpy
     return v;
   }
 
