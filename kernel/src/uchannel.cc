@@ -19,9 +19,12 @@
 // it and wakes both sides: the peer's receives drain its own queue and
 // then say kClosed, its sends say kClosed at once.
 //
-// Locking: the kernel lock guards every table, every Core's queues and
-// counts. Payloads are copied outside it: a send copies before it queues,
-// a receive after it dequeued (into memory it checked first). A Core lives
+// Locking: the kernel lock guards every table, every Core's queues, slots
+// and counts. Payloads are copied outside it: a send copies before it
+// queues, a receive after it dequeued (into memory it checked first);
+// except a direct send (Direct, at most kDirectBytes), copied under it
+// from the sender's memory to the parked receiver's inbox, and from the
+// inbox to the receiver's buffer. A Core lives
 // while a handle names one of its ends or an operation uses it (users);
 // waiters sleep on its words with futex_wait, so an ending process's
 // threads give up (kInterrupted).
