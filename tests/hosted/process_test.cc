@@ -333,16 +333,10 @@ KTEST(channel_full_queue_blocks_until_deadline, 2) {
 KTEST(channel_call_and_reply_and_recv, 2) {
   auto [mine, theirs] = Channel::create().value();
   Handle give[] = {theirs.handle()};
-  ProcessOptions o;
-  o.handles = give;
-  auto p = Process::spawn(o, triple_server);
+  auto p = Process::spawn(ProcessOptions{.handles = give}, triple_server);
   KREQUIRE(p.ok());
   theirs.close();
-  for (int i = 0; i < 100; ++i) {
-    auto v = mine.call_value<int>(i);
-    KREQUIRE(v.ok());
-    KCHECK_EQ(*v, i * 3 + 1);
-  }
+  for (int i = 0; i < 100; ++i) KCHECK(mine.call_value<int>(i).value() == i * 3 + 1);
   std::byte tiny[2];
   int big = 5;
   KCHECK(mine.call(std::as_bytes(std::span(&big, 1)), tiny).status() == Status::kOverflow);  // the reply stays

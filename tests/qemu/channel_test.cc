@@ -19,8 +19,6 @@ using ktest::ticks;
 
 namespace {
 
-constexpr std::size_t kDirectBytesForTests = 256;  // uchannel.cc: kDirectBytes
-
 // Echoes every message back until the channel closes; returns the count.
 int echo_server() {
   auto ch = Channel::adopt(this_process::handle(0));
@@ -392,33 +390,6 @@ int ping(int rounds) {
   return static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds));
 }
 
-// The same ping-pong with call / reply_and_recv (one system call each way).
-int call_ping(int rounds) {
-  auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return -1;
-  std::uint64_t t0 = ticks();
-  for (int i = 0; i < rounds; ++i) {
-    auto v = ch->call_value<int>(i);
-    if (!v.ok() || *v != i) return -3;
-  }
-  return static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds));
-}
-
-// Serves calls: echoes each request as the reply until the channel closes;
-// returns the count.
-int call_server() {
-  auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return -1;
-  std::byte buf[kDirectBytesForTests];
-  auto first = ch->recv(buf);
-  if (!first.ok()) return first.status() == Status::kClosed ? 0 : -2;
-  std::size_t bytes = first->bytes;
-  for (int n = 1;; ++n) {
-    auto r = ch->reply_and_recv(std::span<const std::byte>(buf, bytes), buf);
-    if (!r.ok()) return r.status() == Status::kClosed ? n : -2;
-    bytes = r->bytes;
-  }
-}
 }  // namespace
 
 KTEST(channels_four_processes_stress, 1) {
@@ -470,26 +441,6 @@ KTEST(channel_round_trip_between_two_processes, 1) {
   KCHECK(st.kind == ExitKind::kExited && st.code > 0);
   print("  channel round trip between two processes on one CPU: %d ns (= instructions under -icount)\n", st.code);
   KCHECK_EQ(run_to_end(std::move(echo)).code, 2000);
-}
-
-KTEST(channel_call_round_trip_between_two_processes, 1) {
-  auto [a, b] = Channel::create().value();
-  Handle ga[] = {a.handle()};
-  Handle gb[] = {b.handle()};
-  ProcessOptions oa, ob;
-  oa.handles = ga;
-  ob.handles = gb;
-  oa.affinity = CpuMask::only(0);
-  ob.affinity = CpuMask::only(0);  // one CPU: the time is the instructions of the round trip
-  auto server = Process::spawn(ob, call_server);
-  auto pinger = Process::spawn(oa, call_ping, 2000);
-  KREQUIRE(server.ok() && pinger.ok());
-  a.close();
-  b.close();
-  ExitStatus st = run_to_end(std::move(pinger));
-  KCHECK(st.kind == ExitKind::kExited && st.code > 0);
-  print("  channel call round trip (call / reply_and_recv) between two processes on one CPU: %d ns (= instructions under -icount)\n", st.code);
-  KCHECK_EQ(run_to_end(std::move(server)).code, 2000);
 }
 
 // ---------------------------------------------------------------------------
@@ -561,6 +512,17 @@ int timed_triple_caller(int rounds) {
   return static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds));
 }
 
+// Spawns entry (with o's options) holding the far end of a new channel as
+// its handle 0; *mine gets the near end.
+template <typename... A>
+Result<Process> spawn_peer(Channel* mine, ProcessOptions o, int (*entry)(A...), A... args) {
+  auto [near, far] = Channel::create().value();
+  Handle give[] = {far.handle()};
+  o.handles = give;
+  *mine = std::move(near);
+  return Process::spawn(o, entry, args...);
+}
+
 // Spawns a triple server and a caller, each with one end, on the given CPUs.
 struct CallPair {
   Result<Process> server;
@@ -582,6 +544,28 @@ CallPair spawn_call_pair(CpuMask server_cpus, CpuMask caller_cpus, int (*caller)
 
 }  // namespace
 
+namespace {
+// A triple server and timed_triple_caller on the given CPUs, 2000 calls:
+// the virtual ns of one call (0 after a failure, reported).
+int timed_call_round_trip(CpuMask server_cpus, CpuMask caller_cpus) {
+  CallPair p = spawn_call_pair(server_cpus, caller_cpus, timed_triple_caller, 2000);
+  if (!p.server.ok() || !p.caller.ok()) {
+    KFAIL("spawn failed");
+    return 0;
+  }
+  ExitStatus c = run_to_end(std::move(p.caller));
+  KCHECK(c.kind == ExitKind::kExited && c.code > 0);
+  KCHECK_EQ(run_to_end(std::move(p.server)).code, 2000);
+  return c.code;
+}
+}  // namespace
+
+KTEST(channel_call_round_trip_between_two_processes, 1) {
+  // One CPU: the time is the instructions of the round trip.
+  int ns = timed_call_round_trip(CpuMask::only(0), CpuMask::only(0));
+  print("  channel call round trip (call / reply_and_recv) between two processes on one CPU: %d ns (= instructions under -icount)\n", ns);
+}
+
 KTEST(channel_call_replies_match_requests, 1) {
   CpuMask all = CpuMask::all();
   CallPair p = spawn_call_pair(all, all, triple_caller, 3000, 7);
@@ -594,12 +578,8 @@ KTEST(channel_call_replies_match_requests, 1) {
 // The server pinned to CPU 1, the caller to CPU 0: no direct switch (the
 // server may not run on the caller's CPU), every step a cross-CPU wake-up.
 KTEST(channel_call_with_the_server_on_another_cpu, 2) {
-  CallPair p = spawn_call_pair(CpuMask::only(1), CpuMask::only(0), timed_triple_caller, 2000);
-  KREQUIRE(p.server.ok() && p.caller.ok());
-  ExitStatus c = run_to_end(std::move(p.caller));
-  KCHECK(c.kind == ExitKind::kExited && c.code > 0);
-  print("  channel call round trip, server on another CPU: %d ns of virtual time\n", c.code);
-  KCHECK_EQ(run_to_end(std::move(p.server)).code, 2000);
+  int ns = timed_call_round_trip(CpuMask::only(1), CpuMask::only(0));
+  print("  channel call round trip, server on another CPU: %d ns of virtual time\n", ns);
 }
 
 // Four caller processes, each with its own channel to one of four server
@@ -636,13 +616,9 @@ KTEST(channel_call_concurrent_callers, 1) {
   KCHECK_EQ(run_to_end(std::move(server)).code, kCallers * kRounds);
 
   // Two threads on one end.
-  auto [a, b] = Channel::create().value();
-  Handle gb[] = {b.handle()};
-  ProcessOptions o1;
-  o1.handles = gb;
-  auto one = Process::spawn(o1, triple_server);
+  Channel a;
+  auto one = spawn_peer(&a, ProcessOptions{}, triple_server);
   KREQUIRE(one.ok());
-  b.close();
   static bool seen[2][kRounds];
   for (auto& row : seen) {
     for (bool& s : row) s = false;
@@ -730,13 +706,10 @@ KTEST(channel_call_fallback_paths, 1) {
   // Queue not empty: two plain sends first (the first may go straight to
   // the waiting server, the second is queued), then a call, whose reply
   // is the first one the server sends: a call takes the next message.
-  auto [a, b] = Channel::create().value();
-  Handle gb[] = {b.handle()};
   ProcessOptions o;
-  o.handles = gb;
-  auto server = Process::spawn(o, triple_server);
+  Channel a;
+  auto server = spawn_peer(&a, o, triple_server);
   KREQUIRE(server.ok());
-  b.close();
   this_thread::sleep_for(2ms);  // the server waits in recv
   KCHECK(a.send_value(1) == Status::kOk);
   KCHECK(a.send_value(2) == Status::kOk);
@@ -748,12 +721,9 @@ KTEST(channel_call_fallback_paths, 1) {
   KCHECK_EQ(run_to_end(std::move(server)).code, 3);
 
   // A large request and reply (past the direct 256 bytes) through echo_server.
-  auto [c, d] = Channel::create().value();
-  Handle gd[] = {d.handle()};
-  o.handles = gd;
-  auto echo = Process::spawn(o, echo_server);
+  Channel c;
+  auto echo = spawn_peer(&c, o, echo_server);
   KREQUIRE(echo.ok());
-  d.close();
   static std::byte req[1000], rep[1000];
   for (std::size_t i = 0; i < sizeof req; ++i) req[i] = static_cast<std::byte>(i * 7);
   for (int round = 0; round < 3; ++round) {
@@ -772,12 +742,9 @@ KTEST(channel_call_fallback_paths, 1) {
 
   // Handles in the request (send then recv), and in the reply (kOverflow
   // for call, then recv with room for it).
-  auto [e, f] = Channel::create().value();
-  Handle gf[] = {f.handle()};
-  o.handles = gf;
-  auto hs = Process::spawn(o, handle_server);
+  Channel e;
+  auto hs = spawn_peer(&e, o, handle_server);
   KREQUIRE(hs.ok());
-  f.close();
   auto [spare, spare2] = Channel::create().value();
   Handle carry[] = {spare.handle()};
   std::byte buf[16];
@@ -792,24 +759,18 @@ KTEST(channel_call_fallback_paths, 1) {
 
   // The server is not waiting yet, then a server buffer too small.
   {
-    auto [g1, g2] = Channel::create().value();
-    Handle h2[] = {g2.handle()};
-    o.handles = h2;
-    auto ls = Process::spawn(o, late_triple_server);
+    Channel g1;
+    auto ls = spawn_peer(&g1, o, late_triple_server);
     KREQUIRE(ls.ok());
-    g2.close();
     auto v = g1.call_value<int>(11);
     KCHECK(v.ok() && *v == 34);
     g1.close();
     KCHECK_EQ(run_to_end(std::move(ls)).code, 1);
   }
   {
-    auto [g1, g2] = Channel::create().value();
-    Handle h2[] = {g2.handle()};
-    o.handles = h2;
-    auto ps = Process::spawn(o, picky_server);
+    Channel g1;
+    auto ps = spawn_peer(&g1, o, picky_server);
     KREQUIRE(ps.ok());
-    g2.close();
     this_thread::sleep_for(2ms);  // the server waits with its 4-byte buffer
     std::byte sixteen[16] = {};
     int n = 0;
@@ -879,13 +840,10 @@ KTEST(channel_call_timeouts_and_peer_death, 1) {
 
   // A server slower than the deadline: kTimedOut, and its late reply is
   // what the next receive on the end takes.
-  auto [c, d] = Channel::create().value();
-  Handle gd[] = {d.handle()};
   ProcessOptions o;
-  o.handles = gd;
-  auto slow = Process::spawn(o, slow_replier);
+  Channel c;
+  auto slow = spawn_peer(&c, o, slow_replier);
   KREQUIRE(slow.ok());
-  d.close();
   KCHECK(c.call_value<int>(41, deadline_after(5ms)).status() == Status::kTimedOut);
   auto late = c.recv_value<int>();
   KCHECK(late.ok() && *late == 42);
@@ -893,12 +851,9 @@ KTEST(channel_call_timeouts_and_peer_death, 1) {
   KCHECK_EQ(run_to_end(std::move(slow)).code, 0);
 
   // The server dies holding the request: the caller's call says kClosed.
-  auto [e, f] = Channel::create().value();
-  Handle gf[] = {f.handle()};
-  o.handles = gf;
-  auto dies = Process::spawn(o, die_on_request);
+  Channel e;
+  auto dies = spawn_peer(&e, o, die_on_request);
   KREQUIRE(dies.ok());
-  f.close();
   KCHECK(e.call_value<int>(1).status() == Status::kClosed);
   KCHECK(run_to_end(std::move(dies)).kind == ExitKind::kFaulted);
 
@@ -909,12 +864,9 @@ KTEST(channel_call_timeouts_and_peer_death, 1) {
   KCHECK_EQ(run_to_end(std::move(p.server)).code, 1);
 
   // A process killed while it waits in a call ends (the wait is interrupted).
-  auto [g, h] = Channel::create().value();
-  Handle gh[] = {h.handle()};
-  o.handles = gh;
-  auto waiting = Process::spawn(o, call_forever);
+  Channel g;
+  auto waiting = spawn_peer(&g, o, call_forever);
   KREQUIRE(waiting.ok());
-  h.close();
   KCHECK(g.recv_value<int>().value() == 1);  // the request came: it now waits for the reply
   this_thread::sleep_for(1ms);
   KCHECK(waiting->kill() == Status::kOk);
