@@ -487,29 +487,17 @@ int triple_servers(int threads) {
 }
 
 // Calls the server on handle 0 `rounds` times with base + i; every reply
-// must be the one for its request.
-int triple_caller(int rounds, int base) {
-  auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return 1;
-  for (int i = 0; i < rounds; ++i) {
-    auto r = ch->call_value<int>(base + i);
-    if (!r.ok()) return 2;
-    if (*r != (base + i) * 3 + 1) return 3;
-  }
-  return 0;
-}
-
-// As triple_caller, then returns the virtual ns (instructions on one CPU
-// under -icount) of one call.
-int timed_triple_caller(int rounds) {
+// must be the one for its request. Returns 0, or with `timed` the virtual
+// ns (instructions on one CPU under -icount) of one call; < 0 on a failure.
+int triple_caller(int rounds, int base, bool timed) {
   auto ch = Channel::adopt(this_process::handle(0));
   if (!ch.ok()) return -1;
   std::uint64_t t0 = ticks();
   for (int i = 0; i < rounds; ++i) {
-    auto r = ch->call_value<int>(i);
-    if (!r.ok() || *r != i * 3 + 1) return -2;
+    auto r = ch->call_value<int>(base + i);
+    if (!r.ok() || *r != (base + i) * 3 + 1) return -2;
   }
-  return static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds));
+  return timed ? static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds)) : 0;
 }
 
 // Spawns entry (with o's options) holding the far end of a new channel as
@@ -545,10 +533,10 @@ CallPair spawn_call_pair(CpuMask server_cpus, CpuMask caller_cpus, int (*caller)
 }  // namespace
 
 namespace {
-// A triple server and timed_triple_caller on the given CPUs, 2000 calls:
+// A triple server and a timed triple_caller on the given CPUs, 2000 calls:
 // the virtual ns of one call (0 after a failure, reported).
 int timed_call_round_trip(CpuMask server_cpus, CpuMask caller_cpus) {
-  CallPair p = spawn_call_pair(server_cpus, caller_cpus, timed_triple_caller, 2000);
+  CallPair p = spawn_call_pair(server_cpus, caller_cpus, triple_caller, 2000, 0, true);
   if (!p.server.ok() || !p.caller.ok()) {
     KFAIL("spawn failed");
     return 0;
@@ -568,7 +556,7 @@ KTEST(channel_call_round_trip_between_two_processes, 1) {
 
 KTEST(channel_call_replies_match_requests, 1) {
   CpuMask all = CpuMask::all();
-  CallPair p = spawn_call_pair(all, all, triple_caller, 3000, 7);
+  CallPair p = spawn_call_pair(all, all, triple_caller, 3000, 7, false);
   KREQUIRE(p.server.ok() && p.caller.ok());
   ExitStatus c = run_to_end(std::move(p.caller));
   KCHECK(c.kind == ExitKind::kExited && c.code == 0);
@@ -608,7 +596,7 @@ KTEST(channel_call_concurrent_callers, 1) {
     Handle g[] = {mine[i].handle()};
     ProcessOptions oc;
     oc.handles = g;
-    callers[i] = Process::spawn(oc, triple_caller, kRounds, i * 100000).value();
+    callers[i] = Process::spawn(oc, triple_caller, kRounds, i * 100000, false).value();
     mine[i].close();
     theirs[i].close();
   }
