@@ -15,6 +15,7 @@
 //
 // All threads are pinned to CPU 0: the counter is per CPU, and every path
 // measured here is a one-CPU path.
+#include <arch/arch.h>
 #include <spindle/spindle.h>
 
 #include <atomic>
@@ -355,6 +356,129 @@ bool bench_create_join() {
   return true;
 }
 
+// --- 6. processes: null system call, channel round trips ---------------------
+//
+// Measured inside the processes (EL0 reads the PMU: PMUSERENR_EL0.EN, set
+// on CPU 0 before they start), both processes pinned to CPU 0. Each
+// process measures its own empty measurement (its copy of the image has
+// fresh globals) and sends {min, median, max} to the app on a results
+// channel (its handle 1; the null-call process: handle 0).
+
+struct Stats {
+  std::uint32_t min, median, max;
+};
+
+Stats stats_of_samples() {
+  g_s.sort();
+  Stats st{g_s.min(), g_s.median(), g_s.max()};
+  g_s.n = 0;
+  return st;
+}
+
+int proc_null(int runs) {
+  auto out = spindle::Channel::adopt(spindle::this_process::handle(0));
+  if (!out.ok()) return 1;
+  bench_empty();
+  for (int i = 0; i < runs; ++i) {
+    std::uint32_t a = insns();
+    (void)spindle::arch::user_syscall(spindle::kernel::kSysNull);
+    std::uint32_t b = insns();
+    g_s.add(net(a, b));
+  }
+  return out->send_value(stats_of_samples()) == spindle::Status::kOk ? 0 : 2;
+}
+
+// mode 0: send then recv; mode 1: call.
+int proc_ping(int mode, int runs) {
+  auto ch = spindle::Channel::adopt(spindle::this_process::handle(0));
+  auto out = spindle::Channel::adopt(spindle::this_process::handle(1));
+  if (!ch.ok() || !out.ok()) return 1;
+  bench_empty();
+  for (int i = 0; i < runs + 10; ++i) {  // 10 warm-up rounds (the server's first recv)
+    std::uint32_t a = insns();
+    int v = -1;
+    if (mode == 0) {
+      if (ch->send_value(i) != spindle::Status::kOk) return 2;
+      auto r = ch->recv_value<int>();
+      if (!r.ok()) return 3;
+      v = *r;
+    } else {
+      auto r = ch->call_value<int>(i);
+      if (!r.ok()) return 3;
+      v = *r;
+    }
+    std::uint32_t b = insns();
+    if (v != i) return 4;
+    if (i >= 10) g_s.add(net(a, b));
+  }
+  return out->send_value(stats_of_samples()) == spindle::Status::kOk ? 0 : 5;
+}
+
+// Echoes every request; mode 0: recv then send; mode 1: reply_and_recv.
+int proc_echo(int mode) {
+  auto ch = spindle::Channel::adopt(spindle::this_process::handle(0));
+  if (!ch.ok()) return 1;
+  std::byte buf[64];
+  auto first = ch->recv(buf);
+  if (!first.ok()) return 2;
+  std::size_t n = first->bytes;
+  for (;;) {
+    if (mode == 0) {
+      if (ch->send(std::span<const std::byte>(buf, n)) != spindle::Status::kOk) return 3;
+      auto r = ch->recv(buf);
+      if (!r.ok()) return r.status() == spindle::Status::kClosed ? 0 : 4;
+      n = r->bytes;
+    } else {
+      auto r = ch->reply_and_recv(std::span<const std::byte>(buf, n), buf);
+      if (!r.ok()) return r.status() == spindle::Status::kClosed ? 0 : 4;
+      n = r->bytes;
+    }
+  }
+}
+
+void add_row(const char* name, const Stats& st, std::uint32_t reference) {
+  if (g_nrows < kMaxRows) g_rows[g_nrows++] = Row{name, st.min, st.median, st.max, reference};
+}
+
+bool bench_processes() {
+  std::uint64_t el0_reads = 1;  // PMUSERENR_EL0.EN: EL0 may read the counters (this CPU: 0)
+  asm volatile("msr pmuserenr_el0, %0\n\tisb" ::"r"(el0_reads));
+  spindle::ProcessOptions o;
+  o.affinity = spindle::CpuMask::only(0);
+  {
+    auto [mine, theirs] = spindle::Channel::create().value();
+    spindle::Handle give[] = {theirs.handle()};
+    o.handles = give;
+    auto p = spindle::Process::spawn(o, proc_null, kRuns);
+    if (!check(p.ok(), "spawn")) return false;
+    theirs.close();
+    auto st = mine.recv_value<Stats>();
+    if (!check(st.ok() && p->join().ok(), "null system call")) return false;
+    add_row("null system call (process)", *st, 0);
+  }
+  const char* names[2] = {"channel round trip: send + recv each side", "channel round trip: call / reply_and_recv"};
+  for (int mode = 0; mode < 2; ++mode) {
+    auto [a, b] = spindle::Channel::create().value();
+    auto [mine, theirs] = spindle::Channel::create().value();
+    spindle::Handle ga[] = {a.handle(), theirs.handle()};
+    spindle::Handle gb[] = {b.handle()};
+    o.handles = gb;
+    auto server = spindle::Process::spawn(o, proc_echo, mode);
+    o.handles = ga;
+    auto pinger = spindle::Process::spawn(o, proc_ping, mode, kRuns);
+    if (!check(server.ok() && pinger.ok(), "spawn")) return false;
+    a.close();
+    b.close();
+    theirs.close();
+    auto st = mine.recv_value<Stats>();
+    auto j1 = pinger->join();
+    auto j2 = server->join();
+    if (!check(st.ok() && j1.ok() && j1->success() && j2.ok() && j2->success(), names[mode])) return false;
+    add_row(names[mode], *st, 0);
+  }
+  return true;
+}
+
 }  // namespace
 
 int spindle_main(int, char**) {
@@ -375,6 +499,7 @@ int spindle_main(int, char**) {
   ok = bench_wakeup(true) && ok;
   ok = bench_wakeup(false) && ok;
   ok = bench_create_join() && ok;
+  ok = bench_processes() && ok;
   report();
   return ok ? 0 : 1;
 }

@@ -431,6 +431,12 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
   if (!arch::irqs_enabled()) return Status::kInvalidState;
   if (arch::foreign_word(word)) return arch::foreign_wait(word, expected, static_cast<std::uint64_t>(deadline_ns(deadline)));
   LockGuard guard;
+  return futex_wait_locked(word, expected, deadline, order, name);
+}
+
+namespace kernel {
+Status futex_wait_locked(const std::atomic<std::uint32_t>* word, std::uint32_t expected, TimePoint deadline,
+                         WaitOrder order, const char* name) {
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
   Tcb* self = this_cpu().current;
   self->futex_key = word;
@@ -440,6 +446,7 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
   self->futex_key = nullptr;
   return s;
 }
+}  // namespace kernel
 
 unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
   if (in_user_process()) return static_cast<unsigned>(sys(kSysFutexWake, user_arg(word), n));

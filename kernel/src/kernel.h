@@ -333,6 +333,15 @@ void wake(Waiter* w, Status s) SPINDLE_REQUIRES(g.lock);
 // once (unlinked again, nothing waited) when the thread is `ending`: every
 // caller's loop must then give up, so an ending thread reaches its exit.
 Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock);
+// Direct hand-off (channel calls): the current thread blocks as
+// block_current(nullptr, deadline) and `next`, blocked with no wait queue,
+// runs in its place on this CPU at once, its wait ended with kOk, without
+// passing through a run queue. Only when that is what schedule() would do
+// anyway (next may run here, no pending suspend or reschedule, nothing
+// queued here or stealable from another CPU is more urgent than next);
+// otherwise it is wake(next, kOk) then block_current. Ties among equal
+// priorities go to next (a call's server runs before a queued peer).
+Status block_and_switch_to(Tcb* next, TimePoint deadline) SPINDLE_REQUIRES(g.lock);
 // Change a thread's effective priority / affinity, wherever it is (queued,
 // running, blocked), keeping every queue's order and the global rule.
 void set_effective_priority(Tcb* t, int priority) SPINDLE_REQUIRES(g.lock);
@@ -393,6 +402,9 @@ Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) SPINDLE_RE
 void futex_forget_waiters() SPINDLE_REQUIRES(g.lock);
 // futex_wake with the kernel lock held.
 unsigned futex_wake_locked(const void* word, unsigned n) SPINDLE_REQUIRES(g.lock);
+// futex_wait with the kernel lock held (a thread's wait; returns with it held).
+Status futex_wait_locked(const std::atomic<std::uint32_t>* word, std::uint32_t expected, TimePoint deadline,
+                         WaitOrder order, const char* name) SPINDLE_REQUIRES(g.lock);
 // Delivers completions queued by post_external_wake (handle_irq).
 void deliver_external_wakes() SPINDLE_REQUIRES(g.lock);
 // Drops undelivered completions at boot and shutdown: their waiters belong

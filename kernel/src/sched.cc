@@ -125,6 +125,10 @@ void make_ready(Tcb* t, bool front) {
   enqueue(t, front, false);
 }
 
+namespace {
+inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock);
+}  // namespace
+
 void schedule(SwitchReason why) {
   Cpu& c = this_cpu();
   Tcb* prev = c.current;
@@ -138,7 +142,14 @@ void schedule(SwitchReason why) {
       enqueue(prev, why == SwitchReason::kPreempt, true);
     }
   }
-  Tcb* next = pick_next(c);
+  switch_to(c, prev, pick_next(c), why);
+}
+
+namespace {
+// The second half of schedule(): next (taken off any queue, or blocked
+// with no queue) runs on c in place of prev, which is already placed
+// (queued, blocked, suspended or dead).
+[[gnu::always_inline]] inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
   next->state = ThreadState::kRunning;
   next->cpu = c.id;
   std::uint64_t now = arch::now_ns();
@@ -161,6 +172,7 @@ void schedule(SwitchReason why) {
   arch::context_switch(&prev->ctx, &next->ctx);
   finish_switch();
 }
+}  // namespace
 
 void finish_switch() {
   Cpu& c = this_cpu();
@@ -218,6 +230,34 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   if (deadline != kForever) timer_arm(&self->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
   if (wq) watchdog_arm(self);
   schedule(SwitchReason::kBlock);
+  return self->wake_status;
+}
+
+Status block_and_switch_to(Tcb* next, TimePoint deadline) {
+  Cpu& c = this_cpu();
+  Tcb* self = c.current;
+  // What schedule() would pick once self blocks: next, if nothing here (or
+  // stealable from another CPU) is more urgent.
+  int p = next->run.priority;
+  bool direct = !next->suspend_requested && next->run.affinity.has(c.id) && !c.need_resched &&
+                c.rq.top_priority() <= p && !self->ending.load(std::memory_order_relaxed) && c.irq_depth == 0 &&
+                !g.shutting_down.load(std::memory_order_relaxed);
+  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); direct && bits; bits &= bits - 1) {
+    if (g.cpus[__builtin_ctzll(bits)].rq.top_priority() > p) direct = false;
+  }
+  if (!direct) {
+    wake(next, Status::kOk);
+    return block_current(nullptr, deadline);
+  }
+  // next's wait ends as wake() would end it (no queue, no watchdog: it
+  // blocked with none), then it runs here instead of being queued.
+  if (next->timer.cpu() >= 0) timer_cancel(&next->timer);
+  next->wake_status = Status::kOk;
+  self->state = ThreadState::kBlocked;
+  self->wait_queue = nullptr;
+  self->wake_status = Status::kOk;
+  if (deadline != kForever) timer_arm(&self->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
+  switch_to(c, self, next, SwitchReason::kBlock);
   return self->wake_status;
 }
 

@@ -41,6 +41,10 @@
 //   22  kSysChannelRecv   h, buf, len, handles, n, deadline  Status | bytes << 8 | handles << 40
 //   23  kSysHandle        op (user.h: HandleOp), h, access   kind; Status; Status | new handle << 32
 //   24  kSysShm           op (user.h: ShmOp), size | h | at, Mapping*   Status | handle << 32; Status; 0
+//   25  kSysChannelCall   h, msg, len, buf, cap, deadline    Status | bytes << 8 (Channel::call and
+//                                                              reply_and_recv: send msg, then receive
+//                                                              into buf; no handles either way)
+//   26, 27: reserved for the channel fast path (unused).
 //
 // kSysInfo (18) also answers kInfoSpawnHandles: how many handles the
 // process was given at spawn (this_process::handle).

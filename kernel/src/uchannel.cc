@@ -19,9 +19,12 @@
 // it and wakes both sides: the peer's receives drain its own queue and
 // then say kClosed, its sends say kClosed at once.
 //
-// Locking: the kernel lock guards every table, every Core's queues and
-// counts. Payloads are copied outside it: a send copies before it queues,
-// a receive after it dequeued (into memory it checked first). A Core lives
+// Locking: the kernel lock guards every table, every Core's queues, slots
+// and counts. Payloads are copied outside it: a send copies before it
+// queues, a receive after it dequeued (into memory it checked first);
+// except a direct send (Direct, at most kDirectBytes), copied under it
+// from the sender's memory to the parked receiver's inbox, and from the
+// inbox to the receiver's buffer. A Core lives
 // while a handle names one of its ends or an operation uses it (users);
 // waiters sleep on its words with futex_wait, so an ending process's
 // threads give up (kInterrupted).
@@ -71,8 +74,24 @@ struct Msg {
   std::byte* data() { return reinterpret_cast<std::byte*>(this + 1); }
 };
 
+// A thread blocked receiving on end i while its queue was empty (recv, or
+// the second half of a call), parked in Core::direct[i]: a sender with a
+// small message and no handles copies it straight into `data` (on the
+// receiver's kernel stack, mapped in every address space) and hands the
+// CPU to the receiver, with no heap message and no queue. Fields: kernel
+// lock, while it is in the slot.
+inline constexpr std::size_t kDirectBytes = 256;
+struct Direct {
+  Tcb* thread = nullptr;
+  std::size_t cap = 0;       // what fits: min(the receiver's buffer, kDirectBytes)
+  std::size_t bytes = 0;     // delivered length
+  bool delivered = false;    // set by the sender, which also empties the slot
+  alignas(16) std::byte data[kDirectBytes];
+};
+
 struct Core {
   End end[2];
+  Direct* direct[2] = {};  // at most one receiver per end waits here; others use the futex words
   unsigned holders[2] = {1, 1};
   unsigned users = 0;
   Msg* head[2] = {};
@@ -145,6 +164,48 @@ void wake(std::atomic<std::uint32_t>& w) SPINDLE_REQUIRES(g.lock) {
   futex_wake_locked(&w, ~0u);
 }
 
+// The receiver parked on end `side`, if any, leaves the slot and runs
+// again to look at the queue (a message was queued, or an end closed).
+void kick(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
+  Direct* d = c->direct[side];
+  if (!d) return;
+  c->direct[side] = nullptr;
+  if (d->thread->state == ThreadState::kBlocked) wake(d->thread, Status::kOk);  // else already woken (timeout)
+}
+
+// Readers of end `side` learn of a queued message or a closed peer: the
+// futex waiters (threads and coroutines) and the parked receiver.
+void notify_readable(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
+  wake(c->readable[side]);
+  kick(c, side);
+}
+
+bool copy_in(Proc* p, void* dst, std::uintptr_t src, std::size_t n) {
+  if (p) return arch::user_read(dst, src, n);
+  if (n != 0) std::memcpy(dst, reinterpret_cast<const void*>(src), n);
+  return true;
+}
+
+// The fast send: when end `to` has an empty queue and a parked receiver
+// whose buffer takes the message, the bytes go straight to it (read from
+// the sender's memory under the lock: at most kDirectBytes) and the slot
+// empties. Returns the receiver to run (nullptr if it was already woken),
+// *done = false when the fast send does not apply (nothing changed), or
+// kInvalidArgument for an unreadable message (nothing sent).
+[[gnu::always_inline]] inline Status send_direct(Core* c, unsigned to, Proc* p, std::uintptr_t msg, std::size_t len, bool* done, Tcb** receiver)
+    SPINDLE_REQUIRES(g.lock) {
+  Direct* d = c->direct[to];
+  *done = false;
+  if (!d || len > d->cap || c->head[to]) return Status::kOk;
+  if (!copy_in(p, d->data, msg, len)) return Status::kInvalidArgument;
+  d->bytes = len;
+  d->delivered = true;
+  c->direct[to] = nullptr;
+  *done = true;
+  *receiver = d->thread->state == ThreadState::kBlocked ? d->thread : nullptr;
+  return Status::kOk;
+}
+
 void release(Object* obj) SPINDLE_REQUIRES(g.lock);
 
 // End `side` has no handle left: what was queued for it goes (with the
@@ -158,7 +219,8 @@ void close_side(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
   }
   c->tail[side] = nullptr;
   c->queued[side] = 0;
-  wake(c->readable[1 - side]);
+  notify_readable(c, 1 - side);
+  kick(c, side);
   wake(c->writable[side]);
   c->users--;
 }
@@ -208,17 +270,22 @@ Status pair(HandleTable* t, Handle* a, Handle* b) {
   return Status::kOk;
 }
 
-// Looks h up and counts an operation on its channel: kNotFound for a bad
-// handle, kInvalidArgument for one that is not a channel end.
-Status begin_op(HandleTable* t, Handle h, End** out) {
-  LockGuard guard;
+// The channel end h names: kNotFound for a bad handle, kInvalidArgument
+// for one that is not a channel end.
+Status lookup_end(HandleTable* t, Handle h, End** out) SPINDLE_REQUIRES(g.lock) {
   HandleTable::Entry* e = lookup(t, h);
   if (!e) return Status::kNotFound;
   if (e->obj->kind != HandleKind::kChannel) return Status::kInvalidArgument;
-  auto* end = static_cast<End*>(e->obj);
-  end->core->users++;
-  *out = end;
+  *out = static_cast<End*>(e->obj);
   return Status::kOk;
+}
+
+// Looks h up and counts an operation on its channel.
+Status begin_op(HandleTable* t, Handle h, End** out) {
+  LockGuard guard;
+  Status s = lookup_end(t, h, out);
+  if (s == Status::kOk) (*out)->core->users++;
+  return s;
 }
 
 void end_op(End* end) {
@@ -230,6 +297,22 @@ void end_op(End* end) {
 Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t len, const Handle* hs, unsigned nh,
             std::uint64_t deadline_arg) {
   if (len > kMaxMessageBytes || nh > kMaxHandlesPerTransfer) return Status::kInvalidArgument;
+  if (nh == 0 && len <= kDirectBytes) {
+    // A receiver parked on the peer end takes it directly (no heap message).
+    LockGuard guard;
+    End* end;
+    if (Status s = lookup_end(t, h, &end); s != Status::kOk) return s;
+    Core* c = end->core;
+    const unsigned to = 1 - end->side;
+    if (c->holders[to] == 0) return Status::kClosed;
+    bool done;
+    Tcb* receiver = nullptr;
+    if (Status s = send_direct(c, to, p, msg, len, &done, &receiver); s != Status::kOk) return s;
+    if (done) {
+      if (receiver) wake(receiver, Status::kOk);  // the sender goes on; a more urgent receiver preempts it
+      return Status::kOk;
+    }
+  }
   Msg* m = new_msg(len);
   if (!m) return Status::kNoMemory;
   bool copied = p ? arch::user_read(m->data(), msg, len) : (len == 0 || (std::memcpy(m->data(), reinterpret_cast<const void*>(msg), len), true));
@@ -280,7 +363,7 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
         c->tail[to] = m;
         c->queued[to] += len;
         m = nullptr;
-        wake(c->readable[to]);
+        notify_readable(c, to);
         st = Status::kOk;
         break;
       }
@@ -308,65 +391,177 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
   return st;
 }
 
-// A received message's bytes go to buf (checked writable for a process
-// before it is dequeued), its handles into the table and hs_out.
-Result<Received> recv(HandleTable* t, Proc* p, Handle h, std::uintptr_t buf, std::size_t cap, Handle* hs_out,
-                      unsigned hcap, std::uint64_t deadline_arg) {
-  End* end = nullptr;
-  if (Status s = begin_op(t, h, &end); s != Status::kOk) return s;
-  Core* c = end->core;
-  const unsigned me = end->side;
-  Status st = Status::kOk;
-  Msg* m = nullptr;
+// The receive half of recv and call, kernel lock held throughout (it may
+// block, and returns with the lock held). kOk: *out is the message taken
+// off the queue (its bytes still to be copied to buf, which was checked
+// writable first, so a bad buffer loses nothing; its handles are in the
+// table and hs_out), or d.delivered is set (a direct send: the bytes are in
+// d.data). An empty queue parks the caller in the end's slot (Direct), or
+// when another receiver is parked there, waits on the end's futex word.
+// hand_to: a receiver the caller just sent to directly; it runs in the
+// caller's place if the caller must wait (block_and_switch_to), else it is
+// woken.
+[[gnu::always_inline]] inline Status receive_locked(HandleTable* t, Proc* p, Core* c, unsigned me, std::uintptr_t buf, std::size_t cap,
+                      Handle* hs_out, unsigned hcap, std::uint64_t deadline_arg, Direct& d, Msg** out,
+                      Tcb* hand_to) SPINDLE_REQUIRES(g.lock) {
+  Status st;
   for (;;) {
-    std::uint32_t seen;
-    {
-      LockGuard guard;
-      if (Msg* head = c->head[me]) {
-        if (head->bytes > cap || head->nh > hcap) {
-          st = Status::kOverflow;
-        } else if (p && !arch::user_accessible(p->as, buf, head->bytes, true)) {
-          st = Status::kInvalidArgument;
-        } else if (free_slots(t) < head->nh) {
-          st = Status::kLimit;
-        } else {
-          m = head;
-          c->head[me] = m->next;
-          if (!c->head[me]) c->tail[me] = nullptr;
-          c->queued[me] -= m->bytes;
-          for (unsigned i = 0; i < m->nh; ++i) hs_out[i] = insert(t, m->h[i], m->access[i]);  // the holds move over
-          wake(c->writable[me]);
-        }
-        break;
+    if (Msg* head = c->head[me]) {
+      if (head->bytes > cap || head->nh > hcap) {
+        st = Status::kOverflow;
+      } else if (p && !arch::user_accessible(p->as, buf, head->bytes, true)) {
+        st = Status::kInvalidArgument;
+      } else if (free_slots(t) < head->nh) {
+        st = Status::kLimit;
+      } else {
+        c->head[me] = head->next;
+        if (!c->head[me]) c->tail[me] = nullptr;
+        c->queued[me] -= head->bytes;
+        for (unsigned i = 0; i < head->nh; ++i) hs_out[i] = insert(t, head->h[i], head->access[i]);  // the holds move over
+        wake(c->writable[me]);
+        *out = head;
+        st = Status::kOk;
       }
-      if (c->holders[1 - me] == 0) {
-        st = Status::kClosed;
-        break;
-      }
-      if (deadline_arg == kTryOnly) {
-        st = Status::kWouldBlock;
-        break;
-      }
-      seen = c->readable[me].load(std::memory_order_acquire);
+      break;
     }
-    Status w = futex_wait(&c->readable[me], seen, deadline_from(deadline_arg));
+    if (c->holders[1 - me] == 0) {
+      st = Status::kClosed;
+      break;
+    }
+    if (deadline_arg == kTryOnly) {
+      st = Status::kWouldBlock;
+      break;
+    }
+    TimePoint deadline = deadline_from(deadline_arg);
+    Status w;
+    if (!c->direct[me]) {
+      if (deadline != kForever && deadline <= Clock::now()) {
+        st = Status::kTimedOut;
+        break;
+      }
+      d.thread = current_thread();
+      d.cap = cap < kDirectBytes ? cap : kDirectBytes;
+      d.delivered = false;
+      c->direct[me] = &d;
+      w = hand_to ? block_and_switch_to(hand_to, deadline) : block_current(nullptr, deadline);
+      hand_to = nullptr;
+      if (c->direct[me] == &d) c->direct[me] = nullptr;  // woken otherwise: leaves the slot
+      if (d.delivered) {
+        st = Status::kOk;
+        break;
+      }
+    } else {
+      if (hand_to) wake(std::exchange(hand_to, nullptr), Status::kOk);
+      w = futex_wait_locked(&c->readable[me], c->readable[me].load(std::memory_order_acquire), deadline,
+                            WaitOrder::kPriority, "channel");
+    }
     if (w == Status::kTimedOut || w == Status::kInterrupted) {
       st = w;
       break;
     }
   }
-  end_op(end);
-  if (!m) return st;
+  if (hand_to) wake(hand_to, Status::kOk);
+  return st;
+}
+
+// A direct send's bytes to the receiver's buffer, under the lock (at most
+// kDirectBytes). A buffer the receiver may not write puts the message back
+// at the front of its queue (nothing lost): kInvalidArgument.
+[[gnu::always_inline]] inline Status copy_out_direct(Core* c, unsigned me, Proc* p, std::uintptr_t buf, const Direct& d) SPINDLE_REQUIRES(g.lock) {
+  if (d.bytes == 0) return Status::kOk;
+  if (!p) {
+    std::memcpy(reinterpret_cast<void*>(buf), d.data, d.bytes);
+    return Status::kOk;
+  }
+  if (arch::user_write(buf, d.data, d.bytes)) return Status::kOk;
+  if (c->holders[me] == 0) return Status::kInvalidArgument;  // closed meanwhile: its queue is gone
+  Msg* m = new_msg(d.bytes);  // the kernel heap never sleeps: fine under the lock
+  if (!m) return Status::kNoMemory;
+  std::memcpy(m->data(), d.data, d.bytes);
+  m->next = c->head[me];
+  c->head[me] = m;
+  if (!c->tail[me]) c->tail[me] = m;
+  c->queued[me] += d.bytes;
+  notify_readable(c, me);
+  return Status::kInvalidArgument;
+}
+
+// A message taken off the queue (receive_locked), to buf, outside the lock.
+Received copy_out_queued(Proc* p, std::uintptr_t buf, Msg* m) {
   Received r{m->bytes, m->nh};
   if (m->bytes != 0) {
     if (p) {
-      (void)arch::user_write(buf, m->data(), m->bytes);  // checked above; nothing unmaps it meanwhile
+      (void)arch::user_write(buf, m->data(), m->bytes);  // checked before it was dequeued; nothing unmaps it meanwhile
     } else {
       std::memcpy(reinterpret_cast<void*>(buf), m->data(), m->bytes);
     }
   }
   free_msg(m);
   return r;
+}
+
+// A received message's bytes go to buf, its handles into the table and
+// hs_out.
+Result<Received> recv(HandleTable* t, Proc* p, Handle h, std::uintptr_t buf, std::size_t cap, Handle* hs_out,
+                      unsigned hcap, std::uint64_t deadline_arg) {
+  Direct d;
+  Msg* m = nullptr;
+  Status st;
+  {
+    LockGuard guard;
+    End* end;
+    if (Status s = lookup_end(t, h, &end); s != Status::kOk) return s;
+    Core* c = end->core;
+    c->users++;  // keeps c while it waits (another thread may close h)
+    st = receive_locked(t, p, c, end->side, buf, cap, hs_out, hcap, deadline_arg, d, &m, nullptr);
+    if (st == Status::kOk && !m) st = copy_out_direct(c, end->side, p, buf, d);
+    c->users--;
+    maybe_free(c);
+  }
+  if (st != Status::kOk) return st;
+  if (!m) return Received{d.bytes, 0};
+  return copy_out_queued(p, buf, m);
+}
+
+// Channel::call and reply_and_recv: msg goes out on h, then the next
+// message for h comes back into buf (no handles either way), with one
+// deadline for both. When the peer is parked in the end's slot and msg is
+// small, the whole call is one lock hold: the bytes go straight to the
+// peer, the caller parks in its own slot, and the peer runs in its place
+// on this CPU (block_and_switch_to). Otherwise it is send() then recv().
+Result<Received> call(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t len, std::uintptr_t buf,
+                      std::size_t cap, std::uint64_t deadline_arg) {
+  if (len > kMaxMessageBytes) return Status::kInvalidArgument;
+  Direct d;
+  Msg* m = nullptr;
+  Status st = Status::kOk;
+  bool sent = false;
+  {
+    LockGuard guard;
+    End* end;
+    if (Status s = lookup_end(t, h, &end); s != Status::kOk) return s;
+    Core* c = end->core;
+    const unsigned me = end->side;
+    if (c->holders[1 - me] == 0) return Status::kClosed;
+    Tcb* receiver = nullptr;
+    if (len <= kDirectBytes) {
+      if (Status s = send_direct(c, 1 - me, p, msg, len, &sent, &receiver); s != Status::kOk) return s;
+    }
+    if (sent) {
+      c->users++;
+      st = receive_locked(t, p, c, me, buf, cap, nullptr, 0, deadline_arg, d, &m, receiver);
+      if (st == Status::kOk && !m) st = copy_out_direct(c, me, p, buf, d);
+      c->users--;
+      maybe_free(c);
+    }
+  }
+  if (!sent) {  // the general path
+    if (Status s = send(t, p, h, msg, len, nullptr, 0, deadline_arg); s != Status::kOk) return s;
+    return recv(t, p, h, buf, cap, nullptr, 0, deadline_arg);
+  }
+  if (st != Status::kOk) return st;
+  if (!m) return Received{d.bytes, 0};
+  return copy_out_queued(p, buf, m);
 }
 
 Status close(HandleTable* t, Handle h) {
@@ -527,6 +722,11 @@ void free_handle_table(HandleTable* t) {
 
 unsigned spawned_handles(const HandleTable* t) { return t->spawned; }
 
+std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* a) {
+  Result<Received> r = call(p->handles, p, Handle{static_cast<std::uint32_t>(a[0])}, a[1], a[2], a[3], a[4], a[5]);
+  return r.ok() ? result(Status::kOk) | r->bytes << 8 : result(r.status());
+}
+
 bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
   std::uint64_t* a = f.arg;
   HandleTable* t = p->handles;
@@ -663,6 +863,17 @@ Result<Received> recv_any(Handle h, std::span<std::byte> buf, std::span<Handle> 
 
 Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline) {
   return send_any(h, msg, handles, deadline_or_try(deadline));
+}
+Result<Received> channel_call(Handle h, std::span<const std::byte> msg, std::span<std::byte> buf, TimePoint deadline) {
+  if (in_user_process()) {
+    std::uint64_t r = sys(kSysChannelCall, h.value, user_arg(msg.data()), msg.size(), user_arg(buf.data()), buf.size(),
+                          deadline_arg(deadline));
+    Status s = unpack(r);
+    if (s != Status::kOk) return s;
+    return Received{static_cast<std::size_t>(r >> 8 & 0xFFFFFFFF), 0};
+  }
+  return call(&g_kernel_table, nullptr, h, reinterpret_cast<std::uintptr_t>(msg.data()), msg.size(),
+              reinterpret_cast<std::uintptr_t>(buf.data()), buf.size(), deadline_arg(deadline));
 }
 Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline) {
   return recv_any(h, buf, handles, deadline_or_try(deadline));

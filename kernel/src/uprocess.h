@@ -159,5 +159,7 @@ unsigned spawned_handles(const HandleTable* t);
 // The channel, handle and shared-memory system calls (syscall.cc: 20..24); false for
 // another number.
 bool channel_syscall(Proc* p, arch::SyscallFrame& f);
+// kSysChannelCall (25), dispatched first by handle_syscall: its result.
+std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* args);
 
 }  // namespace spindle::kernel

@@ -216,10 +216,19 @@ std::uint64_t sys_info(Proc* p, std::uint64_t what) {
 
 void handle_syscall(arch::SyscallFrame& f) {
   std::uint64_t* a = f.arg;
-  switch (f.number) {
-    case kSysNull: f.result = 0; return;
-    case kSysEcho: f.result = ~a[0]; return;
-    default: break;
+  if (f.number == kSysNull) {
+    f.result = 0;
+    return;
+  }
+  if (f.number == kSysChannelCall) [[likely]] {  // the IPC fast path: no further dispatch
+    if (Proc* p = process_of(current_thread())) {
+      f.result = channel_call_syscall(p, a);
+      return;
+    }
+  }
+  if (f.number == kSysEcho) {
+    f.result = ~a[0];
+    return;
   }
   Tcb* self = current_thread();
   Proc* p = process_of(self);

@@ -109,6 +109,21 @@ int echo_server() {
   }
 }
 
+// Serves calls (reply_and_recv): the reply to int v is v * 3 + 1. Returns
+// the count once the channel closes.
+int triple_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  int v = 0;
+  auto first = ch->recv(std::as_writable_bytes(std::span(&v, 1)));
+  if (!first.ok()) return first.status() == Status::kClosed ? 0 : -2;
+  for (int n = 1;; ++n) {
+    int reply = v * 3 + 1;
+    auto r = ch->reply_and_recv(std::as_bytes(std::span(&reply, 1)), std::as_writable_bytes(std::span(&v, 1)));
+    if (!r.ok()) return r.status() == Status::kClosed ? n : -3;
+  }
+}
+
 // Receives a shared-memory handle in a message and writes to the region.
 int write_granted() {
   auto ch = Channel::adopt(this_process::handle(0));
@@ -312,6 +327,29 @@ KTEST(channel_full_queue_blocks_until_deadline, 2) {
   static std::byte buf[kMaxMessageBytes];
   KCHECK(pair.second.recv(buf).ok());
   KCHECK(pair.first.send(chunk, {}, deadline_after(1s)) == Status::kOk);  // room again
+}
+
+// Channel::call / reply_and_recv (on hosted: a send then a receive).
+KTEST(channel_call_and_reply_and_recv, 2) {
+  auto [mine, theirs] = Channel::create().value();
+  Handle give[] = {theirs.handle()};
+  auto p = Process::spawn(ProcessOptions{.handles = give}, triple_server);
+  KREQUIRE(p.ok());
+  theirs.close();
+  for (int i = 0; i < 100; ++i) KCHECK(mine.call_value<int>(i).value() == i * 3 + 1);
+  std::byte tiny[2];
+  int big = 5;
+  KCHECK(mine.call(std::as_bytes(std::span(&big, 1)), tiny).status() == Status::kOverflow);  // the reply stays
+  KCHECK(mine.recv_value<int>().value() == 16);
+  KCHECK(detail::channel_call(Handle{0x12345}, {}, tiny, kForever).status() == Status::kNotFound);
+  mine.close();
+  KCHECK_EQ(run_to_end(std::move(p)).code, 101);
+  // Both ends here: the request is queued, the wait for the reply times out.
+  auto [a, b] = Channel::create().value();
+  KCHECK(a.call_value<int>(1, deadline_after(10ms)).status() == Status::kTimedOut);
+  KCHECK(b.recv_value<int>().value() == 1);
+  b.close();
+  KCHECK(a.call_value<int>(2).status() == Status::kClosed);
 }
 
 KTEST(channel_to_a_process_and_its_death, 2) {

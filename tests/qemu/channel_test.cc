@@ -389,6 +389,7 @@ int ping(int rounds) {
   }
   return static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds));
 }
+
 }  // namespace
 
 KTEST(channels_four_processes_stress, 1) {
@@ -440,4 +441,501 @@ KTEST(channel_round_trip_between_two_processes, 1) {
   KCHECK(st.kind == ExitKind::kExited && st.code > 0);
   print("  channel round trip between two processes on one CPU: %d ns (= instructions under -icount)\n", st.code);
   KCHECK_EQ(run_to_end(std::move(echo)).code, 2000);
+}
+
+// ---------------------------------------------------------------------------
+// Channel::call / reply_and_recv (system call 25): replies matched to
+// requests on 1, 2 and 4 CPUs, the server on another CPU, concurrent
+// callers, the general paths the fast one falls back to, timeouts, a
+// peer's death during a call, and bad arguments from a process.
+
+namespace {
+
+// Serves calls on `ch`: a request is an int v, the reply v * 3 + 1 (never
+// the request itself). Returns the count once the channel closes.
+int serve_triple(Channel& ch) {
+  int v = 0;
+  auto first = ch.recv(std::as_writable_bytes(std::span(&v, 1)));
+  if (!first.ok()) return first.status() == Status::kClosed ? 0 : -2;
+  for (int n = 1;; ++n) {
+    int reply = v * 3 + 1;
+    auto r = ch.reply_and_recv(std::as_bytes(std::span(&reply, 1)), std::as_writable_bytes(std::span(&v, 1)));
+    if (!r.ok()) return r.status() == Status::kClosed ? n : -3;
+    if (r->bytes != sizeof v) return -4;
+  }
+}
+
+int triple_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  return ch.ok() ? serve_triple(*ch) : -1;
+}
+
+// `threads` threads, each serving the channel of handle i.
+int triple_servers(int threads) {
+  Thread t[4];
+  std::atomic<int> total{0};
+  for (int i = 0; i < threads; ++i) {
+    t[i] = Thread::create(ThreadOptions{}, [i, &total] {
+             auto ch = Channel::adopt(this_process::handle(static_cast<unsigned>(i)));
+             int n = ch.ok() ? serve_triple(*ch) : -1;
+             total += n < 0 ? -1000000 : n;
+             return 0;
+           }).value();
+  }
+  for (int i = 0; i < threads; ++i) (void)t[i].join();
+  return total.load();
+}
+
+// Calls the server on handle 0 `rounds` times with base + i; every reply
+// must be the one for its request. Returns 0, or with `timed` the virtual
+// ns (instructions on one CPU under -icount) of one call; < 0 on a failure.
+int triple_caller(int rounds, int base, bool timed) {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  std::uint64_t t0 = ticks();
+  for (int i = 0; i < rounds; ++i) {
+    auto r = ch->call_value<int>(base + i);
+    if (!r.ok() || *r != (base + i) * 3 + 1) return -2;
+  }
+  return timed ? static_cast<int>((ticks() - t0) * 16 / static_cast<std::uint64_t>(rounds)) : 0;
+}
+
+// Spawns entry (with o's options) holding the far end of a new channel as
+// its handle 0; *mine gets the near end.
+template <typename... A>
+Result<Process> spawn_peer(Channel* mine, ProcessOptions o, int (*entry)(A...), A... args) {
+  auto [near, far] = Channel::create().value();
+  Handle give[] = {far.handle()};
+  o.handles = give;
+  *mine = std::move(near);
+  return Process::spawn(o, entry, args...);
+}
+
+// Spawns a triple server and a caller, each with one end, on the given CPUs.
+struct CallPair {
+  Result<Process> server;
+  Result<Process> caller;
+};
+template <typename... A>
+CallPair spawn_call_pair(CpuMask server_cpus, CpuMask caller_cpus, int (*caller)(A...), A... args) {
+  auto [a, b] = Channel::create().value();
+  Handle ga[] = {a.handle()};
+  Handle gb[] = {b.handle()};
+  ProcessOptions os, oc;
+  os.handles = gb;
+  os.affinity = server_cpus;
+  oc.handles = ga;
+  oc.affinity = caller_cpus;
+  // a and b close on return: each process holds its own end.
+  return CallPair{Process::spawn(os, triple_server), Process::spawn(oc, caller, args...)};
+}
+
+}  // namespace
+
+namespace {
+// A triple server and a timed triple_caller on the given CPUs, 2000 calls:
+// the virtual ns of one call (0 after a failure, reported).
+int timed_call_round_trip(CpuMask server_cpus, CpuMask caller_cpus) {
+  CallPair p = spawn_call_pair(server_cpus, caller_cpus, triple_caller, 2000, 0, true);
+  if (!p.server.ok() || !p.caller.ok()) {
+    KFAIL("spawn failed");
+    return 0;
+  }
+  ExitStatus c = run_to_end(std::move(p.caller));
+  KCHECK(c.kind == ExitKind::kExited && c.code > 0);
+  KCHECK_EQ(run_to_end(std::move(p.server)).code, 2000);
+  return c.code;
+}
+}  // namespace
+
+KTEST(channel_call_round_trip_between_two_processes, 1) {
+  // One CPU: the time is the instructions of the round trip.
+  int ns = timed_call_round_trip(CpuMask::only(0), CpuMask::only(0));
+  print("  channel call round trip (call / reply_and_recv) between two processes on one CPU: %d ns (= instructions under -icount)\n", ns);
+}
+
+KTEST(channel_call_replies_match_requests, 1) {
+  CpuMask all = CpuMask::all();
+  CallPair p = spawn_call_pair(all, all, triple_caller, 3000, 7, false);
+  KREQUIRE(p.server.ok() && p.caller.ok());
+  ExitStatus c = run_to_end(std::move(p.caller));
+  KCHECK(c.kind == ExitKind::kExited && c.code == 0);
+  KCHECK_EQ(run_to_end(std::move(p.server)).code, 3000);
+}
+
+// The server pinned to CPU 1, the caller to CPU 0: no direct switch (the
+// server may not run on the caller's CPU), every step a cross-CPU wake-up.
+KTEST(channel_call_with_the_server_on_another_cpu, 2) {
+  int ns = timed_call_round_trip(CpuMask::only(1), CpuMask::only(0));
+  print("  channel call round trip, server on another CPU: %d ns of virtual time\n", ns);
+}
+
+// Four caller processes, each with its own channel to one of four server
+// threads of one process; and two threads of this process calling on one
+// end at once: every request is answered exactly once (which of the two
+// threads gets which reply is not fixed: a reply goes to whichever caller
+// waits on the end first; channel.h says so).
+KTEST(channel_call_concurrent_callers, 1) {
+  constexpr int kCallers = 4;
+  constexpr int kRounds = 500;
+  Channel mine[kCallers];
+  Channel theirs[kCallers];
+  Handle server_ends[kCallers];
+  for (int i = 0; i < kCallers; ++i) {
+    auto [a, b] = Channel::create().value();
+    mine[i] = std::move(a);
+    theirs[i] = std::move(b);
+    server_ends[i] = theirs[i].handle();
+  }
+  ProcessOptions os;
+  os.handles = server_ends;
+  auto server = Process::spawn(os, triple_servers, kCallers);
+  KREQUIRE(server.ok());
+  Process callers[kCallers];
+  for (int i = 0; i < kCallers; ++i) {
+    Handle g[] = {mine[i].handle()};
+    ProcessOptions oc;
+    oc.handles = g;
+    callers[i] = Process::spawn(oc, triple_caller, kRounds, i * 100000, false).value();
+    mine[i].close();
+    theirs[i].close();
+  }
+  for (auto& c : callers) KCHECK(run_to_end(std::move(c)).code == 0);
+  KCHECK_EQ(run_to_end(std::move(server)).code, kCallers * kRounds);
+
+  // Two threads on one end.
+  Channel a;
+  auto one = spawn_peer(&a, ProcessOptions{}, triple_server);
+  KREQUIRE(one.ok());
+  static bool seen[2][kRounds];
+  for (auto& row : seen) {
+    for (bool& s : row) s = false;
+  }
+  std::atomic<int> bad{0};
+  Mutex seen_lock;
+  auto body = [&a, &bad, &seen_lock](int t) {
+    for (int i = 0; i < kRounds; ++i) {
+      auto r = a.call_value<int>(t * 100000 + i);
+      int v = r.ok() ? *r : 1;
+      if (!r.ok() || (v - 1) % 3 != 0) {
+        ++bad;
+        continue;
+      }
+      int req = (v - 1) / 3;
+      int rt = req / 100000, ri = req % 100000;
+      seen_lock.lock();
+      if (rt < 0 || rt > 1 || ri >= kRounds || seen[rt][ri]) {
+        ++bad;
+      } else {
+        seen[rt][ri] = true;
+      }
+      seen_lock.unlock();
+    }
+    return 0;
+  };
+  Thread t0 = Thread::create(ThreadOptions{}, [&body] { return body(0); }).value();
+  Thread t1 = Thread::create(ThreadOptions{}, [&body] { return body(1); }).value();
+  KCHECK(t0.join() == Status::kOk && t1.join() == Status::kOk);
+  KCHECK_EQ(bad.load(), 0);
+  int answered = 0;
+  for (auto& row : seen) {
+    for (bool s : row) answered += s;
+  }
+  KCHECK_EQ(answered, 2 * kRounds);
+  a.close();
+  KCHECK_EQ(run_to_end(std::move(one)).code, 2 * kRounds);
+}
+
+namespace {
+
+// Receives one request (a handle with it: checked and closed), replies
+// with a fresh channel end attached, then one without.
+int handle_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  std::byte buf[16];
+  Handle got[1];
+  auto r = ch->recv(buf, got);
+  if (!r.ok() || r->handles != 1) return 2;
+  if (handle_close(got[0]) != Status::kOk) return 3;
+  auto [x, y] = Channel::create().value();
+  Handle give[] = {x.handle()};
+  if (ch->send(std::as_bytes(std::span("h", 1)), give) != Status::kOk) return 4;
+  auto r2 = ch->recv(buf);  // the plain call's request
+  if (!r2.ok()) return 5;
+  return ch->send_value(99) == Status::kOk ? 0 : 6;
+}
+
+// Not receiving yet when the first request comes.
+int late_triple_server() {
+  this_thread::sleep_for(5ms);
+  return triple_server();
+}
+
+// Its first receive is too small for the request: kOverflow, then a
+// buffer that fits; replies with the length it got.
+int picky_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  std::byte small[4];
+  if (ch->recv(small).status() != Status::kOverflow) return 2;
+  std::byte big[64];
+  auto r = ch->recv(big);
+  if (!r.ok()) return 3;
+  return ch->send_value(static_cast<int>(r->bytes)) == Status::kOk ? 0 : 4;
+}
+
+}  // namespace
+
+// The general paths: a request behind a queued one, a large one, one with
+// handles, a reply with handles, a server that is not waiting, a server
+// buffer too small; each still answers correctly, in order.
+KTEST(channel_call_fallback_paths, 1) {
+  // Queue not empty: two plain sends first (the first may go straight to
+  // the waiting server, the second is queued), then a call, whose reply
+  // is the first one the server sends: a call takes the next message.
+  ProcessOptions o;
+  Channel a;
+  auto server = spawn_peer(&a, o, triple_server);
+  KREQUIRE(server.ok());
+  this_thread::sleep_for(2ms);  // the server waits in recv
+  KCHECK(a.send_value(1) == Status::kOk);
+  KCHECK(a.send_value(2) == Status::kOk);
+  auto r3 = a.call_value<int>(3);
+  KCHECK(r3.ok() && *r3 == 4);  // the reply to 1
+  KCHECK(a.recv_value<int>().value() == 7);
+  KCHECK(a.recv_value<int>().value() == 10);
+  a.close();
+  KCHECK_EQ(run_to_end(std::move(server)).code, 3);
+
+  // A large request and reply (past the direct 256 bytes) through echo_server.
+  Channel c;
+  auto echo = spawn_peer(&c, o, echo_server);
+  KREQUIRE(echo.ok());
+  static std::byte req[1000], rep[1000];
+  for (std::size_t i = 0; i < sizeof req; ++i) req[i] = static_cast<std::byte>(i * 7);
+  for (int round = 0; round < 3; ++round) {
+    auto r = c.call(req, rep);
+    KREQUIRE(r.ok());
+    KCHECK_EQ(r->bytes, sizeof req);
+    KCHECK(std::memcmp(req, rep, sizeof req) == 0);
+  }
+  // A reply buffer too small: kOverflow, the reply stays queued.
+  std::byte tiny[8];
+  KCHECK(c.call(req, tiny).status() == Status::kOverflow);
+  auto rest = c.recv(rep);
+  KCHECK(rest.ok() && rest->bytes == sizeof req);
+  c.close();
+  KCHECK_EQ(run_to_end(std::move(echo)).code, 4);
+
+  // Handles in the request (send then recv), and in the reply (kOverflow
+  // for call, then recv with room for it).
+  Channel e;
+  auto hs = spawn_peer(&e, o, handle_server);
+  KREQUIRE(hs.ok());
+  auto [spare, spare2] = Channel::create().value();
+  Handle carry[] = {spare.handle()};
+  std::byte buf[16];
+  KCHECK(e.call(std::as_bytes(std::span("q", 1)), buf, kForever, carry).status() == Status::kOverflow);
+  Handle got[1];
+  auto withh = e.recv(buf, got);
+  KCHECK(withh.ok() && withh->handles == 1 && handle_kind(got[0]) == HandleKind::kChannel);
+  (void)handle_close(got[0]);
+  auto plain = e.call_value<int>(5);
+  KCHECK(plain.ok() && *plain == 99);
+  KCHECK(run_to_end(std::move(hs)).code == 0);
+
+  // The server is not waiting yet, then a server buffer too small.
+  {
+    Channel g1;
+    auto ls = spawn_peer(&g1, o, late_triple_server);
+    KREQUIRE(ls.ok());
+    auto v = g1.call_value<int>(11);
+    KCHECK(v.ok() && *v == 34);
+    g1.close();
+    KCHECK_EQ(run_to_end(std::move(ls)).code, 1);
+  }
+  {
+    Channel g1;
+    auto ps = spawn_peer(&g1, o, picky_server);
+    KREQUIRE(ps.ok());
+    this_thread::sleep_for(2ms);  // the server waits with its 4-byte buffer
+    std::byte sixteen[16] = {};
+    int n = 0;
+    auto r = g1.call(sixteen, std::as_writable_bytes(std::span(&n, 1)));
+    KCHECK(r.ok() && n == 16);
+    KCHECK_EQ(run_to_end(std::move(ps)).code, 0);
+  }
+}
+
+namespace {
+
+// Receives a request, replies 30 ms later, then waits for the end.
+int slow_replier() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  int v = 0;
+  if (!ch->recv(std::as_writable_bytes(std::span(&v, 1))).ok()) return 2;
+  this_thread::sleep_for(30ms);
+  if (ch->send_value(v + 1) != Status::kOk) return 3;
+  std::byte b[4];
+  return ch->recv(b).status() == Status::kClosed ? 0 : 4;
+}
+
+// Dies with a request in hand.
+int die_on_request() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  std::byte b[8];
+  (void)ch->recv(b);
+  *static_cast<volatile int*>(nullptr) = 1;
+  return 2;
+}
+
+// One call, then dies (its server waits in reply_and_recv).
+int call_once_then_die() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  if (!ch->call_value<int>(1).ok()) return 2;
+  *static_cast<volatile int*>(nullptr) = 1;
+  return 3;
+}
+
+// Calls and waits forever (nobody answers).
+int call_forever() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  (void)ch->call_value<int>(1);
+  return 2;
+}
+
+}  // namespace
+
+KTEST(channel_call_timeouts_and_peer_death, 1) {
+  // Both ends here: the request is queued, the wait times out; the same
+  // for reply_and_recv.
+  auto [a, b] = Channel::create().value();
+  std::byte buf[8];
+  KCHECK(a.call(std::as_bytes(std::span("ab", 2)), buf, deadline_after(5ms)).status() == Status::kTimedOut);
+  auto req = b.recv(buf);
+  KCHECK(req.ok() && req->bytes == 2);
+  KCHECK(b.reply_and_recv(std::as_bytes(std::span("cd", 2)), buf, deadline_after(5ms)).status() == Status::kTimedOut);
+  auto rep = a.recv(buf);
+  KCHECK(rep.ok() && rep->bytes == 2);
+  // A deadline already passed: the request still goes out (as send would).
+  KCHECK(a.call(std::as_bytes(std::span("x", 1)), buf, deadline_after(0ns)).status() == Status::kTimedOut);
+  KCHECK(b.recv(buf).ok());
+
+  // A server slower than the deadline: kTimedOut, and its late reply is
+  // what the next receive on the end takes.
+  ProcessOptions o;
+  Channel c;
+  auto slow = spawn_peer(&c, o, slow_replier);
+  KREQUIRE(slow.ok());
+  KCHECK(c.call_value<int>(41, deadline_after(5ms)).status() == Status::kTimedOut);
+  auto late = c.recv_value<int>();
+  KCHECK(late.ok() && *late == 42);
+  c.close();
+  KCHECK_EQ(run_to_end(std::move(slow)).code, 0);
+
+  // The server dies holding the request: the caller's call says kClosed.
+  Channel e;
+  auto dies = spawn_peer(&e, o, die_on_request);
+  KREQUIRE(dies.ok());
+  KCHECK(e.call_value<int>(1).status() == Status::kClosed);
+  KCHECK(run_to_end(std::move(dies)).kind == ExitKind::kFaulted);
+
+  // The caller dies while its server waits in reply_and_recv: kClosed there.
+  CallPair p = spawn_call_pair(CpuMask::all(), CpuMask::all(), call_once_then_die);
+  KREQUIRE(p.server.ok() && p.caller.ok());
+  KCHECK(run_to_end(std::move(p.caller)).kind == ExitKind::kFaulted);
+  KCHECK_EQ(run_to_end(std::move(p.server)).code, 1);
+
+  // A process killed while it waits in a call ends (the wait is interrupted).
+  Channel g;
+  auto waiting = spawn_peer(&g, o, call_forever);
+  KREQUIRE(waiting.ok());
+  KCHECK(g.recv_value<int>().value() == 1);  // the request came: it now waits for the reply
+  this_thread::sleep_for(1ms);
+  KCHECK(waiting->kill() == Status::kOk);
+  KCHECK(run_to_end(std::move(waiting)).kind == ExitKind::kKilled);
+  KCHECK(g.call_value<int>(2).status() == Status::kClosed);
+}
+
+namespace {
+
+// Bad arguments to call from a process (handle 0: a triple server; 1: a
+// shared region): refused with kInvalidArgument or kNotFound, never a
+// kernel fault, nothing lost.
+int bad_calls() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  auto* kern = reinterpret_cast<std::byte*>(this_process::kernel_space_address());
+  int v = 5;
+  auto vb = std::as_bytes(std::span(&v, 1));
+  int out = 0;
+  auto ob = std::as_writable_bytes(std::span(&out, 1));
+  // An unreadable request: nothing sent.
+  if (ch->call(std::span<const std::byte>(kern, 4), ob).status() != Status::kInvalidArgument) return 2;
+  auto* null_page = reinterpret_cast<std::byte*>(std::uintptr_t{16});
+  if (ch->call(std::span<const std::byte>(null_page, 4), ob).status() != Status::kInvalidArgument) return 3;
+  // Too long.
+  static std::byte huge[kMaxMessageBytes + 1];
+  if (ch->call(huge, ob).status() != Status::kInvalidArgument) return 4;
+  // Forged, closed and wrong-kind handles.
+  if (detail::channel_call(Handle{0x12345}, vb, ob, kForever).status() != Status::kNotFound) return 5;
+  if (detail::channel_call(this_process::handle(1), vb, ob, kForever).status() != Status::kInvalidArgument) return 6;
+  // An unwritable reply buffer (kernel, null page, read-only code): the
+  // request went, the reply stays queued for a good buffer.
+  std::byte* bad_bufs[] = {kern, null_page, reinterpret_cast<std::byte*>(&bad_calls)};
+  for (int i = 0; i < 3; ++i) {
+    if (ch->call(vb, std::span<std::byte>(bad_bufs[i], 4)).status() != Status::kInvalidArgument) return 10 + i;
+    auto kept = ch->recv_value<int>();
+    if (!kept.ok() || *kept != 16) return 20 + i;
+  }
+  // Raw system calls with absurd lengths.
+  using kernel::kSysChannelCall;
+  std::uint64_t h = ch->handle().value;
+  auto user_arg = [](const void* p) { return reinterpret_cast<std::uint64_t>(p); };
+  auto status_from = [](std::uint64_t r) { return static_cast<Status>(static_cast<int>(r & 0xff)); };
+  if (status_from(arch::user_syscall(kSysChannelCall, h, user_arg(&v), ~0ull, user_arg(&out), 4, ~0ull >> 1)) !=
+      Status::kInvalidArgument) {
+    return 30;
+  }
+  if (status_from(arch::user_syscall(kSysChannelCall, h, ~0ull - 2, 4, user_arg(&out), 4, ~0ull >> 1)) !=
+      Status::kInvalidArgument) {
+    return 31;
+  }
+  // A reply buffer of absurd capacity at a bad address: still the reply is
+  // kept (the buffer is checked for the reply's length).
+  if (status_from(arch::user_syscall(kSysChannelCall, h, user_arg(&v), 4, ~0ull - 100, ~0ull, ~0ull >> 1)) !=
+      Status::kInvalidArgument) {
+    return 32;
+  }
+  if (ch->recv_value<int>().value() != 16) return 33;
+  // And a good call still works.
+  auto ok = ch->call_value<int>(2);
+  return ok.ok() && *ok == 7 ? 0 : 40;
+}
+
+}  // namespace
+
+KTEST(channel_call_bad_arguments_from_a_process, 1) {
+  auto [a, b] = Channel::create().value();
+  auto shm = SharedMemory::create(4096);
+  KREQUIRE(shm.ok());
+  Handle ga[] = {a.handle()};
+  Handle gb[] = {b.handle(), shm->handle()};
+  ProcessOptions os, oc;
+  os.handles = ga;
+  oc.handles = gb;
+  auto server = Process::spawn(os, triple_server);
+  auto bad = Process::spawn(oc, bad_calls);
+  KREQUIRE(server.ok() && bad.ok());
+  a.close();
+  b.close();
+  ExitStatus st = run_to_end(std::move(bad));
+  char why[160];
+  if (!st.success()) KFAIL("bad calls: %s", st.describe(why, sizeof why));
+  KCHECK_EQ(run_to_end(std::move(server)).code, 5);
 }

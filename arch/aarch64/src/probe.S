@@ -67,7 +67,8 @@ _ZN7spindle4arch10probe_execEPKv:
 // Copies with user mode's permissions (LDTR/STTR: an EL1 access checked as
 // EL0 would be), for system calls: a user address that EL0 may not read
 // (write), or a kernel address, faults into the probe's resume instead of
-// panicking. 8 bytes at a time while both sides are aligned.
+// panicking. 8 bytes at a time while both sides are aligned, then one
+// aligned 4-byte step, then bytes.
 // ProbeResult probe_user_read(void* dst, const void* user_src, size_t n)
         .globl  _ZN7spindle4arch15probe_user_readEPvPKvm
         .type   _ZN7spindle4arch15probe_user_readEPvPKvm, %function
@@ -83,12 +84,21 @@ _ZN7spindle4arch15probe_user_readEPvPKvm:
         add     x1, x1, #8
         sub     x2, x2, #8
         b       2b
-3:      cbz     x2, 4f
+3:      cmp     x2, #4                          // a 4-byte tail (or message) in one step
+        b.lo    5f
+        orr     x3, x0, x1
+        tst     x3, #3
+        b.ne    5f
+        ldtr    w3, [x1]
+        str     w3, [x0], #4
+        add     x1, x1, #4
+        sub     x2, x2, #4
+5:      cbz     x2, 4f
         ldtrb   w3, [x1]
         strb    w3, [x0], #1
         add     x1, x1, #1
         sub     x2, x2, #1
-        b       3b
+        b       5b
 4:
         PROBE_END
         ret
@@ -109,12 +119,21 @@ _ZN7spindle4arch16probe_user_writeEPvPKvm:
         add     x0, x0, #8
         sub     x2, x2, #8
         b       2b
-3:      cbz     x2, 4f
+3:      cmp     x2, #4
+        b.lo    5f
+        orr     x3, x0, x1
+        tst     x3, #3
+        b.ne    5f
+        ldr     w3, [x1], #4
+        sttr    w3, [x0]
+        add     x0, x0, #4
+        sub     x2, x2, #4
+5:      cbz     x2, 4f
         ldrb    w3, [x1], #1
         sttrb   w3, [x0]
         add     x0, x0, #1
         sub     x2, x2, #1
-        b       3b
+        b       5b
 4:
         PROBE_END
         ret

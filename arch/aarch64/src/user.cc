@@ -45,7 +45,9 @@ namespace spindle::arch {
 struct AddressSpace {
   IrqSpinLock lock;                     // its tables
   std::uintptr_t l1 = 0;                // PA of the level-1 table
-  std::uint64_t context = 0;            // generation | ASID; 0: never ran. g_asid_lock.
+  // generation | ASID; 0: never ran. Written under g_asid_lock; read
+  // without it by address_space_activate's fast path.
+  std::atomic<std::uint64_t> context{0};
 };
 
 namespace {
@@ -96,11 +98,16 @@ unsigned g_asid_next = 1;
 unsigned g_asid_limit = 0;  // tests: numbers below it only (0: all)
 std::uint64_t g_rollovers = 0;
 
+// active: the context this CPU loaded in TTBR0 (0: none, or "since the
+// last rollover": a rollover exchanges every CPU's with 0). Written by
+// its CPU (a compare-and-swap in the fast path, a store under the lock in
+// the slow one) and by rollover (the exchange), so the fast path's CAS
+// fails if a rollover came between its generation check and the switch.
 struct CpuAsid {
-  std::uint64_t active = 0;    // context loaded in TTBR0 (0: none)
+  std::atomic<std::uint64_t> active{0};
   std::uint64_t reserved = 0;  // context it ran at the last rollover, kept in the new generation
   bool flush_pending = false;  // a rollover happened: flush the local TLB before the next load
-  AddressSpace* current = nullptr;
+  std::atomic<AddressSpace*> current{nullptr};  // written only by its CPU
 };
 CpuAsid g_cpu_asid[kMaxCpusAarch64];
 
@@ -114,12 +121,16 @@ void take_asid(unsigned a) { g_asid_used[a / 64] |= 1ull << (a % 64); }
 // g_asid_lock held.
 void rollover() {
   ++g_rollovers;
-  g_generation += 1ull << g_asid_bits;
+  __atomic_store_n(&g_generation, g_generation + (1ull << g_asid_bits), __ATOMIC_RELAXED);  // read by the fast path
   std::memset(g_asid_used, 0, sizeof g_asid_used);
   take_asid(0);
   for (CpuAsid& c : g_cpu_asid) {
-    c.reserved = c.active;
-    if (c.active) take_asid(static_cast<unsigned>(c.active & asid_mask()));
+    // 0: the CPU loaded nothing since the last rollover, so it still runs
+    // what it was reserved then (or no address space).
+    std::uint64_t a = c.active.exchange(0, std::memory_order_relaxed);
+    if (a == 0) a = c.reserved;
+    c.reserved = a;
+    if (a) take_asid(static_cast<unsigned>(a & asid_mask()));
     c.flush_pending = true;
   }
   g_asid_next = 1;
@@ -127,7 +138,7 @@ void rollover() {
 
 // A context of the current generation for as. g_asid_lock held.
 std::uint64_t new_context(AddressSpace* as) {
-  std::uint64_t old = as->context;
+  std::uint64_t old = as->context.load(std::memory_order_relaxed);
   if (old != 0) {
     for (const CpuAsid& c : g_cpu_asid) {
       if (c.reserved == old) return g_generation | (old & asid_mask());  // running since before the rollover
@@ -185,7 +196,7 @@ std::uint64_t asid_rollovers() {
 
 unsigned address_space_asid(const AddressSpace* as) {
   Locked l(g_asid_lock);
-  return static_cast<unsigned>(as->context & asid_mask());
+  return static_cast<unsigned>(as->context.load(std::memory_order_relaxed) & asid_mask());
 }
 
 LastUserFault last_user_fault() {
@@ -208,14 +219,15 @@ void address_space_destroy(AddressSpace* as) {
   {
     Locked l(g_asid_lock);
     for (const CpuAsid& c : g_cpu_asid) {
-      if (c.current == as) panic("address_space_destroy: still active on a CPU");
+      if (c.current.load(std::memory_order_relaxed) == as) panic("address_space_destroy: still active on a CPU");
     }
-    if (as->context != 0 && (as->context & ~asid_mask()) == g_generation) {
-      unsigned a = static_cast<unsigned>(as->context & asid_mask());
+    std::uint64_t ctx = as->context.load(std::memory_order_relaxed);
+    if (ctx != 0 && (ctx & ~asid_mask()) == g_generation) {
+      unsigned a = static_cast<unsigned>(ctx & asid_mask());
       g_asid_used[a / 64] &= ~(1ull << (a % 64));
     }
   }
-  tlbi_asid(as->context);  // before its number or its pages go to anyone else
+  tlbi_asid(as->context.load(std::memory_order_relaxed));  // before its number or its pages go to anyone else
   auto* l1 = reinterpret_cast<std::uint64_t*>(phys_to_virt(as->l1));
   for (unsigned i = 0; i < 512; ++i) {
     if (!(l1[i] & kValid)) continue;
@@ -261,7 +273,7 @@ void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size) {
   std::uint64_t asid;
   {
     Locked a(g_asid_lock);
-    asid = as->context & asid_mask();
+    asid = as->context.load(std::memory_order_relaxed) & asid_mask();
   }
   for (std::size_t off = 0; off < size; off += kPageSize) {
     std::uint64_t* pte = pte_of(as, va + off, false);
@@ -327,11 +339,10 @@ void* user_word(AddressSpace* as, std::uintptr_t va, bool write, bool* shared) {
 namespace {
 // Interrupts stay masked while a probe copies: a few hundred bytes at a time.
 constexpr std::size_t kProbeChunk = 256;
-}  // namespace
 
-bool user_read(void* dst, std::uintptr_t src, std::size_t n) {
-  if (n == 0) return true;
-  if (!in_user_range(src, n)) return false;
+// Copies of more than one probe chunk (out of line: the one-chunk case
+// of a system call stays a leaf call with no frame).
+[[gnu::noinline]] bool user_read_chunks(void* dst, std::uintptr_t src, std::size_t n) {
   auto* d = static_cast<char*>(dst);
   for (std::size_t off = 0; off < n; off += kProbeChunk) {
     std::size_t k = n - off < kProbeChunk ? n - off : kProbeChunk;
@@ -340,15 +351,28 @@ bool user_read(void* dst, std::uintptr_t src, std::size_t n) {
   return true;
 }
 
-bool user_write(std::uintptr_t dst, const void* src, std::size_t n) {
-  if (n == 0) return true;
-  if (!in_user_range(dst, n)) return false;
+[[gnu::noinline]] bool user_write_chunks(std::uintptr_t dst, const void* src, std::size_t n) {
   const auto* s = static_cast<const char*>(src);
   for (std::size_t off = 0; off < n; off += kProbeChunk) {
     std::size_t k = n - off < kProbeChunk ? n - off : kProbeChunk;
     if (probe_user_write(reinterpret_cast<void*>(dst + off), s + off, k).esr != 0) return false;
   }
   return true;
+}
+}  // namespace
+
+bool user_read(void* dst, std::uintptr_t src, std::size_t n) {
+  if (n == 0) return true;
+  if (!in_user_range(src, n)) return false;
+  if (n > kProbeChunk) return user_read_chunks(dst, src, n);
+  return probe_user_read(dst, reinterpret_cast<const void*>(src), n).esr == 0;
+}
+
+bool user_write(std::uintptr_t dst, const void* src, std::size_t n) {
+  if (n == 0) return true;
+  if (!in_user_range(dst, n)) return false;
+  if (n > kProbeChunk) return user_write_chunks(dst, src, n);
+  return probe_user_write(reinterpret_cast<void*>(dst), src, n).esr == 0;
 }
 
 bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::size_t n) {
@@ -377,19 +401,48 @@ bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::siz
   return true;
 }
 
+namespace {
+void activate_slow(CpuAsid& c, AddressSpace* as);
+}  // namespace
+
 void address_space_activate(AddressSpace* as) {
   CpuAsid& c = g_cpu_asid[cpu_area()->id];
-  if (as == c.current) return;
+  if (as == c.current.load(std::memory_order_relaxed)) return;
+  if (as) {
+    // Fast path (Linux arm64's): the space has an ASID of the current
+    // generation and no rollover happened since this CPU last loaded one
+    // (active is not 0). A rollover between the checks and the CAS zeroes
+    // active, so the CAS fails; one after the CAS finds active = ctx and
+    // reserves its number. No lock, no flush.
+    std::uint64_t ctx = as->context.load(std::memory_order_relaxed);
+    std::uint64_t old = c.active.load(std::memory_order_relaxed);
+    if (old != 0 && ctx != 0 && (ctx & ~asid_mask()) == __atomic_load_n(&g_generation, __ATOMIC_RELAXED) &&
+        c.active.compare_exchange_strong(old, ctx, std::memory_order_relaxed)) {
+      c.current.store(as, std::memory_order_relaxed);
+      std::uint64_t ttbr = ((ctx & asid_mask()) << 48) | as->l1;
+      asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"(ttbr) : "memory");
+      return;
+    }
+  }
+  activate_slow(c, as);
+}
+
+namespace {
+// A new ASID, a flush after a rollover, or no address space: under the lock.
+[[gnu::noinline]] void activate_slow(CpuAsid& c, AddressSpace* as) {
   std::uint64_t ctx = 0;
   bool flush;
   {
     Locked l(g_asid_lock);
     if (as) {
-      ctx = as->context;
-      if (ctx == 0 || (ctx & ~asid_mask()) != g_generation) ctx = as->context = new_context(as);
+      ctx = as->context.load(std::memory_order_relaxed);
+      if (ctx == 0 || (ctx & ~asid_mask()) != g_generation) {
+        ctx = new_context(as);
+        as->context.store(ctx, std::memory_order_relaxed);
+      }
     }
-    c.active = ctx;
-    c.current = as;
+    c.active.store(ctx, std::memory_order_relaxed);
+    c.current.store(as, std::memory_order_relaxed);
     flush = c.flush_pending && as;
     if (flush) c.flush_pending = false;
   }
@@ -398,6 +451,7 @@ void address_space_activate(AddressSpace* as) {
                           : virt_to_phys(reinterpret_cast<std::uintptr_t>(spindle_user_l1_none));
   asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"(ttbr) : "memory");
 }
+}  // namespace
 
 void enter_user(const UserEntry& e) {
   if (e.sp % 16 != 0 || e.pc < kUserBase || e.pc >= kUserLimit) {
@@ -415,9 +469,8 @@ using namespace spindle::arch;
 // spindle_aarch64_ret_to_user); anything else ends the thread.
 extern "C" void spindle_aarch64_el0_sync(Frame* f) {
   std::uint64_t esr = SPINDLE_READ_SYSREG(esr_el1);
-  std::uint64_t far = SPINDLE_READ_SYSREG(far_el1);
   unsigned ec = static_cast<unsigned>(esr >> 26);
-  if (ec == 0x15) {  // SVC from AArch64
+  if (ec == 0x15) [[likely]] {  // SVC from AArch64
     SyscallFrame s{f->x[8], {f->x[0], f->x[1], f->x[2], f->x[3], f->x[4], f->x[5]}, 0};
     irq_enable();
     spindle::kernel::handle_syscall(s);
@@ -425,6 +478,7 @@ extern "C" void spindle_aarch64_el0_sync(Frame* f) {
     f->x[0] = s.result;
     return;  // to spindle_aarch64_ret_to_user
   }
+  std::uint64_t far = SPINDLE_READ_SYSREG(far_el1);
   UserFaultKind kind;
   switch (ec) {
     case 0x24: kind = UserFaultKind::kDataAbort; break;

@@ -463,6 +463,13 @@ Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Hand
 Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles) {
   return recv_impl(h, buf, handles, kForever, false);
 }
+// No fast path here (each end is a socket): a send, then a receive with
+// no handle room (a reply that carries handles is kOverflow and stays
+// queued, as on aarch64).
+Result<Received> channel_call(Handle h, std::span<const std::byte> msg, std::span<std::byte> buf, TimePoint deadline) {
+  if (Status s = send_impl(h, msg, {}, deadline, true); s != Status::kOk) return s;
+  return recv_impl(h, buf, {}, deadline, true);
+}
 
 namespace {
 

@@ -408,6 +408,7 @@ enum SyscallNumber : std::uint64_t {
   kSysChannelRecv = 22,
   kSysHandle = 23,       // kind, close, duplicate
   kSysShm = 24,          // create, map, unmap a shared region
+  kSysChannelCall = 25,  // send then receive on one end, one call (Channel::call, reply_and_recv)
 };
 // kSysInfo's argument: what to return.
 enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimeslice = 2, kInfoSpawnHandles = 3 };

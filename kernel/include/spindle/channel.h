@@ -47,6 +47,9 @@ namespace detail {
 Status channel_pair(Handle* a, Handle* b);
 Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline);
 Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline);
+// channel_send(h, msg) then channel_recv(h, buf), no handles, as one call
+// (one system call in a process; on aarch64 the fast path of a call).
+Result<Received> channel_call(Handle h, std::span<const std::byte> msg, std::span<std::byte> buf, TimePoint deadline);
 // Without blocking: kWouldBlock where the calls above would wait.
 Status channel_try_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles);
 Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles);
@@ -109,6 +112,60 @@ class Channel {
   }
   Result<Received> recv_for(std::span<std::byte> buf, Duration d) { return recv(buf, {}, deadline_after(d)); }
 
+  // A remote procedure call: sends `request`, then waits for the next
+  // message on this end (the reply) and receives it into `reply`, in one
+  // call with one deadline for both halves. The same as send(request, {},
+  // deadline) then recv(reply, {}, deadline), with the same results and
+  // errors (a send error returns before anything is received); it is
+  // only faster. kTimedOut or kInterrupted after the request went out
+  // means the reply may still come: the next recv or call on this end
+  // takes it, so a caller that gives up should drain or close the end.
+  // A reply that carries handles is kOverflow here (it stays queued:
+  // take it with recv and a handle span). With `handles` to send, it is
+  // send(request, handles) then recv(reply), two calls.
+  //
+  // The fast path (aarch64 processes and the kernel's app; docs/architecture.md,
+  // "Channel calls"): when the peer thread is already waiting in
+  // recv/call/reply_and_recv on its end, with an empty queue, and the
+  // request is at most 256 bytes with no handles, the kernel copies the
+  // request straight into the peer's waiting call and runs the peer on
+  // this CPU at once, in the caller's place, with no heap message and no
+  // run-queue pass (unless a more urgent thread is ready here, or the
+  // peer may not run on this CPU: then it is woken as usual).
+  Result<Received> call(std::span<const std::byte> request, std::span<std::byte> reply, TimePoint deadline = kForever,
+                        std::span<const Handle> handles = {}) {
+    if (!handles.empty()) {
+      if (Status s = send(request, handles, deadline); s != Status::kOk) return s;
+      return recv(reply, {}, deadline);
+    }
+    return detail::channel_call(h_, request, reply, deadline);
+  }
+  // The server's side of call(): sends `reply` to the caller waiting on
+  // the other end, then waits for the next request into `next`. The
+  // same operation as call() (a channel has one peer: the reply goes to
+  // the end the request came from); named for the loop it makes:
+  //
+  //   auto r = ch.recv(buf);                          // the first request
+  //   while (r.ok()) r = ch.reply_and_recv(answer(buf, r->bytes), buf);
+  Result<Received> reply_and_recv(std::span<const std::byte> reply, std::span<std::byte> next,
+                                  TimePoint deadline = kForever) {
+    return detail::channel_call(h_, reply, next, deadline);
+  }
+  // call() with trivially copyable values: kInvalidArgument (reply
+  // consumed) if the reply has another size than R.
+  template <typename R, typename T>
+  Result<R> call_value(const T& request, TimePoint deadline = kForever) {
+    static_assert(std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && std::is_trivially_copyable_v<R>,
+                  "call_value: values must be trivially copyable and not pointers");
+    alignas(R) std::byte buf[sizeof(R)];
+    Result<Received> r = call(std::as_bytes(std::span<const T, 1>(&request, 1)), buf, deadline);
+    if (!r.ok()) return r.status();
+    if (r->bytes != sizeof(R)) return Status::kInvalidArgument;
+    R v;
+    __builtin_memcpy(&v, buf, sizeof(R));  // inline: a freestanding build would call memcpy
+    return v;
+  }
+
   // From a coroutine: the same as send / recv, suspending the coroutine
   // (not its executor thread) while the call would block. The buffers and
   // the Channel must outlive the returned task. Cancelling the task while
@@ -149,7 +206,7 @@ class Channel {
     if (!r.ok()) return r.status();
     if (r->bytes != sizeof(T)) return Status::kInvalidArgument;
     T v;
-    std::memcpy(&v, buf, sizeof(T));
+    __builtin_memcpy(&v, buf, sizeof(T));  // inline: a freestanding build would call memcpy
     return v;
   }
 
