@@ -480,12 +480,20 @@ Result<detail::Mapping> shm_map_in(HandleTable* t, Proc* p, Handle h) {
     at = p ? t->next_map : reinterpret_cast<std::uintptr_t>(r->pages);
     if (p) t->next_map += r->size + arch::kPageSize;  // a page apart: an overrun faults
   }
+  // A process's mapping counts against its memory limit (and its
+  // ancestors'): past it, kLimit. Given back at shm_unmap or with the process.
+  if (p && !charge_memory(p, r->size)) {
+    LockGuard guard;
+    release(r);
+    return Status::kLimit;
+  }
   auto* rm = new (std::nothrow) RegionMap{r, at, nullptr};
   bool ok = rm != nullptr && (!p || (at + r->size <= kShmLimit &&
                                      arch::user_map_kernel_pages(p->as, at, r->pages, r->size,
                                                                  access == Access::kReadOnly
                                                                      ? arch::UserAccess::kRead
                                                                      : arch::UserAccess::kReadWrite)));
+  if (!ok && p) uncharge_memory(p, r->size);
   LockGuard guard;
   if (!ok) {
     delete rm;
@@ -510,7 +518,10 @@ void shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at) {
     }
   }
   if (!found) return;
-  if (p) arch::user_unmap(p->as, at, found->region->size);  // the pages stay the region's
+  if (p) {
+    arch::user_unmap(p->as, at, found->region->size);  // the pages stay the region's
+    uncharge_memory(p, found->region->size);
+  }
   LockGuard guard;
   release(found->region);
   delete found;
@@ -523,12 +534,13 @@ std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<i
 // ---------------------------------------------------------------------------
 // Process tables.
 
-Result<HandleTable*> handle_table_for_spawn(std::span<const Handle> given) {
+Result<HandleTable*> handle_table_for_spawn(HandleTable* from, std::span<const Handle> given) {
+  if (!from) from = &g_kernel_table;
   auto* t = new (std::nothrow) HandleTable;
   if (!t) return Status::kNoMemory;
   LockGuard guard;
   for (const Handle& h : given) {
-    HandleTable::Entry* e = lookup(&g_kernel_table, h);
+    HandleTable::Entry* e = lookup(from, h);
     if (!e) {
       for (unsigned i = 0; i < t->spawned; ++i) release(t->e[i].obj);
       delete t;

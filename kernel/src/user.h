@@ -62,6 +62,26 @@ struct UserThreadCreate {
   std::uint64_t callable;  // where the caller constructs the callable
 };
 
+// kSysProcessSpawn's argument, in the caller's memory. main and entry are
+// addresses in the caller's copy of the image, which are the child's too
+// (every copy is at the same user address).
+struct UserProcessSpawn {
+  // In.
+  std::uint64_t name;  // user address of a NUL-terminated name, or 0
+  std::uint64_t memory_limit;
+  std::uint64_t affinity;
+  std::uint32_t thread_limit;
+  std::int32_t priority;
+  std::uint64_t handles;  // user address of nhandles Handles of the caller's table
+  std::uint64_t nhandles;
+  std::uint64_t main;
+  std::uint64_t entry;
+  std::uint64_t args;  // user address of len argument bytes
+  std::uint64_t len;
+  // Out.
+  std::uint64_t pid;
+};
+
 // kSysThreadCtl's operations (thread 0: the caller).
 enum ThreadCtl : std::uint64_t {
   kCtlSetPriority = 0,  // value: the priority

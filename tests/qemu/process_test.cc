@@ -14,6 +14,7 @@
 
 #include "../kernel/ktest.h"
 #include "../kernel/ktest_util.h"
+#include "../../kernel/src/user.h"
 #include "process_util.h"
 
 using namespace spindle;
@@ -49,8 +50,6 @@ int first_byte_and_size(std::span<const std::byte> b) {
   return static_cast<int>(b[0]) + static_cast<int>(b.size() % 7);
 }
 int own_id() { return static_cast<int>(this_process::id()); }
-// A process cannot start processes on this target yet.
-int try_spawn() { return Process::spawn(exit_with, 1).status() == Status::kInvalidState ? 0 : 1; }
 int own_cpu_and_priority() { return static_cast<int>(this_thread::cpu()) * 100 + this_thread::priority(); }
 
 std::uint64_t sum_of_squares(std::uint64_t n) {
@@ -383,6 +382,176 @@ int queue_an_end_in_itself(bool then_wait) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------
+// Nested processes: a process spawns, joins and kills its own children.
+
+// depth levels of processes, each joining its child: depth + 5.
+int nest(int depth) {
+  if (depth == 0) return 5;
+  auto c = Process::spawn(ProcessOptions{.name = "nested"}, nest, depth - 1);
+  if (!c.ok()) return -100 - static_cast<int>(c.status());
+  ProcessId pid = c->pid();
+  if (pid == 0 || pid == this_process::id()) return -1;
+  auto st = c->join();
+  if (!st.ok() || st->kind != ExitKind::kExited) return -2;
+  return st->code + 1;
+}
+
+// Spawn, arguments, join_for, kill and join of a child, from a process.
+int parent_api() {
+  const std::byte bytes[] = {std::byte{1}, std::byte{2}, std::byte{3}};
+  g_global = 55;  // the child's copy is fresh all the same
+  auto a = Process::spawn(echo_args, 41, Pair{-3, 1234567890123}, std::span<const std::byte>(bytes), 'z');
+  if (!a.ok()) return 1;
+  auto ast = a->join();
+  if (!ast.ok() || !ast->success()) return 2;
+  if (a->join().status() != Status::kInvalidState) return 3;
+  auto s = Process::spawn(sleeper);
+  if (!s.ok()) return 4;
+  if (s->join_for(5ms).status() != Status::kTimedOut || !s->joinable()) return 5;
+  if (s->kill() != Status::kOk || s->kill() != Status::kOk) return 6;
+  auto sst = s->join();
+  if (!sst.ok() || sst->kind != ExitKind::kKilled) return 7;
+  auto f = Process::spawn(null_write);  // a child's fault is the child's
+  if (!f.ok()) return 8;
+  auto fst = f->join();
+  if (!fst.ok() || fst->kind != ExitKind::kFaulted || fst->fault != FaultKind::kBadAccess) return 9;
+  ProcessOptions bad;
+  bad.priority = 99;
+  if (Process::spawn(bad, exit_with, 0).status() != Status::kInvalidArgument) return 10;
+  Handle forged[] = {Handle{0x12345}};
+  bad = {};
+  bad.handles = forged;
+  if (Process::spawn(bad, exit_with, 0).status() != Status::kNotFound) return 11;
+  { auto dropped = Process::spawn(sleeper); }  // the handle's end kills and reaps it
+  return 0;
+}
+
+// Forged and foreign pids and bad pointers to the process calls: each a
+// clear status, never a fault. `sibling`: a pid this process did not spawn.
+int forged_pids(ProcessId sibling) {
+  using namespace kernel;
+  const auto st = [](std::uint64_t r) { return static_cast<Status>(static_cast<int>(r)); };
+  ExitStatus out;
+  const std::uint64_t kernel = this_process::kernel_space_address();
+  if (st(arch::user_syscall(kSysProcessKill, sibling)) != Status::kNotFound) return 1;
+  if (st(arch::user_syscall(kSysProcessJoin, sibling, INT64_MAX, user_arg(&out))) != Status::kNotFound) return 2;
+  if (st(arch::user_syscall(kSysProcessKill, this_process::id())) != Status::kNotFound) return 3;
+  if (st(arch::user_syscall(kSysProcessKill, 1)) != Status::kNotFound) return 4;  // the kernel's
+  if (st(arch::user_syscall(kSysProcessKill, 0xdeadbeef)) != Status::kNotFound) return 5;
+  if (st(arch::user_syscall(kSysProcessJoin, 77777, 0, user_arg(&out))) != Status::kNotFound) return 6;
+  if (st(arch::user_syscall(kSysProcessSpawn, kernel)) != Status::kInvalidArgument) return 7;
+  if (st(arch::user_syscall(kSysProcessSpawn, 16)) != Status::kInvalidArgument) return 8;
+  UserProcessSpawn u{};
+  u.affinity = ~std::uint64_t{0};
+  u.args = kernel;
+  u.len = 8;
+  if (st(arch::user_syscall(kSysProcessSpawn, user_arg(&u))) != Status::kInvalidArgument) return 9;
+  u.args = 0;
+  u.len = kMaxProcessArgBytes + 1;
+  if (st(arch::user_syscall(kSysProcessSpawn, user_arg(&u))) != Status::kInvalidArgument) return 10;
+  u.len = 0;
+  u.name = kernel;
+  if (st(arch::user_syscall(kSysProcessSpawn, user_arg(&u))) != Status::kInvalidArgument) return 11;
+  // A child: joining it into a kernel address is refused, and it stays joinable.
+  auto c = Process::spawn(exit_with, 4);
+  if (!c.ok()) return 12;
+  if (st(arch::user_syscall(kSysProcessJoin, c->pid(), INT64_MAX, kernel)) != Status::kInvalidArgument) return 13;
+  auto cst = c->join();
+  if (!cst.ok() || cst->code != 4) return 14;
+  // A made-up entry: the child faults, not the kernel.
+  u = {};
+  u.affinity = ~std::uint64_t{0};
+  u.main = 0x10;
+  if (st(arch::user_syscall(kSysProcessSpawn, user_arg(&u))) != Status::kOk) return 15;
+  if (st(arch::user_syscall(kSysProcessJoin, u.pid, INT64_MAX, user_arg(&out))) != Status::kOk) return 16;
+  if (out.kind != ExitKind::kFaulted) return 17;
+  return 0;
+}
+
+// A child and a grandchild that sleep; then this process ends as `how`
+// says (0: returns, 1: faults, 2: sleeps until killed) without joining them.
+int grandchild() {
+  this_thread::sleep_for(100s);
+  return 0;
+}
+int sleeping_child() {
+  auto g = Process::spawn(grandchild);
+  if (!g.ok()) return 1;
+  this_thread::sleep_for(100s);
+  return 0;
+}
+int abandon_children(int how) {
+  auto c = Process::spawn(sleeping_child);
+  if (!c.ok()) return 1;
+  auto d = Process::spawn(sleeping_child);
+  if (!d.ok()) return 2;
+  this_thread::sleep_for(2ms);
+  if (how == 1) *static_cast<volatile int*>(nullptr) = 1;
+  if (how == 2) this_thread::sleep_for(100s);
+  c->kill();
+  return 0;  // d's handle kills and reaps it
+}
+
+// The channel end given at spawn is the parent's own; the child answers on it.
+int answer_on_handle() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  return ch->send_value(4321) == Status::kOk ? 0 : 2;
+}
+int give_own_handle() {
+  auto pair = Channel::create();
+  if (!pair.ok()) return 1;
+  Handle give[] = {pair->second.handle()};
+  ProcessOptions o;
+  o.handles = give;
+  auto c = Process::spawn(o, answer_on_handle);
+  if (!c.ok()) return 2;
+  auto v = pair->first.recv_value<int>();
+  if (!v.ok() || *v != 4321) return 3;
+  auto st = c->join();
+  return st.ok() && st->success() ? 0 : 4;
+}
+
+// Limits are hierarchical: a child's threads and memory count against its
+// parent's limits too.
+int child_threads_count_against_parent() {
+  auto c = Process::spawn(count_threads);  // the child has no limit of its own
+  if (!c.ok()) return -1;
+  auto st = c->join();
+  return st.ok() ? st->code : -2;
+}
+int child_memory_counts_against_parent() {
+  auto c = Process::spawn(hog);  // unlimited itself: the parent's limit ends it
+  if (!c.ok()) return 1;
+  auto st = c->join();
+  if (!st.ok() || st->kind != ExitKind::kFaulted || st->fault != FaultKind::kMemoryLimit) return 2;
+  // Its memory came back: the parent can allocate again.
+  char* p = new (std::nothrow) char[1 << 20];
+  if (!p) return 3;
+  delete[] p;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Shared regions count against the mapping process's memory limit.
+
+int map_past_limit(std::uint64_t limit) {
+  auto big = SharedMemory::create(limit + 4096);
+  if (big.ok() || big.status() != Status::kLimit) return 1;
+  auto half = SharedMemory::create(limit / 2);
+  if (!half.ok()) return 2;
+  auto again = SharedMemory::create(limit / 2 + 4096);  // together past the limit
+  if (again.ok() || again.status() != Status::kLimit) return 3;
+  // A region given at spawn: mapping it is charged too.
+  auto given = SharedMemory::adopt(this_process::handle(0));
+  if (given.ok() || given.status() != Status::kLimit) return 4;
+  *half = SharedMemory();  // unmapped: its bytes come back
+  auto third = SharedMemory::adopt(this_process::handle(0));
+  if (!third.ok()) return 5;
+  return 0;
+}
+
 }  // namespace
 
 KTEST(process_spawn_passes_arguments_and_fresh_globals, 1) {
@@ -409,7 +578,6 @@ KTEST(process_spawn_passes_arguments_and_fresh_globals, 1) {
   KCHECK(p->join().status() == Status::kInvalidState);
   KCHECK(p->kill() == Status::kInvalidState);
   KCHECK(!this_process::is_spawned());
-  KCHECK(run_to_end(Process::spawn(try_spawn)).success());
 }
 
 KTEST(process_spawn_rejects_bad_options, 1) {
@@ -642,4 +810,67 @@ KTEST(channel_end_queued_in_itself_is_freed, 1) {
     KCHECK(st->kind == ExitKind::kKilled);
   }
   KCHECK_EQ(arch::free_page_count(), before);
+}
+
+KTEST(process_spawns_joins_and_kills_its_children, 1) {
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(ProcessOptions{.name = "parent"}, parent_api));
+  if (!st.success()) KFAIL("parent_api: %s", st.describe(why, sizeof why));
+  KCHECK_EQ(run_to_end(Process::spawn(nest, 4)).code, 9);
+  KCHECK_EQ(run_to_end(Process::spawn(give_own_handle)).code, 0);
+}
+
+KTEST(process_cannot_touch_another_process_by_pid, 1) {
+  auto sibling = Process::spawn(sleeper);
+  KREQUIRE(sibling.ok());
+  ExitStatus st = run_to_end(Process::spawn(forged_pids, sibling->pid()));
+  char why[160];
+  if (!st.success()) KFAIL("forged_pids: %s", st.describe(why, sizeof why));
+  KCHECK(sibling->join_for(1ms).status() == Status::kTimedOut);  // untouched
+  KCHECK(sibling->kill() == Status::kOk);
+  KCHECK(run_to_end(std::move(sibling)).kind == ExitKind::kKilled);
+}
+
+// A parent's end kills its children and grandchildren, and the join of the
+// parent returns every page of the tree, however the parent ended.
+KTEST(process_children_end_with_their_parent_and_return_every_page, 1) {
+  (void)run_to_end(Process::spawn(nest, 2));  // warm up the kernel heap's classes
+  (void)run_to_end(Process::spawn(abandon_children, 0));
+  std::size_t before = arch::free_page_count();
+  for (int i = 0; i < 20; ++i) KCHECK_EQ(run_to_end(Process::spawn(nest, 3)).code, 8);
+  KCHECK_EQ(arch::free_page_count(), before);
+  KCHECK(run_to_end(Process::spawn(abandon_children, 0)).success());
+  ExitStatus st = run_to_end(Process::spawn(abandon_children, 1));
+  KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kBadAccess);
+  auto p = Process::spawn(abandon_children, 2);
+  KREQUIRE(p.ok());
+  this_thread::sleep_for(20ms);
+  KCHECK(p->kill() == Status::kOk);
+  KCHECK(run_to_end(std::move(p)).kind == ExitKind::kKilled);
+  { auto dropped = Process::spawn(abandon_children, 2); }
+  KCHECK_EQ(arch::free_page_count(), before);
+}
+
+KTEST(process_children_count_against_parent_limits, 1) {
+  ProcessOptions o;
+  o.thread_limit = 4;  // the parent, the child, and 2 of the child's threads
+  KCHECK_EQ(run_to_end(Process::spawn(o, child_threads_count_against_parent)).code, 2);
+  o = {};
+  o.memory_limit = 8 << 20;
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(o, child_memory_counts_against_parent));
+  if (!st.success()) KFAIL("child memory: %s", st.describe(why, sizeof why));
+}
+
+KTEST(process_shared_memory_counts_against_its_limit, 1) {
+  constexpr std::uint64_t kLimitBytes = 1 << 20;
+  auto region = SharedMemory::create(kLimitBytes - 192 * 1024);
+  KREQUIRE(region.ok());
+  Handle give[] = {region->handle()};
+  ProcessOptions o;
+  o.memory_limit = kLimitBytes;
+  o.handles = give;
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(o, map_past_limit, kLimitBytes));
+  if (!st.success()) KFAIL("map_past_limit: %s", st.describe(why, sizeof why));
 }
