@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "spindle/futex.h"
+#include "spindle/stats.h"
 #include "spindle/status.h"
 #include "spindle/thread.h"
 #include "spindle/time.h"
@@ -90,6 +91,26 @@ enum ThreadCtl : std::uint64_t {
   kCtlSuspend = 3,
   kCtlResume = 4,
   kCtlCpu = 5,          // returns the CPU it runs on
+};
+
+// kSysJobCtl's operations (coroutines in a process, ujobs.cc).
+enum JobCtl : std::uint64_t {
+  kJobCollect = 0,  // UserJobDone* out, n: waits for woken jobs; how many (0: kicked)
+  kJobCancel = 1,   // token: wakes that job's proxy with kInterrupted, if it waits
+  kJobKick = 2,     // the collector's wait returns 0
+};
+// A woken job, as kJobCollect hands it over.
+struct UserJobDone {
+  std::uint64_t token;   // the job's address (kSysJobWait's token)
+  std::uint64_t status;  // its wake status
+};
+
+// kSysStats's operations and the user's view of a ThreadStats (the state
+// as a number: a kernel pointer means nothing in a process).
+enum StatsOp : std::uint64_t { kStatsThreads = 0, kStatsThread = 1, kStatsSystem = 2 };
+struct UserThreadStats {
+  ThreadStats stats;  // state: nullptr
+  std::uint32_t state;  // ThreadState
 };
 
 // kSysShm's operations.

@@ -552,6 +552,165 @@ int map_past_limit(std::uint64_t limit) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------
+// Coroutines, executors, a ThreadPool and stats() inside a process.
+
+Task<int> after_in_process(Duration d, int v) {
+  co_await sleep_for(d);
+  co_return v;
+}
+
+// 0 when every kind of coroutine wait behaved inside the process.
+int coroutines_in_process() {
+  // A chain of tasks with sleeps; gather; the job's timer.
+  auto chain = []() -> Task<int> {
+    int a = co_await after_in_process(2ms, 20);
+    auto [x, y, z] = co_await gather(after_in_process(3ms, 1), after_in_process(1ms, 2), after_in_process(2ms, 3));
+    if (!x.ok() || !y.ok() || !z.ok()) co_return -1;
+    co_return a + x.value() * 100 + y.value() * 10 + z.value();
+  };
+  Result<int> r = run(chain());
+  if (!r.ok() || *r != 143) return 1;
+  // A semaphore a thread releases (a kernel wake of the job's proxy) and
+  // a timed acquire that times out (the proxy's timer).
+  Semaphore sem(0);
+  auto take = [&sem]() -> Task<int> {
+    if (co_await sem.acquire_async_for(2ms) != Status::kTimedOut) co_return 1;
+    if (co_await sem.acquire_async() != Status::kOk) co_return 2;
+    co_return 0;
+  };
+  {
+    JoinHandle<int> h = spawn(take());
+    this_thread::sleep_for(10ms);
+    sem.release();
+    auto hr = h.join();
+    if (!hr.ok() || *hr != 0) return 2;
+  }
+  // Many jobs waiting on one event at once, set by a thread.
+  Event go;
+  std::atomic<int> woke{0};
+  auto waiter = [&]() -> Task<> {
+    co_await go.wait_async();
+    woke.fetch_add(1);
+  };
+  {
+    JoinHandle<> ws[50];
+    for (auto& w : ws) w = spawn(waiter());
+    this_thread::sleep_for(5ms);
+    if (coroutine_stats().waiting != 50) return 3;
+    go.set();
+    for (auto& w : ws) {
+      if (w.join() != Status::kOk) return 4;
+    }
+    if (woke.load() != 50) return 5;
+  }
+  // Cancelling a job parked in a long sleep unwinds it.
+  auto forever = []() -> Task<int> {
+    co_await sleep_for(1h);
+    co_return 1;
+  };
+  {
+    JoinHandle<int> f = spawn(forever());
+    this_thread::sleep_for(5ms);
+    f.cancel();
+    if (f.join().status() != Status::kInterrupted) return 6;
+  }
+  // A ThreadPool's future awaited by a coroutine.
+  ThreadPool pool(2);
+  auto fut = pool.submit([](int v) {
+    this_thread::sleep_for(2ms);
+    return v * 3;
+  }, 14);
+  auto use = [&fut]() -> Task<int> {
+    auto v = co_await fut;
+    co_return v.ok() ? *v : -1;
+  };
+  auto ur = run(use());
+  if (!ur.ok() || *ur != 42) return 7;
+  // Everything ended: the executors stop, and start again on demand.
+  // (A job's record goes just after its joiner was woken.)
+  for (int i = 0; i < 100 && coroutine_stats().jobs != 0; ++i) this_thread::sleep_for(1ms);
+  if (coroutine_stats().jobs != 0 || coroutine_stats().waiting != 0) return 8;
+  if (stop_executors() != Status::kOk) return 9;
+  auto again = run(after_in_process(1ms, 5));
+  if (!again.ok() || *again != 5) return 10;
+  return 0;
+}
+
+// A process killed while its coroutines wait in the kernel: their proxies go.
+int coroutines_waiting_forever() {
+  Event never;
+  auto waiter = [&]() -> Task<> { co_await never.wait_async(); };
+  JoinHandle<> ws[20];
+  for (auto& w : ws) w = spawn(waiter());
+  auto sleeper = []() -> Task<> { co_await sleep_for(1h); };
+  JoinHandle<> s = spawn(sleeper());
+  this_thread::sleep_for(100s);
+  return 0;
+}
+
+// stats() inside a process: its own threads, and only them.
+int stats_in_process() {
+  ThreadOptions o;
+  o.name = "stats-helper";
+  Event stop;
+  Thread t = Thread::create(o, [&] { stop.wait(); }).value();
+  this_thread::sleep_for(2ms);
+  ThreadStats rows[16];
+  std::size_t n = thread_stats(rows);
+  int code = 0;
+  if (n != 2) code = 1;
+  bool saw_helper = false, saw_me = false;
+  for (std::size_t i = 0; i < n && i < 16; ++i) {
+    if (same(rows[i].name, "stats-helper") && same(rows[i].state, "blocked")) saw_helper = true;
+    if (rows[i].id == this_thread::id() && same(rows[i].state, "running")) saw_me = true;
+  }
+  if (!code && (!saw_helper || !saw_me)) code = 2;
+  ThreadStats one;
+  if (!code && (thread_stats(t.id(), &one) != Status::kOk || !same(one.name, "stats-helper"))) code = 3;
+  if (!code && thread_stats(ThreadId{1}, &one) != Status::kNotFound) code = 4;  // not its thread
+  SystemStats sys = system_stats();
+  if (!code && (sys.cpus == 0 || sys.threads != 2 || sys.uptime_ns == 0)) code = 5;
+  if (!code && thread_stats(std::span<ThreadStats>()) != 2) code = 6;
+  print_stats();
+  stop.set();
+  (void)t.join();
+  using namespace kernel;
+  if (!code && arch::user_syscall(kSysStats, kStatsThreads, this_process::kernel_space_address(), 4) != ~std::uint64_t{0}) {
+    code = 7;
+  }
+  if (!code && static_cast<Status>(static_cast<int>(arch::user_syscall(kSysStats, kStatsSystem, 16))) !=
+                   Status::kInvalidArgument) {
+    code = 8;
+  }
+  return code;
+}
+
+// Bad inputs to the coroutine calls: errors, never faults.
+int bad_job_calls() {
+  using namespace kernel;
+  const auto st = [](std::uint64_t r) { return static_cast<Status>(static_cast<int>(r)); };
+  const std::uint64_t kernel = this_process::kernel_space_address();
+  if (st(arch::user_syscall(kSysJobWait, kernel, 0, INT64_MAX, 0, 0, 0)) != Status::kInvalidArgument) return 1;
+  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, INT64_MAX, 999u << 8, 0, 0)) !=
+      Status::kInvalidArgument) {
+    return 2;
+  }
+  if (arch::user_syscall(kSysJobCtl, kJobCollect, kernel, 4) != ~std::uint64_t{0}) return 3;
+  if (st(arch::user_syscall(kSysJobCtl, kJobCancel, 0x1234)) != Status::kOk) return 4;  // nothing waits: no effect
+  if (st(arch::user_syscall(kSysJobCtl, 77)) != Status::kInvalidArgument) return 5;
+  // A proxy for a made-up token: a timed wait that the collector would
+  // get; collect it here (no executor runs in this process).
+  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, deadline_arg(deadline_after(1ms)), 0, 0x5678, 0)) !=
+      Status::kOk) {
+    return 6;
+  }
+  UserJobDone done[4];
+  if (arch::user_syscall(kSysJobCtl, kJobCollect, user_arg(done), 4) != 1) return 7;
+  if (done[0].token != 0x5678 || st(done[0].status) != Status::kTimedOut) return 8;
+  return 0;
+}
+
 }  // namespace
 
 KTEST(process_spawn_passes_arguments_and_fresh_globals, 1) {
@@ -873,4 +1032,30 @@ KTEST(process_shared_memory_counts_against_its_limit, 1) {
   char why[160];
   ExitStatus st = run_to_end(Process::spawn(o, map_past_limit, kLimitBytes));
   if (!st.success()) KFAIL("map_past_limit: %s", st.describe(why, sizeof why));
+}
+
+KTEST(process_coroutines_executors_and_thread_pool, 1) {
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(ProcessOptions{.name = "coroutines"}, coroutines_in_process));
+  if (!st.success()) KFAIL("coroutines_in_process: %s", st.describe(why, sizeof why));
+  st = run_to_end(Process::spawn(bad_job_calls));
+  if (!st.success()) KFAIL("bad_job_calls: %s", st.describe(why, sizeof why));
+  // Killed with jobs parked in the kernel: every proxy and page returns.
+  (void)run_to_end(Process::spawn(coroutines_in_process));  // warm up
+  std::size_t before = arch::free_page_count();
+  for (int i = 0; i < 5; ++i) {
+    auto p = Process::spawn(coroutines_waiting_forever);
+    KREQUIRE(p.ok());
+    this_thread::sleep_for(20ms);
+    KCHECK(p->kill() == Status::kOk);
+    KCHECK(run_to_end(std::move(p)).kind == ExitKind::kKilled);
+  }
+  KCHECK_EQ(arch::free_page_count(), before);
+  KCHECK(run_to_end(Process::spawn(coroutines_in_process)).success());
+}
+
+KTEST(process_stats_show_its_own_threads, 1) {
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(ProcessOptions{.name = "stats"}, stats_in_process));
+  if (!st.success()) KFAIL("stats_in_process: %s", st.describe(why, sizeof why));
 }
