@@ -1,7 +1,7 @@
 // User mode's boundary: which copy of the image runs, and the system-call
 // table. The kernel's side of processes (records, loader, handlers, faults,
-// handles and channels) is in uprocess.cc, usyscall.cc, uheap.cc and
-// uchannel.cc, compiled only for backends
+// handles and channels, coroutine waits and stats) is in uprocess.cc,
+// usyscall.cc, uheap.cc, uchannel.cc and ujobs.cc, compiled only for backends
 // with user mode (arch/CMakeLists.txt); the process's side is the shared
 // code itself, which checks in_user_process() (user.h) at every entry point
 // that needs the kernel.
@@ -41,6 +41,18 @@
 //   22  kSysChannelRecv   h, buf, len, handles, n, deadline  Status | bytes << 8 | handles << 40
 //   23  kSysHandle        op (user.h: HandleOp), h, access   kind; Status; Status | new handle << 32
 //   24  kSysShm           op (user.h: ShmOp), size | h | at, Mapping*   Status | handle << 32; Status; 0
+//   25..27                (reserved: channels)
+//   28  kSysProcessSpawn  UserProcessSpawn* (user.h)         Status; fills pid (a child of the caller)
+//   29  kSysProcessJoin   pid, deadline, ExitStatus*         Status (kNotFound: not the caller's child;
+//                                                              kInvalidState: another thread joins it)
+//   30  kSysProcessKill   pid                                Status (kNotFound: not the caller's child)
+//   31  kSysJobWait       word, expected, deadline,          Status: kOk = a proxy waits for the job
+//                         order | priority << 8, job, &cancel   (kWouldBlock, kTimedOut: not queued)
+//   32  kSysJobCtl        op (user.h: JobCtl), ...           kJobCollect: woken jobs copied out, 0 on a
+//                                                              kick, ~0 bad buffer; kJobCancel, kJobKick: Status
+//   33  kSysStats         op (user.h: StatsOp), ...          kStatsThreads: count (~0 bad buffer);
+//                                                              kStatsThread, kStatsSystem: Status
+//   34..35                (free)
 //
 // kSysInfo (18) also answers kInfoSpawnHandles: how many handles the
 // process was given at spawn (this_process::handle).
