@@ -502,17 +502,9 @@ Result<Proc*> spawn_process(Proc* parent, const ProcessOptions& opts, std::uintp
   }
   {
     LockGuard guard;
-    // An ending parent spawns nothing: its children are being killed.
-    if (!parent || !parent->ended) {
-      p->parent = parent;
-      p->pid = new_pid();
-      g_processes.push_back(p);
-      if (parent) parent->children.push_back(p);
-    }
-  }
-  if (parent && p->pid == 0) {
-    destroy_process(p);
-    return Status::kInvalidState;
+    p->parent = parent;  // its limits are counted against the parent's from its first thread on
+    p->pid = new_pid();
+    g_processes.push_back(p);
   }
   UserThreadSpec spec{p->name, opts.priority, affinity, false, kDefaultStackSize, 0, 1,
                       in_copy(reinterpret_cast<std::uintptr_t>(&process_entry)), kStartBase, true};
@@ -521,10 +513,22 @@ Result<Proc*> spawn_process(Proc* parent, const ProcessOptions& opts, std::uintp
     {
       LockGuard guard;
       decltype(g_processes)::remove(p);
-      if (parent) decltype(parent->children)::remove(p);
     }
-    destroy_process(p);
+    destroy_process(p);  // nobody else could name it: it is in no `children` yet
     return first.status();
+  }
+  if (parent) {
+    // Only now can the parent's other threads name it (join, kill), so
+    // none of them sees a child that is still being built or torn down.
+    // A parent that began ending meanwhile did not kill it: it is killed
+    // here, and whoever joins the parent reaps it.
+    LockGuard guard;
+    parent->children.push_back(p);
+    if (parent->ended) {
+      ExitStatus killed;
+      killed.kind = ExitKind::kKilled;
+      end_process(p, killed);
+    }
   }
   return p;
 }
