@@ -1,9 +1,13 @@
 // Processes on aarch64 (kernel/src/uprocess.cc): each runs `entry` at EL0
 // in its own address space with a fresh copy of this image's globals. The
-// cases spawn entries from this file: arguments and fresh globals, bad
-// options, the fault matrix (each fault ends only its process, reported by
-// kind, while a healthy process and a kernel thread go on), bad pointers to
-// system calls (refused with kInvalidArgument), kill, limits, threads and
+// portable cases (arguments, options, kill, thread limit, nested spawn)
+// are in tests/kernel/process_test.cc and run here too; these are what only
+// this target checks: the fault matrix (each fault ends only its process,
+// reported by kind, while a healthy process and a kernel thread go on), bad
+// pointers, forged pids and bad inputs to system calls (refused with a
+// status), kill of threads in every state, hierarchical limits, page counts
+// after nested, killed and faulting trees, shared regions charged to the
+// mapping process, coroutines and stats inside a process, threads and
 // locks inside a process, 4 processes on 4 CPUs, and 1000 spawns that give
 // every page back.
 #include <arch/arch.h>
@@ -15,10 +19,13 @@
 #include "../kernel/ktest.h"
 #include "../kernel/ktest_util.h"
 #include "../../kernel/src/user.h"
+#include "../kernel/process_entries.h"
 #include "process_util.h"
 
 using namespace spindle;
 using namespace std::chrono_literals;
+using ktest::count_threads;
+using ktest::nest;
 using ktest::run_to_end;
 using ktest::ticks;
 
@@ -27,29 +34,9 @@ namespace {
 // ---------------------------------------------------------------------------
 // Entries the cases spawn.
 
-int g_global = 7;  // fresh in every process
 std::atomic<std::uint32_t> g_word{0};
 
-struct Pair {
-  int a;
-  long b;
-};
-
-int echo_args(int x, Pair p, std::span<const std::byte> bytes, char c) {
-  int sum = 0;
-  for (std::byte b : bytes) sum += static_cast<int>(b);
-  // 0 when everything arrived intact and the globals are fresh.
-  bool ok = x == 41 && p.a == -3 && p.b == 1234567890123 && sum == 6 && c == 'z' && g_global == 7 &&
-            this_process::is_spawned();
-  g_global = 99;  // the parent's copy must not see this
-  return ok ? 0 : 1;
-}
-
 int exit_with(int code) { return code; }
-int first_byte_and_size(std::span<const std::byte> b) {
-  return static_cast<int>(b[0]) + static_cast<int>(b.size() % 7);
-}
-int own_id() { return static_cast<int>(this_process::id()); }
 int own_cpu_and_priority() { return static_cast<int>(this_thread::cpu()) * 100 + this_thread::priority(); }
 
 std::uint64_t sum_of_squares(std::uint64_t n) {
@@ -199,25 +186,6 @@ int busy_family() {
   return 9;
 }
 
-// Creates threads until refused: the number created, or -1 if the refusal
-// was not kLimit.
-int count_threads() {
-  Thread ts[16];
-  int n = 0;
-  for (; n < 16; ++n) {
-    ThreadOptions o;
-    o.name = "filler";
-    auto t = Thread::create(o, [] { this_thread::sleep_for(20ms); });
-    if (!t.ok()) {
-      if (t.status() != Status::kLimit) return -1;
-      break;
-    }
-    ts[n] = std::move(t).value();
-  }
-  for (int i = 0; i < n; ++i) (void)ts[i].join();
-  return n;
-}
-
 // Threads of one process contend for a Mutex (futex_lock/unlock system
 // calls), allocate from the process's heap and meet at a semaphore.
 int locked_counting(int nthreads, int iters) {
@@ -345,7 +313,6 @@ int time_mutex(int n) {
 
 // ---------------------------------------------------------------------------
 
-
 // A kernel thread that keeps counting while processes run and die.
 struct Ticker {
   std::atomic<bool> stop{false};
@@ -384,48 +351,6 @@ int queue_an_end_in_itself(bool then_wait) {
 
 // ---------------------------------------------------------------------------
 // Nested processes: a process spawns, joins and kills its own children.
-
-// depth levels of processes, each joining its child: depth + 5.
-int nest(int depth) {
-  if (depth == 0) return 5;
-  auto c = Process::spawn(ProcessOptions{.name = "nested"}, nest, depth - 1);
-  if (!c.ok()) return -100 - static_cast<int>(c.status());
-  ProcessId pid = c->pid();
-  if (pid == 0 || pid == this_process::id()) return -1;
-  auto st = c->join();
-  if (!st.ok() || st->kind != ExitKind::kExited) return -2;
-  return st->code + 1;
-}
-
-// Spawn, arguments, join_for, kill and join of a child, from a process.
-int parent_api() {
-  const std::byte bytes[] = {std::byte{1}, std::byte{2}, std::byte{3}};
-  g_global = 55;  // the child's copy is fresh all the same
-  auto a = Process::spawn(echo_args, 41, Pair{-3, 1234567890123}, std::span<const std::byte>(bytes), 'z');
-  if (!a.ok()) return 1;
-  auto ast = a->join();
-  if (!ast.ok() || !ast->success()) return 2;
-  if (a->join().status() != Status::kInvalidState) return 3;
-  auto s = Process::spawn(sleeper);
-  if (!s.ok()) return 4;
-  if (s->join_for(5ms).status() != Status::kTimedOut || !s->joinable()) return 5;
-  if (s->kill() != Status::kOk || s->kill() != Status::kOk) return 6;
-  auto sst = s->join();
-  if (!sst.ok() || sst->kind != ExitKind::kKilled) return 7;
-  auto f = Process::spawn(null_write);  // a child's fault is the child's
-  if (!f.ok()) return 8;
-  auto fst = f->join();
-  if (!fst.ok() || fst->kind != ExitKind::kFaulted || fst->fault != FaultKind::kBadAccess) return 9;
-  ProcessOptions bad;
-  bad.priority = 99;
-  if (Process::spawn(bad, exit_with, 0).status() != Status::kInvalidArgument) return 10;
-  Handle forged[] = {Handle{0x12345}};
-  bad = {};
-  bad.handles = forged;
-  if (Process::spawn(bad, exit_with, 0).status() != Status::kNotFound) return 11;
-  { auto dropped = Process::spawn(sleeper); }  // the handle's end kills and reaps it
-  return 0;
-}
 
 // Forged and foreign pids and bad pointers to the process calls: each a
 // clear status, never a fault. `sibling`: a pid this process did not spawn.
@@ -491,26 +416,6 @@ int abandon_children(int how) {
   if (how == 2) this_thread::sleep_for(100s);
   c->kill();
   return 0;  // d's handle kills and reaps it
-}
-
-// The channel end given at spawn is the parent's own; the child answers on it.
-int answer_on_handle() {
-  auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return 1;
-  return ch->send_value(4321) == Status::kOk ? 0 : 2;
-}
-int give_own_handle() {
-  auto pair = Channel::create();
-  if (!pair.ok()) return 1;
-  Handle give[] = {pair->second.handle()};
-  ProcessOptions o;
-  o.handles = give;
-  auto c = Process::spawn(o, answer_on_handle);
-  if (!c.ok()) return 2;
-  auto v = pair->first.recv_value<int>();
-  if (!v.ok() || *v != 4321) return 3;
-  auto st = c->join();
-  return st.ok() && st->success() ? 0 : 4;
 }
 
 // Limits are hierarchical: a child's threads and memory count against its
@@ -713,49 +618,11 @@ int bad_job_calls() {
 
 }  // namespace
 
-KTEST(process_spawn_passes_arguments_and_fresh_globals, 1) {
-  g_global = 1000;  // the parent's copy only
-  const std::byte bytes[] = {std::byte{1}, std::byte{2}, std::byte{3}};
-  ExitStatus st =
-      run_to_end(Process::spawn(echo_args, 41, Pair{-3, 1234567890123}, std::span<const std::byte>(bytes), 'z'));
-  KCHECK(st.kind == ExitKind::kExited);
-  KCHECK_EQ(st.code, 0);
-  KCHECK_EQ(g_global, 1000);
-  KCHECK_EQ(run_to_end(Process::spawn(exit_with, 42)).code, 42);
-  static std::byte big[kMaxProcessArgBytes - 64];
-  big[0] = std::byte{5};
-  KCHECK_EQ(run_to_end(Process::spawn(first_byte_and_size, std::span<const std::byte>(big))).code,
-            5 + static_cast<int>((kMaxProcessArgBytes - 64) % 7));
-  auto p = Process::spawn(own_id);
-  KREQUIRE(p.ok());
-  ProcessId pid = p->pid();
-  KCHECK(pid != this_process::id() && pid != 0);
-  auto own = p->join();
-  KREQUIRE(own.ok());
-  KCHECK_EQ(static_cast<ProcessId>(own->code), pid);  // the process sees the id its parent sees
-  KCHECK(!p->joinable());
-  KCHECK(p->join().status() == Status::kInvalidState);
-  KCHECK(p->kill() == Status::kInvalidState);
-  KCHECK(!this_process::is_spawned());
-}
-
-KTEST(process_spawn_rejects_bad_options, 1) {
+// The portable option checks are in tests/kernel/process_test.cc.
+KTEST(process_spawn_rejects_an_absent_cpu, 1) {
   ProcessOptions o;
-  o.priority = 99;
-  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
-  o = {};
-  o.affinity = CpuMask();
-  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
-  o = {};
   o.affinity = CpuMask::only(kMaxCpus - 1);  // no such CPU
   KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
-  o = {};
-  Handle forged[] = {Handle{0x12345}};
-  o.handles = forged;
-  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kNotFound);
-  static std::byte too_big[kMaxProcessArgBytes + 1];
-  KCHECK(Process::spawn(first_byte_and_size, std::span<const std::byte>(too_big)).status() ==
-         Status::kInvalidArgument);
 }
 
 // The fault matrix: each fault ends only its process, reported by kind,
@@ -838,19 +705,9 @@ KTEST(process_cannot_write_a_sibling_or_the_kernel, 1) {
   for (unsigned i = 0; i < kWords; ++i) KCHECK_EQ(g_precious[i], pattern(i));
 }
 
-KTEST(process_kill_and_join_timeout, 1) {
-  auto p = Process::spawn(sleeper);
-  KREQUIRE(p.ok());
-  KCHECK(p->join_for(50ms).status() == Status::kTimedOut);
-  KCHECK(p->joinable());
-  KCHECK(p->kill() == Status::kOk);
-  auto st = p->join();
-  KREQUIRE(st.ok());
-  KCHECK(st->kind == ExitKind::kKilled);
-  KCHECK(p->kill() == Status::kInvalidState);
-  // Dropping a running process kills and reaps it.
-  { auto q = Process::spawn(sleeper); }
-  // Every thread of a process ends, whatever it was doing.
+// Kill and join timeouts as such: tests/kernel/process_test.cc. Every
+// thread of a process ends, whatever it was doing, and every page returns.
+KTEST(process_kill_ends_threads_in_every_state, 1) {
   std::size_t free_before = arch::free_page_count();
   auto fam = Process::spawn(busy_family);
   KREQUIRE(fam.ok());
@@ -861,13 +718,6 @@ KTEST(process_kill_and_join_timeout, 1) {
   KREQUIRE(fst.ok());
   KCHECK(fst->kind == ExitKind::kKilled);
   KCHECK_EQ(arch::free_page_count(), free_before);
-}
-
-KTEST(process_thread_limit_is_enforced, 1) {
-  ProcessOptions o;
-  o.thread_limit = 3;  // the first thread + 2
-  KCHECK_EQ(run_to_end(Process::spawn(o, count_threads)).code, 2);
-  KCHECK_EQ(run_to_end(Process::spawn(count_threads)).code, 16);
 }
 
 KTEST(process_threads_locks_and_heap, 2) {
@@ -969,14 +819,6 @@ KTEST(channel_end_queued_in_itself_is_freed, 1) {
     KCHECK(st->kind == ExitKind::kKilled);
   }
   KCHECK_EQ(arch::free_page_count(), before);
-}
-
-KTEST(process_spawns_joins_and_kills_its_children, 1) {
-  char why[160];
-  ExitStatus st = run_to_end(Process::spawn(ProcessOptions{.name = "parent"}, parent_api));
-  if (!st.success()) KFAIL("parent_api: %s", st.describe(why, sizeof why));
-  KCHECK_EQ(run_to_end(Process::spawn(nest, 4)).code, 9);
-  KCHECK_EQ(run_to_end(Process::spawn(give_own_handle)).code, 0);
 }
 
 KTEST(process_cannot_touch_another_process_by_pid, 1) {
