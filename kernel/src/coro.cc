@@ -21,12 +21,26 @@
 // executor queue; `resume` is written before the job can be woken.
 // Cancellation sets `cancel` and wakes a parked job; an executor never
 // resumes a job whose `cancel` (or `fail`) is set, it destroys its root.
+//
+// In a process (in_user_process(), aarch64) the same runtime runs in the
+// process's copy, on its own globals: executors are threads of the
+// process, the executor locks are futex locks (no interrupt masking at
+// EL0), frames come from the process's heap, and the running job is found
+// by the executor's thread id (no Tcb at EL0). A kernel wait cannot queue
+// a job of user memory, so it queues a kernel proxy for it instead
+// (kSysJobWait, ujobs.cc): when the proxy is woken, timed out or cancelled
+// the kernel posts the job's address and status, and the process's
+// collector thread (collector_main) takes them (kSysJobCtl) and pushes the
+// jobs to their executors. Owner-aware async locks (lock_async) are not
+// available in a process: job_lock_id panics there (the process ends with
+// kPanic).
 #include <coroutine>
 #include <new>
 
 #include "kernel.h"
 #include "spindle/console.h"
 #include "spindle/task.h"
+#include "user.h"
 
 namespace spindle {
 namespace detail {
@@ -63,23 +77,35 @@ CoJob* job_of(Waiter* w) { return static_cast<CoJob*>(w); }
 CoJob* job_of(RunNode* n) { return job_of(Waiter::from_run(n)); }
 
 // A test-and-set lock taken with this CPU's interrupts masked, so a timer
-// interrupt that wakes a job cannot find it held on the same CPU.
+// interrupt that wakes a job cannot find it held on the same CPU. In a
+// process (EL0 cannot mask, and no interrupt handler takes it there) a
+// futex lock on the same word: 0 free, 1 held, 2 held with sleepers.
 class IrqSpin {
  public:
   arch::IrqState lock() {
+    if (in_user_process()) {
+      if (flag_.exchange(1, std::memory_order_acquire) != 0) {
+        while (flag_.exchange(2, std::memory_order_acquire) != 0) (void)futex_wait(&flag_, 2);
+      }
+      return 0;
+    }
     arch::IrqState s = arch::irq_save();
-    while (flag_.exchange(true, std::memory_order_acquire)) {
+    while (flag_.exchange(1, std::memory_order_acquire)) {
       while (flag_.load(std::memory_order_relaxed)) arch::cpu_relax();
     }
     return s;
   }
   void unlock(arch::IrqState s) {
-    flag_.store(false, std::memory_order_release);
+    if (in_user_process()) {
+      if (flag_.exchange(0, std::memory_order_release) == 2) (void)futex_wake(&flag_, 1);
+      return;
+    }
+    flag_.store(0, std::memory_order_release);
     arch::irq_restore(s);
   }
 
  private:
-  std::atomic<bool> flag_{false};
+  std::atomic<std::uint32_t> flag_{0};
 };
 
 struct Executor {
@@ -87,6 +113,10 @@ struct Executor {
   List<RunNode, &RunNode::link> ready;  // jobs, FIFO
   std::atomic<std::uint32_t> queued{0};  // ready's length, for a peek without the lock
   std::atomic<std::uint32_t> sleeping{0};  // 1: waits on this word for work
+  // In a process: the executor's thread and the job it runs (the kernel's
+  // copy keeps the running job in the thread's Tcb).
+  std::atomic<ThreadId> thread{0};
+  CoJob* current = nullptr;
 };
 
 // Frame pool: size classes of 8 bytes up to 1 KiB, with a free list per
@@ -110,6 +140,7 @@ FrameCache g_frames[kMaxCpus];
 
 // Only this CPU writes its counts (interrupts masked): a load and a store,
 // no atomic read-modify-write on the hot path; readers sum relaxed loads.
+// In a process every count is slot 0's, changed atomically.
 void add(std::atomic<std::int64_t>& n, std::int64_t delta) {
   n.store(n.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
 }
@@ -117,6 +148,10 @@ void account(FrameCache& c, std::int64_t delta) { add(c.bytes, delta); }
 
 // Job counts move on the running CPU's cache; only their sums mean anything.
 void count_job(std::atomic<std::int64_t> FrameCache::*which, std::int64_t delta) {
+  if (in_user_process()) {
+    (g_frames[0].*which).fetch_add(delta, std::memory_order_relaxed);
+    return;
+  }
   arch::IrqState s = arch::irq_save();
   add(g_frames[this_cpu().id].*which, delta);
   arch::irq_restore(s);
@@ -131,8 +166,20 @@ std::atomic<unsigned> g_sleepers{0};
 std::atomic<bool> g_stopping{false};          // executors exit when idle
 std::atomic<std::uint32_t> g_running_execs{0};  // executor threads alive (futex word)
 std::uint64_t g_parked = 0;  // jobs parked on kernel waits (kernel lock)
+std::atomic<std::uint64_t> g_user_parked{0};  // in a process: jobs whose kernel proxy waits
+std::atomic<std::uint32_t> g_next_home{0};     // in a process: where the next spawned job goes
+std::atomic<std::uint32_t> g_sleep_word{0};    // in a process: what a sleeping job waits on (never woken)
 
-CoJob* current_job() { return current_thread()->job; }
+CoJob* current_job() {
+  if (in_user_process()) {
+    ThreadId me = this_thread::id();
+    for (unsigned i = 0, n = nexec(); i < n; ++i) {
+      if (g_exec[i].thread.load(std::memory_order_relaxed) == me) return g_exec[i].current;
+    }
+    return nullptr;
+  }
+  return current_thread()->job;
+}
 
 CoJob* running_job(const char* what) {
   CoJob* j = current_job();
@@ -237,7 +284,7 @@ void end_job(CoJob* j, Status status) {
   j->status = static_cast<std::uint8_t>(status);
   count_job(&FrameCache::unfinished, -1);
   CoJob* parent = j->parent;
-  if (j->head.id != 0) {
+  if (j->head.id != 0 && !in_user_process()) {
     LockGuard guard;
     release_job_locks(j->head.id);
     unregister_id(j);
@@ -262,19 +309,28 @@ void unwind(CoJob* j) {
   end_job(j, s);
 }
 
-void run_job(Tcb* self, CoJob* j) {
-  self->job = j;
+void run_job(Executor& e, Tcb* self, CoJob* j) {
+  if (self) {
+    self->job = j;
+  } else {
+    e.current = j;
+  }
   if (j->fail != 0 || j->cancel.load(std::memory_order_acquire)) {
     unwind(j);
   } else {
     j->resume.resume();  // j may be gone once this returns
   }
-  self->job = nullptr;
+  if (self) {
+    self->job = nullptr;
+  } else {
+    e.current = nullptr;
+  }
 }
 
 int executor_main(unsigned i) {
   Executor& e = g_exec[i];
-  Tcb* self = current_thread();
+  Tcb* self = in_user_process() ? nullptr : current_thread();
+  if (!self) e.thread.store(this_thread::id(), std::memory_order_relaxed);
   for (;;) {
     CoJob* j = pop(i);
     if (!j) j = steal(i);
@@ -292,10 +348,33 @@ int executor_main(unsigned i) {
     // More work is queued here while another executor may sleep: wake it
     // to steal (a push wakes one only at the moment it happens).
     if (e.queued.load(std::memory_order_relaxed) != 0) wake_thief(false);
-    run_job(self, j);
+    run_job(e, self, j);
   }
   e.sleeping.store(0, std::memory_order_relaxed);
   g_sleepers.fetch_sub(1, std::memory_order_relaxed);
+  if (g_running_execs.fetch_sub(1, std::memory_order_acq_rel) == 1) futex_wake(&g_running_execs, UINT32_MAX);
+  return 0;
+}
+
+// In a process: takes the jobs whose kernel proxies were woken (their
+// addresses and statuses, kSysJobCtl) and pushes them to their executors,
+// until stop_executors wakes it with nothing to take.
+int collector_main() {
+  UserJobDone done[32];
+  for (;;) {
+    std::uint64_t r = sys(kSysJobCtl, kJobCollect, user_arg(done), sizeof done / sizeof done[0]);
+    if (r == ~std::uint64_t{0}) {
+      panic("coroutines: the kernel refused to hand over the woken jobs");
+    }
+    if (r == 0 && g_stopping.load(std::memory_order_acquire)) break;
+    for (std::uint64_t k = 0; k < r; ++k) {
+      auto* j = reinterpret_cast<CoJob*>(static_cast<std::uintptr_t>(done[k].token));
+      j->wake_status = static_cast<Status>(done[k].status);
+      j->parked = false;
+      g_user_parked.fetch_sub(1, std::memory_order_relaxed);
+      push(j, false);
+    }
+  }
   if (g_running_execs.fetch_sub(1, std::memory_order_acq_rel) == 1) futex_wake(&g_running_execs, UINT32_MAX);
   return 0;
 }
@@ -304,14 +383,29 @@ bool ensure_executors() {
   unsigned state = g_exec_state.load(std::memory_order_acquire);
   if (state == 2) return nexec() > 0;
   if (state == 0 && g_exec_state.compare_exchange_strong(state, 1, std::memory_order_acq_rel)) {
+    const bool user = in_user_process();
     unsigned n = 0;
-    unsigned ncpus = g.ncpus;
+    // A process's executors are not pinned: it may not have every CPU.
+    unsigned ncpus = user ? static_cast<unsigned>(sys(kSysInfo, kInfoCpuCount)) : g.ncpus;
+    if (ncpus > kMaxCpus) ncpus = kMaxCpus;
+    if (user) {
+      ThreadOptions o;
+      o.name = "job-collector";
+      g_running_execs.fetch_add(1, std::memory_order_relaxed);
+      Result<Thread> t = Thread::create(o, [] { return collector_main(); });
+      if (!t.ok()) {
+        g_running_execs.fetch_sub(1, std::memory_order_relaxed);
+        g_exec_state.store(0, std::memory_order_release);
+        return false;
+      }
+      (void)t->detach();
+    }
     for (unsigned i = 0; i < ncpus; ++i) {
       char name[16];
       format(name, sizeof name, "executor-%u", i);
       ThreadOptions o;
       o.name = name;
-      o.affinity = CpuMask::only(i);
+      if (!user) o.affinity = CpuMask::only(i);
       g_running_execs.fetch_add(1, std::memory_order_relaxed);
       Result<Thread> t = Thread::create(o, [i] { return executor_main(i); });
       if (!t.ok()) {
@@ -411,7 +505,15 @@ void job_foreign_poll(Timer* t) {
   arm_poll(j, fp);
 }
 
+// Backends with user mode define the real one (ujobs.cc); elsewhere no
+// proxy exists.
+[[gnu::weak]] void user_proxy_woken(Waiter*) {}
+
 void job_woken(Waiter* w) {
+  if (w->timer.kind() == TimerKind::kProxyTimeout) {
+    user_proxy_woken(w);  // a process's job waits on it (ujobs.cc)
+    return;
+  }
   CoJob* j = job_of(w);
   j->parked = false;
   --g_parked;
@@ -456,6 +558,13 @@ void* frame_alloc(std::size_t n) noexcept {
     if (f != 0) return nullptr;
   }
   std::size_t cls = (n + kGranule - 1) / kGranule;
+  if (in_user_process()) {
+    // The process's heap; no per-CPU cache (no masking at EL0).
+    std::size_t size = cls < kClasses ? cls * kGranule : n;
+    void* p = ::operator new(size, std::nothrow);
+    if (p) g_frames[0].bytes.fetch_add(static_cast<std::int64_t>(size), std::memory_order_relaxed);
+    return p;
+  }
   if (cls >= kClasses) {
     void* p = ::operator new(n, std::nothrow);
     if (p) {
@@ -489,6 +598,11 @@ void frame_free(void* p, std::size_t n) noexcept {
   if (!p) return;
   std::size_t cls = (n + kGranule - 1) / kGranule;
   std::size_t size = cls < kClasses ? cls * kGranule : n;
+  if (in_user_process()) {
+    g_frames[0].bytes.fetch_sub(static_cast<std::int64_t>(size), std::memory_order_relaxed);
+    ::operator delete(p);
+    return;
+  }
   arch::IrqState s = arch::irq_save();
   FrameCache& c = g_frames[this_cpu().id];
   account(c, -static_cast<std::int64_t>(size));
@@ -530,11 +644,18 @@ Status job_spawn(std::coroutine_handle<> root, const SpawnOptions& o, bool signa
   j->pinned = static_cast<std::int8_t>(o.cpu);
   // One masked section: where we are (the job's home unless pinned) and
   // this CPU's counts.
-  arch::IrqState irq = arch::irq_save();
-  unsigned here = this_cpu().id;
-  add(g_frames[here].jobs, 1);
-  add(g_frames[here].unfinished, 1);
-  arch::irq_restore(irq);
+  unsigned here;
+  if (in_user_process()) {
+    here = g_next_home.fetch_add(1, std::memory_order_relaxed) % executors;
+    g_frames[0].jobs.fetch_add(1, std::memory_order_relaxed);
+    g_frames[0].unfinished.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    arch::IrqState irq = arch::irq_save();
+    here = this_cpu().id;
+    add(g_frames[here].jobs, 1);
+    add(g_frames[here].unfinished, 1);
+    arch::irq_restore(irq);
+  }
   j->home = static_cast<std::int8_t>(o.cpu >= 0 ? static_cast<unsigned>(o.cpu) : (here < executors ? here : 0));
   if (signal_parent) {
     if (CoJob* p = current_job()) {
@@ -554,6 +675,11 @@ void job_release(CoJob* j) noexcept {
 void job_cancel(CoJob* j) noexcept {
   if (job_done(j)) return;
   j->cancel.store(true, std::memory_order_seq_cst);
+  if (in_user_process()) {
+    // Its proxy, if it has one by now; one registered later sees the flag.
+    if (j->parked) (void)sys(kSysJobCtl, kJobCancel, user_arg(j));
+    return;
+  }
   LockGuard guard;
   if (j->parked) wake(j, Status::kInterrupted);
 }
@@ -591,9 +717,37 @@ Status job_join(CoJob* j, TimePoint deadline) noexcept {
   return Status::kOk;
 }
 
+namespace {
+// A job's kernel wait in a process: its proxy waits (kSysJobWait), and the
+// collector pushes the job when the kernel posts it. false: not suspended
+// (*now says why: the word differs, the deadline passed, a bad word).
+bool user_job_wait(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
+                   std::uint32_t expected, TimePoint deadline, WaitOrder order, Status* now) {
+  if (j->cancel.load(std::memory_order_seq_cst)) {
+    push(j, false);  // unwinds on the executor
+    return true;
+  }
+  j->resume = h;
+  j->wake_status = Status::kOk;
+  g_user_parked.fetch_add(1, std::memory_order_relaxed);
+  j->parked = true;  // before the call: the collector may push j before it returns
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // parked, then cancel read (job_cancel: the reverse)
+  std::uint64_t how = static_cast<std::uint64_t>(order == WaitOrder::kFifo ? 1 : 0) |
+                      static_cast<std::uint64_t>(static_cast<std::uint32_t>(j->run.priority)) << 8;
+  Status s = status_from(sys(kSysJobWait, user_arg(word), expected, deadline_arg(deadline), how, user_arg(j),
+                             user_arg(&j->cancel)));
+  if (s == Status::kOk) return true;  // j is the collector's now
+  j->parked = false;
+  g_user_parked.fetch_sub(1, std::memory_order_relaxed);
+  *now = s;
+  return false;
+}
+}  // namespace
+
 bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word, std::uint32_t expected,
               TimePoint deadline, WaitOrder order, const char* name, Status* now) noexcept {
   CoJob* j = running_job(name ? name : "wait");
+  if (in_user_process()) return user_job_wait(j, h, word, expected, deadline, order, now);
   LockGuard guard;
   if (j->cancel.load(std::memory_order_relaxed)) {
     push(j, true);  // unwinds on the executor
@@ -622,6 +776,7 @@ bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
 bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const LockPolicy& policy,
               TimePoint deadline, Status* now) noexcept {
   CoJob* j = running_job(policy.name ? policy.name : "lock");
+  if (in_user_process()) panic("lock_async: owner-aware locks from coroutines are not available in a process");
   LockGuard guard;
   if (j->cancel.load(std::memory_order_relaxed)) {
     push(j, true);
@@ -651,6 +806,15 @@ bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const
 
 void job_sleep(std::coroutine_handle<> h, TimePoint deadline) noexcept {
   CoJob* j = running_job("sleep");
+  if (in_user_process()) {
+    // A wait on a word nobody wakes, until the deadline.
+    Status now;
+    if (!user_job_wait(j, h, &g_sleep_word, 0, deadline, WaitOrder::kFifo, &now)) {
+      j->resume = h;
+      push(j, false);  // the deadline passed already
+    }
+    return;
+  }
   LockGuard guard;
   if (j->cancel.load(std::memory_order_relaxed)) {
     push(j, true);
@@ -682,6 +846,7 @@ Status job_wake_status() noexcept { return running_job("wait")->wake_status; }
 
 ThreadId job_lock_id() noexcept {
   CoJob* j = running_job("lock");
+  if (in_user_process()) panic("lock_async: owner-aware locks from coroutines are not available in a process");
   if (j->head.id == 0) {
     LockGuard guard;
     j->head.id = allocate_id();
@@ -729,6 +894,7 @@ Status stop_executors() {
     g_exec[i].sleeping.store(0, std::memory_order_seq_cst);
     futex_wake(&g_exec[i].sleeping, 1);
   }
+  if (in_user_process()) (void)sys(kSysJobCtl, kJobKick);  // the collector returns with nothing
   for (;;) {
     std::uint32_t left = g_running_execs.load(std::memory_order_acquire);
     if (left == 0) break;
@@ -751,6 +917,10 @@ CoroutineStats coroutine_stats() {
   st.jobs = jobs > 0 ? static_cast<std::uint64_t>(jobs) : 0;
   st.frame_bytes = bytes > 0 ? static_cast<std::uint64_t>(bytes) : 0;
   st.executors = nexec();
+  if (in_user_process()) {
+    st.waiting = g_user_parked.load(std::memory_order_relaxed);
+    return st;
+  }
   LockGuard guard;
   st.waiting = g_parked;
   return st;

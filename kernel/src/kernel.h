@@ -26,6 +26,7 @@
 #include "spindle/diagnostics.h"
 #include "spindle/futex.h"
 #include "spindle/panic.h"
+#include "spindle/stats.h"
 #include "spindle/status.h"
 #include "spindle/thread.h"
 #include "spindle/thread_annotations.h"
@@ -54,6 +55,9 @@ class SPINDLE_CAPABILITY("kernel lock") KernelLock {
 
 enum class ThreadState : std::uint8_t { kReady, kRunning, kBlocked, kSuspended, kDead };
 const char* to_string(ThreadState s);
+struct Tcb;
+// One thread's row of spindle::thread_stats (stats.cc). Kernel lock.
+void fill_thread_stats(const Tcb* t, std::uint64_t now, ThreadStats* s);
 
 struct Tcb;
 struct Waiter;
@@ -67,6 +71,8 @@ enum class TimerKind : std::uint8_t {
   kWatchdog,       // a thread's starvation report (Tcb::watchdog)
   kJobTimeout,     // a coroutine job's sleep or wait timeout
   kJobForeignPoll, // a coroutine job's next look at a word other kernels map (coro.cc)
+  kProxyTimeout,   // the same for a process's job's kernel proxy (ujobs.cc); also
+                   // what tells a proxy from a job (no room for a flag in a job)
 };
 
 // A one-shot kernel timer; it fires under the kernel lock, irqs masked, on
@@ -379,6 +385,9 @@ void release_job_locks(ThreadId id) SPINDLE_REQUIRES(g.lock);
 // Coroutine jobs (coro.cc): w (async) was woken; queue it on an executor.
 void job_woken(Waiter* w) SPINDLE_REQUIRES(g.lock);
 void job_foreign_poll(Timer* t) SPINDLE_REQUIRES(g.lock);
+// A process's job proxy was woken (job_woken): posts the job to its
+// process's collector (ujobs.cc; backends without user mode have none).
+void user_proxy_woken(Waiter* w) SPINDLE_REQUIRES(g.lock);
 // Coroutine jobs' side of the futex calls (futex.cc), kernel lock held.
 // futex_wait_async queues w on word if *word == expected (else
 // kWouldBlock), leaving the timer to the caller. futex_lock_async is one

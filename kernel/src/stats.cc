@@ -1,7 +1,12 @@
-// spindle::stats: snapshots of the scheduler's accounting.
+// spindle::stats: snapshots of the scheduler's accounting. In a process
+// (in_user_process()) each call is a system call (kSysStats, ujobs.cc)
+// that shows the process's own threads only, and the CPUs.
+#include <new>
+
 #include "kernel.h"
 #include "spindle/console.h"
 #include "spindle/stats.h"
+#include "user.h"
 
 namespace spindle {
 namespace kernel {
@@ -17,9 +22,7 @@ const char* to_string(ThreadState s) {
   return "?";
 }
 
-namespace {
-
-void fill(const Tcb* t, std::uint64_t now, ThreadStats* s) SPINDLE_REQUIRES(g.lock) {
+void fill_thread_stats(const Tcb* t, std::uint64_t now, ThreadStats* s) {
   s->id = t->head.id;
   for (std::size_t i = 0; i < sizeof s->name; ++i) s->name[i] = t->name[i];
   s->state = to_string(t->state);
@@ -35,29 +38,55 @@ void fill(const Tcb* t, std::uint64_t now, ThreadStats* s) SPINDLE_REQUIRES(g.lo
   s->stack_high_water = t->lowest_sp ? top - t->lowest_sp : 0;
 }
 
+namespace {
+
+// A process's view: its row with the state named in its own copy.
+void from_user(const UserThreadStats& u, ThreadStats* out) {
+  *out = u.stats;
+  out->state = to_string(static_cast<ThreadState>(u.state));
+}
+
+std::size_t user_thread_stats(std::span<ThreadStats> out) {
+  std::size_t cap = out.size() < 4096 ? out.size() : 4096;
+  UserThreadStats* rows = cap ? new (std::nothrow) UserThreadStats[cap] : nullptr;
+  if (cap && !rows) cap = 0;
+  std::uint64_t n = sys(kSysStats, kStatsThreads, user_arg(rows), cap);
+  if (n == ~std::uint64_t{0}) n = 0;
+  for (std::size_t i = 0; i < n && i < cap; ++i) from_user(rows[i], &out[i]);
+  delete[] rows;
+  return static_cast<std::size_t>(n);
+}
+
 }  // namespace
 }  // namespace kernel
 
 using namespace kernel;
 
 std::size_t thread_stats(std::span<ThreadStats> out) {
+  if (in_user_process()) return user_thread_stats(out);
   LockGuard guard;
   std::uint64_t now = arch::now_ns();
   std::size_t n = 0;
   g.threads.for_each([&](Tcb* t) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-    if (n < out.size()) fill(t, now, &out[n]);
+    if (n < out.size()) fill_thread_stats(t, now, &out[n]);
     ++n;
   });
   return n;
 }
 
 Status thread_stats(ThreadId id, ThreadStats* out) {
+  if (in_user_process()) {
+    UserThreadStats row;
+    Status st = status_from(sys(kSysStats, kStatsThread, id, user_arg(&row)));
+    if (st == Status::kOk) from_user(row, out);
+    return st;
+  }
   LockGuard guard;
   std::uint64_t now = arch::now_ns();
   Status st = Status::kNotFound;
   g.threads.for_each([&](Tcb* t) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
     if (t->head.id == id) {
-      fill(t, now, out);
+      fill_thread_stats(t, now, out);
       st = Status::kOk;
     }
   });
@@ -66,6 +95,10 @@ Status thread_stats(ThreadId id, ThreadStats* out) {
 
 SystemStats system_stats() {
   SystemStats s;
+  if (in_user_process()) {
+    (void)sys(kSysStats, kStatsSystem, user_arg(&s));
+    return s;
+  }
   LockGuard guard;
   std::uint64_t now = arch::now_ns();
   s.cpus = g.ncpus;

@@ -1,7 +1,7 @@
 // User mode's boundary: which copy of the image runs, and the system-call
 // table. The kernel's side of processes (records, loader, handlers, faults,
-// handles and channels) is in uprocess.cc, usyscall.cc, uheap.cc and
-// uchannel.cc, compiled only for backends
+// handles and channels, coroutine waits and stats) is in uprocess.cc,
+// usyscall.cc, uheap.cc, uchannel.cc and ujobs.cc, compiled only for backends
 // with user mode (arch/CMakeLists.txt); the process's side is the shared
 // code itself, which checks in_user_process() (user.h) at every entry point
 // that needs the kernel.
@@ -45,6 +45,17 @@
 //                                                              reply_and_recv: send msg, then receive
 //                                                              into buf; no handles either way)
 //   26, 27: reserved for the channel fast path (unused).
+//   28  kSysProcessSpawn  UserProcessSpawn* (user.h)         Status; fills pid (a child of the caller)
+//   29  kSysProcessJoin   pid, deadline, ExitStatus*         Status (kNotFound: not the caller's child;
+//                                                              kInvalidState: another thread joins it)
+//   30  kSysProcessKill   pid                                Status (kNotFound: not the caller's child)
+//   31  kSysJobWait       word, expected, deadline,          Status: kOk = a proxy waits for the job
+//                         order | priority << 8, job, &cancel   (kWouldBlock, kTimedOut: not queued)
+//   32  kSysJobCtl        op (user.h: JobCtl), ...           kJobCollect: woken jobs copied out, 0 on a
+//                                                              kick, ~0 bad buffer; kJobCancel, kJobKick: Status
+//   33  kSysStats         op (user.h: StatsOp), ...          kStatsThreads: count (~0 bad buffer);
+//                                                              kStatsThread, kStatsSystem: Status
+//   34..35                (free)
 //
 // kSysInfo (18) also answers kInfoSpawnHandles: how many handles the
 // process was given at spawn (this_process::handle).

@@ -33,7 +33,8 @@ void timer_fire(Timer* t) {
   switch (t->kind()) {
     case TimerKind::kThreadTimeout: thread_timeout(t); return;
     case TimerKind::kWatchdog: watchdog_fire(t); return;
-    case TimerKind::kJobTimeout: job_timeout(t); return;
+    case TimerKind::kJobTimeout:
+    case TimerKind::kProxyTimeout: job_timeout(t); return;
     case TimerKind::kJobForeignPoll: job_foreign_poll(t); return;
     case TimerKind::kNone: break;
   }

@@ -17,7 +17,12 @@
 // is closed once no handle names it any more (holders[i] == 0: table
 // entries and messages in flight). Closing end i drops what was queued for
 // it and wakes both sides: the peer's receives drain its own queue and
-// then say kClosed, its sends say kClosed at once.
+// then say kClosed, its sends say kClosed at once. An end whose only
+// holders are messages in its own queue (it was sent over its own channel
+// and every other handle to it closed) can never be received again: it is
+// closed the same way (self_held[i] == holders[i]), so such a channel is
+// freed. Longer cycles (an end queued in another channel whose end is
+// queued in the first) are not collected.
 //
 // Locking: the kernel lock guards every table, every Core's queues, slots
 // and counts. Payloads are copied outside it: a send copies before it
@@ -93,6 +98,7 @@ struct Core {
   End end[2];
   Direct* direct[2] = {};  // at most one receiver per end waits here; others use the futex words
   unsigned holders[2] = {1, 1};
+  unsigned self_held[2] = {};  // holds of end i carried by messages in queue i
   unsigned users = 0;
   Msg* head[2] = {};
   Msg* tail[2] = {};
@@ -210,19 +216,43 @@ void release(Object* obj) SPINDLE_REQUIRES(g.lock);
 
 // End `side` has no handle left: what was queued for it goes (with the
 // handles it carried), and both sides learn it.
+//
+// Also called while end `side` still has holders, all of them messages in
+// its own queue (collect_self_held): releasing those messages' handles then
+// drops holders[side] to 0, which calls this again on the emptied queue.
 void close_side(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
   c->users++;  // keeps c while the carried handles are released
-  while (Msg* m = c->head[side]) {
-    c->head[side] = m->next;
+  Msg* m = c->head[side];
+  c->head[side] = c->tail[side] = nullptr;  // detached first: a release may come back here
+  c->queued[side] = 0;
+  c->self_held[side] = 0;
+  while (m) {
+    Msg* next = m->next;
     for (unsigned i = 0; i < m->nh; ++i) release(m->h[i]);
     free_msg(m);
+    m = next;
   }
-  c->tail[side] = nullptr;
-  c->queued[side] = 0;
   notify_readable(c, 1 - side);
   kick(c, side);
   wake(c->writable[side]);
   c->users--;
+}
+
+// How many of m's handles are end `side` of c.
+unsigned holds_of(const Msg* m, const Core* c, unsigned side) {
+  unsigned n = 0;
+  for (unsigned i = 0; i < m->nh; ++i) {
+    if (m->h[i]->kind != HandleKind::kChannel) continue;
+    auto* e = static_cast<const End*>(m->h[i]);
+    n += e->core == c && e->side == side;
+  }
+  return n;
+}
+
+// End `side` is held only by messages queued for it: nobody can ever
+// receive them, so it is closed (and its queue dropped).
+void collect_self_held(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
+  if (c->holders[side] != 0 && c->holders[side] == c->self_held[side]) close_side(c, side);
 }
 
 void hold(Object* obj) SPINDLE_REQUIRES(g.lock) {
@@ -238,7 +268,11 @@ void release(Object* obj) {
   if (obj->kind == HandleKind::kChannel) {
     auto* end = static_cast<End*>(obj);
     Core* c = end->core;
-    if (--c->holders[end->side] == 0) close_side(c, end->side);
+    if (--c->holders[end->side] == 0) {
+      close_side(c, end->side);
+    } else {
+      collect_self_held(c, end->side);
+    }
     maybe_free(c);
     return;
   }
@@ -362,8 +396,10 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
         }
         c->tail[to] = m;
         c->queued[to] += len;
+        c->self_held[to] += holds_of(m, c, to);
         m = nullptr;
         notify_readable(c, to);
+        collect_self_held(c, to);  // its other handles may have closed while it was in flight
         st = Status::kOk;
         break;
       }
@@ -417,6 +453,7 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
         c->head[me] = head->next;
         if (!c->head[me]) c->tail[me] = nullptr;
         c->queued[me] -= head->bytes;
+        c->self_held[me] -= holds_of(head, c, me);
         for (unsigned i = 0; i < head->nh; ++i) hs_out[i] = insert(t, head->h[i], head->access[i]);  // the holds move over
         wake(c->writable[me]);
         *out = head;
@@ -638,12 +675,20 @@ Result<detail::Mapping> shm_map_in(HandleTable* t, Proc* p, Handle h) {
     at = p ? t->next_map : reinterpret_cast<std::uintptr_t>(r->pages);
     if (p) t->next_map += r->size + arch::kPageSize;  // a page apart: an overrun faults
   }
+  // A process's mapping counts against its memory limit (and its
+  // ancestors'): past it, kLimit. Given back at shm_unmap or with the process.
+  if (p && !charge_memory(p, r->size)) {
+    LockGuard guard;
+    release(r);
+    return Status::kLimit;
+  }
   auto* rm = new (std::nothrow) RegionMap{r, at, nullptr};
   bool ok = rm != nullptr && (!p || (at + r->size <= kShmLimit &&
                                      arch::user_map_kernel_pages(p->as, at, r->pages, r->size,
                                                                  access == Access::kReadOnly
                                                                      ? arch::UserAccess::kRead
                                                                      : arch::UserAccess::kReadWrite)));
+  if (!ok && p) uncharge_memory(p, r->size);
   LockGuard guard;
   if (!ok) {
     delete rm;
@@ -668,7 +713,10 @@ void shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at) {
     }
   }
   if (!found) return;
-  if (p) arch::user_unmap(p->as, at, found->region->size);  // the pages stay the region's
+  if (p) {
+    arch::user_unmap(p->as, at, found->region->size);  // the pages stay the region's
+    uncharge_memory(p, found->region->size);
+  }
   LockGuard guard;
   release(found->region);
   delete found;
@@ -681,12 +729,13 @@ std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<i
 // ---------------------------------------------------------------------------
 // Process tables.
 
-Result<HandleTable*> handle_table_for_spawn(std::span<const Handle> given) {
+Result<HandleTable*> handle_table_for_spawn(HandleTable* from, std::span<const Handle> given) {
+  if (!from) from = &g_kernel_table;
   auto* t = new (std::nothrow) HandleTable;
   if (!t) return Status::kNoMemory;
   LockGuard guard;
   for (const Handle& h : given) {
-    HandleTable::Entry* e = lookup(&g_kernel_table, h);
+    HandleTable::Entry* e = lookup(from, h);
     if (!e) {
       for (unsigned i = 0; i < t->spawned; ++i) release(t->e[i].obj);
       delete t;

@@ -9,6 +9,13 @@
 // (returning_to_user), counting itself out of `alive`. process_join waits
 // for the decision and for alive == 0, reaps every thread and only then
 // destroys the address space, which returns the pages and the ASID.
+//
+// Nested processes (a process calling Process::spawn, kSysProcessSpawn):
+// the child is in its parent's `children`; end_process kills a process's
+// children with it, and join_process reaps a whole subtree, children
+// first, so every record, page and handle of the subtree is returned by
+// the join of its root. A process names its children by pid; the system
+// calls refuse any other pid (kNotFound).
 #include "uprocess.h"
 
 #include <cstring>
@@ -53,8 +60,10 @@ ProcessId new_pid() SPINDLE_REQUIRES(g.lock) {
 
 void mark_gone_if_done(Proc* p) SPINDLE_REQUIRES(g.lock) {
   if (p->ended && p->alive == 0) {
-    // No thread of it can use a handle any more: its channel ends close.
+    // No thread of it can use a handle any more: its channel ends close,
+    // its coroutines' kernel waits go.
     close_all_handles(p->handles);
+    close_job_port(p);
     p->gone_word.store(1, std::memory_order_release);
     futex_wake_locked(&p->gone_word, ~0u);
   }
@@ -131,12 +140,14 @@ bool alloc_user_stack(Proc* p, std::size_t size, bool charge, std::uintptr_t* lo
       return true;
     }
   }
-  if (charge && p->memory_limit != 0 && p->charged + size > p->memory_limit) return false;
   std::uintptr_t at = p->stack_next + kUserGuard;
   if (at > kStackLimit || size > kStackLimit - at) return false;
+  if (charge && !charge_memory(p, size)) return false;
   p->stack_next = at + size;  // taken even if mapping fails: part of it may be mapped
-  if (!arch::user_map(p->as, at, size, arch::UserAccess::kReadWrite)) return false;
-  if (charge) p->charged += size;
+  if (!arch::user_map(p->as, at, size, arch::UserAccess::kReadWrite)) {
+    if (charge) uncharge_memory(p, size);
+    return false;
+  }
   *lo = at;
   return true;
 }
@@ -168,7 +179,7 @@ void reap_all(Proc* p) {
 }
 
 void destroy_process(Proc* p) {
-  arch::address_space_destroy(p->as);
+  if (p->as) arch::address_space_destroy(p->as);
   if (p->handles) free_handle_table(p->handles);  // after the mappings of its regions are gone
   while (FreeStack* s = p->free_stacks) {
     p->free_stacks = s->next;
@@ -207,9 +218,30 @@ void end_process(Proc* p, const ExitStatus& st) {
       default: break;  // queued: it runs, and leaves on its way back to user mode
     }
   });
+  // No process outlives its parent's end: its children are killed with it
+  // (and theirs with them); whoever joins p reaps them (join_process).
+  p->children.for_each([](Proc* c) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+    ExitStatus killed;
+    killed.kind = ExitKind::kKilled;
+    end_process(c, killed);
+  });
   p->end_word.store(1, std::memory_order_release);
   futex_wake_locked(&p->end_word, ~0u);
   mark_gone_if_done(p);
+}
+
+bool charge_memory(Proc* p, std::size_t bytes) {
+  LockGuard guard;
+  for (Proc* a = p; a; a = a->parent) {
+    if (a->memory_limit != 0 && (bytes > a->memory_limit || a->tree_charged > a->memory_limit - bytes)) return false;
+  }
+  for (Proc* a = p; a; a = a->parent) a->tree_charged += bytes;
+  return true;
+}
+
+void uncharge_memory(Proc* p, std::size_t bytes) {
+  LockGuard guard;
+  for (Proc* a = p; a; a = a->parent) a->tree_charged -= bytes;
 }
 
 void process_thread_exited(Tcb* self, int code, bool faulted) {
@@ -226,6 +258,7 @@ void process_thread_exited(Tcb* self, int code, bool faulted) {
     end_process(p, exited(code));
   }
   --p->alive;
+  for (Proc* a = p; a; a = a->parent) --a->tree_alive;
   mark_gone_if_done(p);
 }
 
@@ -233,12 +266,17 @@ Result<UserThread*> create_user_thread(Proc* p, const UserThreadSpec& spec, std:
   {
     LockGuard guard;
     if (p->ended) return Status::kInvalidState;
-    if (p->thread_limit != 0 && p->alive >= p->thread_limit) return Status::kLimit;
+    // Its process's limit and every ancestor's (their trees hold it).
+    for (Proc* a = p; a; a = a->parent) {
+      if (a->thread_limit != 0 && a->tree_alive >= a->thread_limit) return Status::kLimit;
+    }
     ++p->alive;
+    for (Proc* a = p; a; a = a->parent) ++a->tree_alive;
   }
   auto undo = [p] {
     LockGuard guard;
     --p->alive;
+    for (Proc* a = p; a; a = a->parent) --a->tree_alive;
     mark_gone_if_done(p);
   };
   auto* ut = new (std::nothrow) UserThread;
@@ -249,7 +287,9 @@ Result<UserThread*> create_user_thread(Proc* p, const UserThreadSpec& spec, std:
   ut->process = p;
   ut->main = spec.main;
   ut->stack_size = spec.stack_size;
-  if (!alloc_user_stack(p, spec.stack_size, !spec.main, &ut->stack_lo)) {
+  // A first thread's stack is charged only in a nested process, to the
+  // tree it grows (a process the kernel spawns starts within its limit).
+  if (!alloc_user_stack(p, spec.stack_size, !spec.main || p->parent != nullptr, &ut->stack_lo)) {
     delete ut;
     undo();
     return Status::kNoMemory;
@@ -331,11 +371,13 @@ std::uintptr_t grow_heap(Proc* p, std::size_t bytes) {
   MemLock l(p);
   if (!l.held()) return 0;
   if (bytes == 0 || bytes > kHeapLimit - p->heap_end) return 0;
-  if (p->memory_limit != 0 && (bytes > p->memory_limit || p->charged > p->memory_limit - bytes)) return 0;
+  if (!charge_memory(p, bytes)) return 0;
   std::uintptr_t at = p->heap_end;
   p->heap_end += bytes;  // taken even if mapping fails: part of it may be mapped
-  if (!arch::user_map(p->as, at, bytes, arch::UserAccess::kReadWrite)) return 0;
-  p->charged += bytes;
+  if (!arch::user_map(p->as, at, bytes, arch::UserAccess::kReadWrite)) {
+    uncharge_memory(p, bytes);
+    return 0;
+  }
   return at;
 }
 
@@ -403,19 +445,18 @@ void user_fault(const arch::UserFault& f) {
   exit_current(-1, true);
 }
 
-}  // namespace kernel
-
 // ---------------------------------------------------------------------------
-// The process API (spindle/process.h). A process cannot spawn, join or
-// kill one yet (a Process is not a handle on this target): kInvalidState.
+// Spawn, join and kill: the kernel's side, for the kernel's own first
+// process (parent nullptr) and for processes (their system calls).
 
-namespace detail {
+namespace {
 
-using namespace kernel;
-
-Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain main, std::uintptr_t entry,
-                                     const std::byte* args, std::size_t len) {
-  if (in_user_process()) return Status::kInvalidState;
+// A new process running main(entry, args) (user addresses: every copy of
+// the image is at kImageBase, so the caller's copy's addresses are the
+// child's), a child of `parent` (nullptr: the kernel's). opts.handles are
+// handles of the parent's table; args is kernel memory.
+Result<Proc*> spawn_process(Proc* parent, const ProcessOptions& opts, std::uintptr_t main_at,
+                            std::uintptr_t entry_at, const std::byte* args, std::size_t len) {
   if (opts.priority < kMinPriority || opts.priority > kMaxPriority || len > kMaxProcessArgBytes ||
       opts.handles.size() > kMaxHandlesPerTransfer) {
     return Status::kInvalidArgument;
@@ -424,12 +465,13 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   {
     LockGuard guard;
     affinity = opts.affinity & g.online;
+    if (parent) affinity = affinity & parent->affinity;  // a child runs where its parent may
   }
   if (affinity.empty()) return Status::kInvalidArgument;
 
-  Result<HandleTable*> handles = handle_table_for_spawn(opts.handles);
+  Result<HandleTable*> handles = handle_table_for_spawn(parent ? parent->handles : nullptr, opts.handles);
   if (!handles.ok()) return handles.status();
-  auto* p = new (std::nothrow) ProcessRecord;
+  auto* p = new (std::nothrow) Proc;
   if (!p) {
     free_handle_table(*handles);
     return Status::kNoMemory;
@@ -442,14 +484,13 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   p->priority = opts.priority;
   p->as = arch::address_space_create();
   if (!p->as) {
-    delete p;
+    destroy_process(p);
     return Status::kNoMemory;
   }
   // The image, its copy told that it is a process's, and the start block
   // with the arguments (read-only for the process).
   const bool yes = true;
-  ProcessStart ps{in_copy(reinterpret_cast<std::uintptr_t>(main)), in_copy(entry), kStartBase + sizeof(ProcessStart),
-                  len};
+  ProcessStart ps{main_at, entry_at, kStartBase + sizeof(ProcessStart), len};
   bool ok = arch::user_map_image(p->as, kImageBase) &&
             arch::user_copy_to(p->as, in_copy(reinterpret_cast<std::uintptr_t>(&g_in_user_process)), &yes, sizeof yes) &&
             arch::user_map(p->as, kStartBase, page_round(sizeof ps + len), arch::UserAccess::kRead) &&
@@ -461,6 +502,7 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
   }
   {
     LockGuard guard;
+    p->parent = parent;  // its limits are counted against the parent's from its first thread on
     p->pid = new_pid();
     g_processes.push_back(p);
   }
@@ -472,33 +514,228 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
       LockGuard guard;
       decltype(g_processes)::remove(p);
     }
-    destroy_process(p);
+    destroy_process(p);  // nobody else could name it: it is in no `children` yet
     return first.status();
+  }
+  if (parent) {
+    // Only now can the parent's other threads name it (join, kill), so
+    // none of them sees a child that is still being built or torn down.
+    // A parent that began ending meanwhile did not kill it: it is killed
+    // here, and whoever joins the parent reaps it.
+    LockGuard guard;
+    parent->children.push_back(p);
+    if (parent->ended) {
+      ExitStatus killed;
+      killed.kind = ExitKind::kKilled;
+      end_process(p, killed);
+    }
   }
   return p;
 }
 
-Result<ExitStatus> process_join(ProcessRecord* p, TimePoint deadline) {
-  if (in_user_process() || !arch::irqs_enabled()) return Status::kInvalidState;
+// Waits for p's end (interruptible: a waiter whose own process ends gets
+// kInterrupted, and p stays for whoever joins next), then reaps p's
+// children (killed with it), its threads, and p. The caller has p to
+// itself (the Process handle, or `joining`).
+Result<ExitStatus> join_process(Proc* p, TimePoint deadline) {
   while (p->end_word.load(std::memory_order_acquire) == 0) {
     Status s = futex_wait(&p->end_word, 0, deadline);
     if (p->end_word.load(std::memory_order_acquire) != 0) break;
     if (s == Status::kTimedOut || s == Status::kInterrupted) return s;
   }
-  while (p->gone_word.load(std::memory_order_acquire) == 0) (void)futex_wait(&p->gone_word, 0);
+  while (p->gone_word.load(std::memory_order_acquire) == 0) {
+    // Its threads are leaving; only the waiter's own end stops the wait.
+    if (futex_wait(&p->gone_word, 0) == Status::kInterrupted && p->gone_word.load(std::memory_order_acquire) == 0) {
+      return Status::kInterrupted;
+    }
+  }
+  for (;;) {
+    Proc* c;
+    {
+      LockGuard guard;
+      c = p->children.front();
+      if (!c) break;
+      c->joining = true;
+    }
+    Result<ExitStatus> r = join_process(c, kForever);  // killed with p: ends soon
+    if (!r.ok()) {
+      LockGuard guard;
+      c->joining = false;
+      return r.status();
+    }
+  }
   reap_all(p);
   ExitStatus st;
+  std::size_t charged;
   {
     LockGuard guard;
     st = p->status;
+    charged = p->tree_charged;  // its own: its children gave theirs back
     decltype(g_processes)::remove(p);
+    if (p->parent) decltype(p->parent->children)::remove(p);
   }
+  if (p->parent) uncharge_memory(p->parent, charged);
   destroy_process(p);
   return st;
 }
 
+// p's child with this pid, not being joined; nullptr for any other pid.
+Proc* find_child(Proc* p, std::uint64_t pid) SPINDLE_REQUIRES(g.lock) {
+  Proc* found = nullptr;
+  p->children.for_each([&](Proc* c) {
+    if (c->pid == pid) found = c;
+  });
+  return found;
+}
+
+std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<int>(s)); }
+
+std::uint64_t sys_process_spawn(Proc* p, std::uint64_t arg) {
+  UserProcessSpawn u;
+  if (!arch::user_accessible(p->as, arg, sizeof u, true) || !arch::user_read(&u, arg, sizeof u)) {
+    return result(Status::kInvalidArgument);
+  }
+  if (u.len > kMaxProcessArgBytes || u.nhandles > kMaxHandlesPerTransfer) return result(Status::kInvalidArgument);
+  char name[32] = "process";
+  if (u.name != 0) {
+    for (std::size_t n = 0;; ++n) {
+      if (n + 1 == sizeof name) {
+        name[n] = '\0';
+        break;
+      }
+      if (!arch::user_read(&name[n], u.name + n, 1)) return result(Status::kInvalidArgument);
+      if (name[n] == '\0') break;
+    }
+  }
+  Handle hs[kMaxHandlesPerTransfer];
+  if (u.nhandles != 0 && !arch::user_read(hs, u.handles, u.nhandles * sizeof(Handle))) {
+    return result(Status::kInvalidArgument);
+  }
+  std::byte small[256];
+  std::byte* args = small;
+  if (u.len > sizeof small) {
+    args = new (std::nothrow) std::byte[u.len];
+    if (!args) return result(Status::kNoMemory);
+  }
+  Status st = Status::kOk;
+  ProcessId pid = 0;
+  if (u.len != 0 && !arch::user_read(args, u.args, u.len)) {
+    st = Status::kInvalidArgument;
+  } else {
+    ProcessOptions o;
+    o.name = name;
+    o.memory_limit = u.memory_limit;
+    o.thread_limit = u.thread_limit;
+    o.affinity = CpuMask(u.affinity);
+    o.priority = u.priority;
+    o.handles = std::span<const Handle>(hs, u.nhandles);
+    Result<Proc*> r = spawn_process(p, o, u.main, u.entry, args, u.len);
+    if (r.ok()) {
+      pid = (*r)->pid;
+    } else {
+      st = r.status();
+    }
+  }
+  if (args != small) delete[] args;
+  if (st == Status::kOk) {
+    std::uint64_t v = pid;
+    (void)arch::user_write(arg + offsetof(UserProcessSpawn, pid), &v, sizeof v);  // checked writable above
+  }
+  return result(st);
+}
+
+std::uint64_t sys_process_join(Proc* p, std::uint64_t pid, TimePoint deadline, std::uint64_t out) {
+  if (!arch::user_accessible(p->as, out, sizeof(ExitStatus), true)) return result(Status::kInvalidArgument);
+  Proc* c;
+  {
+    LockGuard guard;
+    c = find_child(p, pid);
+    if (!c) return result(Status::kNotFound);
+    if (c->joining) return result(Status::kInvalidState);  // another thread joins it
+    c->joining = true;
+  }
+  Result<ExitStatus> r = join_process(c, deadline);
+  if (!r.ok()) {
+    LockGuard guard;
+    c->joining = false;
+    return result(r.status());
+  }
+  (void)arch::user_write(out, &*r, sizeof(ExitStatus));
+  return result(Status::kOk);
+}
+
+std::uint64_t sys_process_kill(Proc* p, std::uint64_t pid) {
+  LockGuard guard;
+  Proc* c = find_child(p, pid);
+  if (!c) return result(Status::kNotFound);
+  ExitStatus st;
+  st.kind = ExitKind::kKilled;
+  end_process(c, st);
+  return result(Status::kOk);
+}
+
+}  // namespace
+
+bool process_syscall(Proc* p, arch::SyscallFrame& f) {
+  std::uint64_t* a = f.arg;
+  switch (f.number) {
+    case kSysProcessSpawn: f.result = sys_process_spawn(p, a[0]); return true;
+    case kSysProcessJoin: f.result = sys_process_join(p, a[0], deadline_from(a[1]), a[2]); return true;
+    case kSysProcessKill: f.result = sys_process_kill(p, a[0]); return true;
+    default: return false;
+  }
+}
+
+}  // namespace kernel
+
+// ---------------------------------------------------------------------------
+// The process API (spindle/process.h). In the kernel's copy a
+// ProcessRecord* is the record; in a process's copy it is the child's pid
+// (the system calls check that it names a child of the caller).
+
+namespace detail {
+
+using namespace kernel;
+
+namespace {
+ProcessId pid_of(const ProcessRecord* p) { return static_cast<ProcessId>(reinterpret_cast<std::uintptr_t>(p)); }
+}  // namespace
+
+Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain main, std::uintptr_t entry,
+                                     const std::byte* args, std::size_t len) {
+  if (in_user_process()) {
+    UserProcessSpawn u{};
+    u.name = user_arg(opts.name);
+    u.memory_limit = opts.memory_limit;
+    u.affinity = opts.affinity.bits();
+    u.thread_limit = opts.thread_limit;
+    u.priority = opts.priority;
+    u.handles = user_arg(opts.handles.data());
+    u.nhandles = opts.handles.size();
+    u.main = reinterpret_cast<std::uintptr_t>(main);  // this copy's: at the same address in the child's
+    u.entry = entry;
+    u.args = user_arg(args);
+    u.len = len;
+    Status s = status_from(sys(kSysProcessSpawn, user_arg(&u)));
+    if (s != Status::kOk) return s;
+    return reinterpret_cast<ProcessRecord*>(static_cast<std::uintptr_t>(u.pid));
+  }
+  return spawn_process(nullptr, opts, in_copy(reinterpret_cast<std::uintptr_t>(main)), in_copy(entry), args, len);
+}
+
+Result<ExitStatus> process_join(ProcessRecord* p, TimePoint deadline) {
+  if (in_user_process()) {
+    ExitStatus st;
+    Status s = status_from(sys(kSysProcessJoin, pid_of(p), deadline_arg(deadline), user_arg(&st)));
+    if (s != Status::kOk) return s;
+    return st;
+  }
+  if (!arch::irqs_enabled()) return Status::kInvalidState;
+  return join_process(p, deadline);
+}
+
 Status process_kill(ProcessRecord* p) {
-  if (in_user_process()) return Status::kInvalidState;
+  if (in_user_process()) return status_from(sys(kSysProcessKill, pid_of(p)));
   ExitStatus st;
   st.kind = ExitKind::kKilled;
   LockGuard guard;
@@ -508,10 +745,10 @@ Status process_kill(ProcessRecord* p) {
 
 void process_release(ProcessRecord* p) {
   (void)process_kill(p);
-  (void)process_join(p, kForever);
+  (void)process_join(p, kForever);  // a process's: kInterrupted if it is ending (its teardown reaps p)
 }
 
-ProcessId process_id(const ProcessRecord* p) { return p->pid; }
+ProcessId process_id(const ProcessRecord* p) { return in_user_process() ? pid_of(p) : p->pid; }
 
 std::intptr_t code_offset(std::uintptr_t address) { return static_cast<std::intptr_t>(address - arch::image_base()); }
 std::uintptr_t code_address(std::intptr_t offset) { return arch::image_base() + static_cast<std::uintptr_t>(offset); }

@@ -15,7 +15,7 @@
 //    UserThread's flags; end_process runs under it. A thread counts itself
 //    out of alive as it dies (exit_current calls process_thread_exited).
 //  - mem_lock (a kernel Mutex, never taken under the kernel lock) guards
-//    the memory bookkeeping: charged, heap_end, stack_next, free_stacks. A
+//    the memory bookkeeping: heap_end, stack_next, free_stacks. A
 //    thread of an ending process gives up waiting for it (kInterrupted):
 //    kernel code on a system call's path never blocks an ending thread.
 //  - User pages are freed only with the address space, once every thread
@@ -24,6 +24,18 @@
 //  - A UserThread belongs to its process's `threads` list until it is
 //    reaped: by kSysThreadJoin (the joiner), by the next thread creation
 //    (a dead detached one) or by process_join (all the rest).
+//  - Nested processes: a process spawned by a process is in its parent's
+//    `children` (kernel lock) until it is joined, by the parent
+//    (kSysProcessJoin) or, once the parent is over, by whoever joins the
+//    parent (join_process reaps the whole subtree). A parent's end kills
+//    its children (end_process), so no process outlives its parent's end;
+//    a record is freed only after all its children's. A process joins and
+//    kills only its own children (by pid; another pid is kNotFound).
+//  - Limits are hierarchical: tree_alive and tree_charged (kernel lock)
+//    count the threads and bytes of a process and all its descendants, and
+//    a new thread or page is refused (kLimit / no memory) if any ancestor's
+//    limit would pass. A child gives its bytes back to its ancestors when
+//    it is destroyed, its threads as they die.
 #pragma once
 
 #include <atomic>
@@ -48,6 +60,7 @@ inline constexpr std::uintptr_t kStackLimit = 0x7f'0000'0000;
 inline constexpr std::size_t kUserGuard = 64 * 1024;  // unmapped below every user stack
 
 struct HandleTable;  // uchannel.cc
+struct JobPort;      // ujobs.cc
 
 struct FreeStack {
   std::uintptr_t lo;
@@ -87,13 +100,19 @@ struct ProcessRecord {
   bool ended = false;
   ExitStatus status;
   kernel::ListNode all_link;  // in g_processes
+  ProcessRecord* parent = nullptr;  // the process that spawned it; nullptr: the kernel (set once)
+  kernel::ListNode child_link;      // in parent->children
+  kernel::List<ProcessRecord, &ProcessRecord::child_link> children;  // not yet joined
+  bool joining = false;             // a join of it is under way (kSysProcessJoin)
+  unsigned tree_alive = 0;          // alive threads of it and its descendants
+  std::size_t tree_charged = 0;     // bytes charged to it and its descendants (heap, stacks, mapped regions)
+  kernel::JobPort* jobs = nullptr;  // its coroutines' kernel waits (ujobs.cc); freed when no thread is left
   kernel::HandleTable* handles = nullptr;  // its handles (uchannel.cc); closed once no thread is left
   // Set once (under the kernel lock) and waited on by process_join.
   std::atomic<std::uint32_t> end_word{0};   // the end is decided
   std::atomic<std::uint32_t> gone_word{0};  // ... and no thread is left alive
   // mem_lock.
   Mutex mem_lock{"process memory"};
-  std::size_t charged = 0;  // heap and thread stacks, against memory_limit
   std::uintptr_t heap_end = kernel::kHeapBase;
   std::uintptr_t stack_next = kernel::kStackBase;
   kernel::FreeStack* free_stacks = nullptr;
@@ -142,6 +161,17 @@ void reap_detached(Proc* p) SPINDLE_EXCLUDES(g.lock);
 // Maps `bytes` more heap (kSysHeapGrow): the new pages' user address, or
 // 0 past the memory limit or when memory runs out.
 std::uintptr_t grow_heap(Proc* p, std::size_t bytes);
+// Charges `bytes` to p and every ancestor: false, with nothing charged, if
+// that would pass any of their memory limits. uncharge_memory gives bytes
+// back (an unmapped region).
+bool charge_memory(Proc* p, std::size_t bytes) SPINDLE_EXCLUDES(g.lock);
+void uncharge_memory(Proc* p, std::size_t bytes) SPINDLE_EXCLUDES(g.lock);
+// The process system calls (syscall.cc: 28..30); false for another number.
+bool process_syscall(Proc* p, arch::SyscallFrame& f);
+// The coroutine and stats system calls (31..33, ujobs.cc); false for another number.
+bool jobs_syscall(Proc* p, arch::SyscallFrame& f);
+// Ends p's kernel waits for coroutines (its last thread is dead) and frees them.
+void close_job_port(Proc* p) SPINDLE_REQUIRES(g.lock);
 // The entry of a thread the process creates: user address of the code that
 // runs its callable (uprocess.cc).
 std::uintptr_t user_thread_entry_address();
@@ -152,7 +182,9 @@ std::uintptr_t user_thread_entry_address();
 // is dead (the objects' other holders see it closed); the table, and the
 // references its shared-memory mappings hold, go with the process, after
 // its address space.
-Result<HandleTable*> handle_table_for_spawn(std::span<const Handle> given);
+// `from`: the spawning process's table (nullptr: the kernel's); a handle
+// not in it is kNotFound.
+Result<HandleTable*> handle_table_for_spawn(HandleTable* from, std::span<const Handle> given);
 void close_all_handles(HandleTable* t) SPINDLE_REQUIRES(g.lock);
 void free_handle_table(HandleTable* t);
 unsigned spawned_handles(const HandleTable* t);

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "spindle/futex.h"
+#include "spindle/stats.h"
 #include "spindle/status.h"
 #include "spindle/thread.h"
 #include "spindle/time.h"
@@ -62,6 +63,26 @@ struct UserThreadCreate {
   std::uint64_t callable;  // where the caller constructs the callable
 };
 
+// kSysProcessSpawn's argument, in the caller's memory. main and entry are
+// addresses in the caller's copy of the image, which are the child's too
+// (every copy is at the same user address).
+struct UserProcessSpawn {
+  // In.
+  std::uint64_t name;  // user address of a NUL-terminated name, or 0
+  std::uint64_t memory_limit;
+  std::uint64_t affinity;
+  std::uint32_t thread_limit;
+  std::int32_t priority;
+  std::uint64_t handles;  // user address of nhandles Handles of the caller's table
+  std::uint64_t nhandles;
+  std::uint64_t main;
+  std::uint64_t entry;
+  std::uint64_t args;  // user address of len argument bytes
+  std::uint64_t len;
+  // Out.
+  std::uint64_t pid;
+};
+
 // kSysThreadCtl's operations (thread 0: the caller).
 enum ThreadCtl : std::uint64_t {
   kCtlSetPriority = 0,  // value: the priority
@@ -70,6 +91,26 @@ enum ThreadCtl : std::uint64_t {
   kCtlSuspend = 3,
   kCtlResume = 4,
   kCtlCpu = 5,          // returns the CPU it runs on
+};
+
+// kSysJobCtl's operations (coroutines in a process, ujobs.cc).
+enum JobCtl : std::uint64_t {
+  kJobCollect = 0,  // UserJobDone* out, n: waits for woken jobs; how many (0: kicked)
+  kJobCancel = 1,   // token: wakes that job's proxy with kInterrupted, if it waits
+  kJobKick = 2,     // the collector's wait returns 0
+};
+// A woken job, as kJobCollect hands it over.
+struct UserJobDone {
+  std::uint64_t token;   // the job's address (kSysJobWait's token)
+  std::uint64_t status;  // its wake status
+};
+
+// kSysStats's operations and the user's view of a ThreadStats (the state
+// as a number: a kernel pointer means nothing in a process).
+enum StatsOp : std::uint64_t { kStatsThreads = 0, kStatsThread = 1, kStatsSystem = 2 };
+struct UserThreadStats {
+  ThreadStats stats;  // state: nullptr
+  std::uint32_t state;  // ThreadState
 };
 
 // kSysShm's operations.

@@ -291,7 +291,7 @@ void handle_syscall(arch::SyscallFrame& f) {
     case kSysInfo: f.result = sys_info(p, a[0]); return;
     case kSysPanic: sys_panic(p, a[0], a[1]);
     default:
-      if (!channel_syscall(p, f)) f.result = kBad;
+      if (!channel_syscall(p, f) && !process_syscall(p, f) && !jobs_syscall(p, f)) f.result = kBad;
       return;
   }
 }

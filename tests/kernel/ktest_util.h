@@ -56,4 +56,19 @@ inline std::uint64_t cpu_time_of(ThreadId id) {
   return s.cpu_time_ns;
 }
 
+// Joins a spawned process; a failed spawn or join is a test failure (and
+// an empty ExitStatus).
+inline ExitStatus run_to_end(Result<Process> p) {
+  if (!p.ok()) {
+    KFAIL("spawn failed: %s", to_string(p.status()));
+    return {};
+  }
+  auto st = p->join();
+  if (!st.ok()) {
+    KFAIL("join failed: %s", to_string(st.status()));
+    return {};
+  }
+  return *st;
+}
+
 }  // namespace spindle::ktest

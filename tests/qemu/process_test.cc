@@ -1,9 +1,13 @@
 // Processes on aarch64 (kernel/src/uprocess.cc): each runs `entry` at EL0
 // in its own address space with a fresh copy of this image's globals. The
-// cases spawn entries from this file: arguments and fresh globals, bad
-// options, the fault matrix (each fault ends only its process, reported by
-// kind, while a healthy process and a kernel thread go on), bad pointers to
-// system calls (refused with kInvalidArgument), kill, limits, threads and
+// portable cases (arguments, options, kill, thread limit, nested spawn)
+// are in tests/kernel/process_test.cc and run here too; these are what only
+// this target checks: the fault matrix (each fault ends only its process,
+// reported by kind, while a healthy process and a kernel thread go on), bad
+// pointers, forged pids and bad inputs to system calls (refused with a
+// status), kill of threads in every state, hierarchical limits, page counts
+// after nested, killed and faulting trees, shared regions charged to the
+// mapping process, coroutines and stats inside a process, threads and
 // locks inside a process, 4 processes on 4 CPUs, and 1000 spawns that give
 // every page back.
 #include <arch/arch.h>
@@ -14,10 +18,14 @@
 
 #include "../kernel/ktest.h"
 #include "../kernel/ktest_util.h"
+#include "../../kernel/src/user.h"
+#include "../kernel/process_entries.h"
 #include "process_util.h"
 
 using namespace spindle;
 using namespace std::chrono_literals;
+using ktest::count_threads;
+using ktest::nest;
 using ktest::run_to_end;
 using ktest::ticks;
 
@@ -26,31 +34,9 @@ namespace {
 // ---------------------------------------------------------------------------
 // Entries the cases spawn.
 
-int g_global = 7;  // fresh in every process
 std::atomic<std::uint32_t> g_word{0};
 
-struct Pair {
-  int a;
-  long b;
-};
-
-int echo_args(int x, Pair p, std::span<const std::byte> bytes, char c) {
-  int sum = 0;
-  for (std::byte b : bytes) sum += static_cast<int>(b);
-  // 0 when everything arrived intact and the globals are fresh.
-  bool ok = x == 41 && p.a == -3 && p.b == 1234567890123 && sum == 6 && c == 'z' && g_global == 7 &&
-            this_process::is_spawned();
-  g_global = 99;  // the parent's copy must not see this
-  return ok ? 0 : 1;
-}
-
 int exit_with(int code) { return code; }
-int first_byte_and_size(std::span<const std::byte> b) {
-  return static_cast<int>(b[0]) + static_cast<int>(b.size() % 7);
-}
-int own_id() { return static_cast<int>(this_process::id()); }
-// A process cannot start processes on this target yet.
-int try_spawn() { return Process::spawn(exit_with, 1).status() == Status::kInvalidState ? 0 : 1; }
 int own_cpu_and_priority() { return static_cast<int>(this_thread::cpu()) * 100 + this_thread::priority(); }
 
 std::uint64_t sum_of_squares(std::uint64_t n) {
@@ -200,25 +186,6 @@ int busy_family() {
   return 9;
 }
 
-// Creates threads until refused: the number created, or -1 if the refusal
-// was not kLimit.
-int count_threads() {
-  Thread ts[16];
-  int n = 0;
-  for (; n < 16; ++n) {
-    ThreadOptions o;
-    o.name = "filler";
-    auto t = Thread::create(o, [] { this_thread::sleep_for(20ms); });
-    if (!t.ok()) {
-      if (t.status() != Status::kLimit) return -1;
-      break;
-    }
-    ts[n] = std::move(t).value();
-  }
-  for (int i = 0; i < n; ++i) (void)ts[i].join();
-  return n;
-}
-
 // Threads of one process contend for a Mutex (futex_lock/unlock system
 // calls), allocate from the process's heap and meet at a semaphore.
 int locked_counting(int nthreads, int iters) {
@@ -346,7 +313,6 @@ int time_mutex(int n) {
 
 // ---------------------------------------------------------------------------
 
-
 // A kernel thread that keeps counting while processes run and die.
 struct Ticker {
   std::atomic<bool> stop{false};
@@ -366,52 +332,297 @@ struct Ticker {
   }
 };
 
-}  // namespace
-
-KTEST(process_spawn_passes_arguments_and_fresh_globals, 1) {
-  g_global = 1000;  // the parent's copy only
-  const std::byte bytes[] = {std::byte{1}, std::byte{2}, std::byte{3}};
-  ExitStatus st =
-      run_to_end(Process::spawn(echo_args, 41, Pair{-3, 1234567890123}, std::span<const std::byte>(bytes), 'z'));
-  KCHECK(st.kind == ExitKind::kExited);
-  KCHECK_EQ(st.code, 0);
-  KCHECK_EQ(g_global, 1000);
-  KCHECK_EQ(run_to_end(Process::spawn(exit_with, 42)).code, 42);
-  static std::byte big[kMaxProcessArgBytes - 64];
-  big[0] = std::byte{5};
-  KCHECK_EQ(run_to_end(Process::spawn(first_byte_and_size, std::span<const std::byte>(big))).code,
-            5 + static_cast<int>((kMaxProcessArgBytes - 64) % 7));
-  auto p = Process::spawn(own_id);
-  KREQUIRE(p.ok());
-  ProcessId pid = p->pid();
-  KCHECK(pid != this_process::id() && pid != 0);
-  auto own = p->join();
-  KREQUIRE(own.ok());
-  KCHECK_EQ(static_cast<ProcessId>(own->code), pid);  // the process sees the id its parent sees
-  KCHECK(!p->joinable());
-  KCHECK(p->join().status() == Status::kInvalidState);
-  KCHECK(p->kill() == Status::kInvalidState);
-  KCHECK(!this_process::is_spawned());
-  KCHECK(run_to_end(Process::spawn(try_spawn)).success());
+// A channel end sent over its own channel (queued for itself) with a large
+// message, every other handle to it closed: nobody can ever receive it. With
+// `then_wait` the process then sleeps until it is killed, so its teardown
+// closes the rest.
+constexpr std::size_t kSelfQueuedBytes = 48 * 1024;  // a page run: a leak shows in the free page count
+int queue_an_end_in_itself(bool then_wait) {
+  auto pair = Channel::create();
+  if (!pair.ok()) return 1;
+  static std::byte big[kSelfQueuedBytes];
+  Handle b[] = {pair->second.handle()};
+  if (pair->first.send(std::span<const std::byte>(big), b) != Status::kOk) return 2;
+  if (pair->first.send(std::span<const std::byte>(big)) != Status::kOk) return 3;  // one more for it
+  pair->second = Channel();  // its last handle outside its own queue
+  if (then_wait) this_thread::sleep_for(100s);
+  return 0;
 }
 
-KTEST(process_spawn_rejects_bad_options, 1) {
+// ---------------------------------------------------------------------------
+// Nested processes: a process spawns, joins and kills its own children.
+
+// Forged and foreign pids and bad pointers to the process calls: each a
+// clear status, never a fault. `sibling`: a pid this process did not spawn.
+int forged_pids(ProcessId sibling) {
+  using namespace kernel;
+  const auto st = [](std::uint64_t r) { return static_cast<Status>(static_cast<int>(r)); };
+  ExitStatus out;
+  const std::uint64_t kernel = this_process::kernel_space_address();
+  if (st(arch::user_syscall(kSysProcessKill, sibling)) != Status::kNotFound) return 1;
+  if (st(arch::user_syscall(kSysProcessJoin, sibling, INT64_MAX, user_arg(&out))) != Status::kNotFound) return 2;
+  if (st(arch::user_syscall(kSysProcessKill, this_process::id())) != Status::kNotFound) return 3;
+  if (st(arch::user_syscall(kSysProcessKill, 1)) != Status::kNotFound) return 4;  // the kernel's
+  if (st(arch::user_syscall(kSysProcessKill, 0xdeadbeef)) != Status::kNotFound) return 5;
+  if (st(arch::user_syscall(kSysProcessJoin, 77777, 0, user_arg(&out))) != Status::kNotFound) return 6;
+  if (st(arch::user_syscall(kSysProcessSpawn, kernel)) != Status::kInvalidArgument) return 7;
+  if (st(arch::user_syscall(kSysProcessSpawn, 16)) != Status::kInvalidArgument) return 8;
+  UserProcessSpawn u{};
+  u.affinity = ~std::uint64_t{0};
+  u.args = kernel;
+  u.len = 8;
+  if (st(arch::user_syscall(kSysProcessSpawn, user_arg(&u))) != Status::kInvalidArgument) return 9;
+  u.args = 0;
+  u.len = kMaxProcessArgBytes + 1;
+  if (st(arch::user_syscall(kSysProcessSpawn, user_arg(&u))) != Status::kInvalidArgument) return 10;
+  u.len = 0;
+  u.name = kernel;
+  if (st(arch::user_syscall(kSysProcessSpawn, user_arg(&u))) != Status::kInvalidArgument) return 11;
+  // A child: joining it into a kernel address is refused, and it stays joinable.
+  auto c = Process::spawn(exit_with, 4);
+  if (!c.ok()) return 12;
+  if (st(arch::user_syscall(kSysProcessJoin, c->pid(), INT64_MAX, kernel)) != Status::kInvalidArgument) return 13;
+  auto cst = c->join();
+  if (!cst.ok() || cst->code != 4) return 14;
+  // A made-up entry: the child faults, not the kernel.
+  u = {};
+  u.affinity = ~std::uint64_t{0};
+  u.main = 0x10;
+  if (st(arch::user_syscall(kSysProcessSpawn, user_arg(&u))) != Status::kOk) return 15;
+  if (st(arch::user_syscall(kSysProcessJoin, u.pid, INT64_MAX, user_arg(&out))) != Status::kOk) return 16;
+  if (out.kind != ExitKind::kFaulted) return 17;
+  return 0;
+}
+
+// A child and a grandchild that sleep; then this process ends as `how`
+// says (0: returns, 1: faults, 2: sleeps until killed) without joining them.
+int grandchild() {
+  this_thread::sleep_for(100s);
+  return 0;
+}
+int sleeping_child() {
+  auto g = Process::spawn(grandchild);
+  if (!g.ok()) return 1;
+  this_thread::sleep_for(100s);
+  return 0;
+}
+int abandon_children(int how) {
+  auto c = Process::spawn(sleeping_child);
+  if (!c.ok()) return 1;
+  auto d = Process::spawn(sleeping_child);
+  if (!d.ok()) return 2;
+  this_thread::sleep_for(2ms);
+  if (how == 1) *static_cast<volatile int*>(nullptr) = 1;
+  if (how == 2) this_thread::sleep_for(100s);
+  c->kill();
+  return 0;  // d's handle kills and reaps it
+}
+
+// Limits are hierarchical: a child's threads and memory count against its
+// parent's limits too.
+int child_threads_count_against_parent() {
+  auto c = Process::spawn(count_threads);  // the child has no limit of its own
+  if (!c.ok()) return -1;
+  auto st = c->join();
+  return st.ok() ? st->code : -2;
+}
+int child_memory_counts_against_parent() {
+  auto c = Process::spawn(hog);  // unlimited itself: the parent's limit ends it
+  if (!c.ok()) return 1;
+  auto st = c->join();
+  if (!st.ok() || st->kind != ExitKind::kFaulted || st->fault != FaultKind::kMemoryLimit) return 2;
+  // Its memory came back: the parent can allocate again.
+  char* p = new (std::nothrow) char[1 << 20];
+  if (!p) return 3;
+  delete[] p;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Shared regions count against the mapping process's memory limit.
+
+int map_past_limit(std::uint64_t limit) {
+  auto big = SharedMemory::create(limit + 4096);
+  if (big.ok() || big.status() != Status::kLimit) return 1;
+  auto half = SharedMemory::create(limit / 2);
+  if (!half.ok()) return 2;
+  auto again = SharedMemory::create(limit / 2 + 4096);  // together past the limit
+  if (again.ok() || again.status() != Status::kLimit) return 3;
+  // A region given at spawn: mapping it is charged too.
+  auto given = SharedMemory::adopt(this_process::handle(0));
+  if (given.ok() || given.status() != Status::kLimit) return 4;
+  *half = SharedMemory();  // unmapped: its bytes come back
+  auto third = SharedMemory::adopt(this_process::handle(0));
+  if (!third.ok()) return 5;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Coroutines, executors, a ThreadPool and stats() inside a process.
+
+Task<int> after_in_process(Duration d, int v) {
+  co_await sleep_for(d);
+  co_return v;
+}
+
+// 0 when every kind of coroutine wait behaved inside the process.
+int coroutines_in_process() {
+  // A chain of tasks with sleeps; gather; the job's timer.
+  auto chain = []() -> Task<int> {
+    int a = co_await after_in_process(2ms, 20);
+    auto [x, y, z] = co_await gather(after_in_process(3ms, 1), after_in_process(1ms, 2), after_in_process(2ms, 3));
+    if (!x.ok() || !y.ok() || !z.ok()) co_return -1;
+    co_return a + x.value() * 100 + y.value() * 10 + z.value();
+  };
+  Result<int> r = run(chain());
+  if (!r.ok() || *r != 143) return 1;
+  // A semaphore a thread releases (a kernel wake of the job's proxy) and
+  // a timed acquire that times out (the proxy's timer).
+  Semaphore sem(0);
+  auto take = [&sem]() -> Task<int> {
+    if (co_await sem.acquire_async_for(2ms) != Status::kTimedOut) co_return 1;
+    if (co_await sem.acquire_async() != Status::kOk) co_return 2;
+    co_return 0;
+  };
+  {
+    JoinHandle<int> h = spawn(take());
+    this_thread::sleep_for(10ms);
+    sem.release();
+    auto hr = h.join();
+    if (!hr.ok() || *hr != 0) return 2;
+  }
+  // Many jobs waiting on one event at once, set by a thread.
+  Event go;
+  std::atomic<int> woke{0};
+  auto waiter = [&]() -> Task<> {
+    co_await go.wait_async();
+    woke.fetch_add(1);
+  };
+  {
+    JoinHandle<> ws[50];
+    for (auto& w : ws) w = spawn(waiter());
+    this_thread::sleep_for(5ms);
+    if (coroutine_stats().waiting != 50) return 3;
+    go.set();
+    for (auto& w : ws) {
+      if (w.join() != Status::kOk) return 4;
+    }
+    if (woke.load() != 50) return 5;
+  }
+  // Cancelling a job parked in a long sleep unwinds it.
+  auto forever = []() -> Task<int> {
+    co_await sleep_for(1h);
+    co_return 1;
+  };
+  {
+    JoinHandle<int> f = spawn(forever());
+    this_thread::sleep_for(5ms);
+    f.cancel();
+    if (f.join().status() != Status::kInterrupted) return 6;
+  }
+  // A ThreadPool's future awaited by a coroutine.
+  ThreadPool pool(2);
+  auto fut = pool.submit([](int v) {
+    this_thread::sleep_for(2ms);
+    return v * 3;
+  }, 14);
+  auto use = [&fut]() -> Task<int> {
+    auto v = co_await fut;
+    co_return v.ok() ? *v : -1;
+  };
+  auto ur = run(use());
+  if (!ur.ok() || *ur != 42) return 7;
+  // Everything ended: the executors stop, and start again on demand.
+  // (A job's record goes just after its joiner was woken.)
+  for (int i = 0; i < 100 && coroutine_stats().jobs != 0; ++i) this_thread::sleep_for(1ms);
+  if (coroutine_stats().jobs != 0 || coroutine_stats().waiting != 0) return 8;
+  if (stop_executors() != Status::kOk) return 9;
+  auto again = run(after_in_process(1ms, 5));
+  if (!again.ok() || *again != 5) return 10;
+  return 0;
+}
+
+// A process killed while its coroutines wait in the kernel: their proxies go.
+int coroutines_waiting_forever() {
+  Event never;
+  auto waiter = [&]() -> Task<> { co_await never.wait_async(); };
+  JoinHandle<> ws[20];
+  for (auto& w : ws) w = spawn(waiter());
+  auto sleeper = []() -> Task<> { co_await sleep_for(1h); };
+  JoinHandle<> s = spawn(sleeper());
+  this_thread::sleep_for(100s);
+  return 0;
+}
+
+// stats() inside a process: its own threads, and only them.
+int stats_in_process() {
+  ThreadOptions o;
+  o.name = "stats-helper";
+  Event stop;
+  Thread t = Thread::create(o, [&] { stop.wait(); }).value();
+  this_thread::sleep_for(2ms);
+  ThreadStats rows[16];
+  std::size_t n = thread_stats(rows);
+  int code = 0;
+  if (n != 2) code = 1;
+  bool saw_helper = false, saw_me = false;
+  for (std::size_t i = 0; i < n && i < 16; ++i) {
+    if (same(rows[i].name, "stats-helper") && same(rows[i].state, "blocked")) saw_helper = true;
+    if (rows[i].id == this_thread::id() && same(rows[i].state, "running")) saw_me = true;
+  }
+  if (!code && (!saw_helper || !saw_me)) code = 2;
+  ThreadStats one;
+  if (!code && (thread_stats(t.id(), &one) != Status::kOk || !same(one.name, "stats-helper"))) code = 3;
+  if (!code && thread_stats(ThreadId{1}, &one) != Status::kNotFound) code = 4;  // not its thread
+  SystemStats sys = system_stats();
+  if (!code && (sys.cpus == 0 || sys.threads != 2 || sys.uptime_ns == 0)) code = 5;
+  if (!code && thread_stats(std::span<ThreadStats>()) != 2) code = 6;
+  print_stats();
+  stop.set();
+  (void)t.join();
+  using namespace kernel;
+  if (!code && arch::user_syscall(kSysStats, kStatsThreads, this_process::kernel_space_address(), 4) != ~std::uint64_t{0}) {
+    code = 7;
+  }
+  if (!code && static_cast<Status>(static_cast<int>(arch::user_syscall(kSysStats, kStatsSystem, 16))) !=
+                   Status::kInvalidArgument) {
+    code = 8;
+  }
+  return code;
+}
+
+// Bad inputs to the coroutine calls: errors, never faults.
+int bad_job_calls() {
+  using namespace kernel;
+  const auto st = [](std::uint64_t r) { return static_cast<Status>(static_cast<int>(r)); };
+  const std::uint64_t kernel = this_process::kernel_space_address();
+  if (st(arch::user_syscall(kSysJobWait, kernel, 0, INT64_MAX, 0, 0, 0)) != Status::kInvalidArgument) return 1;
+  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, INT64_MAX, 999u << 8, 0, 0)) !=
+      Status::kInvalidArgument) {
+    return 2;
+  }
+  if (arch::user_syscall(kSysJobCtl, kJobCollect, kernel, 4) != ~std::uint64_t{0}) return 3;
+  if (st(arch::user_syscall(kSysJobCtl, kJobCancel, 0x1234)) != Status::kOk) return 4;  // nothing waits: no effect
+  if (st(arch::user_syscall(kSysJobCtl, 77)) != Status::kInvalidArgument) return 5;
+  // A proxy for a made-up token: a timed wait that the collector would
+  // get; collect it here (no executor runs in this process).
+  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, deadline_arg(deadline_after(1ms)), 0, 0x5678, 0)) !=
+      Status::kOk) {
+    return 6;
+  }
+  UserJobDone done[4];
+  if (arch::user_syscall(kSysJobCtl, kJobCollect, user_arg(done), 4) != 1) return 7;
+  if (done[0].token != 0x5678 || st(done[0].status) != Status::kTimedOut) return 8;
+  return 0;
+}
+
+}  // namespace
+
+// The portable option checks are in tests/kernel/process_test.cc.
+KTEST(process_spawn_rejects_an_absent_cpu, 1) {
   ProcessOptions o;
-  o.priority = 99;
-  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
-  o = {};
-  o.affinity = CpuMask();
-  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
-  o = {};
   o.affinity = CpuMask::only(kMaxCpus - 1);  // no such CPU
   KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kInvalidArgument);
-  o = {};
-  Handle forged[] = {Handle{0x12345}};
-  o.handles = forged;
-  KCHECK(Process::spawn(o, exit_with, 0).status() == Status::kNotFound);
-  static std::byte too_big[kMaxProcessArgBytes + 1];
-  KCHECK(Process::spawn(first_byte_and_size, std::span<const std::byte>(too_big)).status() ==
-         Status::kInvalidArgument);
 }
 
 // The fault matrix: each fault ends only its process, reported by kind,
@@ -494,19 +705,9 @@ KTEST(process_cannot_write_a_sibling_or_the_kernel, 1) {
   for (unsigned i = 0; i < kWords; ++i) KCHECK_EQ(g_precious[i], pattern(i));
 }
 
-KTEST(process_kill_and_join_timeout, 1) {
-  auto p = Process::spawn(sleeper);
-  KREQUIRE(p.ok());
-  KCHECK(p->join_for(50ms).status() == Status::kTimedOut);
-  KCHECK(p->joinable());
-  KCHECK(p->kill() == Status::kOk);
-  auto st = p->join();
-  KREQUIRE(st.ok());
-  KCHECK(st->kind == ExitKind::kKilled);
-  KCHECK(p->kill() == Status::kInvalidState);
-  // Dropping a running process kills and reaps it.
-  { auto q = Process::spawn(sleeper); }
-  // Every thread of a process ends, whatever it was doing.
+// Kill and join timeouts as such: tests/kernel/process_test.cc. Every
+// thread of a process ends, whatever it was doing, and every page returns.
+KTEST(process_kill_ends_threads_in_every_state, 1) {
   std::size_t free_before = arch::free_page_count();
   auto fam = Process::spawn(busy_family);
   KREQUIRE(fam.ok());
@@ -517,13 +718,6 @@ KTEST(process_kill_and_join_timeout, 1) {
   KREQUIRE(fst.ok());
   KCHECK(fst->kind == ExitKind::kKilled);
   KCHECK_EQ(arch::free_page_count(), free_before);
-}
-
-KTEST(process_thread_limit_is_enforced, 1) {
-  ProcessOptions o;
-  o.thread_limit = 3;  // the first thread + 2
-  KCHECK_EQ(run_to_end(Process::spawn(o, count_threads)).code, 2);
-  KCHECK_EQ(run_to_end(Process::spawn(count_threads)).code, 16);
 }
 
 KTEST(process_threads_locks_and_heap, 2) {
@@ -602,4 +796,108 @@ KTEST(process_costs, 1) {
         " (ns = instructions under -icount shift=0)\n",
         sys.code * 16 / kN, mtx.code * 16 / kN, static_cast<int>(kernel_mutex * 16 / kN));
   KCHECK(sys.kind == ExitKind::kExited && mtx.kind == ExitKind::kExited);
+}
+
+// An end queued in its own queue is freed (item: the self-queued end):
+// from the kernel's table, from a process that returns, and from a process
+// killed with it queued. Every page comes back.
+KTEST(channel_end_queued_in_itself_is_freed, 1) {
+  (void)queue_an_end_in_itself(false);  // warm the kernel heap's classes
+  (void)run_to_end(Process::spawn(queue_an_end_in_itself, false));
+  std::size_t before = arch::free_page_count();
+  for (int i = 0; i < 20; ++i) KCHECK_EQ(queue_an_end_in_itself(false), 0);
+  KCHECK_EQ(arch::free_page_count(), before);
+  for (int i = 0; i < 10; ++i) KCHECK(run_to_end(Process::spawn(queue_an_end_in_itself, false)).success());
+  KCHECK_EQ(arch::free_page_count(), before);
+  for (int i = 0; i < 5; ++i) {
+    auto p = Process::spawn(queue_an_end_in_itself, true);
+    KREQUIRE(p.ok());
+    this_thread::sleep_for(5ms);
+    KCHECK(p->kill() == Status::kOk);
+    auto st = p->join();
+    KREQUIRE(st.ok());
+    KCHECK(st->kind == ExitKind::kKilled);
+  }
+  KCHECK_EQ(arch::free_page_count(), before);
+}
+
+KTEST(process_cannot_touch_another_process_by_pid, 1) {
+  auto sibling = Process::spawn(sleeper);
+  KREQUIRE(sibling.ok());
+  ExitStatus st = run_to_end(Process::spawn(forged_pids, sibling->pid()));
+  char why[160];
+  if (!st.success()) KFAIL("forged_pids: %s", st.describe(why, sizeof why));
+  KCHECK(sibling->join_for(1ms).status() == Status::kTimedOut);  // untouched
+  KCHECK(sibling->kill() == Status::kOk);
+  KCHECK(run_to_end(std::move(sibling)).kind == ExitKind::kKilled);
+}
+
+// A parent's end kills its children and grandchildren, and the join of the
+// parent returns every page of the tree, however the parent ended.
+KTEST(process_children_end_with_their_parent_and_return_every_page, 1) {
+  (void)run_to_end(Process::spawn(nest, 2));  // warm up the kernel heap's classes
+  (void)run_to_end(Process::spawn(abandon_children, 0));
+  std::size_t before = arch::free_page_count();
+  for (int i = 0; i < 20; ++i) KCHECK_EQ(run_to_end(Process::spawn(nest, 3)).code, 8);
+  KCHECK_EQ(arch::free_page_count(), before);
+  KCHECK(run_to_end(Process::spawn(abandon_children, 0)).success());
+  ExitStatus st = run_to_end(Process::spawn(abandon_children, 1));
+  KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kBadAccess);
+  auto p = Process::spawn(abandon_children, 2);
+  KREQUIRE(p.ok());
+  this_thread::sleep_for(20ms);
+  KCHECK(p->kill() == Status::kOk);
+  KCHECK(run_to_end(std::move(p)).kind == ExitKind::kKilled);
+  { auto dropped = Process::spawn(abandon_children, 2); }
+  KCHECK_EQ(arch::free_page_count(), before);
+}
+
+KTEST(process_children_count_against_parent_limits, 1) {
+  ProcessOptions o;
+  o.thread_limit = 4;  // the parent, the child, and 2 of the child's threads
+  KCHECK_EQ(run_to_end(Process::spawn(o, child_threads_count_against_parent)).code, 2);
+  o = {};
+  o.memory_limit = 8 << 20;
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(o, child_memory_counts_against_parent));
+  if (!st.success()) KFAIL("child memory: %s", st.describe(why, sizeof why));
+}
+
+KTEST(process_shared_memory_counts_against_its_limit, 1) {
+  constexpr std::uint64_t kLimitBytes = 1 << 20;
+  auto region = SharedMemory::create(kLimitBytes - 192 * 1024);
+  KREQUIRE(region.ok());
+  Handle give[] = {region->handle()};
+  ProcessOptions o;
+  o.memory_limit = kLimitBytes;
+  o.handles = give;
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(o, map_past_limit, kLimitBytes));
+  if (!st.success()) KFAIL("map_past_limit: %s", st.describe(why, sizeof why));
+}
+
+KTEST(process_coroutines_executors_and_thread_pool, 1) {
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(ProcessOptions{.name = "coroutines"}, coroutines_in_process));
+  if (!st.success()) KFAIL("coroutines_in_process: %s", st.describe(why, sizeof why));
+  st = run_to_end(Process::spawn(bad_job_calls));
+  if (!st.success()) KFAIL("bad_job_calls: %s", st.describe(why, sizeof why));
+  // Killed with jobs parked in the kernel: every proxy and page returns.
+  (void)run_to_end(Process::spawn(coroutines_in_process));  // warm up
+  std::size_t before = arch::free_page_count();
+  for (int i = 0; i < 5; ++i) {
+    auto p = Process::spawn(coroutines_waiting_forever);
+    KREQUIRE(p.ok());
+    this_thread::sleep_for(20ms);
+    KCHECK(p->kill() == Status::kOk);
+    KCHECK(run_to_end(std::move(p)).kind == ExitKind::kKilled);
+  }
+  KCHECK_EQ(arch::free_page_count(), before);
+  KCHECK(run_to_end(Process::spawn(coroutines_in_process)).success());
+}
+
+KTEST(process_stats_show_its_own_threads, 1) {
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(ProcessOptions{.name = "stats"}, stats_in_process));
+  if (!st.success()) KFAIL("stats_in_process: %s", st.describe(why, sizeof why));
 }

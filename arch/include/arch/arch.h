@@ -409,6 +409,13 @@ enum SyscallNumber : std::uint64_t {
   kSysHandle = 23,       // kind, close, duplicate
   kSysShm = 24,          // create, map, unmap a shared region
   kSysChannelCall = 25,  // send then receive on one end, one call (Channel::call, reply_and_recv)
+  // 26..27: reserved (channels).
+  kSysProcessSpawn = 28,  // a child process (nested)
+  kSysProcessJoin = 29,   // a child's end
+  kSysProcessKill = 30,   // a child
+  kSysJobWait = 31,       // a coroutine's kernel wait (ujobs.cc)
+  kSysJobCtl = 32,        // cancel a job's wait, collect completions, wake the collector
+  kSysStats = 33,         // the process's threads, the system
 };
 // kSysInfo's argument: what to return.
 enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimeslice = 2, kInfoSpawnHandles = 3 };

@@ -178,7 +178,10 @@ class Process {
   // Returns kInvalidArgument (options out of range, arguments larger than
   // kMaxProcessArgBytes, too many handles), kNotFound (a bad handle in
   // opts.handles), kNoMemory or kLimit when the system cannot start another
-  // process. Thread context.
+  // process (or the caller's, or an ancestor's, limits would pass: aarch64
+  // counts a child's threads and memory against its ancestors' limits).
+  // A process may spawn processes (nested); its children end with it
+  // (aarch64). Thread context.
   template <typename... P, typename... A>
   static Result<Process> spawn(const ProcessOptions& opts, int (*entry)(P...), A&&... args) {
     static_assert(sizeof...(P) == sizeof...(A), "Process::spawn: give one argument per parameter of entry");
@@ -195,13 +198,16 @@ class Process {
 
   // Waits for the process to end and says how. kInvalidState on an empty
   // handle; kTimedOut (handle unchanged) at the deadline. After kOk the
-  // handle is empty. Thread context.
+  // handle is empty. In a process only its own children can be joined
+  // (a handle naming another pid: kNotFound); kInterrupted when the caller's
+  // process is ending. Thread context.
   Result<ExitStatus> join() { return join_until(kForever); }
   Result<ExitStatus> join_until(TimePoint deadline);
   Result<ExitStatus> join_for(Duration d) { return join_until(deadline_after(d)); }
 
-  // Ends the process at once (its join reports kKilled). kInvalidState on
-  // an empty handle; kOk if it had already ended.
+  // Ends the process at once (its join reports kKilled), and its children
+  // with it (aarch64). kInvalidState on an empty handle; kOk if it had
+  // already ended; in a process, kNotFound for a pid not its child.
   Status kill();
 
   bool joinable() const { return rec_ != nullptr; }

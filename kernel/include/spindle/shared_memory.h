@@ -48,16 +48,21 @@ class SharedMemory {
 
   // A new zeroed region of `size` bytes (rounded up to whole pages), mapped
   // read-write here. kInvalidArgument for size 0; kLimit past the process's
-  // memory limit or a full handle table; kNoMemory.
+  // memory limit (aarch64: the mapping's; hosted: the creator's) or a full
+  // handle table; kNoMemory.
   static Result<SharedMemory> create(std::size_t size, const char* name = "shared") {
     Result<Handle> h = detail::shm_create(size, name);
     if (!h.ok()) return h.status();
-    return adopt(*h);
+    Result<SharedMemory> s = adopt(*h);
+    if (!s.ok()) (void)handle_close(*h);  // not mapped (kLimit): the region goes
+    return s;
   }
 
   // Maps a received region with the rights its handle carries and takes
   // ownership of the handle. kNotFound for a bad handle, kInvalidArgument
-  // if it is not a region.
+  // if it is not a region, kLimit if mapping it would pass the process's
+  // memory limit (aarch64: a mapped region counts against the mapping
+  // process's limit; the caller keeps the handle).
   static Result<SharedMemory> adopt(Handle h) {
     Result<detail::Mapping> m = detail::shm_map(h);
     if (!m.ok()) return m.status();

@@ -1,0 +1,281 @@
+// Coroutines and stats inside processes, the kernel's side (system calls
+// 31..33; the process's side is coro.cc and stats.cc in its own copy).
+//
+// A process's coroutine job lives in the process's memory, so the kernel
+// cannot queue it on a futex word the way it queues a kernel job. Instead
+// kSysJobWait queues a Proxy: a kernel Waiter (async, its timer of kind
+// kProxyTimeout) that
+// stands for the job on the word, with the job's priority and deadline.
+// When a wake, the timer or a cancel wakes it, job_woken hands it to
+// user_proxy_woken, which moves it to its port's `done` list and wakes the
+// process's collector thread, waiting in kJobCollect; the collector copies
+// out the job's address (the token) and status and pushes the job to an
+// executor of the process. The kernel never reads or writes the job
+// itself, except the one byte of its cancel flag after queueing a proxy
+// (so a cancel that raced with the wait is not lost), through a checked
+// user read.
+//
+// Ownership and locking: a JobPort belongs to its process (created at the
+// first wait or collect, freed with close_job_port when the process has
+// no thread left, before its address space goes: every proxy's futex key
+// is a kernel alias of the process's memory). A Proxy is in exactly one of
+// the port's lists: `parked` (queued on a word and/or its timer armed) or
+// `done` (woken, not yet collected). The kernel lock guards both lists,
+// the counts and every proxy's Waiter fields. At most kMaxProxies proxies
+// per process (kLimit past it).
+#include <new>
+
+#include "spindle/stats.h"
+#include "uprocess.h"
+#include "user.h"
+
+namespace spindle::kernel {
+
+struct Proxy : Waiter {
+  JobPort* port = nullptr;
+  std::uint64_t token = 0;  // the job's user address
+  ListNode link;            // in port->parked or port->done
+};
+
+struct JobPort {
+  List<Proxy, &Proxy::link> parked;
+  List<Proxy, &Proxy::link> done;
+  unsigned count = 0;                 // proxies in both lists
+  unsigned kicks = 0;                 // kJobKick calls not yet seen by a collect
+  std::atomic<std::uint32_t> seq{0};  // bumped at every post and kick: collectors wait on it
+};
+
+namespace {
+
+constexpr unsigned kMaxProxies = 16384;
+
+std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<int>(s)); }
+
+// p's port, created on first use; nullptr when memory runs out.
+JobPort* port_of(Proc* p) {
+  {
+    LockGuard guard;
+    if (p->jobs) return p->jobs;
+  }
+  auto* fresh = new (std::nothrow) JobPort;
+  if (!fresh) return nullptr;
+  LockGuard guard;
+  if (p->jobs) {
+    delete fresh;  // another thread made one meanwhile (the kernel heap never sleeps)
+  } else {
+    p->jobs = fresh;
+  }
+  return p->jobs;
+}
+
+void cancel_token(JobPort* port, std::uint64_t token) SPINDLE_REQUIRES(g.lock) {
+  Proxy* found = nullptr;
+  port->parked.for_each([&](Proxy* x) {
+    if (x->token == token) found = x;
+  });
+  if (found) wake(found, Status::kInterrupted);  // -> user_proxy_woken
+}
+
+// kSysJobWait: word, expected, deadline, order | priority << 8, token, the
+// job's cancel flag (a byte).
+std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
+  auto* word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], false));
+  if (!word) return result(Status::kInvalidArgument);
+  auto priority = static_cast<int>(static_cast<std::int32_t>(a[3] >> 8));
+  if (priority < kMinPriority || priority > kMaxPriority) return result(Status::kInvalidArgument);
+  WaitOrder order = a[3] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
+  TimePoint deadline = deadline_from(a[2]);
+  JobPort* port = port_of(p);
+  auto* x = new (std::nothrow) Proxy;
+  if (!port || !x) {
+    delete x;
+    return result(Status::kNoMemory);
+  }
+  x->async = true;
+  x->run.priority = priority;
+  x->timer.set_kind(TimerKind::kProxyTimeout);  // marks it a proxy (job_woken)
+  x->port = port;
+  x->token = a[4];
+  {
+    LockGuard guard;
+    Status now = Status::kOk;
+    if (port->count >= kMaxProxies) {
+      now = Status::kLimit;
+    } else if (deadline != kForever && deadline <= Clock::now()) {
+      now = word->load(std::memory_order_seq_cst) != static_cast<std::uint32_t>(a[1]) ? Status::kWouldBlock
+                                                                                     : Status::kTimedOut;
+    } else {
+      now = futex_wait_async(x, word, static_cast<std::uint32_t>(a[1]), order, "job");
+    }
+    if (now != Status::kOk) {
+      delete x;
+      return result(now);
+    }
+    if (deadline != kForever) timer_arm(&x->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
+    x->parked = true;
+    port->parked.push_back(x);
+    ++port->count;
+  }
+  // A cancel that came before the proxy was queued found nothing to wake:
+  // the job's flag tells (job_cancel sets it before it looks).
+  std::uint8_t cancelled = 0;
+  if (a[5] != 0 && arch::user_read(&cancelled, a[5], 1) && cancelled != 0) {
+    LockGuard guard;
+    cancel_token(port, a[4]);
+  }
+  return result(Status::kOk);
+}
+
+// kJobCollect: waits until a proxy was woken (or a kick), then hands over
+// up to n of them. How many; 0 after a kick; ~0 for a bad buffer.
+std::uint64_t collect(Proc* p, std::uint64_t out, std::uint64_t n) {
+  if (n == 0 || n > 256 || !arch::user_accessible(p->as, out, n * sizeof(UserJobDone), true)) {
+    return ~std::uint64_t{0};
+  }
+  JobPort* port = port_of(p);
+  if (!port) return ~std::uint64_t{0};
+  UserJobDone buf[32];
+  if (n > sizeof buf / sizeof buf[0]) n = sizeof buf / sizeof buf[0];
+  for (;;) {
+    std::uint32_t seen;
+    unsigned got = 0;
+    {
+      LockGuard guard;
+      while (got < n) {
+        Proxy* x = port->done.pop_front();
+        if (!x) break;
+        buf[got++] = UserJobDone{x->token, static_cast<std::uint64_t>(static_cast<int>(x->wake_status))};
+        --port->count;
+        delete x;
+      }
+      if (got == 0 && port->kicks != 0) {
+        port->kicks = 0;
+        return 0;
+      }
+      seen = port->seq.load(std::memory_order_relaxed);
+    }
+    if (got != 0) {
+      (void)arch::user_write(out, buf, got * sizeof(UserJobDone));  // checked writable above
+      return got;
+    }
+    // An ending process's collector gives up here (and ends on its way out).
+    if (futex_wait(&port->seq, seen) == Status::kInterrupted) return 0;
+  }
+}
+
+std::uint64_t sys_job_ctl(Proc* p, const std::uint64_t* a) {
+  switch (a[0]) {
+    case kJobCollect: return collect(p, a[1], a[2]);
+    case kJobCancel: {
+      LockGuard guard;
+      if (p->jobs) cancel_token(p->jobs, a[1]);
+      return result(Status::kOk);
+    }
+    case kJobKick: {
+      JobPort* port = port_of(p);
+      if (!port) return result(Status::kNoMemory);
+      LockGuard guard;
+      ++port->kicks;
+      port->seq.fetch_add(1, std::memory_order_relaxed);
+      futex_wake_locked(&port->seq, ~0u);
+      return result(Status::kOk);
+    }
+    default: return result(Status::kInvalidArgument);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Stats of the process's own threads (its kernel threads' accounting).
+
+void fill_user(const Tcb* t, std::uint64_t now, UserThreadStats* u) SPINDLE_REQUIRES(g.lock) {
+  fill_thread_stats(t, now, &u->stats);
+  u->stats.state = nullptr;
+  u->state = static_cast<std::uint32_t>(t->state);
+}
+
+std::uint64_t sys_stats(Proc* p, const std::uint64_t* a) {
+  switch (a[0]) {
+    case kStatsThreads: {  // out, n: how many threads the process has (fills up to n)
+      std::uint64_t cap = a[2];
+      if (cap > 4096 || !arch::user_accessible(p->as, a[1], cap * sizeof(UserThreadStats), true)) {
+        return ~std::uint64_t{0};
+      }
+      std::uint64_t n = 0;
+      for (;;) {
+        UserThreadStats row;
+        bool more;
+        {
+          LockGuard guard;
+          // The n-th live thread (unreaped, in creation order).
+          UserThread* ut = p->threads.front();
+          for (std::uint64_t i = 0; ut && i < n; ++i) ut = p->threads.next(ut);
+          more = ut != nullptr;
+          if (more && n < cap) fill_user(ut->tcb, arch::now_ns(), &row);
+        }
+        if (!more) return n;
+        if (n < cap) (void)arch::user_write(a[1] + n * sizeof row, &row, sizeof row);
+        ++n;
+      }
+    }
+    case kStatsThread: {  // id, out: kNotFound unless a thread of this process
+      if (!arch::user_accessible(p->as, a[2], sizeof(UserThreadStats), true)) return result(Status::kInvalidArgument);
+      UserThreadStats row;
+      {
+        LockGuard guard;
+        UserThread* ut = a[1] != 0 ? find_user_thread(p, a[1]) : nullptr;
+        if (!ut) return result(Status::kNotFound);
+        fill_user(ut->tcb, arch::now_ns(), &row);
+      }
+      (void)arch::user_write(a[2], &row, sizeof row);
+      return result(Status::kOk);
+    }
+    case kStatsSystem: {  // out: the CPUs, and the process's live threads
+      if (!arch::user_accessible(p->as, a[1], sizeof(SystemStats), true)) return result(Status::kInvalidArgument);
+      SystemStats s = system_stats();
+      {
+        LockGuard guard;
+        s.threads = p->alive;
+      }
+      (void)arch::user_write(a[1], &s, sizeof s);
+      return result(Status::kOk);
+    }
+    default: return result(Status::kInvalidArgument);
+  }
+}
+
+}  // namespace
+
+void user_proxy_woken(Waiter* w) {
+  auto* x = static_cast<Proxy*>(w);
+  JobPort* port = x->port;
+  x->parked = false;
+  x->futex_key = nullptr;
+  decltype(port->parked)::remove(x);
+  port->done.push_back(x);
+  port->seq.fetch_add(1, std::memory_order_relaxed);
+  futex_wake_locked(&port->seq, 1);
+}
+
+void close_job_port(Proc* p) {
+  JobPort* port = p->jobs;
+  if (!port) return;
+  p->jobs = nullptr;
+  while (Proxy* x = port->parked.pop_front()) {
+    if (x->wait_queue) x->wait_queue->remove(x);
+    timer_cancel(&x->timer);
+    delete x;
+  }
+  while (Proxy* x = port->done.pop_front()) delete x;
+  delete port;
+}
+
+bool jobs_syscall(Proc* p, arch::SyscallFrame& f) {
+  switch (f.number) {
+    case kSysJobWait: f.result = sys_job_wait(p, f.arg); return true;
+    case kSysJobCtl: f.result = sys_job_ctl(p, f.arg); return true;
+    case kSysStats: f.result = sys_stats(p, f.arg); return true;
+    default: return false;
+  }
+}
+
+}  // namespace spindle::kernel
