@@ -233,7 +233,9 @@ void tree_slot_done(unsigned slot) {
 }
 
 bool tree_adopt(unsigned slot, std::uint32_t gen) {
-  int fd = fcntl(kTreeFd, F_DUPFD_CLOEXEC, kTreeFd + 1);
+  // Moved off kTreeFd, and low: a descriptor near kCtlFd/kHandleFd would be
+  // overwritten by the file actions of this process's own spawns.
+  int fd = fcntl(kTreeFd, F_DUPFD_CLOEXEC, 3);
   close(kTreeFd);
   Tree* t = fd >= 0 ? map_tree(fd) : nullptr;
   if (!t || t->magic.load(std::memory_order_acquire) != kTreeMagic || slot == 0 || slot >= kSlots) {
