@@ -31,9 +31,11 @@
 // (kSysJobWait, ujobs.cc): when the proxy is woken, timed out or cancelled
 // the kernel posts the job's address and status, and the process's
 // collector thread (collector_main) takes them (kSysJobCtl) and pushes the
-// jobs to their executors. Owner-aware async locks (lock_async) are not
-// available in a process: job_lock_id panics there (the process ends with
-// kPanic).
+// jobs to their executors. Owner-aware async locks (lock_async) work the
+// same way: a job's lock identity is a kernel id (kJobId), its lock wait a
+// proxy queued on the lock (kSysJobLock) and handed the lock for it, its
+// slow unlock kJobUnlock, and its end frees the id (kJobIdFree: its locks
+// pass as owner-died).
 #include <coroutine>
 #include <new>
 
@@ -284,7 +286,9 @@ void end_job(CoJob* j, Status status) {
   j->status = static_cast<std::uint8_t>(status);
   count_job(&FrameCache::unfinished, -1);
   CoJob* parent = j->parent;
-  if (j->head.id != 0 && !in_user_process()) {
+  if (j->head.id != 0 && in_user_process()) {
+    (void)sys(kSysJobCtl, kJobIdFree, j->head.id);
+  } else if (j->head.id != 0) {
     LockGuard guard;
     release_job_locks(j->head.id);
     unregister_id(j);
@@ -718,11 +722,14 @@ Status job_join(CoJob* j, TimePoint deadline) noexcept {
 }
 
 namespace {
-// A job's kernel wait in a process: its proxy waits (kSysJobWait), and the
-// collector pushes the job when the kernel posts it. false: not suspended
-// (*now says why: the word differs, the deadline passed, a bad word).
-bool user_job_wait(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
-                   std::uint32_t expected, TimePoint deadline, WaitOrder order, Status* now) {
+// A job's kernel wait in a process: its proxy waits (kSysJobWait, or
+// kSysJobLock for a lock), and the collector pushes the job when the
+// kernel posts it. `call` makes the system call and returns its Status;
+// `queued` is the one that means the proxy waits. false: not suspended
+// (*now says why: the word differs, the deadline passed, a bad word, or
+// the lock was taken at once).
+template <class Call>
+bool user_job_park(CoJob* j, std::coroutine_handle<> h, Status queued, Status* now, Call call) {
   if (j->cancel.load(std::memory_order_seq_cst)) {
     push(j, false);  // unwinds on the executor
     return true;
@@ -732,15 +739,35 @@ bool user_job_wait(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::u
   g_user_parked.fetch_add(1, std::memory_order_relaxed);
   j->parked = true;  // before the call: the collector may push j before it returns
   std::atomic_thread_fence(std::memory_order_seq_cst);  // parked, then cancel read (job_cancel: the reverse)
-  std::uint64_t how = static_cast<std::uint64_t>(order == WaitOrder::kFifo ? 1 : 0) |
-                      static_cast<std::uint64_t>(static_cast<std::uint32_t>(j->run.priority)) << 8;
-  Status s = status_from(sys(kSysJobWait, user_arg(word), expected, deadline_arg(deadline), how, user_arg(j),
-                             user_arg(&j->cancel)));
-  if (s == Status::kOk) return true;  // j is the collector's now
+  Status s = call();
+  if (s == queued) return true;  // j is the collector's now
   j->parked = false;
   g_user_parked.fetch_sub(1, std::memory_order_relaxed);
   *now = s;
   return false;
+}
+
+std::uint64_t priority_arg(const CoJob* j) {
+  return static_cast<std::uint64_t>(static_cast<std::uint32_t>(j->run.priority)) << 8;
+}
+
+bool user_job_wait(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
+                   std::uint32_t expected, TimePoint deadline, WaitOrder order, Status* now) {
+  return user_job_park(j, h, Status::kOk, now, [&] {
+    std::uint64_t how = static_cast<std::uint64_t>(order == WaitOrder::kFifo ? 1 : 0) | priority_arg(j);
+    return status_from(sys(kSysJobWait, user_arg(word), expected, deadline_arg(deadline), how, user_arg(j),
+                           user_arg(&j->cancel)));
+  });
+}
+
+// The job's lock identity in a process: a kernel id, made at its first
+// lock (kJobId) and freed when it ends (end_job).
+ThreadId user_lock_id(CoJob* j) {
+  if (j->head.id == 0) {
+    j->head.id = sys(kSysJobCtl, kJobId);
+    if (j->head.id == 0) panic("a coroutine needs a lock identity, and the kernel has none left for this process");
+  }
+  return j->head.id;
 }
 }  // namespace
 
@@ -776,7 +803,14 @@ bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
 bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const LockPolicy& policy,
               TimePoint deadline, Status* now) noexcept {
   CoJob* j = running_job(policy.name ? policy.name : "lock");
-  if (in_user_process()) panic("lock_async: owner-aware locks from coroutines are not available in a process");
+  if (in_user_process()) {
+    ThreadId id = user_lock_id(j);
+    return user_job_park(j, h, Status::kWouldBlock, now, [&] {
+      std::uint64_t how = policy_bits(policy) | priority_arg(j) | static_cast<std::uint64_t>(policy.aging) << 32;
+      return status_from(
+          sys(kSysJobLock, user_arg(word), how, id, deadline_arg(deadline), user_arg(j), user_arg(&j->cancel)));
+    });
+  }
   LockGuard guard;
   if (j->cancel.load(std::memory_order_relaxed)) {
     push(j, true);
@@ -846,7 +880,7 @@ Status job_wake_status() noexcept { return running_job("wait")->wake_status; }
 
 ThreadId job_lock_id() noexcept {
   CoJob* j = running_job("lock");
-  if (in_user_process()) panic("lock_async: owner-aware locks from coroutines are not available in a process");
+  if (in_user_process()) return user_lock_id(j);
   if (j->head.id == 0) {
     LockGuard guard;
     j->head.id = allocate_id();
@@ -857,6 +891,7 @@ ThreadId job_lock_id() noexcept {
 }
 
 Status job_unlock(std::atomic<std::uint32_t>* word, ThreadId owner) noexcept {
+  if (in_user_process()) return status_from(sys(kSysJobCtl, kJobUnlock, user_arg(word), owner));
   LockGuard guard;
   return futex_unlock_as(word, owner);
 }

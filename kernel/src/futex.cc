@@ -462,12 +462,12 @@ namespace {
 // Returns kOk or kOwnerDied (acquired), kDeadlock, kNoMemory, kTimedOut
 // (nothing changed), or kWouldBlock: self is queued on the lock's waiters
 // (lock_wait, wait_queue set) and must now block or suspend.
-Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline)
-    SPINDLE_REQUIRES(g.lock) {
+// self_process: the process self acts for (nullptr: the kernel), and
+// self_shared whether the word is in memory it shares with other processes.
+Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline,
+                 const void* self_process, bool self_shared) SPINDLE_REQUIRES(g.lock) {
   using namespace lock_word;
   const auto me = static_cast<std::uint32_t>(self->head.id);
-  const void* self_process = self->async ? nullptr : static_cast<Tcb*>(self)->process;
-  const bool self_shared = !self->async && static_cast<Tcb*>(self)->futex_shared;
   for (;;) {
     std::uint32_t v = word->load(std::memory_order_relaxed);
     std::uint32_t owner_id = v & kOwnerMask;
@@ -555,8 +555,9 @@ Status unlock_as(std::atomic<std::uint32_t>* word, std::uint32_t me) SPINDLE_REQ
 
 }  // namespace
 
-Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline) {
-  Status st = lock_step(w, word, policy, deadline);
+Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline,
+                        const void* process, bool shared) {
+  Status st = lock_step(w, word, policy, deadline, process, shared);
   if (st == Status::kWouldBlock && deadline != kForever) {
     timer_arm(&w->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
   }
@@ -579,7 +580,7 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
   LockGuard guard;
   Tcb* self = this_cpu().current;
   for (;;) {
-    Status st = lock_step(self, word, policy, deadline);
+    Status st = lock_step(self, word, policy, deadline, self->process, self->futex_shared);
     if (st != Status::kWouldBlock) return st;
     Status r = block_current(self->wait_queue, deadline);  // wake() runs lock_waiter_left
     self->futex_key = nullptr;

@@ -394,7 +394,10 @@ void user_proxy_woken(Waiter* w) SPINDLE_REQUIRES(g.lock);
 // acquisition attempt: kOk/kOwnerDied (acquired), an error, or kWouldBlock:
 // queued (timer armed for the deadline); the wake status then says whether
 // the lock was handed over (kOk, kOwnerDied) or not (kTimedOut,
-// kInterrupted). futex_unlock_as releases the lock for owner id.
+// kInterrupted). A process's job proxy (ujobs.cc) passes the process and
+// whether the word is shared between processes, as a process's thread's
+// futex_lock does (kernel jobs: nullptr). futex_unlock_as releases the
+// lock for owner id.
 // Words other kernels map too (arch.h; futex.cc: Foreign words). One
 // attempt to take the lock at word for id `me`: kOk or kOwnerDied (taken;
 // kWaiters kept, or set with keep_waiters), kDeadlock (me holds it), or
@@ -403,8 +406,8 @@ Status foreign_try_lock(std::atomic<std::uint32_t>* word, std::uint32_t me, bool
     SPINDLE_REQUIRES(g.lock);
 Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected, WaitOrder order,
                         const char* name) SPINDLE_REQUIRES(g.lock);
-Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline)
-    SPINDLE_REQUIRES(g.lock);
+Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline,
+                        const void* process = nullptr, bool shared = false) SPINDLE_REQUIRES(g.lock);
 Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) SPINDLE_REQUIRES(g.lock);
 // At shutdown (the CPUs have stopped): empties the futex queues, which
 // outlive a boot, of the threads and jobs still waiting.

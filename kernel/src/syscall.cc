@@ -55,7 +55,12 @@
 //                                                              kick, ~0 bad buffer; kJobCancel, kJobKick: Status
 //   33  kSysStats         op (user.h: StatsOp), ...          kStatsThreads: count (~0 bad buffer);
 //                                                              kStatsThread, kStatsSystem: Status
-//   34..35                (free)
+//   32  ... kJobId: a lock identity for a job (id, 0: none left); kJobIdFree id: the job
+//       ended (its locks pass as owner-died); kJobUnlock word, id: futex_unlock as that job
+//   34  kSysJobLock       word, policy bits | priority << 8   Status: kWouldBlock = a proxy waits for
+//                         | aging << 32, id, deadline,        the lock (its hand-off, timeout or cancel);
+//                         job, &cancel                        kOk, kOwnerDied: taken; else not queued
+//   35                    (free)
 //
 // kSysInfo (18) also answers kInfoSpawnHandles: how many handles the
 // process was given at spawn (this_process::handle).

@@ -23,6 +23,19 @@
 // `done` (woken, not yet collected). The kernel lock guards both lists,
 // the counts and every proxy's Waiter fields. At most kMaxProxies proxies
 // per process (kLimit past it).
+//
+// Owner-aware locks (lock_async, kSysJobLock): a job's lock identity is a
+// kernel id (kJobId) with an Identity registered under it, so owner checks
+// find it alive and a lock word naming it is not owner-died; it is in its
+// port's `ids` until the job ends (kJobIdFree) or the process goes
+// (close_job_port): then every contended lock naming it passes to its next
+// waiter with kOwnerDied (release_job_locks), and an uncontended one is
+// found owner-died by its next locker (the id is unregistered). A lock
+// wait queues a Proxy whose head.id is the job's id on the lock's
+// LockState, like a kernel job's futex_lock_async: an unlock hands it the
+// lock (the word names the job), and the post carries kOk or kOwnerDied.
+// Neither takes part in priority inheritance (async waiters). Identities
+// are counted with the proxies against kMaxProxies.
 #include <new>
 
 #include "spindle/stats.h"
@@ -37,10 +50,19 @@ struct Proxy : Waiter {
   ListNode link;            // in port->parked or port->done
 };
 
+// A job's lock identity; its timer kind (kProxyTimeout, never armed) and
+// async mark it as a process's job's (find_owner finds only identities,
+// threads and kernel jobs, never proxies).
+struct Identity : Waiter {
+  JobPort* port = nullptr;
+  ListNode link;  // in port->ids
+};
+
 struct JobPort {
   List<Proxy, &Proxy::link> parked;
   List<Proxy, &Proxy::link> done;
-  unsigned count = 0;                 // proxies in both lists
+  List<Identity, &Identity::link> ids;
+  unsigned count = 0;                 // proxies in both lists, and ids
   unsigned kicks = 0;                 // kJobKick calls not yet seen by a collect
   std::atomic<std::uint32_t> seq{0};  // bumped at every post and kick: collectors wait on it
 };
@@ -76,26 +98,57 @@ void cancel_token(JobPort* port, std::uint64_t token) SPINDLE_REQUIRES(g.lock) {
   if (found) wake(found, Status::kInterrupted);  // -> user_proxy_woken
 }
 
-// kSysJobWait: word, expected, deadline, order | priority << 8, token, the
-// job's cancel flag (a byte).
-std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
-  auto* word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], false));
-  if (!word) return result(Status::kInvalidArgument);
-  auto priority = static_cast<int>(static_cast<std::int32_t>(a[3] >> 8));
-  if (priority < kMinPriority || priority > kMaxPriority) return result(Status::kInvalidArgument);
-  WaitOrder order = a[3] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
-  TimePoint deadline = deadline_from(a[2]);
+// A proxy for the job at token (its priority checked), or nullptr with
+// *why set. Not yet queued.
+Proxy* new_proxy(Proc* p, std::uint64_t priority_bits, std::uint64_t token, Status* why) {
+  auto priority = static_cast<int>(static_cast<std::int32_t>(static_cast<std::uint32_t>(priority_bits) >> 8));
+  if (priority < kMinPriority || priority > kMaxPriority) {
+    *why = Status::kInvalidArgument;
+    return nullptr;
+  }
   JobPort* port = port_of(p);
-  auto* x = new (std::nothrow) Proxy;
-  if (!port || !x) {
-    delete x;
-    return result(Status::kNoMemory);
+  auto* x = port ? new (std::nothrow) Proxy : nullptr;
+  if (!x) {
+    *why = Status::kNoMemory;
+    return nullptr;
   }
   x->async = true;
   x->run.priority = priority;
   x->timer.set_kind(TimerKind::kProxyTimeout);  // marks it a proxy (job_woken)
   x->port = port;
-  x->token = a[4];
+  x->token = token;
+  return x;
+}
+
+// x was queued (a word or a lock, its timer armed): it is parked now.
+void park_proxy(Proxy* x) SPINDLE_REQUIRES(g.lock) {
+  x->parked = true;
+  x->port->parked.push_back(x);
+  ++x->port->count;
+}
+
+// After a proxy was queued, outside the kernel lock: a cancel that came
+// before it found nothing to wake; the job's flag (a byte at cancel_at)
+// tells, since job_cancel sets it before it looks.
+void check_cancelled(JobPort* port, std::uint64_t token, std::uint64_t cancel_at) {
+  std::uint8_t cancelled = 0;
+  if (cancel_at != 0 && arch::user_read(&cancelled, cancel_at, 1) && cancelled != 0) {
+    LockGuard guard;
+    cancel_token(port, token);
+  }
+}
+
+// kSysJobWait: word, expected, deadline, order | priority << 8, token, the
+// job's cancel flag (a byte).
+std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
+  auto* word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], false));
+  if (!word) return result(Status::kInvalidArgument);
+  WaitOrder order = a[3] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
+  TimePoint deadline = deadline_from(a[2]);
+  Status why = Status::kOk;
+  Proxy* x = new_proxy(p, a[3], a[4], &why);
+  if (!x) return result(why);
+  JobPort* port = x->port;  // x may be collected and freed once parked
   {
     LockGuard guard;
     Status now = Status::kOk;
@@ -112,18 +165,87 @@ std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
       return result(now);
     }
     if (deadline != kForever) timer_arm(&x->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
-    x->parked = true;
-    port->parked.push_back(x);
-    ++port->count;
+    park_proxy(x);
   }
-  // A cancel that came before the proxy was queued found nothing to wake:
-  // the job's flag tells (job_cancel sets it before it looks).
-  std::uint8_t cancelled = 0;
-  if (a[5] != 0 && arch::user_read(&cancelled, a[5], 1) && cancelled != 0) {
-    LockGuard guard;
-    cancel_token(port, a[4]);
-  }
+  check_cancelled(port, a[4], a[5]);  // the port outlives the call (this thread is alive)
   return result(Status::kOk);
+}
+
+// The identity registered under id if it is one of port's; else nullptr.
+Identity* identity_of(JobPort* port, std::uint64_t id) SPINDLE_REQUIRES(g.lock) {
+  if (id == 0 || id > lock_word::kOwnerMask) return nullptr;
+  Waiter* w = find_owner(id);
+  if (!w || !w->async || w->timer.kind() != TimerKind::kProxyTimeout) return nullptr;
+  auto* i = static_cast<Identity*>(w);
+  return i->port == port ? i : nullptr;
+}
+
+// kJobId: a new identity; its id, or 0 (no memory, no id left, kMaxProxies).
+std::uint64_t new_identity(Proc* p) {
+  JobPort* port = port_of(p);
+  auto* i = port ? new (std::nothrow) Identity : nullptr;
+  if (!i) return 0;
+  i->async = true;
+  i->timer.set_kind(TimerKind::kProxyTimeout);
+  i->port = port;
+  LockGuard guard;
+  i->head.id = port->count < kMaxProxies ? allocate_id() : 0;
+  if (i->head.id == 0) {
+    delete i;
+    return 0;
+  }
+  register_id(i);
+  port->ids.push_back(i);
+  ++port->count;
+  return i->head.id;
+}
+
+// The identity's job ended or its process goes: the locks naming it pass
+// as owner-died, and the id is free.
+void free_identity(JobPort* port, Identity* i) SPINDLE_REQUIRES(g.lock) {
+  release_job_locks(i->head.id);
+  unregister_id(i);
+  decltype(port->ids)::remove(i);
+  --port->count;
+  delete i;
+}
+
+// kSysJobLock: word, policy bits | priority << 8 | aging << 32, id,
+// deadline, token, the job's cancel flag. One attempt (futex_lock_async)
+// for the job's identity id; kWouldBlock: its proxy is queued on the lock.
+std::uint64_t sys_job_lock(Proc* p, const std::uint64_t* a) {
+  bool shared = false;
+  auto* word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], true, &shared));
+  if (!word) return result(Status::kInvalidArgument);
+  LockPolicy policy;
+  policy.order = a[1] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
+  policy.inherit = a[1] & 2;
+  policy.handoff = a[1] & 4;
+  policy.aging = static_cast<std::uint32_t>(a[1] >> 32);
+  policy.name = "job lock";
+  Status why = Status::kOk;
+  Proxy* x = new_proxy(p, a[1] & 0xffff'ff00u, a[4], &why);
+  if (!x) return result(why);
+  JobPort* port = x->port;  // x may be collected and freed once parked
+  {
+    LockGuard guard;
+    Status now = Status::kWouldBlock;
+    if (!identity_of(port, a[2])) {
+      now = Status::kInvalidArgument;
+    } else if (port->count >= kMaxProxies) {
+      now = Status::kLimit;
+    } else {
+      x->head.id = a[2];  // a hand-off writes it to the word
+      now = futex_lock_async(x, word, policy, deadline_from(a[3]), p, shared);
+    }
+    if (now != Status::kWouldBlock) {
+      delete x;
+      return result(now);
+    }
+    park_proxy(x);
+  }
+  check_cancelled(port, a[4], a[5]);
+  return result(Status::kWouldBlock);
 }
 
 // kJobCollect: waits until a proxy was woken (or a kick), then hands over
@@ -170,6 +292,21 @@ std::uint64_t sys_job_ctl(Proc* p, const std::uint64_t* a) {
       LockGuard guard;
       if (p->jobs) cancel_token(p->jobs, a[1]);
       return result(Status::kOk);
+    }
+    case kJobId: return new_identity(p);
+    case kJobIdFree: {
+      LockGuard guard;
+      Identity* i = p->jobs ? identity_of(p->jobs, a[1]) : nullptr;
+      if (!i) return result(Status::kNotFound);
+      free_identity(p->jobs, i);
+      return result(Status::kOk);
+    }
+    case kJobUnlock: {
+      auto* word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[1], true));
+      if (!word) return result(Status::kInvalidArgument);
+      LockGuard guard;
+      if (!p->jobs || !identity_of(p->jobs, a[2])) return result(Status::kInvalidState);
+      return result(futex_unlock_as(word, a[2]));
     }
     case kJobKick: {
       JobPort* port = port_of(p);
@@ -262,10 +399,14 @@ void close_job_port(Proc* p) {
   p->jobs = nullptr;
   while (Proxy* x = port->parked.pop_front()) {
     if (x->wait_queue) x->wait_queue->remove(x);
+    if (x->lock_wait) lock_waiter_left(x);  // a lock wait: its LockState may go
     timer_cancel(&x->timer);
     delete x;
   }
   while (Proxy* x = port->done.pop_front()) delete x;
+  // After the proxies: a lock passed on as owner-died goes to another
+  // process's waiter, never to a proxy of this one.
+  while (Identity* i = port->ids.front()) free_identity(port, i);
   delete port;
 }
 
@@ -273,6 +414,7 @@ bool jobs_syscall(Proc* p, arch::SyscallFrame& f) {
   switch (f.number) {
     case kSysJobWait: f.result = sys_job_wait(p, f.arg); return true;
     case kSysJobCtl: f.result = sys_job_ctl(p, f.arg); return true;
+    case kSysJobLock: f.result = sys_job_lock(p, f.arg); return true;
     case kSysStats: f.result = sys_stats(p, f.arg); return true;
     default: return false;
   }

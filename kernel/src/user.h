@@ -98,6 +98,9 @@ enum JobCtl : std::uint64_t {
   kJobCollect = 0,  // UserJobDone* out, n: waits for woken jobs; how many (0: kicked)
   kJobCancel = 1,   // token: wakes that job's proxy with kInterrupted, if it waits
   kJobKick = 2,     // the collector's wait returns 0
+  kJobId = 3,       // -: a lock identity for a job (kJobId's id; 0: none left)
+  kJobIdFree = 4,   // id: the job ended; its locks pass as owner-died, the id is freed
+  kJobUnlock = 5,   // word, id: futex_unlock as that job (one of the caller's ids)
 };
 // A woken job, as kJobCollect hands it over.
 struct UserJobDone {

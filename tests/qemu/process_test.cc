@@ -616,6 +616,194 @@ int bad_job_calls() {
   return 0;
 }
 
+
+// ---------------------------------------------------------------------------
+// lock_async inside a process (kSysJobLock, ujobs.cc).
+
+// Contended by a thread, by another job and by itself, with each kind of
+// owner lock; a thread waiting for a job's lock; a timeout; a cancel.
+template <class M>
+int lock_async_kinds(M& m, int base) {
+  // Uncontended: the CAS in user space, the job's kernel id.
+  auto once = [&]() -> Task<Status> {
+    auto g = co_await m.lock_async();
+    if (m.owner() == 0 || m.owner() == this_thread::id()) co_return Status::kInvalidState;
+    co_return g.status();
+  };
+  if (run(once()) != Status::kOk) return base + 1;
+  // Held by a thread: a timeout, then a hand-off when the thread unlocks.
+  Event held, release;
+  Thread t = Thread::create(ThreadOptions{}, [&] {
+    m.lock();
+    held.set();
+    release.wait();
+    this_thread::sleep_for(5ms);  // the job's proxy is queued by now
+    m.unlock();
+  }).value();
+  held.wait();
+  auto after_thread = [&]() -> Task<Status> {
+    auto timed = co_await m.lock_async_for(3ms);
+    if (timed || timed.status() != Status::kTimedOut) co_return Status::kInvalidState;
+    release.set();
+    auto g = co_await m.lock_async_for(10s);
+    co_return g.status();
+  };
+  if (run(after_thread()) != Status::kOk) return base + 2;
+  (void)t.join();
+  // Held by a job: another job waits, then a thread waits for the job
+  // (the job's id must be an owner the kernel knows is alive).
+  std::atomic<int> order{0};
+  auto holder = [&]() -> Task<Status> {
+    auto g = co_await m.lock_async();
+    order.store(1);
+    co_await sleep_for(10ms);
+    co_return g.status();
+  };
+  auto second = [&]() -> Task<Status> {
+    while (order.load() == 0) co_await sleep_for(1ms);
+    auto g = co_await m.lock_async_for(10s);
+    if (order.exchange(2) != 1) co_return Status::kInvalidState;
+    co_return g.status();
+  };
+  JoinHandle<Status> h1 = spawn(holder()), h2 = spawn(second());
+  if (h1.join() != Status::kOk) return base + 3;
+  if (h2.join() != Status::kOk) return base + 4;
+  auto hold_then_go = [&]() -> Task<> {
+    auto g = co_await m.lock_async();
+    order.store(3);
+    co_await sleep_for(10ms);
+  };
+  JoinHandle<> h3 = spawn(hold_then_go());
+  while (order.load() != 3) this_thread::sleep_for(1ms);
+  if (m.lock_for(10s) != Status::kOk) return base + 5;  // the job unlocked (kJobUnlock), not died
+  // Cancelled while it waits on a lock a thread holds.
+  auto waits = [&]() -> Task<int> {
+    auto g = co_await m.lock_async();
+    co_return 1;
+  };
+  JoinHandle<int> c = spawn(waits());
+  this_thread::sleep_for(5ms);
+  if (coroutine_stats().waiting != 1) return base + 6;
+  c.cancel();
+  if (c.join().status() != Status::kInterrupted) return base + 7;
+  m.unlock();
+  if (h3.join() != Status::kOk) return base + 8;
+  if (run(once()) != Status::kOk) return base + 9;  // nothing left queued
+  return 0;
+}
+
+int lock_async_in_process() {
+  Mutex m("m");
+  FairMutex f("f");
+  PriorityMutex pm("pm", 2);
+  if (int r = lock_async_kinds(m, 0)) return r;
+  if (int r = lock_async_kinds(f, 10)) return r;
+  if (int r = lock_async_kinds(pm, 20)) return r;
+  // Many jobs take turns on one lock.
+  std::uint64_t counted = 0;
+  auto add = [&]() -> Task<> {
+    for (int i = 0; i < 50; ++i) {
+      auto g = co_await f.lock_async();
+      std::uint64_t v = counted;
+      co_await yield();
+      counted = v + 1;
+    }
+  };
+  JoinHandle<> hs[8];
+  for (auto& h : hs) h = spawn(add());
+  for (auto& h : hs) {
+    if (h.join() != Status::kOk) return 30;
+  }
+  if (counted != 400) return 31;
+  for (int i = 0; i < 100 && coroutine_stats().jobs != 0; ++i) this_thread::sleep_for(1ms);
+  if (coroutine_stats().waiting != 0) return 32;
+  return 0;
+}
+
+// A Mutex in a region shared with the test (handle 0), stage words beside it.
+struct SharedLock {
+  Mutex lock{"shared lock"};
+  std::atomic<int> stage{0};
+  std::atomic<int> result{-1};
+};
+
+#define ADOPT_SHARED_LOCK()                                   \
+  auto shm = SharedMemory::adopt(this_process::handle(0));    \
+  if (!shm.ok()) return 100;                                  \
+  auto* s = reinterpret_cast<SharedLock*>(shm->data())
+
+void wait_stage(const SharedLock* s, int at_least) {
+  while (s->stage.load(std::memory_order_acquire) < at_least) this_thread::sleep_for(1ms);
+}
+
+// Another process holds the lock until stage 2 (how 0), or crashes
+// holding it at stage 2 (how 1).
+__attribute__((no_sanitize("address", "thread", "undefined"))) int hold_shared(int how) {
+  ADOPT_SHARED_LOCK();
+  s->lock.lock();
+  s->stage.store(1, std::memory_order_release);
+  wait_stage(s, 2);
+  if (how == 1) *static_cast<volatile int*>(nullptr) = 1;
+  this_thread::sleep_for(5ms);
+  s->lock.unlock();
+  return 0;
+}
+
+// The coroutine side: how 0: a timeout while the other process holds it,
+// then a hand-off when it lets go; how 1: the holder crashes while the job
+// waits (kOwnerDied).
+int lock_async_shared(int how) {
+  ADOPT_SHARED_LOCK();
+  wait_stage(s, 1);
+  auto take = [&]() -> Task<Status> {
+    if (how == 0) {
+      auto timed = co_await s->lock.lock_async_for(5ms);
+      if (timed || timed.status() != Status::kTimedOut) co_return Status::kInvalidState;
+    }
+    auto g = co_await s->lock.lock_async_for(10s);
+    co_return g.status();
+  };
+  JoinHandle<Status> h = spawn(take());
+  this_thread::sleep_for(10ms);  // the job waits by now
+  if (coroutine_stats().waiting != 1) return 1;
+  s->stage.store(2, std::memory_order_release);
+  Status st = h.join();
+  return st == (how == 0 ? Status::kOk : Status::kOwnerDied) ? 0 : 2;
+}
+
+// A job of this process holds the shared lock until the process is killed.
+int job_holds_shared() {
+  ADOPT_SHARED_LOCK();
+  auto hold = [&]() -> Task<> {
+    auto g = co_await s->lock.lock_async();
+    s->stage.store(1, std::memory_order_release);
+    co_await sleep_for(1h);
+  };
+  JoinHandle<> h = spawn(hold());
+  this_thread::sleep_for(100s);
+  return 0;
+}
+
+// Killed with jobs parked in lock_async (a private lock a thread holds, a
+// lock another job holds) and a job holding a lock.
+int jobs_parked_on_locks() {
+  Mutex m("held by a thread");
+  FairMutex f("held by a job");
+  m.lock();
+  auto waiter = [&]() -> Task<> { auto g = co_await m.lock_async(); };
+  auto holder = [&]() -> Task<> {
+    auto g = co_await f.lock_async();
+    co_await sleep_for(1h);
+  };
+  auto f_waiter = [&]() -> Task<> { auto g = co_await f.lock_async_for(1h); };
+  JoinHandle<> ws[20];
+  for (auto& w : ws) w = spawn(waiter());
+  JoinHandle<> h = spawn(holder());
+  JoinHandle<> fw[5];
+  for (auto& w : fw) w = spawn(f_waiter());
+  this_thread::sleep_for(100s);
+  return 0;
+}
 }  // namespace
 
 // The portable option checks are in tests/kernel/process_test.cc.
@@ -894,6 +1082,62 @@ KTEST(process_coroutines_executors_and_thread_pool, 1) {
   }
   KCHECK_EQ(arch::free_page_count(), before);
   KCHECK(run_to_end(Process::spawn(coroutines_in_process)).success());
+}
+
+KTEST(process_lock_async, 1) {
+  char why[160];
+  ExitStatus st = run_to_end(Process::spawn(ProcessOptions{.name = "lock-async"}, lock_async_in_process));
+  if (!st.success()) KFAIL("lock_async_in_process: %s", st.describe(why, sizeof why));
+}
+
+// lock_async on a Mutex in SharedMemory another process holds: a timeout,
+// a hand-off, the holder's crash (kOwnerDied); and a job holding it when
+// its process is killed leaves it owner-died for a thread here.
+KTEST(process_lock_async_across_processes, 1) {
+  auto region = SharedMemory::create(sizeof(SharedLock));
+  KREQUIRE(region.ok());
+  auto* s = new (region->data()) SharedLock;
+  Handle give[] = {region->handle()};
+  ProcessOptions o;
+  o.handles = give;
+  char why[160];
+  for (int how = 0; how < 2; ++how) {
+    s->stage.store(0);
+    auto holder = Process::spawn(o, hold_shared, how);
+    KREQUIRE(holder.ok());
+    ExitStatus st = run_to_end(Process::spawn(o, lock_async_shared, how));
+    if (!st.success()) KFAIL("lock_async_shared(%d): %s", how, st.describe(why, sizeof why));
+    st = run_to_end(std::move(holder));
+    KCHECK(how == 0 ? st.success() : st.kind == ExitKind::kFaulted);
+    KCHECK(s->lock.lock_for(1s) == Status::kOk);  // the job took it (kOwnerDied: made it consistent) and unlocked
+    s->lock.unlock();
+  }
+  s->stage.store(0);
+  auto p = Process::spawn(o, job_holds_shared);
+  KREQUIRE(p.ok());
+  while (s->stage.load() < 1) this_thread::sleep_for(1ms);
+  KCHECK(s->lock.lock_for(5ms) == Status::kTimedOut);  // the job is alive
+  KCHECK(p->kill() == Status::kOk);
+  KCHECK(run_to_end(std::move(p)).kind == ExitKind::kKilled);
+  KCHECK(s->lock.lock_for(1s) == Status::kOwnerDied);
+  s->lock.unlock();
+  s->~SharedLock();
+}
+
+// Killed with jobs parked on locks: every proxy, identity and page returns.
+KTEST(process_killed_with_jobs_parked_on_locks_returns_every_page, 1) {
+  auto once = [] {
+    auto p = Process::spawn(jobs_parked_on_locks);
+    KREQUIRE(p.ok());
+    this_thread::sleep_for(20ms);
+    KCHECK(p->kill() == Status::kOk);
+    KCHECK(run_to_end(std::move(p)).kind == ExitKind::kKilled);
+  };
+  once();  // warm up
+  std::size_t before = arch::free_page_count();
+  for (int i = 0; i < 5; ++i) once();
+  KCHECK_EQ(arch::free_page_count(), before);
+  KCHECK(run_to_end(Process::spawn(lock_async_in_process)).success());
 }
 
 KTEST(process_stats_show_its_own_threads, 1) {

@@ -416,6 +416,7 @@ enum SyscallNumber : std::uint64_t {
   kSysJobWait = 31,       // a coroutine's kernel wait (ujobs.cc)
   kSysJobCtl = 32,        // cancel a job's wait, collect completions, wake the collector
   kSysStats = 33,         // the process's threads, the system
+  kSysJobLock = 34,       // a coroutine's owner-aware lock (lock_async; ujobs.cc)
 };
 // kSysInfo's argument: what to return.
 enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimeslice = 2, kInfoSpawnHandles = 3 };
