@@ -760,6 +760,14 @@ bool user_job_wait(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::u
   });
 }
 
+bool user_job_wait_channel(CoJob* j, std::coroutine_handle<> h, std::uint32_t handle, bool writable,
+                           TimePoint deadline, Status* now) {
+  return user_job_park(j, h, Status::kOk, now, [&] {
+    return status_from(sys(kSysJobWait, handle, writable ? 1 : 0, deadline_arg(deadline),
+                           kJobWaitChannel | priority_arg(j), user_arg(j), user_arg(&j->cancel)));
+  });
+}
+
 // The job's lock identity in a process: a kernel id, made at its first
 // lock (kJobId) and freed when it ends (end_job).
 ThreadId user_lock_id(CoJob* j) {
@@ -836,6 +844,13 @@ bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const
     return false;
   }
   return park(j, h);
+}
+
+bool job_wait_channel(std::coroutine_handle<> h, std::uint32_t handle, bool writable, TimePoint deadline,
+                      Status* now) noexcept {
+  CoJob* j = running_job("channel");
+  if (!in_user_process()) panic("job_wait_channel: only a process's coroutines wait through the kernel's proxy");
+  return user_job_wait_channel(j, h, handle, writable, deadline, now);
 }
 
 void job_sleep(std::coroutine_handle<> h, TimePoint deadline) noexcept {

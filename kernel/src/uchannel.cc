@@ -934,30 +934,70 @@ Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<
   return recv_any(h, buf, handles, kTryOnly);
 }
 
-// Coroutines run in the kernel's copy only on this target. A wait is on the
-// channel's words like a thread's; "may be written" is an empty peer queue
-// (the size of the message that did not fit is not known here, so any
-// smaller bar could make send_async spin), or a closed peer.
+}  // namespace detail
+
+Status kernel::channel_wait_word(HandleTable* t, Handle h, bool writable, const std::atomic<std::uint32_t>** word,
+                         std::uint32_t* seen) {
+  End* end = nullptr;
+  if (Status s = lookup_end(t, h, &end); s != Status::kOk) return s;
+  Core* c = end->core;
+  const unsigned me = end->side;
+  const unsigned to = 1 - me;
+  bool ready = writable ? c->holders[to] == 0 || c->queued[to] == 0 : c->head[me] || c->holders[to] == 0;
+  if (ready) return Status::kOk;
+  *word = writable ? &c->writable[to] : &c->readable[me];
+  *seen = (*word)->load(std::memory_order_acquire);
+  return Status::kWouldBlock;
+}
+
+namespace detail {
+
+namespace {
+// In a process: the job waits for the end in the kernel (a proxy on the
+// end's word, kSysJobWait with kJobWaitChannel).
+class EndWait {
+ public:
+  EndWait(Handle h, bool writable, TimePoint deadline) : h_(h), writable_(writable), deadline_(deadline) {}
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> c) noexcept {
+    status_ = kPending;
+    return job_wait_channel(c, h_.value, writable_, deadline_, &status_);
+  }
+  // kOk: look again (woken, or ready at once: kWouldBlock from the call).
+  Status await_resume() const noexcept {
+    Status s = status_ == kPending ? job_wake_status() : status_;
+    return s == Status::kWouldBlock ? Status::kOk : s;
+  }
+
+ private:
+  Handle h_;
+  bool writable_;
+  TimePoint deadline_;
+  Status status_ = kPending;
+};
+}  // namespace
+
+// A wait is on the channel's words like a thread's; "may be written" is an
+// empty peer queue (the size of the message that did not fit is not known
+// here, so any smaller bar could make send_async spin), or a closed peer.
+// A kernel coroutine waits on the word itself; a process's through its
+// job's proxy (EndWait), which the kernel queues on the same word.
 Task<Status> channel_wait_async(Handle h, bool writable, TimePoint deadline) {
-  if (in_user_process()) co_return Status::kInvalidState;
+  if (in_user_process()) {
+    co_return co_await EndWait(h, writable, deadline);
+  }
   End* end = nullptr;
   if (Status s = begin_op(&g_kernel_table, h, &end); s != Status::kOk) co_return s;
   struct Op {  // ends the operation when the frame goes, cancellation included
     End* end;
     ~Op() { end_op(end); }
   } op{end};
-  Core* c = end->core;
-  const unsigned me = end->side;
-  const unsigned to = 1 - me;
   for (;;) {
-    std::atomic<std::uint32_t>* word;
+    const std::atomic<std::uint32_t>* word;
     std::uint32_t seen;
     {
       LockGuard guard;
-      bool ready = writable ? c->holders[to] == 0 || c->queued[to] == 0 : c->head[me] || c->holders[to] == 0;
-      if (ready) co_return Status::kOk;
-      word = writable ? &c->writable[to] : &c->readable[me];
-      seen = word->load(std::memory_order_acquire);
+      if (channel_wait_word(&g_kernel_table, h, writable, &word, &seen) != Status::kWouldBlock) co_return Status::kOk;
     }
     Status w = co_await WordWait(word, seen, deadline, WaitOrder::kPriority, "channel");
     if (w == Status::kTimedOut) co_return w;

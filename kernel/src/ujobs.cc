@@ -139,10 +139,13 @@ void check_cancelled(JobPort* port, std::uint64_t token, std::uint64_t cancel_at
 }
 
 // kSysJobWait: word, expected, deadline, order | priority << 8, token, the
-// job's cancel flag (a byte).
+// job's cancel flag (a byte). With kJobWaitChannel in the order argument:
+// handle, writable, ... (a channel end's word, channel_wait_word; ready
+// now: kWouldBlock).
 std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
-  auto* word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], false));
-  if (!word) return result(Status::kInvalidArgument);
+  const bool channel = a[3] & kJobWaitChannel;
+  auto* word = channel ? nullptr : static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], false));
+  if (!channel && !word) return result(Status::kInvalidArgument);
   WaitOrder order = a[3] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
   TimePoint deadline = deadline_from(a[2]);
   Status why = Status::kOk;
@@ -151,14 +154,19 @@ std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
   JobPort* port = x->port;  // x may be collected and freed once parked
   {
     LockGuard guard;
-    Status now = Status::kOk;
-    if (port->count >= kMaxProxies) {
+    const std::atomic<std::uint32_t>* on = word;
+    auto expected = static_cast<std::uint32_t>(a[1]);
+    Status now = channel ? channel_wait_word(p->handles, Handle{static_cast<std::uint32_t>(a[0])}, a[1] != 0, &on,
+                                             &expected)
+                         : Status::kWouldBlock;
+    if (now != Status::kWouldBlock) {
+      now = now == Status::kOk ? Status::kWouldBlock : now;  // ready: not queued
+    } else if (port->count >= kMaxProxies) {
       now = Status::kLimit;
     } else if (deadline != kForever && deadline <= Clock::now()) {
-      now = word->load(std::memory_order_seq_cst) != static_cast<std::uint32_t>(a[1]) ? Status::kWouldBlock
-                                                                                     : Status::kTimedOut;
+      now = on->load(std::memory_order_seq_cst) != expected ? Status::kWouldBlock : Status::kTimedOut;
     } else {
-      now = futex_wait_async(x, word, static_cast<std::uint32_t>(a[1]), order, "job");
+      now = futex_wait_async(x, on, expected, order, "job");
     }
     if (now != Status::kOk) {
       delete x;

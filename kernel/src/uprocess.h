@@ -191,6 +191,13 @@ unsigned spawned_handles(const HandleTable* t);
 // The channel, handle and shared-memory system calls (syscall.cc: 20..24); false for
 // another number.
 bool channel_syscall(Proc* p, arch::SyscallFrame& f);
+// Whether channel end h of table t can be written (writable) or read now:
+// kOk; kWouldBlock with the word to wait on and its value (a wake of it
+// means: look again); or kNotFound/kInvalidArgument for a bad handle. The
+// word is the core's: it is a futex key only once the lock is dropped (the
+// core may go when its ends close).
+Status channel_wait_word(HandleTable* t, Handle h, bool writable, const std::atomic<std::uint32_t>** word,
+                         std::uint32_t* seen) SPINDLE_REQUIRES(g.lock);
 // kSysChannelCall (25), dispatched first by handle_syscall: its result.
 std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* args);
 

@@ -93,6 +93,11 @@ enum ThreadCtl : std::uint64_t {
   kCtlCpu = 5,          // returns the CPU it runs on
 };
 
+// kSysJobWait's flag (its order argument): a[0] is a channel end's handle
+// and a[1] 1 for writable, 0 for readable; the proxy waits on the end's
+// word unless it is ready (kWouldBlock).
+inline constexpr std::uint64_t kJobWaitChannel = 2;
+
 // kSysJobCtl's operations (coroutines in a process, ujobs.cc).
 enum JobCtl : std::uint64_t {
   kJobCollect = 0,  // UserJobDone* out, n: waits for woken jobs; how many (0: kicked)

@@ -364,6 +364,70 @@ KTEST(channel_from_coroutines_to_a_process, 1) {
 }
 
 namespace {
+// Inside a process: its coroutines send and receive through the kernel's
+// proxies (kSysJobWait with kJobWaitChannel). Handle 0: an end whose peer
+// is echo_server in another process. Returns rounds when all went well.
+int echo_async_in_process(int rounds) {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -10;
+  Result<int> r = run(echo_async(*ch, rounds));  // ends with a recv_async that times out
+  if (!r.ok() || *r != rounds) return r.ok() ? *r : -11;
+  // send_async on a full queue nobody reads: times out; then one that a
+  // thread of this process makes room for.
+  auto pair = Channel::create();
+  if (!pair.ok()) return -12;
+  static std::byte chunk[kMaxMessageBytes];
+  auto fill = [&]() -> Task<Status> {
+    for (int i = 0; i < 10000; ++i) {
+      Status st = co_await pair->first.send_async(chunk, {}, deadline_after(5ms));
+      if (st != Status::kOk) co_return st;
+    }
+    co_return Status::kLimit;
+  };
+  if (run(fill()) != Status::kTimedOut) return -13;
+  auto one_more = [&]() -> Task<Status> { co_return co_await pair->first.send_async(chunk, {}, deadline_after(10s)); };
+  JoinHandle<Status> h = spawn(one_more());
+  this_thread::sleep_for(5ms);
+  if (coroutine_stats().waiting != 1) return -14;
+  static std::byte buf[kMaxMessageBytes];
+  if (!pair->second.recv(buf).ok()) return -15;
+  if (h.join() != Status::kOk) return -16;
+  // A recv_async woken by a thread's send, and one woken by the peer's close.
+  auto take = [&]() -> Task<Status> {
+    std::byte small[8];
+    auto got = co_await pair->first.recv_async(small, {}, deadline_after(10s));
+    co_return got.status();
+  };
+  JoinHandle<Status> t = spawn(take());
+  this_thread::sleep_for(5ms);
+  if (pair->second.send(std::as_bytes(std::span<const int, 1>(&rounds, 1))) != Status::kOk) return -17;
+  if (t.join() != Status::kOk) return -18;
+  t = spawn(take());
+  this_thread::sleep_for(5ms);
+  pair->second.close();
+  if (t.join() != Status::kClosed) return -19;
+  return rounds;
+}
+}  // namespace
+
+// A process's coroutines send and receive on a channel to another process.
+KTEST(channel_from_a_process_coroutines_to_another_process, 1) {
+  auto [mine, theirs] = Channel::create().value();
+  Handle give_server[] = {theirs.handle()}, give_client[] = {mine.handle()};
+  ProcessOptions so, co;
+  so.handles = give_server;
+  co.handles = give_client;
+  auto server = Process::spawn(so, echo_server);
+  KREQUIRE(server.ok());
+  auto client = Process::spawn(co, echo_async_in_process, 30);
+  KREQUIRE(client.ok());
+  theirs.close();
+  mine.close();
+  KCHECK_EQ(run_to_end(std::move(client)).code, 30);
+  KCHECK_EQ(run_to_end(std::move(server)).code, 30);
+}
+
+namespace {
 // Sends `n` numbered messages.
 int send_numbers(int id, int n) {
   auto ch = Channel::adopt(this_process::handle(0));

@@ -785,8 +785,22 @@ int job_holds_shared() {
 }
 
 // Killed with jobs parked in lock_async (a private lock a thread holds, a
-// lock another job holds) and a job holding a lock.
+// lock another job holds), a job holding a lock, and jobs parked in
+// send_async (a full queue) and recv_async (an empty one).
 int jobs_parked_on_locks() {
+  auto a = Channel::create();
+  auto b = Channel::create();
+  if (!a.ok() || !b.ok()) return 1;
+  static std::byte chunk[kMaxMessageBytes];
+  while (a->first.send(chunk, {}, deadline_after(1ms)) == Status::kOk) {
+  }
+  auto sender = [&]() -> Task<> { (void)co_await a->first.send_async(chunk); };
+  auto receiver = [&]() -> Task<> {
+    std::byte buf[8];
+    (void)co_await b->first.recv_async(buf);
+  };
+  JoinHandle<> cs[6];
+  for (int i = 0; i < 6; ++i) cs[i] = spawn(i % 2 ? sender() : receiver());
   Mutex m("held by a thread");
   FairMutex f("held by a job");
   m.lock();
@@ -1124,8 +1138,9 @@ KTEST(process_lock_async_across_processes, 1) {
   s->~SharedLock();
 }
 
-// Killed with jobs parked on locks: every proxy, identity and page returns.
-KTEST(process_killed_with_jobs_parked_on_locks_returns_every_page, 1) {
+// Killed with jobs parked on locks and channels: every proxy, identity and
+// page returns.
+KTEST(process_killed_with_jobs_parked_on_locks_and_channels_returns_every_page, 1) {
   auto once = [] {
     auto p = Process::spawn(jobs_parked_on_locks);
     KREQUIRE(p.ok());

@@ -88,6 +88,11 @@ bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
               TimePoint deadline, WaitOrder order, const char* name, Status* now) noexcept;
 bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const LockPolicy& policy,
               TimePoint deadline, Status* now) noexcept;
+// In a process only (channel_wait_async): suspends until channel end
+// `handle` may be written (or read), as far as the kernel can tell, or the
+// deadline; false with *now = kWouldBlock when it may be now.
+bool job_wait_channel(std::coroutine_handle<> h, std::uint32_t handle, bool writable, TimePoint deadline,
+                      Status* now) noexcept;
 void job_sleep(std::coroutine_handle<> h, TimePoint deadline) noexcept;
 void job_yield(std::coroutine_handle<> h) noexcept;
 // The running job fails with s (its root is destroyed); returns the handle
