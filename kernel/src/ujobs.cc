@@ -34,7 +34,8 @@
 // wait queues a Proxy whose head.id is the job's id on the lock's
 // LockState, like a kernel job's futex_lock_async: an unlock hands it the
 // lock (the word names the job), and the post carries kOk or kOwnerDied.
-// Neither takes part in priority inheritance (async waiters). Identities
+// A job owner takes no part in priority inheritance (no held_locks); a
+// waiting proxy counts like a kernel job's wait (its priority). Identities
 // are counted with the proxies against kMaxProxies.
 #include <new>
 

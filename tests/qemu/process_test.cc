@@ -613,6 +613,25 @@ int bad_job_calls() {
   UserJobDone done[4];
   if (arch::user_syscall(kSysJobCtl, kJobCollect, user_arg(done), 4) != 1) return 7;
   if (done[0].token != 0x5678 || st(done[0].status) != Status::kTimedOut) return 8;
+  // Locks: a made-up identity is refused everywhere; a channel wait on a
+  // handle that is not a channel end is an error, never a wait.
+  if (st(arch::user_syscall(kSysJobLock, user_arg(&g_word), 0, 0x1234, INT64_MAX, 0x5678, 0)) !=
+      Status::kInvalidArgument) {
+    return 9;
+  }
+  if (st(arch::user_syscall(kSysJobLock, kernel, 0, 0x1234, INT64_MAX, 0x5678, 0)) != Status::kInvalidArgument) return 10;
+  if (st(arch::user_syscall(kSysJobCtl, kJobUnlock, user_arg(&g_word), 0x1234)) != Status::kInvalidState) return 11;
+  if (st(arch::user_syscall(kSysJobCtl, kJobIdFree, 0x1234)) != Status::kNotFound) return 12;
+  if (st(arch::user_syscall(kSysJobCtl, kJobUnlock, user_arg(&g_word), 1)) != Status::kInvalidState) return 13;  // the kernel's thread
+  Status ch = st(arch::user_syscall(kSysJobWait, 999, 0, INT64_MAX, kJobWaitChannel, 0x5678, 0));
+  if (ch == Status::kOk || ch == Status::kWouldBlock) return 14;
+  // A real identity: a lock on a free word is taken at once, and freed.
+  std::uint64_t id = arch::user_syscall(kSysJobCtl, kJobId);
+  if (id == 0) return 15;
+  if (st(arch::user_syscall(kSysJobLock, user_arg(&g_word), 0, id, INT64_MAX, 0x5678, 0)) != Status::kOk) return 16;
+  if (g_word.load() != id) return 17;
+  if (st(arch::user_syscall(kSysJobCtl, kJobUnlock, user_arg(&g_word), id)) != Status::kOk || g_word.load() != 0) return 18;
+  if (st(arch::user_syscall(kSysJobCtl, kJobIdFree, id)) != Status::kOk) return 19;
   return 0;
 }
 
