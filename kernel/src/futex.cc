@@ -106,6 +106,13 @@ std::atomic<std::uint32_t>* word_of(LockState* s) {
 // coroutine job takes part in neither.
 Tcb* thread_of(Waiter* w) { return w && !w->async ? static_cast<Tcb*>(w) : nullptr; }
 
+// Whether the owner found for a lock word's id is gone: no thread or job
+// has the id, or its thread has exited (unjoined).
+bool owner_ended(Waiter* w) {
+  Tcb* t = thread_of(w);
+  return !w || (t && t->state == ThreadState::kDead);
+}
+
 // Direct hand-off: the word names w as the owner before w runs, so no
 // newcomer can take the lock ahead of the queue. `st` is kOk or kOwnerDied.
 void hand_off(LockState* s, Waiter* w, Status st) SPINDLE_REQUIRES(g.lock) {
@@ -351,9 +358,7 @@ bool foreign_owner_gone(std::uint32_t id) SPINDLE_REQUIRES(g.lock) {
     case arch::OwnerLiveness::kDead: return true;
     case arch::OwnerLiveness::kLocal: break;
   }
-  Waiter* w = find_owner(id);
-  Tcb* t = thread_of(w);
-  return !w || (t && t->state == ThreadState::kDead);
+  return owner_ended(find_owner(id));
 }
 
 }  // namespace
@@ -481,7 +486,7 @@ Status lock_step(Waiter* self, std::atomic<std::uint32_t>* word, const LockPolic
       owner = nullptr;
     }
     Tcb* owner_thread = thread_of(owner);
-    bool owner_dead = owner_id != 0 && (!owner || (owner_thread && owner_thread->state == ThreadState::kDead));
+    bool owner_dead = owner_id != 0 && owner_ended(owner);
     if (owner_id == 0 || owner_dead) {
       // Free (or its owner is gone): take it, keeping kWaiters for the
       // waiters still queued.
