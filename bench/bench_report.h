@@ -112,6 +112,20 @@ inline long rss_bytes() {
   return resident * ::sysconf(_SC_PAGESIZE);
 }
 
+// Lines of /proc/self/maps: the host mappings (VMAs) this process holds,
+// the count vm.max_map_count limits. Plain open/read, as above.
+inline long host_mappings() {
+  int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[4096];
+  long lines = 0;
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) {
+    for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
+  }
+  ::close(fd);
+  return lines;
+}
+
 // The integer a one-number file holds (e.g. /proc/sys/vm/max_map_count), or -1.
 inline long read_long_file(const char* path) {
   char buf[64];

@@ -296,7 +296,7 @@ int spindle_park_main(void* p) {
   const sp::WaitOrder order = a.order;
   unsigned created = 0;
   sp::Status failure = sp::Status::kOk;
-  long rss0 = 0, rss1 = 0;
+  long rss0 = 0, rss1 = 0, maps = 0;
   std::uint64_t create_ns = 0, park_ns = 0, wake_join_ns = 0;
   for (auto _ : state) {
     release.store(0);
@@ -327,6 +327,7 @@ int spindle_park_main(void* p) {
     // The last one may have been preempted between its count and its wait.
     sp::this_thread::sleep_for(std::chrono::milliseconds(2));
     rss1 = rss_bytes();
+    maps = spindle_bench::host_mappings();
     std::uint64_t t3 = steady_ns();
     release.store(1, std::memory_order_release);
     sp::futex_wake(&release, UINT_MAX);
@@ -343,6 +344,7 @@ int spindle_park_main(void* p) {
   state.counters["park_ns_per_thread"] = static_cast<double>(park_ns) / n;
   state.counters["wake_join_ns_per_thread"] = static_cast<double>(wake_join_ns) / n;
   state.counters["stack_size"] = static_cast<double>(sp::kDefaultStackSize);
+  state.counters["host_mappings"] = static_cast<double>(maps);  // with all threads parked
   state.counters["alive"] = (created == a.n && failure == sp::Status::kOk) ? 1 : 0;
   state.counters["no_memory"] = failure == sp::Status::kNoMemory ? 1 : 0;
   if (failure != sp::Status::kOk) {

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstdint>
 #include <new>
@@ -59,17 +60,37 @@ bool hosted_is_vcpu() { return t_is_vcpu; }
 void hosted_mark_vcpu() { t_is_vcpu = true; }
 void hosted_unmark_vcpu() { t_is_vcpu = false; }
 
+namespace {
+// Linux 6.13+ installs guard pages inside a mapping without splitting it
+// (madvise MADV_GUARD_INSTALL): touching one raises SIGSEGV like PROT_NONE,
+// but the stack and its guard stay one VMA, and stacks mapped next to each
+// other merge. With mprotect each stack costs two of the process's
+// vm.max_map_count mappings (65530 by default), which caps a process at
+// about 32000 threads; with guard markers 100000 threads fit. Older kernels
+// refuse the advice with EINVAL, and the guard falls back to PROT_NONE.
+constexpr int kMadvGuardInstall = 102;  // <linux/mman.h>, not yet in Debian 12's headers
+std::atomic<bool> g_guard_markers{true};
+
+bool install_guard(void* p) {
+  if (g_guard_markers.load(std::memory_order_relaxed)) {
+    if (madvise(p, kGuardSize, kMadvGuardInstall) == 0) return true;
+    if (errno != EINVAL) return false;
+    g_guard_markers.store(false, std::memory_order_relaxed);
+  }
+  return mprotect(p, kGuardSize, PROT_NONE) == 0;
+}
+}  // namespace
+
 StackRegion stack_alloc(std::size_t size) {
   if (!hosted_charge(size)) return {};
   std::size_t total = size + kGuardSize;
-  void* p = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  char* base = static_cast<char*>(p) + kGuardSize;
-  if (p == MAP_FAILED || mprotect(base, size, PROT_READ | PROT_WRITE) != 0) {
+  void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (p == MAP_FAILED || !install_guard(p)) {
     if (p != MAP_FAILED) munmap(p, total);
     hosted_uncharge(size);
     return {};
   }
-  return {base, size};
+  return {static_cast<char*>(p) + kGuardSize, size};
 }
 
 void stack_free(StackRegion r) {
