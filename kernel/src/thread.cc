@@ -56,7 +56,10 @@ ThreadId allocate_id() {
   for (ThreadId tries = g.id_end - g.first_id; tries > 0; --tries) {
     ThreadId id = g.next_id;
     g.next_id = id + 1 >= g.id_end ? g.first_id : id + 1;
-    if (!find_owner(id)) return id;
+    if (!find_owner(id)) {
+      arch::owner_id_used(id);
+      return id;
+    }
   }
   return 0;
 }
@@ -73,6 +76,7 @@ void register_id(Waiter* w) {
 }
 
 void unregister_id(Waiter* w) {
+  arch::owner_id_ended(w->head.id);
   for (Waiter** p = &g.by_id[id_bucket(w->head.id)]; *p; p = &(*p)->id_next) {
     if (*p == w) {
       *p = w->id_next;
@@ -141,6 +145,7 @@ void exit_current(int code, bool faulted) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   self->exit_code = code;
   self->faulted = faulted;
   self->state = ThreadState::kDead;
+  arch::owner_id_ended(self->head.id);  // other kernels see it too (its id is kept until join)
   if (self->on_exit) self->on_exit(self, code, faulted);
   timer_cancel(&self->timer);
   release_held_locks(self);

@@ -1,6 +1,7 @@
 // Sync objects in a SharedMemory region, used by several processes at once:
 // a Mutex, a CondVar and a Semaphore across processes, and a Mutex whose
-// owner died (its process crashed, exited, or only its thread ended). On
+// owner died (its process crashed or exited, or only its thread ended, in
+// this process or in another that lives on). On
 // both targets: hosted, each process runs its own kernel and the words go
 // to the host's futex (arch.h: Words shared with other kernels); aarch64,
 // one kernel keys them by physical page.
@@ -114,6 +115,22 @@ int hold_until_told() {
   s->stage.store(1, std::memory_order_release);
   wait_stage(s, 2);
   s->lock.unlock();
+  return 0;
+}
+
+// A thread of this process takes the lock and ends holding it, once told
+// to; the process itself lives on until told to end.
+int thread_dies_holding() {
+  ADOPT_SHARED();
+  Thread t = Thread::create(ThreadOptions{.name = "dies holding"}, [s] {
+    s->lock.lock();
+    s->data = 4321;
+    s->stage.store(1, std::memory_order_release);
+    wait_stage(s, 2);
+  }).value();
+  if (t.join() != Status::kOk) return 1;
+  s->stage.store(3, std::memory_order_release);
+  wait_stage(s, 4);
   return 0;
 }
 
@@ -255,6 +272,28 @@ KTEST(shared_mutex_owner_thread_end_is_owner_died, 1) {
   KCHECK(t.join() == Status::kOk);
   KCHECK(r.s->lock.lock_for(1s) == Status::kOwnerDied);
   r.s->lock.unlock();
+}
+
+// A thread of another process ends holding the shared lock while that
+// process runs on: a waiter already blocked is told kOwnerDied, without
+// waiting for the process to end.
+KTEST(shared_mutex_owner_thread_end_in_a_live_process_is_owner_died, 1) {
+  Region r;
+  Process p = spawn_with(r, thread_dies_holding);
+  wait_stage(r.s, 1);
+  KCHECK(r.s->lock.lock_for(30ms) == Status::kTimedOut);  // its owner still runs
+  Thread poke = Thread::create(ThreadOptions{}, [&] {
+    this_thread::sleep_for(20ms);  // let the main thread block first
+    r.s->stage.store(2, std::memory_order_release);
+  }).value();
+  KCHECK(r.s->lock.lock_for(10s) == Status::kOwnerDied);
+  KCHECK_EQ(r.s->data, 4321);
+  wait_stage(r.s, 3);  // the process is still there
+  KCHECK(p.join_for(1ms).status() == Status::kTimedOut);
+  r.s->lock.unlock();
+  r.s->stage.store(4, std::memory_order_release);
+  KCHECK(end_of(p).success());
+  KCHECK(poke.join() == Status::kOk);
 }
 
 // Coroutines wait on shared objects too: a lock held by another process,

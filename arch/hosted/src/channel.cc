@@ -566,6 +566,9 @@ Result<Mapping> shm_map(Handle h) {
   Ref r(h);
   if (!r.obj) return Status::kNotFound;
   if (r.obj->kind != HandleKind::kSharedMemory) return Status::kInvalidArgument;
+  // The process tree's table first: from the moment a thread here can own
+  // a lock in the region, its end must be recorded there (shared_words.cc).
+  if (hosted::host_call([] { return hosted::tree_ready() ? 0L : 1L; }) != 0) return Status::kNoMemory;
   int prot = PROT_READ | (r.obj->access == Access::kReadWrite ? PROT_WRITE : 0);
   void* p = mmap(nullptr, r.obj->size, prot, MAP_SHARED, r.obj->fd, 0);
   if (p == MAP_FAILED) return Status::kNoMemory;

@@ -54,12 +54,15 @@ void unregister_shared(const void* data);
 inline constexpr int kTreeFd = 99;
 struct TreeSlot {
   unsigned slot;
-  std::uint32_t gen;
+  std::uint32_t first;  // the index in the slot's id range where the child starts
   int fd;  // the table's descriptor, for the child's kTreeFd
 };
+// Makes sure the table exists (the root creates it before its first
+// shared mapping too: see shared_words.cc). Host thread context.
+bool tree_ready();
 bool tree_slot_for_child(TreeSlot* out);  // false: no table, or every slot is live
 void tree_slot_done(unsigned slot);
-bool tree_adopt(unsigned slot, std::uint32_t gen);
+bool tree_adopt(unsigned slot, std::uint32_t first);
 // The thread ids this process's kernel hands out (BootArgs).
 void tree_id_range(kernel::BootArgs* args);
 }  // namespace spindle::hosted

@@ -75,7 +75,7 @@ struct Ctl {
   arch::ClockCalibration clock{};  // the parent's, so the child need not calibrate
   std::int32_t parent_pid = 0;  // the child ends with it (PR_SET_PDEATHSIG)
   std::uint32_t tree_slot = 0;  // in the process tree's table (kTreeFd): names its thread ids
-  std::uint32_t tree_gen = 0;
+  std::uint32_t tree_first = 0;  // ... and where its ids start there
   std::uint32_t nhandles = 0;  // handles given at spawn, found at kHandleFd + i
   SpawnedHandle handles[kMaxHandlesPerTransfer] = {};
   // Written once by the child when a fault ends it (first fault wins);
@@ -154,7 +154,7 @@ int process_main() {
   // with its kernel (and no orphan spins on after a killed test run).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != g_self->parent_pid) return 2;  // the parent ended before the line above
-  if (!tree_adopt(g_self->tree_slot, g_self->tree_gen)) {
+  if (!tree_adopt(g_self->tree_slot, g_self->tree_first)) {
     static const char kMsg[] = "spindle: a spawned process found no slot in its process tree\n";
     (void)!::write(2, kMsg, sizeof kMsg - 1);
     return 2;
@@ -257,7 +257,7 @@ Result<ProcessRecord*> process_spawn(const ProcessOptions& opts, ProcessMain mai
     if (!hosted::tree_slot_for_child(&slot)) return EAGAIN;
     rec->tree_slot = slot.slot;  // given back by free_record
     c->tree_slot = slot.slot;
-    c->tree_gen = slot.gen;
+    c->tree_first = slot.first;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);

@@ -28,10 +28,21 @@
 // - A Tree slot's state moves kFree/kDone -> kStarting (the parent, at
 //   spawn) -> kLive (the child, holding `alive`) -> kDone (the parent at
 //   join, or anyone who found `alive` owner-dead). Slots are reused round
-//   robin, and a reused slot's process starts its ids at an offset that
-//   depends on the slot's generation, so an id a dead process left in a
-//   lock word is unlikely to name a thread of the next one (a lock word
-//   has no room for a generation: see docs/architecture.md).
+//   robin. A slot's next id (Slot::next) outlives its occupants: a new one
+//   starts where the last one stopped, so an id of a slot comes back only
+//   after all 2^20 of them were handed out.
+// - Tree::ended[s] has one bit per id of slot s: set when the thread or job
+//   with that id ended, cleared when the slot's process hands the id out
+//   (arch::owner_id_ended / owner_id_used, under that process's kernel
+//   lock, so before the new owner can take any lock). A thread that ended
+//   while its process lives on reads as ended. So do the ids the previous
+//   occupant handed out: the parent sets their bits when it gives the slot
+//   to a new child, before the child starts (only those: a bit row is 128
+//   KiB, and touching only the ids in use keeps the table's memory to a
+//   page or so per slot). The root's bits start clear (alive); it creates
+//   the table before it maps its first shared region, so any of its threads
+//   that could own a shared lock ends with the table there. What remains:
+//   an id handed out again, 2^20 ids later, looks alive for its new thread.
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -76,9 +87,15 @@ constexpr std::uint32_t kTreeMagic = 0x54524545;  // "TREE"
 
 enum SlotState : std::uint32_t { kFree = 0, kStarting, kLive, kDone };
 
+constexpr std::uint32_t kIdsPerSlot = 1u << kIdBits;
+constexpr unsigned kIdWords = kIdsPerSlot / 64;
+
+// Ids are named here by their index in the slot's range.
 struct Slot {
   std::atomic<std::uint32_t> state;
-  std::uint32_t gen;  // occupants so far; written by the allocating parent
+  std::uint32_t first;                // where the occupant started; written by the allocating parent
+  std::atomic<std::uint32_t> next;    // the index after the last one the occupant handed out
+  std::atomic<std::uint32_t> handed;  // how many the occupant handed out
   pthread_mutex_t alive;
 };
 
@@ -86,12 +103,15 @@ struct Tree {
   std::atomic<std::uint32_t> magic;
   std::atomic<std::uint32_t> cursor;  // round-robin allocation
   Slot slots[kSlots];
+  std::atomic<std::uint64_t> ended[kSlots][kIdWords];  // 128 KiB a slot; pages only where used
 };
 
-Tree* g_tree = nullptr;        // mapped by the root at its first spawn, or inherited
+// Mapped by the root before its first spawn or shared mapping, or inherited.
+// Stored (release) once the table is ready; vCPUs read it at any time.
+std::atomic<Tree*> g_tree{nullptr};
 int g_tree_fd = -1;            // ... and a descriptor to it, for children
 unsigned g_slot = 0;           // this process's
-std::uint32_t g_gen = 0;       // ... and its generation there
+std::uint32_t g_first = 0;     // ... and the index its ids start at
 pthread_mutex_t g_tree_mu = PTHREAD_MUTEX_INITIALIZER;  // the root's creation of g_tree
 
 Tree* map_tree(int fd) {
@@ -110,7 +130,7 @@ bool hold_alive(Slot& s) {
 
 // The root's keeper: holds slot 0 for the rest of the process's life.
 void* keeper(void* ready) {
-  hold_alive(g_tree->slots[0]);
+  hold_alive(g_tree.load(std::memory_order_acquire)->slots[0]);
   static_cast<std::atomic<int>*>(ready)->store(1, std::memory_order_release);
   for (;;) pause();  // every signal is blocked: never returns
   return nullptr;
@@ -133,14 +153,16 @@ bool create_tree() {
   pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
   for (Slot& s : t->slots) {
     new (&s.state) std::atomic<std::uint32_t>(kFree);
-    s.gen = 0;
+    s.first = 0;
+    new (&s.next) std::atomic<std::uint32_t>(0);
+    new (&s.handed) std::atomic<std::uint32_t>(0);
     pthread_mutex_init(&s.alive, &a);
   }
   pthread_mutexattr_destroy(&a);
   t->slots[0].state.store(kLive, std::memory_order_relaxed);
   t->cursor.store(0, std::memory_order_relaxed);
   t->magic.store(kTreeMagic, std::memory_order_release);
-  g_tree = t;
+  g_tree.store(t, std::memory_order_release);
   // The keeper blocks every signal (Spindle's go to vCPUs only).
   sigset_t all, old;
   sigfillset(&all);
@@ -207,20 +229,38 @@ void unregister_shared(const void* data) {
   arch::irq_restore(irq);
 }
 
-bool tree_slot_for_child(TreeSlot* out) {
+bool tree_ready() {
+  if (g_tree.load(std::memory_order_acquire)) return true;
   pthread_mutex_lock(&g_tree_mu);
-  bool ok = g_tree || create_tree();
+  bool ok = g_tree.load(std::memory_order_relaxed) || create_tree();
   pthread_mutex_unlock(&g_tree_mu);
-  if (!ok) return false;
+  return ok;
+}
+
+bool tree_slot_for_child(TreeSlot* out) {
+  if (!tree_ready()) return false;
+  Tree* t = g_tree.load(std::memory_order_acquire);
   for (unsigned tries = 0; tries < 2 * kSlots; ++tries) {
-    unsigned i = 1 + g_tree->cursor.fetch_add(1, std::memory_order_relaxed) % (kSlots - 1);
-    Slot& s = g_tree->slots[i];
+    unsigned i = 1 + t->cursor.fetch_add(1, std::memory_order_relaxed) % (kSlots - 1);
+    Slot& s = t->slots[i];
     std::uint32_t st = s.state.load(std::memory_order_acquire);
     if (st == kStarting || (st == kLive && !slot_dead(s))) continue;  // an orphan may have ended unjoined
     st = s.state.load(std::memory_order_acquire);
     if ((st == kFree || st == kDone) && s.state.compare_exchange_strong(st, kStarting, std::memory_order_acq_rel)) {
+      // The ids the previous occupant handed out (in order from s.first,
+      // skipping ones in use) may sit in lock words: they read as ended.
+      // The new occupant goes on after them.
+      std::uint32_t next = s.next.load(std::memory_order_relaxed);
+      std::uint32_t span = (next - s.first) & (kIdsPerSlot - 1);
+      if (s.handed.load(std::memory_order_relaxed) > span) span = kIdsPerSlot;  // it went round
+      for (std::uint32_t k = 0; k < span; ++k) {
+        std::uint32_t index = (s.first + k) & (kIdsPerSlot - 1);
+        t->ended[i][index / 64].fetch_or(std::uint64_t{1} << (index % 64), std::memory_order_relaxed);
+      }
+      s.first = next;
+      s.handed.store(0, std::memory_order_relaxed);
       out->slot = i;
-      out->gen = ++s.gen;
+      out->first = next;
       out->fd = g_tree_fd;
       return true;
     }
@@ -229,10 +269,11 @@ bool tree_slot_for_child(TreeSlot* out) {
 }
 
 void tree_slot_done(unsigned slot) {
-  if (g_tree && slot > 0 && slot < kSlots) g_tree->slots[slot].state.store(kDone, std::memory_order_release);
+  Tree* t = g_tree.load(std::memory_order_acquire);
+  if (t && slot > 0 && slot < kSlots) t->slots[slot].state.store(kDone, std::memory_order_release);
 }
 
-bool tree_adopt(unsigned slot, std::uint32_t gen) {
+bool tree_adopt(unsigned slot, std::uint32_t first) {
   // Moved off kTreeFd, and low: a descriptor near kCtlFd/kHandleFd would be
   // overwritten by the file actions of this process's own spawns.
   int fd = fcntl(kTreeFd, F_DUPFD_CLOEXEC, 3);
@@ -246,10 +287,10 @@ bool tree_adopt(unsigned slot, std::uint32_t gen) {
   // until the process ends.
   if (!hold_alive(t->slots[slot])) return false;
   t->slots[slot].state.store(kLive, std::memory_order_release);
-  g_tree = t;
+  g_tree.store(t, std::memory_order_release);
   g_tree_fd = fd;
   g_slot = slot;
-  g_gen = gen;
+  g_first = first;
   return true;
 }
 
@@ -258,8 +299,7 @@ void tree_id_range(kernel::BootArgs* args) {
   std::uint64_t span = std::uint64_t{1} << kIdBits;
   args->first_id = g_slot == 0 ? 1 : lo;
   args->id_end = lo + span;
-  // A reused slot's process starts elsewhere in the range (a prime stride).
-  args->next_id = args->first_id + (std::uint64_t{g_gen} * 7919) % (args->id_end - args->first_id);
+  args->next_id = g_slot == 0 ? 1 : lo + g_first;  // after the previous occupants' (shared_words.cc)
 }
 
 }  // namespace spindle::hosted
@@ -306,17 +346,44 @@ unsigned foreign_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
   return r > 0 ? static_cast<unsigned>(r) : 0;
 }
 
+namespace {
+// The word and bit of id in its slot's `ended` row.
+std::atomic<std::uint64_t>& ended_word(hosted::Tree* t, std::uint64_t id) {
+  std::uint64_t slot = id >> hosted::kIdBits, index = id & ((std::uint64_t{1} << hosted::kIdBits) - 1);
+  return t->ended[slot][index / 64];
+}
+std::uint64_t ended_bit(std::uint64_t id) { return std::uint64_t{1} << (id % 64); }
+}  // namespace
+
+void owner_id_used(std::uint64_t id) {
+  if (hosted::Tree* t = hosted::g_tree.load(std::memory_order_acquire)) {
+    ended_word(t, id).fetch_and(~ended_bit(id), std::memory_order_seq_cst);
+    hosted::Slot& s = t->slots[hosted::g_slot];  // id is one of ours
+    s.next.store(static_cast<std::uint32_t>(id + 1) & (hosted::kIdsPerSlot - 1), std::memory_order_relaxed);
+    s.handed.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void owner_id_ended(std::uint64_t id) {
+  if (hosted::Tree* t = hosted::g_tree.load(std::memory_order_acquire)) {
+    ended_word(t, id).fetch_or(ended_bit(id), std::memory_order_seq_cst);
+  }
+}
+
 OwnerLiveness owner_liveness(std::uint64_t id) {
-  using hosted::g_tree;
   std::uint64_t slot = id >> hosted::kIdBits;
   if (slot == hosted::g_slot || id == kMaxThreadId) return OwnerLiveness::kLocal;
-  if (!g_tree || slot >= hosted::kSlots) return OwnerLiveness::kDead;  // no process ever had it
-  hosted::Slot& s = g_tree->slots[slot];
+  hosted::Tree* t = hosted::g_tree.load(std::memory_order_acquire);
+  if (!t || slot >= hosted::kSlots) return OwnerLiveness::kDead;  // no process ever had it
+  hosted::Slot& s = t->slots[slot];
   switch (s.state.load(std::memory_order_acquire)) {
     case hosted::kStarting: return OwnerLiveness::kAlive;  // a new occupant: it cannot have locked yet
     case hosted::kLive: break;
     default: return OwnerLiveness::kDead;
   }
+  // Its thread ended, though its process may live on (or the id is a
+  // previous occupant's).
+  if (ended_word(t, id).load(std::memory_order_seq_cst) & ended_bit(id)) return OwnerLiveness::kDead;
   // A host lock taken and dropped at once, with Spindle interrupts masked
   // (no switch while a vCPU holds it).
   IrqState irq = irq_save();

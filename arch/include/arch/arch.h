@@ -280,6 +280,11 @@ namespace spindle::arch {
 //       in a shared lock word: kLocal (one of this kernel's: the kernel
 //       knows), kAlive (another kernel's, which still runs), kDead (another
 //       kernel's that ended, or no kernel's: a forged id).
+//   void owner_id_used(uint64_t id);     kernel lock. The kernel gave id to
+//       a new thread or job (before it can own anything).
+//   void owner_id_ended(uint64_t id);    kernel lock. The thread or job
+//       with id ended (may be called again for the same end). With these
+//       two, owner_liveness tells a dead thread of a live kernel too.
 enum class OwnerLiveness : std::uint8_t { kLocal, kAlive, kDead };
 
 inline constexpr std::uintptr_t kUserBase = 0x1000;            // page 0 stays unmapped

@@ -242,5 +242,7 @@ inline Status foreign_wait(const std::atomic<std::uint32_t>*, std::uint32_t, std
 }
 inline unsigned foreign_wake(const std::atomic<std::uint32_t>*, unsigned) { return 0; }
 inline OwnerLiveness owner_liveness(std::uint64_t) { return static_cast<OwnerLiveness>(0); }  // kLocal
+inline void owner_id_used(std::uint64_t) {}
+inline void owner_id_ended(std::uint64_t) {}
 
 }  // namespace spindle::arch

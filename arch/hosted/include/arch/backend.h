@@ -173,5 +173,7 @@ bool foreign_word(const void* word);
 Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns);
 unsigned foreign_wake(const std::atomic<std::uint32_t>* word, unsigned n);
 OwnerLiveness owner_liveness(std::uint64_t id);
+void owner_id_used(std::uint64_t id);
+void owner_id_ended(std::uint64_t id);
 
 }  // namespace spindle::arch
