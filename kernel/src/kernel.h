@@ -348,6 +348,15 @@ Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock)
 // otherwise it is wake(next, kOk) then block_current. Ties among equal
 // priorities go to next (a call's server runs before a queued peer).
 Status block_and_switch_to(Tcb* next, TimePoint deadline) SPINDLE_REQUIRES(g.lock);
+// The two halves of block_and_switch_to's direct case, for the channel
+// fast path, which must know before it changes anything whether the
+// hand-off will be direct: can_switch_directly(next) is that test (the
+// current thread not ending, next blocked with no timeout armed, and the
+// conditions above); switch_directly(next), only right after it said yes
+// under the same lock hold, blocks the current thread with no deadline
+// and runs next here. Returns the current thread's wake status.
+bool can_switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
+Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
 // Change a thread's effective priority / affinity, wherever it is (queued,
 // running, blocked), keeping every queue's order and the global rule.
 void set_effective_priority(Tcb* t, int priority) SPINDLE_REQUIRES(g.lock);
