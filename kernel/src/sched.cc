@@ -233,26 +233,6 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   return self->wake_status;
 }
 
-namespace {
-// What schedule() would pick once the current thread blocks: next, if
-// nothing here (or stealable from another CPU) is more urgent.
-[[gnu::always_inline]] inline bool direct_ok(Cpu& c, Tcb* self, Tcb* next) SPINDLE_REQUIRES(g.lock) {
-  int p = next->run.priority;
-  bool direct = !next->suspend_requested && next->run.affinity.has(c.id) && !c.need_resched &&
-                c.rq.top_priority() <= p && !self->ending.load(std::memory_order_relaxed) && c.irq_depth == 0 &&
-                !g.shutting_down.load(std::memory_order_relaxed);
-  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); direct && bits; bits &= bits - 1) {
-    if (g.cpus[__builtin_ctzll(bits)].rq.top_priority() > p) direct = false;
-  }
-  return direct;
-}
-}  // namespace
-
-bool can_switch_directly(Tcb* next) {
-  Cpu& c = this_cpu();
-  return next->state == ThreadState::kBlocked && next->timer.cpu() < 0 && direct_ok(c, c.current, next);
-}
-
 Status switch_directly(Tcb* next) {
   Cpu& c = this_cpu();
   Tcb* self = c.current;
@@ -267,7 +247,7 @@ Status switch_directly(Tcb* next) {
 Status block_and_switch_to(Tcb* next, TimePoint deadline) {
   Cpu& c = this_cpu();
   Tcb* self = c.current;
-  bool direct = direct_ok(c, self, next);
+  bool direct = direct_switch_ok(c, self, next);
   if (!direct) {
     wake(next, Status::kOk);
     return block_current(nullptr, deadline);

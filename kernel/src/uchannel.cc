@@ -186,8 +186,9 @@ void notify_readable(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
   kick(c, side);
 }
 
+// Under the kernel lock (a direct send): interrupts are masked.
 bool copy_in(Proc* p, void* dst, std::uintptr_t src, std::size_t n) {
-  if (p) return arch::user_read(dst, src, n);
+  if (p) return arch::user_read_masked(dst, src, n);
   if (n != 0) std::memcpy(dst, reinterpret_cast<const void*>(src), n);
   return true;
 }
@@ -510,7 +511,7 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
     std::memcpy(reinterpret_cast<void*>(buf), d.data, d.bytes);
     return Status::kOk;
   }
-  if (arch::user_write(buf, d.data, d.bytes)) return Status::kOk;
+  if (arch::user_write_masked(buf, d.data, d.bytes)) return Status::kOk;  // under the lock: interrupts masked
   if (c->holders[me] == 0) return Status::kInvalidArgument;  // closed meanwhile: its queue is gone
   Msg* m = new_msg(d.bytes);  // the kernel heap never sleeps: fine under the lock
   if (!m) return Status::kNoMemory;
@@ -778,7 +779,7 @@ std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* a) {
 
 // ---------------------------------------------------------------------------
 // The call fast path: kSysChannelCall straight from the EL0 entry
-// (syscall_fast), interrupts still masked from the exception, for the
+// (syscall_fast, arch.h), interrupts still masked from the exception, for the
 // common case of call() only: a message of at most kDirectBytes, no
 // deadline, the peer parked in its end's slot (Direct) with room for it and
 // an empty queue, nothing queued for the caller and nobody else parked on
@@ -802,7 +803,10 @@ std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* a) {
 // receive_locked would (which may park it again, now on the general path's
 // terms, with the lock taken as LockGuard would; interrupts are masked
 // throughout, as the lock holder needs anyway).
-bool channel_call_fast(Tcb* self, Proc* p, std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  Tcb* self = current_thread();
+  Proc* p = process_of(self);
+  if (!p) return false;  // a bare user thread (run_user): the general path refuses the call
   const std::size_t len = x[2];
   const std::uintptr_t buf = x[3];
   const std::size_t cap = x[4];

@@ -200,9 +200,5 @@ Status channel_wait_word(HandleTable* t, Handle h, bool writable, const std::ato
                          std::uint32_t* seen) SPINDLE_REQUIRES(g.lock);
 // kSysChannelCall (25), dispatched first by handle_syscall: its result.
 std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* args);
-// kSysChannelCall from syscall_fast (interrupts masked): true with the
-// result in regs[0], or false when only the general path applies (nothing
-// changed). See "The call fast path" in uchannel.cc.
-bool channel_call_fast(Tcb* self, Proc* p, std::uint64_t* regs);
 
 }  // namespace spindle::kernel

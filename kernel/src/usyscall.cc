@@ -214,12 +214,6 @@ std::uint64_t sys_info(Proc* p, std::uint64_t what) {
 
 }  // namespace
 
-bool syscall_fast(std::uint64_t* regs) {
-  Tcb* self = current_thread();
-  Proc* p = process_of(self);
-  return p && channel_call_fast(self, p, regs);
-}
-
 void handle_syscall(arch::SyscallFrame& f) {
   std::uint64_t* a = f.arg;
   if (f.number == kSysNull) {
