@@ -322,13 +322,34 @@ extern Kernel g;
 
 inline Cpu& this_cpu() { return *static_cast<Cpu*>(arch::cpu_area()->kernel); }
 
+// Inline: every kernel entry takes it.
+inline void KernelLock::lock() {
+  std::uint32_t ticket = next_.fetch_add(1, std::memory_order_relaxed);
+  while (serving_.load(std::memory_order_acquire) != ticket) arch::cpu_relax();
+  owner_.store(static_cast<int>(this_cpu().id), std::memory_order_relaxed);
+}
+
+inline void KernelLock::unlock() {
+  owner_.store(-1, std::memory_order_relaxed);
+  serving_.store(serving_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
 // Lock helpers. lock_irqsave masks interrupts and takes the lock;
 // unlock_irqrestore releases it, sends IPIs the critical section decided
 // on, and restores the interrupt state (delivering a pending preemption).
 arch::IrqState lock_irqsave() SPINDLE_ACQUIRE(g.lock);
 void unlock_irqrestore(arch::IrqState s) SPINDLE_RELEASE(g.lock);
 // Releases the lock and sends pending IPIs but leaves interrupts masked.
-void unlock_keep_irqs_masked() SPINDLE_RELEASE(g.lock);
+// Inline for the common case, nothing pending (no IPI, no stack to unmap).
+void unlock_with_pending() SPINDLE_RELEASE(g.lock);
+[[gnu::always_inline]] inline void unlock_keep_irqs_masked() SPINDLE_RELEASE(g.lock) {
+  Cpu& c = this_cpu();
+  if (c.ipi_out == 0 && c.unmap_list == nullptr) [[likely]] {
+    g.lock.unlock();
+    return;
+  }
+  unlock_with_pending();
+}
 
 struct SPINDLE_SCOPED_CAPABILITY LockGuard {
   LockGuard() SPINDLE_ACQUIRE(g.lock) : saved(lock_irqsave()) {}
@@ -357,6 +378,31 @@ Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock)
 // otherwise it is wake(next, kOk) then block_current. Ties among equal
 // priorities go to next (a call's server runs before a queued peer).
 Status block_and_switch_to(Tcb* next, TimePoint deadline) SPINDLE_REQUIRES(g.lock);
+// The two halves of block_and_switch_to's direct case, for the channel
+// fast path, which must know before it changes anything whether the
+// hand-off will be direct: can_switch_directly(next) is that test (the
+// current thread not ending, next blocked with no timeout armed, and the
+// conditions above); switch_directly(next), only right after it said yes
+// under the same lock hold, blocks the current thread with no deadline
+// and runs next here. Returns the current thread's wake status.
+inline bool can_switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
+Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
+// What schedule() would pick once self (running on c) blocks: next, if
+// nothing here (or stealable from another CPU) is more urgent.
+[[gnu::always_inline]] inline bool direct_switch_ok(Cpu& c, Tcb* self, Tcb* next) SPINDLE_REQUIRES(g.lock) {
+  int p = next->run.priority;
+  bool direct = !next->suspend_requested && next->run.affinity.has(c.id) && !c.need_resched &&
+                c.rq.top_priority() <= p && !self->ending.load(std::memory_order_relaxed) && c.irq_depth == 0 &&
+                !g.shutting_down.load(std::memory_order_relaxed);
+  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); direct && bits; bits &= bits - 1) {
+    if (g.cpus[__builtin_ctzll(bits)].rq.top_priority() > p) direct = false;
+  }
+  return direct;
+}
+inline bool can_switch_directly(Tcb* next) {
+  Cpu& c = this_cpu();
+  return next->state == ThreadState::kBlocked && next->timer.cpu() < 0 && direct_switch_ok(c, c.current, next);
+}
 // Change a thread's effective priority / affinity, wherever it is (queued,
 // running, blocked), keeping every queue's order and the global rule.
 void set_effective_priority(Tcb* t, int priority) SPINDLE_REQUIRES(g.lock);

@@ -36,24 +36,13 @@ void result_access_failed(Status s) {
 
 namespace kernel {
 
-void KernelLock::lock() {
-  std::uint32_t ticket = next_.fetch_add(1, std::memory_order_relaxed);
-  while (serving_.load(std::memory_order_acquire) != ticket) arch::cpu_relax();
-  owner_.store(static_cast<int>(this_cpu().id), std::memory_order_relaxed);
-}
-
-void KernelLock::unlock() {
-  owner_.store(-1, std::memory_order_relaxed);
-  serving_.store(serving_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-}
-
 arch::IrqState lock_irqsave() {
   arch::IrqState s = arch::irq_save();
   g.lock.lock();
   return s;
 }
 
-void unlock_keep_irqs_masked() {
+void unlock_with_pending() {
   Cpu& c = this_cpu();
   std::uint64_t targets = c.ipi_out;
   c.ipi_out = 0;

@@ -233,18 +233,21 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   return self->wake_status;
 }
 
+Status switch_directly(Tcb* next) {
+  Cpu& c = this_cpu();
+  Tcb* self = c.current;
+  next->wake_status = Status::kOk;
+  self->state = ThreadState::kBlocked;
+  self->wait_queue = nullptr;
+  self->wake_status = Status::kOk;
+  switch_to(c, self, next, SwitchReason::kBlock);
+  return self->wake_status;
+}
+
 Status block_and_switch_to(Tcb* next, TimePoint deadline) {
   Cpu& c = this_cpu();
   Tcb* self = c.current;
-  // What schedule() would pick once self blocks: next, if nothing here (or
-  // stealable from another CPU) is more urgent.
-  int p = next->run.priority;
-  bool direct = !next->suspend_requested && next->run.affinity.has(c.id) && !c.need_resched &&
-                c.rq.top_priority() <= p && !self->ending.load(std::memory_order_relaxed) && c.irq_depth == 0 &&
-                !g.shutting_down.load(std::memory_order_relaxed);
-  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); direct && bits; bits &= bits - 1) {
-    if (g.cpus[__builtin_ctzll(bits)].rq.top_priority() > p) direct = false;
-  }
+  bool direct = direct_switch_ok(c, self, next);
   if (!direct) {
     wake(next, Status::kOk);
     return block_current(nullptr, deadline);

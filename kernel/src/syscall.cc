@@ -43,7 +43,8 @@
 //   24  kSysShm           op (user.h: ShmOp), size | h | at, Mapping*   Status | handle << 32; Status; 0
 //   25  kSysChannelCall   h, msg, len, buf, cap, deadline    Status | bytes << 8 (Channel::call and
 //                                                              reply_and_recv: send msg, then receive
-//                                                              into buf; no handles either way)
+//                                                              into buf; no handles either way;
+//                                                              aarch64 tries kernel::syscall_fast first)
 //   26, 27: reserved for the channel fast path (unused).
 //   28  kSysProcessSpawn  UserProcessSpawn* (user.h)         Status; fills pid (a child of the caller)
 //   29  kSysProcessJoin   pid, deadline, ExitStatus*         Status (kNotFound: not the caller's child;

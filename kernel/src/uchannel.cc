@@ -186,8 +186,9 @@ void notify_readable(Core* c, unsigned side) SPINDLE_REQUIRES(g.lock) {
   kick(c, side);
 }
 
+// Under the kernel lock (a direct send): interrupts are masked.
 bool copy_in(Proc* p, void* dst, std::uintptr_t src, std::size_t n) {
-  if (p) return arch::user_read(dst, src, n);
+  if (p) return arch::user_read_masked(dst, src, n);
   if (n != 0) std::memcpy(dst, reinterpret_cast<const void*>(src), n);
   return true;
 }
@@ -510,7 +511,7 @@ Status send(HandleTable* t, Proc* p, Handle h, std::uintptr_t msg, std::size_t l
     std::memcpy(reinterpret_cast<void*>(buf), d.data, d.bytes);
     return Status::kOk;
   }
-  if (arch::user_write(buf, d.data, d.bytes)) return Status::kOk;
+  if (arch::user_write_masked(buf, d.data, d.bytes)) return Status::kOk;  // under the lock: interrupts masked
   if (c->holders[me] == 0) return Status::kInvalidArgument;  // closed meanwhile: its queue is gone
   Msg* m = new_msg(d.bytes);  // the kernel heap never sleeps: fine under the lock
   if (!m) return Status::kNoMemory;
@@ -774,6 +775,94 @@ unsigned spawned_handles(const HandleTable* t) { return t->spawned; }
 std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* a) {
   Result<Received> r = call(p->handles, p, Handle{static_cast<std::uint32_t>(a[0])}, a[1], a[2], a[3], a[4], a[5]);
   return r.ok() ? result(Status::kOk) | r->bytes << 8 : result(r.status());
+}
+
+// ---------------------------------------------------------------------------
+// The call fast path: kSysChannelCall straight from the EL0 entry
+// (syscall_fast, arch.h), interrupts still masked from the exception, for the
+// common case of call() only: a message of at most kDirectBytes, no
+// deadline, the peer parked in its end's slot (Direct) with room for it and
+// an empty queue, nothing queued for the caller and nobody else parked on
+// its end, and a direct hand-off allowed (can_switch_directly: the peer may
+// run here at once, nothing more urgent is runnable anywhere, no reschedule
+// or suspend pending, no timeout armed on the peer, the caller not ending).
+// Then it is what call() would do in that case, in one kernel lock hold,
+// without the general entry's work (interrupt enable/mask, dispatch,
+// Result plumbing): the bytes go to the peer's slot, the caller parks in
+// its own slot and the peer runs here in its place. When any condition
+// fails, or the message cannot be read (the general path then reports it),
+// it returns false having changed nothing visible (the slot's bytes are
+// scratch until `delivered`), and handle_syscall runs call(), the
+// reference.
+//
+// The invariants are call()'s: Core fields, slots and thread states under
+// the kernel lock; the peer leaves the slot only by the sender (delivered)
+// or by its own wake (kick, timeout, kill); c->users keeps the core while
+// the caller waits. The caller's wait ends as call()'s does: delivered
+// (copy out), or woken otherwise, when it looks again exactly as
+// receive_locked would (which may park it again, now on the general path's
+// terms, with the lock taken as LockGuard would; interrupts are masked
+// throughout, as the lock holder needs anyway).
+bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  Tcb* self = current_thread();
+  Proc* p = process_of(self);
+  if (!p) return false;  // a bare user thread (run_user): the general path refuses the call
+  const std::size_t len = x[2];
+  const std::uintptr_t buf = x[3];
+  const std::size_t cap = x[4];
+  if (len > kDirectBytes || x[5] != deadline_arg(kForever)) return false;
+  HandleTable* t = p->handles;
+  Direct mine;
+  g.lock.lock();
+  End* end;
+  if (lookup_end(t, Handle{static_cast<std::uint32_t>(x[0])}, &end) != Status::kOk) {
+    unlock_keep_irqs_masked();
+    return false;
+  }
+  Core* c = end->core;
+  const unsigned me = end->side;
+  const unsigned to = 1 - me;
+  Direct* d = c->direct[to];
+  if (!d || len > d->cap || c->head[to] || c->holders[to] == 0 || c->head[me] || c->direct[me] ||
+      !can_switch_directly(d->thread) || !copy_in(p, d->data, x[1], len)) {
+    unlock_keep_irqs_masked();
+    return false;
+  }
+  // Committed: delivered to the peer, parked here, the peer runs.
+  d->bytes = len;
+  d->delivered = true;
+  c->direct[to] = nullptr;
+  mine.thread = self;
+  mine.cap = cap < kDirectBytes ? cap : kDirectBytes;
+  mine.delivered = false;
+  c->direct[me] = &mine;
+  c->users++;
+  Status w = switch_directly(d->thread);
+  if (c->direct[me] == &mine) c->direct[me] = nullptr;  // woken otherwise: leaves the slot
+  Msg* m = nullptr;
+  Status st;
+  if (mine.delivered) {
+    st = Status::kOk;
+  } else if (w == Status::kTimedOut || w == Status::kInterrupted) {
+    st = w;
+  } else {
+    st = receive_locked(t, p, c, me, buf, cap, nullptr, 0, x[5], mine, &m, nullptr);
+  }
+  if (st == Status::kOk && !m) st = copy_out_direct(c, me, p, buf, mine);
+  c->users--;
+  maybe_free(c);
+  unlock_keep_irqs_masked();
+  if (st != Status::kOk) {
+    x[0] = result(st);
+  } else if (!m) {
+    x[0] = result(Status::kOk) | mine.bytes << 8;
+  } else {
+    arch::irq_enable();  // a queued message may be long: copied with interrupts on, as call() does
+    Received r = copy_out_queued(p, buf, m);
+    arch::irq_save();
+    x[0] = result(Status::kOk) | r.bytes << 8;
+  }
+  return true;
 }
 
 bool channel_syscall(Proc* p, arch::SyscallFrame& f) {

@@ -1003,3 +1003,102 @@ KTEST(channel_call_bad_arguments_from_a_process, 1) {
   if (!st.success()) KFAIL("bad calls: %s", st.describe(why, sizeof why));
   KCHECK_EQ(run_to_end(std::move(server)).code, 5);
 }
+
+// ---------------------------------------------------------------------------
+// The call fast path (kernel::syscall_fast, uchannel.cc "The call fast
+// path") between two processes: every case it must leave to the general
+// path, and waits of a caller parked by it that end otherwise than by a
+// reply (overflow, the server's death, a kill).
+
+namespace {
+
+// Echoes each request back with reply_and_recv (so it waits parked, as the
+// fast path wants its peer); a request starting with 'D' kills it.
+int echo_reply_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  static std::byte buf[2048];
+  auto first = ch->recv(buf);
+  if (!first.ok()) return -2;
+  std::size_t n = first->bytes;
+  for (;;) {
+    if (n > 0 && buf[0] == std::byte{'D'}) *static_cast<volatile int*>(nullptr) = 1;
+    auto r = ch->reply_and_recv(std::span<const std::byte>(buf, n), buf);
+    if (!r.ok()) return r.status() == Status::kClosed ? 0 : -3;
+    n = r->bytes;
+  }
+}
+
+// Calls echo_reply_server on handle 0 with the sizes and options the fast
+// path takes and refuses. 0 when every reply is right.
+int fast_path_client() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  static std::byte req[1000], rep[1000];
+  for (std::size_t i = 0; i < sizeof req; ++i) req[i] = static_cast<std::byte>(i * 13 + 1);
+  // Sizes around the direct limit (256), with and without a deadline.
+  std::size_t sizes[] = {0, 1, 4, 5, 16, 255, 256, 257, 1000};
+  for (std::size_t n : sizes) {
+    for (int timed = 0; timed < 2; ++timed) {
+      std::memset(rep, 0, sizeof rep);
+      auto r = ch->call(std::span<const std::byte>(req, n), rep, timed ? deadline_after(1s) : kForever);
+      if (!r.ok() || r->bytes != n || std::memcmp(req, rep, n) != 0) return 10;
+    }
+  }
+  // A reply longer than the caller's buffer: kOverflow, the reply stays queued.
+  if (ch->call(std::span<const std::byte>(req, 8), std::span<std::byte>(rep, 4)).status() != Status::kOverflow) return 20;
+  auto kept = ch->recv(rep);
+  if (!kept.ok() || kept->bytes != 8 || std::memcmp(req, rep, 8) != 0) return 21;
+  // An unreadable request: nothing sent; then a good call still works.
+  auto* kern = reinterpret_cast<const std::byte*>(this_process::kernel_space_address());
+  if (ch->call(std::span<const std::byte>(kern, 4), rep).status() != Status::kInvalidArgument) return 30;
+  auto again = ch->call(std::span<const std::byte>(req, 4), rep);
+  if (!again.ok() || again->bytes != 4) return 31;
+  // The server dies holding the request: kClosed for the parked caller.
+  std::byte die[4] = {std::byte{'D'}};
+  auto st = ch->call(die, rep).status();
+  return st == Status::kClosed ? 0 : 40;
+}
+
+// Receives one request and then waits for more, never replying.
+int swallow_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  std::byte b[8];
+  if (!ch->recv(b).ok()) return -2;
+  auto r = ch->recv(b);
+  return r.status() == Status::kClosed ? 0 : -3;
+}
+
+}  // namespace
+
+KTEST(channel_call_fast_path_fallbacks_between_processes, 1) {
+  auto pair = [](int (*server)(), int (*caller)()) {
+    auto [a, b] = Channel::create().value();
+    Handle ga[] = {a.handle()};
+    Handle gb[] = {b.handle()};
+    ProcessOptions os, oc;
+    os.handles = gb;
+    oc.handles = ga;
+    os.affinity = oc.affinity = CpuMask::only(0);  // one CPU: the direct hand-off applies
+    return CallPair{Process::spawn(os, server), Process::spawn(oc, caller)};
+  };
+  {
+    CallPair p = pair(echo_reply_server, fast_path_client);
+    KREQUIRE(p.server.ok() && p.caller.ok());
+    ExitStatus c = run_to_end(std::move(p.caller));
+    KCHECK(c.kind == ExitKind::kExited);
+    KCHECK_EQ(c.code, 0);
+    KCHECK(run_to_end(std::move(p.server)).kind == ExitKind::kFaulted);
+  }
+  {
+    // A caller parked by the fast path (the server took the request and
+    // waits elsewhere) is killed: its wait ends, it ends.
+    CallPair p = pair(swallow_server, call_forever);
+    KREQUIRE(p.server.ok() && p.caller.ok());
+    this_thread::sleep_for(2ms);
+    KCHECK(p.caller->kill() == Status::kOk);
+    KCHECK(run_to_end(std::move(p.caller)).kind == ExitKind::kKilled);
+    KCHECK_EQ(run_to_end(std::move(p.server)).code, 0);
+  }
+}

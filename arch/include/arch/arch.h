@@ -247,7 +247,10 @@ namespace spindle::arch {
 // may preempt the thread as usual):
 //   - a system call instruction (aarch64 `svc #0`: number in x8, arguments
 //     in x0..x5, result in x0) calls kernel::handle_syscall with interrupts
-//     enabled; on return the thread goes back to user mode;
+//     enabled; on return the thread goes back to user mode. For number
+//     kSysChannelCall the backend first calls kernel::syscall_fast, with
+//     interrupts still masked, and goes on to handle_syscall only if that
+//     returns false;
 //   - any other exception (abort, undefined instruction, misaligned pc or
 //     sp, trapped instruction, breakpoint) calls kernel::user_fault with
 //     interrupts masked, which never returns: the thread ends. The system
@@ -428,6 +431,14 @@ enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimes
 // A system call from the running thread (see arch: User mode). Interrupts
 // enabled; may block. Unknown numbers return -1 (all ones).
 void handle_syscall(arch::SyscallFrame& frame);
+// The channel fast path (see arch: User mode): a backend may offer system
+// call kSysChannelCall here first, interrupts masked (as the exception left
+// them), before it enables them for handle_syscall. regs: the caller's
+// saved x0..x30 (arguments in regs[0..5]). True: done, the result is in
+// regs[0] (the thread may have blocked and run again meanwhile, maybe on
+// another CPU); false: the fast path does not apply and nothing changed,
+// so the backend goes on to handle_syscall as for any other call.
+bool syscall_fast(std::uint64_t* regs);
 // The running thread faulted in user mode. Interrupts masked. Reports it;
 // a process's thread ends its whole process (join: kFaulted with the
 // fault's kind, address and thread), a bare user thread (run_user) only

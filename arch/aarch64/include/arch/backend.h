@@ -186,6 +186,12 @@ void address_space_activate(AddressSpace* as);
 [[noreturn]] void enter_user(const UserEntry& entry);
 bool user_read(void* dst, std::uintptr_t src, std::size_t n);
 bool user_write(std::uintptr_t dst, const void* src, std::size_t n);
+// user_read/user_write for a caller that already has interrupts masked
+// (the system-call fast path, kernel::syscall_fast): the same checks and
+// results; word-aligned copies of whole words skip the probe's interrupt
+// save and restore.
+bool user_read_masked(void* dst, std::uintptr_t src, std::size_t n);
+bool user_write_masked(std::uintptr_t dst, const void* src, std::size_t n);
 bool user_accessible(AddressSpace* as, std::uintptr_t va, std::size_t n, bool write);
 void* user_word(AddressSpace* as, std::uintptr_t va, bool write, bool* shared = nullptr);
 bool user_map_kernel_pages(AddressSpace* as, std::uintptr_t va, const void* pages, std::size_t size, UserAccess access);
