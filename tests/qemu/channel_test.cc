@@ -1,8 +1,9 @@
 // Handles and channels on aarch64 (kernel/src/uchannel.cc), between the
-// kernel's first process (the test) and processes: boundaries, order and
-// errors, bounded queues, handles given at spawn and passed in messages,
-// forged and stale handles, a peer's death, bad buffers from a process, and
-// ProcessPool on top of them.
+// kernel's first process (the test) and processes: handles given at spawn
+// and passed in messages, forged and stale handles, a peer's death, bad
+// buffers from a process, shared memory across four processes, coroutines,
+// and the call / reply_and_recv fast path. The portable channel, shared
+// memory and ProcessPool cases are in tests/kernel/channel_test.cc.
 #include <arch/arch.h>
 #include <spindle/spindle.h>
 
@@ -73,65 +74,8 @@ int crash_with_channel() {
 }
 
 int square(int x) { return x * x; }
-int crash_on(int x) {
-  if (x == 3) *static_cast<volatile int*>(nullptr) = 1;
-  return x;
-}
-
 
 }  // namespace
-
-KTEST(channel_round_trip_boundaries_and_errors, 1) {
-  auto pair = Channel::create();
-  KREQUIRE(pair.ok());
-  Channel& a = pair->first;
-  Channel& b = pair->second;
-  KCHECK(a.send_value(1) == Status::kOk);
-  KCHECK(a.send(std::as_bytes(std::span("hello", 5))) == Status::kOk);
-  KCHECK(b.recv_value<int>().value() == 1);
-  std::byte buf[16];
-  auto r = b.recv(buf);
-  KREQUIRE(r.ok());
-  KCHECK_EQ(r->bytes, 5u);
-  // Too small a buffer: kOverflow, the message stays.
-  KCHECK(a.send(std::as_bytes(std::span("0123456789", 10))) == Status::kOk);
-  KCHECK(b.recv(std::span(buf, 4)).status() == Status::kOverflow);
-  auto r10 = b.recv(buf);
-  KCHECK(r10.ok() && r10->bytes == 10);
-  // Too long, timeouts, forged and closed handles, duplicates.
-  static std::byte huge[kMaxMessageBytes + 1];
-  KCHECK(a.send(huge) == Status::kInvalidArgument);
-  KCHECK(b.recv_for(buf, 20ms).status() == Status::kTimedOut);
-  KCHECK(detail::channel_try_send(a.handle(), {}, {}) == Status::kOk);
-  KCHECK(detail::channel_try_recv(b.handle(), buf, {}).ok());
-  KCHECK(detail::channel_try_recv(b.handle(), buf, {}).status() == Status::kWouldBlock);
-  KCHECK(detail::channel_send(Handle{0xdead01}, {}, {}, kForever) == Status::kNotFound);
-  auto dup = handle_duplicate(a.handle(), Access::kReadOnly);
-  KREQUIRE(dup.ok());
-  KCHECK(handle_duplicate(*dup, Access::kReadWrite).status() == Status::kInvalidArgument);
-  KCHECK(handle_close(*dup) == Status::kOk);
-  Handle stale = a.handle();
-  a.close();
-  KCHECK(handle_kind(stale) == HandleKind::kNone);
-  KCHECK(handle_close(stale) == Status::kNotFound);
-  KCHECK(detail::channel_send(stale, {}, {}, kForever) == Status::kNotFound);
-  // The peer is gone: kClosed.
-  KCHECK(b.recv(buf).status() == Status::kClosed);
-  KCHECK(b.send_value(1) == Status::kClosed);
-}
-
-KTEST(channel_full_queue_blocks_until_deadline, 1) {
-  auto pair = Channel::create().value();
-  static std::byte chunk[kMaxMessageBytes];
-  int sent = 0;
-  Status s;
-  while ((s = pair.first.send(chunk, {}, deadline_after(20ms))) == Status::kOk) ++sent;
-  KCHECK(s == Status::kTimedOut);
-  KCHECK(sent > 0);
-  static std::byte buf[kMaxMessageBytes];
-  KCHECK(pair.second.recv(buf).ok());
-  KCHECK(pair.first.send(chunk, {}, deadline_after(1s)) == Status::kOk);  // room again
-}
 
 KTEST(channel_to_a_process_handles_and_death, 1) {
   auto [mine, theirs] = Channel::create().value();
@@ -195,48 +139,7 @@ KTEST(channel_to_a_process_handles_and_death, 1) {
   KCHECK(Process::spawn(o, square, 1).status() == Status::kNotFound);
 }
 
-KTEST(process_pool_results_crash_and_replacement, 2) {
-  ProcessPool pool(3);
-  KREQUIRE(pool.status() == Status::kOk);
-  int xs[] = {1, 2, 3, 4, 5, 6, 7, 8};
-  auto sq = pool.map(square, xs);
-  for (int i = 0; i < 8; ++i) KCHECK_EQ(sq[i].get().value(), xs[i] * xs[i]);
-  auto mixed = pool.map(crash_on, xs);
-  for (int i = 0; i < 8; ++i) {
-    auto r = mixed[i].get();
-    if (xs[i] == 3) {
-      KCHECK(r.status() == Status::kFaulted);
-    } else {
-      KCHECK(r.ok() && *r == xs[i]);
-    }
-  }
-  ProcessPoolStats st = pool.stats();
-  KCHECK_EQ(st.crashes, 1u);
-  KCHECK_EQ(st.replaced, 1u);
-  KCHECK(st.last_crash.kind == ExitKind::kFaulted && st.last_crash.fault == FaultKind::kBadAccess);
-  KCHECK(pool.shutdown() == Status::kOk);
-  KCHECK(pool.submit(square, 2).status() == Status::kClosed);
-}
-
 namespace {
-
-// Receives a shared-memory handle in a message and writes to the region.
-int write_granted() {
-  auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return 1;
-  Handle h[1];
-  std::byte b[8];
-  auto r = ch->recv(b, h);
-  if (!r.ok() || r->handles != 1) return 2;
-  auto shm = SharedMemory::adopt(h[0]);
-  if (!shm.ok()) return 3;
-  if (shm->access() == Access::kReadOnly) {
-    if (handle_duplicate(shm->handle(), Access::kReadWrite).status() != Status::kInvalidArgument) return 4;
-    if (std::to_integer<int>(shm->data()[0]) != 42) return 5;
-  }
-  shm->data()[0] = std::byte{99};  // faults on a read-only mapping
-  return 0;
-}
 
 // Adds 1 to a shared counter `n` times, and as often under a shared Mutex.
 struct Shared {
@@ -266,41 +169,6 @@ int die_holding() {
 }
 
 }  // namespace
-
-KTEST(shared_memory_grants_read_write_and_read_only, 1) {
-  auto shm = SharedMemory::create(100);
-  KREQUIRE(shm.ok());
-  KCHECK_EQ(shm->size(), arch::kPageSize);
-  shm->data()[0] = std::byte{42};
-  for (Access access : {Access::kReadWrite, Access::kReadOnly}) {
-    auto [mine, theirs] = Channel::create().value();
-    Handle give[] = {theirs.handle()};
-    ProcessOptions o;
-    o.handles = give;
-    auto p = Process::spawn(o, write_granted);
-    KREQUIRE(p.ok());
-    auto grant = handle_duplicate(shm->handle(), access);
-    KREQUIRE(grant.ok());
-    Handle hs[] = {*grant};
-    KCHECK(mine.send(std::as_bytes(std::span("x", 1)), hs) == Status::kOk);
-    KCHECK(handle_close(*grant) == Status::kOk);
-    ExitStatus st = run_to_end(std::move(p));
-    if (access == Access::kReadWrite) {
-      KCHECK(st.kind == ExitKind::kExited && st.code == 0);
-      KCHECK(std::to_integer<int>(shm->data()[0]) == 99);  // the child's write is visible here
-      shm->data()[0] = std::byte{42};
-    } else {
-      KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kBadAccess);
-      KCHECK(std::to_integer<int>(shm->data()[0]) == 42);
-    }
-  }
-  KCHECK(SharedMemory::create(0).status() == Status::kInvalidArgument);
-  KCHECK(SharedMemory::adopt(Handle{77}).status() == Status::kNotFound);
-  auto ch = Channel::create().value();
-  KCHECK(SharedMemory::adopt(ch.first.handle()).status() == Status::kInvalidArgument);
-  KCHECK(ch.first.send_value(1) == Status::kOk);
-  KCHECK(detail::channel_send(shm->handle(), {}, {}, kForever) == Status::kInvalidArgument);
-}
 
 // Four processes hammer one shared counter and one shared Mutex; a
 // process that dies holding the Mutex leaves it owner-died.
