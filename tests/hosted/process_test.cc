@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "../kernel/sync_util.h"
+#include "../kernel/process_entries.h"
 #include "spindle/channel.h"
 #include "spindle/process.h"
 #include "spindle/process_pool.h"
@@ -19,6 +20,7 @@
 using namespace spindle;
 using namespace spindle::ktest;
 using namespace std::chrono_literals;
+using ktest::echo_server;
 
 namespace {
 
@@ -61,19 +63,6 @@ int hog() {
   }
 }
 
-// Echoes every message back until the channel closes; returns the count.
-int echo_server() {
-  auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return -1;
-  static std::byte buf[kMaxMessageBytes];  // a thread's stack is 64 KiB
-  int n = 0;
-  for (;;) {
-    auto r = ch->recv(buf);
-    if (!r.ok()) return r.status() == Status::kClosed ? n : -2;
-    if (ch->send(std::span<const std::byte>(buf, r->bytes)) != Status::kOk) return -3;
-    ++n;
-  }
-}
 
 // Serves calls (reply_and_recv): the reply to int v is v * 3 + 1. Returns
 // the count once the channel closes.

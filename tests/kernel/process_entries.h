@@ -41,4 +41,19 @@ inline int nest(int depth) {
   return st->code + 1;
 }
 
+// Echoes every message on handle 0 back until the channel closes; returns
+// the count (negative: a receive or send failed).
+inline int echo_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  static std::byte buf[kMaxMessageBytes];  // a thread's stack is 64 KiB
+  int n = 0;
+  for (;;) {
+    auto r = ch->recv(buf);
+    if (!r.ok()) return r.status() == Status::kClosed ? n : -2;
+    if (ch->send(std::span<const std::byte>(buf, r->bytes)) != Status::kOk) return -3;
+    ++n;
+  }
+}
+
 }  // namespace spindle::ktest

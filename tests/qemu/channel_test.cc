@@ -11,28 +11,16 @@
 
 #include "../kernel/ktest.h"
 #include "../kernel/ktest_util.h"
+#include "../kernel/process_entries.h"
 #include "process_util.h"
 
 using namespace spindle;
 using namespace std::chrono_literals;
+using ktest::echo_server;
 using ktest::run_to_end;
 using ktest::ticks;
 
 namespace {
-
-// Echoes every message back until the channel closes; returns the count.
-int echo_server() {
-  auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return -1;
-  static std::byte buf[kMaxMessageBytes];  // a thread's stack is 64 KiB
-  int n = 0;
-  for (;;) {
-    auto r = ch->recv(buf);
-    if (!r.ok()) return r.status() == Status::kClosed ? n : -2;
-    if (ch->send(std::span<const std::byte>(buf, r->bytes)) != Status::kOk) return -3;
-    ++n;
-  }
-}
 
 // Receives a channel end in a message on handle 0, says hello on it.
 int receive_an_end() {
