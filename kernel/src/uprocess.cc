@@ -329,6 +329,14 @@ Result<UserThread*> create_user_thread(Proc* p, const UserThreadSpec& spec, std:
   if (spec.main) ut->go.store(1, std::memory_order_relaxed);
   {
     LockGuard guard;
+    // Invariant: every thread of an ended process is `ending`. end_process
+    // marks the threads in p->threads; one counted in `alive` above but
+    // not yet listed here is missed when the process ends in between (a
+    // kill from another CPU while its creator is in this call), and would
+    // wait for its `go` forever, keeping `alive` above 0 and its joiner
+    // blocked. Mark it now, before it can run: its wait for `go` returns
+    // kInterrupted and its first return to user mode ends it.
+    if (p->ended) t->ending.store(true, std::memory_order_relaxed);
     p->threads.push_back(ut);  // before it can run: end_process must see it
   }
   detail::thread_start(*h, [](void* b) -> int { return run_process_thread(b); }, [](void*) {});

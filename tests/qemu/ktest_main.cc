@@ -11,6 +11,12 @@
 // and exits; each case's thread, once its case is done, starts the next
 // one (detached) and exits; a new case first waits for its predecessor to
 // be gone. The last one prints the summary and ends the system.
+//
+// Selection (QEMU's -append, read through semihosting): words that are not
+// options keep only the cases whose names contain one of them, and
+// `repeat=N` runs the selection N times in the same boot, e.g.
+//   qemu-system-aarch64 ... -kernel kernel_tests.elf -append "spinlock_fair repeat=20"
+// Without -append every case runs once.
 #include <arch/arch.h>
 #include <spindle/spindle.h>
 
@@ -25,11 +31,61 @@ unsigned g_passed = 0;
 unsigned g_failed = 0;
 unsigned g_skipped = 0;
 
+// The selection from the command line: name fragments (none: every case)
+// and the number of rounds.
+constexpr unsigned kMaxFilters = 16;
+char g_cmdline[512];
+const char* g_filters[kMaxFilters];
+unsigned g_nfilters = 0;
+unsigned g_rounds = 1;
+unsigned g_round = 1;
+
+bool contains(const char* s, const char* part) {
+  for (; *s; ++s) {
+    const char* a = s;
+    const char* b = part;
+    while (*a && *b && *a == *b) ++a, ++b;
+    if (*b == '\0') return true;
+  }
+  return false;
+}
+
+bool selected(const ktest::Case* c) {
+  if (g_nfilters == 0) return true;
+  for (unsigned i = 0; i < g_nfilters; ++i) {
+    if (contains(c->name, g_filters[i])) return true;
+  }
+  return false;
+}
+
+void parse_command_line() {
+  if (arch::semihosting_command_line(g_cmdline, sizeof g_cmdline) == 0) return;
+  char* p = g_cmdline;
+  bool first = true;  // the image's path
+  while (*p) {
+    while (*p == ' ') ++p;
+    if (!*p) break;
+    char* word = p;
+    while (*p && *p != ' ') ++p;
+    if (*p) *p++ = '\0';
+    if (first) {
+      first = false;
+    } else if (word[0] == 'r' && contains(word, "repeat=") && word[6] == '=') {
+      unsigned n = 0;
+      for (const char* d = word + 7; *d >= '0' && *d <= '9'; ++d) n = n * 10 + static_cast<unsigned>(*d - '0');
+      if (n > 0) g_rounds = n;
+    } else if (g_nfilters < kMaxFilters) {
+      g_filters[g_nfilters++] = word;
+    }
+  }
+}
+
 void start_case(const ktest::Case* c);
 
 // The first case from c on that can run here; reports the skipped ones.
 const ktest::Case* runnable(const ktest::Case* c) {
   for (; c; c = c->next) {
+    if (!selected(c)) continue;
     if (c->host_only) {
       print("SKIP %s: needs the host (KTEST_HOST_ONLY)\n", c->name);
     } else if (c->min_cpus > g_cpus) {
@@ -65,6 +121,10 @@ int run(const ktest::Case* c) {
 
 void start_case(const ktest::Case* c) {
   c = runnable(c);
+  if (!c && g_round < g_rounds) {
+    print("ROUND %u of %u\n", ++g_round, g_rounds);
+    c = runnable(ktest::first_case());
+  }
   if (!c) {
     print("%u skipped\n", g_skipped);
     print("%u passed, %u failed\n", g_passed, g_failed);
@@ -86,7 +146,10 @@ void start_case(const ktest::Case* c) {
 
 int spindle_main(int, char**) {
   g_cpus = system_stats().cpus;
+  parse_command_line();
   print("kernel test suite: %u CPUs\n", g_cpus);
+  for (unsigned i = 0; i < g_nfilters; ++i) print("only cases whose names contain '%s'\n", g_filters[i]);
+  if (g_rounds > 1) print("%u rounds\n", g_rounds);
   start_case(ktest::first_case());
   this_thread::exit(0);  // not a return: that would end the system
 }

@@ -260,13 +260,18 @@ KTEST(user_asid_rollover_keeps_spaces_apart, 1) {
     as[i] = make_space(3, 1'000'000 + 100'000 * i, 1000 + i);
     if (as[i]) t[i] = start_user("user-asid", as[i]);
   }
+  // Every space is destroyed only once all threads are joined: each took
+  // an ASID at its first switch in and keeps it until destroyed, so twelve
+  // spaces on three numbers must roll over. (Destroying each after its own
+  // join let the numbers be reused: without -icount the threads finish
+  // their spins within a few ms, and a run saw no rollover at all.)
   for (unsigned i = 0; i < kSpaces; ++i) {
     int code = 0;
     KCHECK(as[i] != nullptr);
     if (t[i].joinable()) KCHECK(t[i].join(&code) == Status::kOk);
     KCHECK_EQ(code, static_cast<int>(1000 + i));
-    arch::address_space_destroy(as[i]);
   }
+  for (unsigned i = 0; i < kSpaces; ++i) arch::address_space_destroy(as[i]);
   rollovers = arch::asid_rollovers() - rollovers;
   arch::set_asid_limit(0);
   print("  %u address spaces on %u ASIDs: %llu rollovers, every space read its own word\n", kSpaces, cpus + 1,

@@ -119,6 +119,27 @@ std::uintptr_t semihosting_ram_end() {
   return static_cast<std::uintptr_t>(block[1]);
 }
 
+std::size_t semihosting_command_line(char* buf, std::size_t n) {
+  // SYS_GET_CMDLINE: QEMU answers with the image's path followed by the
+  // -append text (when no -semihosting-config arg= is given). The block's
+  // length is the buffer's on the way in, the text's on the way out.
+  if (n == 0) return 0;
+  buf[0] = '\0';
+  volatile std::uint64_t block[2] = {reinterpret_cast<std::uint64_t>(buf), n};
+  g_probing_semihosting.store(true);
+  register std::uint64_t x0 asm("x0") = 0x15;
+  register std::uint64_t x1 asm("x1") = reinterpret_cast<std::uint64_t>(block);
+  asm volatile("hlt #0xf000" : "+r"(x0) : "r"(x1) : "memory");
+  g_probing_semihosting.store(false);
+  if (x0 != 0) {  // failed (too long), or the hlt was skipped (no -semihosting)
+    buf[0] = '\0';
+    return 0;
+  }
+  std::size_t len = block[1] < n ? static_cast<std::size_t>(block[1]) : n - 1;
+  buf[len] = '\0';
+  return len;
+}
+
 }  // namespace spindle::arch
 
 using namespace spindle::arch;

@@ -234,6 +234,10 @@ struct LastUserFault {
   std::uint64_t far;
 };
 LastUserFault last_user_fault();
+// Tests and tools: the semihosting command line (QEMU: the image path, then
+// the -append text) into buf, NUL-terminated; its length, 0 when there is
+// none (no -semihosting, or longer than buf). Thread context.
+std::size_t semihosting_command_line(char* buf, std::size_t n);
 
 void console_write(const char* s, std::size_t n);
 std::size_t console_read(char* buf, std::size_t n);
