@@ -243,8 +243,8 @@ int echo_async_in_process(int rounds) {
   if (run(fill()) != Status::kTimedOut) return -13;
   auto one_more = [&]() -> Task<Status> { co_return co_await pair->first.send_async(chunk, {}, deadline_after(10s)); };
   JoinHandle<Status> h = spawn(one_more());
-  this_thread::sleep_for(5ms);
-  if (coroutine_stats().waiting != 1) return -14;
+  auto parked = [] { return coroutine_stats().waiting == 1; };
+  if (!ktest::settles(parked)) return -14;
   static std::byte buf[kMaxMessageBytes];
   if (!pair->second.recv(buf).ok()) return -15;
   if (h.join() != Status::kOk) return -16;
@@ -255,11 +255,11 @@ int echo_async_in_process(int rounds) {
     co_return got.status();
   };
   JoinHandle<Status> t = spawn(take());
-  this_thread::sleep_for(5ms);
+  if (!ktest::settles(parked)) return -20;  // woken by the send, not finding it queued
   if (pair->second.send(std::as_bytes(std::span<const int, 1>(&rounds, 1))) != Status::kOk) return -17;
   if (t.join() != Status::kOk) return -18;
   t = spawn(take());
-  this_thread::sleep_for(5ms);
+  if (!ktest::settles(parked)) return -21;
   pair->second.close();
   if (t.join() != Status::kClosed) return -19;
   return rounds;
