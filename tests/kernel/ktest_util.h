@@ -71,4 +71,19 @@ inline ExitStatus run_to_end(Result<Process> p) {
   return *st;
 }
 
+// Polls pred with 1 ms sleeps until it holds or the timeout passes; returns
+// pred(). Unlike wait_until it lets threads less urgent than
+// the caller run on the caller's CPU (a yield would not); and unlike a fixed
+// sleep it says how far another CPU got (without -icount QEMU's vCPUs are
+// host threads, and a 5 ms sleep was not always enough).
+template <typename P>
+bool settle(P&& pred, Duration timeout = std::chrono::seconds(5)) {
+  TimePoint end = deadline_after(timeout);
+  while (!pred()) {
+    if (Clock::now() >= end) return pred();
+    this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 }  // namespace spindle::ktest

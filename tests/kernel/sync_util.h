@@ -49,19 +49,6 @@ inline bool wait_blocked(const Thread& t, Duration timeout = std::chrono::second
   return wait_until([id] { return is_blocked(id); }, timeout);
 }
 
-// Polls pred with 1 ms sleeps until it holds or the timeout passes; returns
-// pred(). Unlike wait_until it lets threads less urgent than the caller run
-// on the caller's CPU (a yield would not).
-template <typename P>
-bool settle(P&& pred, Duration timeout = std::chrono::seconds(5)) {
-  TimePoint end = deadline_after(timeout);
-  while (!pred()) {
-    if (Clock::now() >= end) return pred();
-    this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
-
 // wait_blocked for a thread less urgent than the caller on the caller's CPU.
 inline bool wait_blocked_sleeping(const Thread& t, Duration timeout = std::chrono::seconds(10)) {
   ThreadId id = t.id();

@@ -244,7 +244,7 @@ int echo_async_in_process(int rounds) {
   auto one_more = [&]() -> Task<Status> { co_return co_await pair->first.send_async(chunk, {}, deadline_after(10s)); };
   JoinHandle<Status> h = spawn(one_more());
   auto parked = [] { return coroutine_stats().waiting == 1; };
-  if (!ktest::settles(parked)) return -14;
+  if (!ktest::settle(parked)) return -14;
   static std::byte buf[kMaxMessageBytes];
   if (!pair->second.recv(buf).ok()) return -15;
   if (h.join() != Status::kOk) return -16;
@@ -255,11 +255,11 @@ int echo_async_in_process(int rounds) {
     co_return got.status();
   };
   JoinHandle<Status> t = spawn(take());
-  if (!ktest::settles(parked)) return -20;  // woken by the send, not finding it queued
+  if (!ktest::settle(parked)) return -20;  // woken by the send, not finding it queued
   if (pair->second.send(std::as_bytes(std::span<const int, 1>(&rounds, 1))) != Status::kOk) return -17;
   if (t.join() != Status::kOk) return -18;
   t = spawn(take());
-  if (!ktest::settles(parked)) return -21;
+  if (!ktest::settle(parked)) return -21;
   pair->second.close();
   if (t.join() != Status::kClosed) return -19;
   return rounds;

@@ -490,7 +490,7 @@ int coroutines_in_process() {
     JoinHandle<int> h = spawn(take());
     // Released once the job waits the second time (not after a fixed
     // sleep: without -icount the job may not even have started by then).
-    if (!ktest::settles([&] { return timed_out.load() == 1 && coroutine_stats().waiting == 1; })) return 11;
+    if (!ktest::settle([&] { return timed_out.load() == 1 && coroutine_stats().waiting == 1; })) return 11;
     sem.release();
     auto hr = h.join();
     if (!hr.ok() || *hr != 0) return 2;
@@ -505,7 +505,7 @@ int coroutines_in_process() {
   {
     JoinHandle<> ws[50];
     for (auto& w : ws) w = spawn(waiter());
-    if (!ktest::settles([] { return coroutine_stats().waiting == 50; })) return 3;
+    if (!ktest::settle([] { return coroutine_stats().waiting == 50; })) return 3;
     go.set();
     for (auto& w : ws) {
       if (w.join() != Status::kOk) return 4;
@@ -537,7 +537,7 @@ int coroutines_in_process() {
   if (!ur.ok() || *ur != 42) return 7;
   // Everything ended: the executors stop, and start again on demand.
   // (A job's record goes just after its joiner was woken.)
-  (void)ktest::settles([] { return coroutine_stats().jobs == 0; });
+  (void)ktest::settle([] { return coroutine_stats().jobs == 0; });
   if (coroutine_stats().jobs != 0 || coroutine_stats().waiting != 0) return 8;
   if (stop_executors() != Status::kOk) return 9;
   auto again = run(after_in_process(1ms, 5));
@@ -704,7 +704,7 @@ int lock_async_kinds(M& m, int base) {
     co_return 1;
   };
   JoinHandle<int> c = spawn(waits());
-  if (!ktest::settles([] { return coroutine_stats().waiting == 1; })) return base + 6;
+  if (!ktest::settle([] { return coroutine_stats().waiting == 1; })) return base + 6;
   c.cancel();
   if (c.join().status() != Status::kInterrupted) return base + 7;
   m.unlock();
@@ -785,7 +785,7 @@ int lock_async_shared(int how) {
     co_return g.status();
   };
   JoinHandle<Status> h = spawn(take());
-  if (!ktest::settles([] { return coroutine_stats().waiting == 1; })) return 1;  // the job waits
+  if (!ktest::settle([] { return coroutine_stats().waiting == 1; })) return 1;  // the job waits
   s->stage.store(2, std::memory_order_release);
   Status st = h.join();
   return st == (how == 0 ? Status::kOk : Status::kOwnerDied) ? 0 : 2;

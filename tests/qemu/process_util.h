@@ -19,18 +19,4 @@ inline std::uint64_t ticks() {
   return v;
 }
 
-// Polls pred() every millisecond until it holds or `patience` has passed;
-// returns pred(). For checks like "the job is parked by now": without
-// -icount the vCPUs are host threads, and a fixed sleep says nothing about
-// how far another CPU got (a 5 ms sleep was not always enough).
-template <typename P>
-bool settles(P&& pred, Duration patience = std::chrono::seconds(5)) {
-  TimePoint end = deadline_after(patience);
-  while (!pred()) {
-    if (Clock::now() >= end) return pred();
-    this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
-
 }  // namespace spindle::ktest
