@@ -254,14 +254,10 @@ Status block_and_switch_to(Tcb* next, TimePoint deadline) {
   }
   // next's wait ends as wake() would end it (no queue, no watchdog: it
   // blocked with none), then it runs here instead of being queued.
+  // (Under the lock, self's timer cannot fire before it has blocked.)
   if (next->timer.cpu() >= 0) timer_cancel(&next->timer);
-  next->wake_status = Status::kOk;
-  self->state = ThreadState::kBlocked;
-  self->wait_queue = nullptr;
-  self->wake_status = Status::kOk;
   if (deadline != kForever) timer_arm(&self->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
-  switch_to(c, self, next, SwitchReason::kBlock);
-  return self->wake_status;
+  return switch_directly(next);
 }
 
 void wake(Waiter* w, Status s) {
