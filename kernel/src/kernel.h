@@ -284,6 +284,15 @@ struct Cpu {
   std::uint64_t switches = 0;
   std::uint64_t irqs = 0;
   unsigned irq_depth = 0;             // > 0 while in handle_irq's handlers
+  // Set by the current thread while it spins before a wait (sched.cc:
+  // wait spin); cleared by it and by every schedule() here. Read by other
+  // CPUs without the lock: while set, this CPU counts as idle for placement.
+  std::atomic<bool> waiter_spinning{false};
+  // Wait spins begun here, and those that saw what they waited for.
+  // Written only by this CPU's current thread, interrupts masked (load +
+  // store, no locked add); atomics so that stats() may read them.
+  std::atomic<std::uint64_t> wait_spins{0};
+  std::atomic<std::uint64_t> wait_spin_hits{0};
 };
 
 inline constexpr unsigned kIdBuckets = 1024;
@@ -359,6 +368,41 @@ struct SPINDLE_SCOPED_CAPABILITY LockGuard {
 
 // Scheduler (sched.cc). All require the kernel lock.
 void schedule(SwitchReason why) SPINDLE_REQUIRES(g.lock);
+// this_thread::yield: the next thread of the caller's priority takes its
+// turn (nothing happens if there is none, or in an interrupt handler).
+void yield_current() SPINDLE_REQUIRES(g.lock);
+// The wait spin (sched.cc). A thread about to block whose CPU has nothing
+// else queued would hand the CPU to the idle loop, which spins anyway;
+// spinning in the waiter instead lets a release from another CPU be seen
+// without a block, an IPI and a wake-up. While it spins its CPU counts as
+// idle, so a thread placed there preempts it, and the spin stops once
+// anything is queued on its CPU or it was switched out. No lock; kernel
+// threads only (not user processes, interrupt handlers or one CPU).
+// spin_before_wait(ready, give_up, deadline): spins until ready() (returns
+// true), give_up(), or kWaitSpins pauses (false); no spin for a deadline
+// closer than kWaitSpinMinTimeout.
+inline constexpr unsigned kWaitSpins = 256;
+inline constexpr std::uint64_t kWaitSpinMinTimeout = 50'000;
+bool wait_spin_begin(TimePoint deadline);
+void wait_spin_end(bool satisfied);
+inline bool wait_spin_allowed() {
+  Cpu& c = this_cpu();  // stale after a migration: then the flag read is false, or the next look is right
+  return c.waiter_spinning.load(std::memory_order_relaxed) && c.rq.empty_hint();
+}
+template <class Ready, class GiveUp>
+bool spin_before_wait(Ready ready, GiveUp give_up, TimePoint deadline) {
+  if (!wait_spin_begin(deadline)) return false;
+  bool got = false;
+  for (unsigned i = 0; i < kWaitSpins && wait_spin_allowed() && !give_up(); ++i) {
+    if (ready()) {
+      got = true;
+      break;
+    }
+    arch::cpu_relax();
+  }
+  wait_spin_end(got);
+  return got;
+}
 // t became runnable: queue it on the best CPU, preempting there if it is
 // more urgent than what runs (honours a pending suspend).
 void make_ready(Tcb* t, bool front = false) SPINDLE_REQUIRES(g.lock);

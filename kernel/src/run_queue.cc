@@ -4,19 +4,19 @@ namespace spindle::kernel {
 
 void RunQueue::push_back(RunNode* n) {
   levels_[n->priority].push_back(n);
-  bitmap_ |= 1u << n->priority;
+  set_bitmap(bitmap() | 1u << n->priority);
   ++count_;
 }
 
 void RunQueue::push_front(RunNode* n) {
   levels_[n->priority].push_front(n);
-  bitmap_ |= 1u << n->priority;
+  set_bitmap(bitmap() | 1u << n->priority);
   ++count_;
 }
 
 void RunQueue::remove(RunNode* n) {
   Level::remove(n);
-  if (levels_[n->priority].empty()) bitmap_ &= ~(1u << n->priority);
+  if (levels_[n->priority].empty()) set_bitmap(bitmap() & ~(1u << n->priority));
   --count_;
 }
 
@@ -32,7 +32,7 @@ RunNode* RunQueue::pop() {
 }
 
 RunNode* RunQueue::peek_for_cpu(unsigned cpu, int min_priority) const {
-  std::uint32_t bits = bitmap_;
+  std::uint32_t bits = bitmap();
   while (bits) {
     int p = 31 - std::countl_zero(bits);
     if (p < min_priority) break;

@@ -2,9 +2,12 @@
 // bitmap of the non-empty levels, so finding the most urgent ready thread is
 // a count-leading-zeros. Pure data structure: no locking (the caller holds
 // the kernel lock), no knowledge of CPUs or threads beyond RunNode, so it is
-// unit-tested on the host by itself.
+// unit-tested on the host by itself. The bitmap is a relaxed atomic (plain
+// loads and stores, no read-modify-write) only so that empty_hint() may be
+// read without the lock.
 #pragma once
 
+#include <atomic>
 #include <bit>
 #include <cstdint>
 
@@ -24,10 +27,15 @@ struct RunNode {
 
 class RunQueue {
  public:
-  bool empty() const { return bitmap_ == 0; }
+  bool empty() const { return bitmap() == 0; }
+  // empty() without the lock: a snapshot, stale as soon as it is read.
+  bool empty_hint() const { return bitmap() == 0; }
   // Highest priority with a queued node, or -1.
-  int top_priority() const { return bitmap_ ? 31 - std::countl_zero(bitmap_) : -1; }
-  std::uint32_t bitmap() const { return bitmap_; }
+  int top_priority() const {
+    std::uint32_t b = bitmap();
+    return b ? 31 - std::countl_zero(b) : -1;
+  }
+  std::uint32_t bitmap() const { return bitmap_.load(std::memory_order_relaxed); }
   unsigned size() const { return count_; }
 
   // Queues n at the back (fresh slice) or front (it was preempted and keeps
@@ -40,17 +48,30 @@ class RunQueue {
   RunNode* peek() const;
   RunNode* pop();
 
+  // A yield's turn-taking in one step: n (not queued) goes to the back of
+  // its level and the level's first node, which must exist, comes off and
+  // is returned. The bitmap and the count do not change.
+  RunNode* take_turn(RunNode* n) {
+    Level& level = levels_[n->priority];
+    RunNode* first = level.front();
+    Level::remove(first);
+    level.push_back(n);
+    return first;
+  }
+
   // The first node, in priority-then-FIFO order, whose affinity allows cpu
   // and whose priority is at least min_priority; nullptr if none.
   RunNode* peek_for_cpu(unsigned cpu, int min_priority) const;
 
   // Whether any node is queued at exactly this priority.
-  bool has_level(int priority) const { return (bitmap_ >> priority) & 1; }
+  bool has_level(int priority) const { return (bitmap() >> priority) & 1; }
 
  private:
   using Level = List<RunNode, &RunNode::link>;
+  void set_bitmap(std::uint32_t b) { bitmap_.store(b, std::memory_order_relaxed); }
+
   Level levels_[kPriorityLevels];
-  std::uint32_t bitmap_ = 0;
+  std::atomic<std::uint32_t> bitmap_{0};
   unsigned count_ = 0;
 };
 

@@ -24,11 +24,12 @@ Tcb* tcb_of(RunNode* n) { return Tcb::from_run(n); }
 
 // The priority a CPU will be running once pending preemptions land: its
 // current thread's (unless that is `leaving`, which is being re-placed, or
-// it is no longer running: blocking or exiting) or its most urgent queued
-// thread's, whichever is higher; -1 when idle.
+// it is no longer running: blocking or exiting, or spinning before a wait)
+// or its most urgent queued thread's, whichever is higher; -1 when idle.
 int committed_priority(const Cpu& c, const Tcb* leaving) {
   const Tcb* cur = c.current;
-  bool counts = cur && cur != c.idle && cur != leaving && cur->state == ThreadState::kRunning;
+  bool counts = cur && cur != c.idle && cur != leaving && cur->state == ThreadState::kRunning &&
+                !c.waiter_spinning.load(std::memory_order_relaxed);
   int p = counts ? cur->run.priority : -1;
   int q = c.rq.top_priority();
   return p > q ? p : q;
@@ -105,6 +106,9 @@ void program_timer(Cpu& c) {
 
 inline std::uintptr_t stack_pointer() { return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)); }
 
+// One more on a counter only this CPU writes, interrupts masked.
+void bump(std::atomic<std::uint64_t>& n) { n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+
 void note_stack_depth(Tcb* t) {
   std::uintptr_t sp = stack_pointer();
   if (t->lowest_sp == 0 || sp < t->lowest_sp) t->lowest_sp = sp;
@@ -134,6 +138,7 @@ void schedule(SwitchReason why) {
   Tcb* prev = c.current;
   c.need_resched = false;
   c.slice_expired = false;
+  c.waiter_spinning.store(false, std::memory_order_relaxed);  // a spin ends at any reschedule
   if (prev->state == ThreadState::kRunning && prev != c.idle) {
     if (prev->suspend_requested) {
       prev->state = ThreadState::kSuspended;
@@ -143,6 +148,42 @@ void schedule(SwitchReason why) {
     }
   }
   switch_to(c, prev, pick_next(c), why);
+}
+
+namespace {
+// Whether schedule(kYield) would put self (running on c, as urgent as the
+// first thread queued here) back on c's queue and pick that thread: no
+// pending reschedule or suspend, no other allowed CPU less committed than
+// self's priority (place() would move self there), no other CPU with a
+// more urgent queued thread (pick_next() might steal it).
+bool turn_stays_here(const Cpu& c, const Tcb* self) SPINDLE_REQUIRES(g.lock) {
+  int p = self->run.priority;
+  if (self->suspend_requested || c.need_resched || g.shutting_down.load(std::memory_order_relaxed)) return false;
+  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); bits; bits &= bits - 1) {
+    unsigned o = static_cast<unsigned>(__builtin_ctzll(bits));
+    if (g.cpus[o].rq.top_priority() > p) return false;
+    if (self->run.affinity.has(o) && committed_priority(g.cpus[o], nullptr) < p) return false;
+  }
+  return true;
+}
+}  // namespace
+
+void yield_current() {
+  Cpu& c = this_cpu();
+  Tcb* self = c.current;
+  int p = self->run.priority;
+  int top = c.rq.top_priority();
+  if (c.irq_depth != 0 || top < p) return;  // nobody to take a turn
+  if (top > p || !turn_stays_here(c, self)) {
+    schedule(SwitchReason::kYield);
+    return;
+  }
+  // schedule(kYield) in one step: self to the back of its level, the
+  // level's first thread off it.
+  c.slice_expired = false;
+  c.waiter_spinning.store(false, std::memory_order_relaxed);
+  self->state = ThreadState::kReady;
+  switch_to(c, self, tcb_of(c.rq.take_turn(&self->run)), SwitchReason::kYield);
 }
 
 namespace {
@@ -214,6 +255,30 @@ void handle_irq(unsigned sources) {
   unlock_keep_irqs_masked();
 }
 
+bool wait_spin_begin(TimePoint deadline) {
+  if (in_user_process() || arch::cpu_count() < 2 || !arch::irqs_enabled()) return false;
+  if (deadline != kForever && deadline_after(Duration(kWaitSpinMinTimeout)) > deadline) return false;
+  arch::IrqState s = arch::irq_save();  // the mark goes on the CPU we run on
+  Cpu& c = this_cpu();
+  bool spin = c.irq_depth == 0 && c.current != c.idle && c.rq.empty_hint();
+  if (spin) {
+    c.waiter_spinning.store(true, std::memory_order_relaxed);
+    bump(c.wait_spins);
+  }
+  arch::irq_restore(s);
+  return spin;
+}
+
+void wait_spin_end(bool satisfied) {
+  // Only the current thread sets its CPU's mark, and every schedule()
+  // clears it: a mark on the CPU we run on now is ours.
+  arch::IrqState s = arch::irq_save();
+  Cpu& c = this_cpu();
+  c.waiter_spinning.store(false, std::memory_order_relaxed);
+  if (satisfied) bump(c.wait_spin_hits);
+  arch::irq_restore(s);
+}
+
 Status block_current(WaitQueue* wq, TimePoint deadline) {
   Cpu& c = this_cpu();
   Tcb* self = c.current;
@@ -261,6 +326,12 @@ Status block_and_switch_to(Tcb* next, TimePoint deadline) {
 }
 
 void wake(Waiter* w, Status s) {
+  // A second wake of one wait would queue a thread that is already
+  // queued or running, and corrupt a run queue far from the cause.
+  if (!w->async && static_cast<Tcb*>(w)->state != ThreadState::kBlocked) {
+    const Tcb* t = static_cast<Tcb*>(w);
+    panic("kernel: wake of thread '%s', which is %s, not blocked", t->name, to_string(t->state));
+  }
   if (w->wait_queue) w->wait_queue->remove(w);
   if (w->lock_wait) lock_waiter_left(w);
   timer_cancel(&w->timer);

@@ -109,6 +109,8 @@ SystemStats system_stats() {
     s.cpu[i].idle_ns = c.idle_ns + (c.current == c.idle ? now - c.switched_in_at : 0);
     s.cpu[i].switches = c.switches;
     s.cpu[i].interrupts = c.irqs;
+    s.cpu[i].wait_spins = c.wait_spins.load(std::memory_order_relaxed);
+    s.cpu[i].wait_spin_hits = c.wait_spin_hits.load(std::memory_order_relaxed);
   }
   return s;
 }
@@ -132,9 +134,11 @@ void print_stats() {
   if (n > kMax) print("... and %zu more threads\n", n - kMax);
   print("uptime %llu ms, %u threads alive\n", static_cast<unsigned long long>(sys.uptime_ns / 1'000'000), sys.threads);
   for (unsigned i = 0; i < sys.cpus; ++i) {
-    print("cpu%-3u idle %8llu ms  switches %10llu  interrupts %8llu\n", i,
+    print("cpu%-3u idle %8llu ms  switches %10llu  interrupts %8llu  wait spins %llu (%llu hits)\n", i,
           static_cast<unsigned long long>(sys.cpu[i].idle_ns / 1'000'000),
-          static_cast<unsigned long long>(sys.cpu[i].switches), static_cast<unsigned long long>(sys.cpu[i].interrupts));
+          static_cast<unsigned long long>(sys.cpu[i].switches), static_cast<unsigned long long>(sys.cpu[i].interrupts),
+          static_cast<unsigned long long>(sys.cpu[i].wait_spins),
+          static_cast<unsigned long long>(sys.cpu[i].wait_spin_hits));
   }
   busy.store(false, std::memory_order_release);
 }

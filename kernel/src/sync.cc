@@ -15,6 +15,7 @@
 #include "spindle/panic.h"
 #include "spindle/semaphore.h"
 #include "spindle/spin_lock.h"
+#include "kernel.h"
 
 namespace spindle {
 namespace {
@@ -116,6 +117,12 @@ bool Semaphore::try_acquire() {
 
 Status Semaphore::acquire_until(TimePoint deadline) {
   if (!valid_) return Status::kInvalidArgument;
+  if (try_acquire()) return Status::kOk;
+  // Spin first only while nobody sleeps here: a spinner must not overtake
+  // a queued waiter that a release is about to wake in priority order.
+  auto units = [this] { return count_.load(std::memory_order_relaxed) != 0; };
+  auto sleepers = [this] { return waiters_.load(std::memory_order_relaxed) != 0; };
+  if (!sleepers() && kernel::spin_before_wait(units, sleepers, deadline) && try_acquire()) return Status::kOk;
   for (;;) {
     if (try_acquire()) return Status::kOk;
     waiters_.fetch_add(1, std::memory_order_seq_cst);

@@ -443,8 +443,7 @@ void yield() {
     return;
   }
   LockGuard guard;
-  Cpu& c = this_cpu();
-  if (c.irq_depth == 0 && c.rq.top_priority() >= c.current->run.priority) schedule(SwitchReason::kYield);
+  yield_current();
 }
 
 const char* name() {

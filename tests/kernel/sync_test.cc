@@ -89,6 +89,7 @@ KTEST(binary_semaphore_basics, 2) {
     }
   });
   KCHECK(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  const WaitSpins before = wait_spins();
   for (long i = 0; i < n; ++i) {
     if (ping.release() != Status::kOk) failures.fetch_add(1);
     if (pong.acquire_for(5s) != Status::kOk) {
@@ -97,9 +98,50 @@ KTEST(binary_semaphore_basics, 2) {
     }
   }
   KJOIN(t);
+  const WaitSpins after = wait_spins();
   KCHECK_EQ(failures.load(), 0L);
   KCHECK_EQ(ping.value(), 0u);
   KCHECK_EQ(pong.value(), 0u);
+  // Each side waits on a CPU with nothing else to run: it spins first, and
+  // (on a host, where both CPUs really run at once) often sees the release
+  // while spinning instead of sleeping.
+  KCHECK(after.spins - before.spins > 0);
+#if !defined(__aarch64__)
+  KCHECK(after.hits - before.hits > 0);
+#endif
+}
+
+// When a wait does not spin: someone already sleeps on the semaphore (a
+// spinner could take a unit the release meant for that more urgent or
+// earlier waiter), another thread is queued for the waiter's CPU (it
+// should run instead), or the deadline is too near.
+KTEST(semaphore_wait_spin_rules, 2) {
+  KCHECK(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  Semaphore s(0, 4, "spin rules");
+
+  WaitSpins before = wait_spins();
+  KCHECK_STATUS(s.acquire_for(10us), Status::kTimedOut);  // spins need 50 us of slack
+  KCHECK_EQ(wait_spins().spins, before.spins);
+
+  Thread first = spawn("first sleeper", 10, CpuMask::only(1), [&] { KCHECK_STATUS(s.acquire_for(30s), Status::kOk); });
+  KCHECK(wait_blocked(first));
+  before = wait_spins();
+  Thread second = spawn("second", 20, CpuMask::only(1), [&] { KCHECK_STATUS(s.acquire_for(30s), Status::kOk); });
+  KCHECK(wait_blocked(second));
+  KCHECK_EQ(wait_spins().spins, before.spins);
+  KCHECK_STATUS(s.release(2), Status::kOk);
+  KJOIN(first);
+  KJOIN(second);
+
+  // A less urgent thread ready on this CPU (it cannot run while we do).
+  std::atomic<bool> ran{false};
+  Thread queued = spawn("queued", this_thread::priority() - 1, CpuMask::only(0), [&] { ran = true; });
+  before = wait_spins();
+  KCHECK_STATUS(s.acquire_for(1ms), Status::kTimedOut);
+  KCHECK_EQ(wait_spins().spins, before.spins);
+  KJOIN(queued);
+  KCHECK(ran.load());
+  KCHECK_EQ(s.value(), 0u);
 }
 
 // release(2) lets exactly two of three sleeping waiters through.

@@ -32,6 +32,20 @@ inline constexpr bool kSanitized = false;
 
 inline constexpr long scaled(long n) { return n / kSlowdown > 0 ? n / kSlowdown : 1; }
 
+// Wait spins (kernel.h: the wait spin) begun and hit, summed over the CPUs.
+struct WaitSpins {
+  std::uint64_t spins = 0, hits = 0;
+};
+inline WaitSpins wait_spins() {
+  SystemStats sys = system_stats();
+  WaitSpins w;
+  for (unsigned i = 0; i < sys.cpus; ++i) {
+    w.spins += sys.cpu[i].wait_spins;
+    w.hits += sys.cpu[i].wait_spin_hits;
+  }
+  return w;
+}
+
 // The thread's state string ("ready", "running", "blocked", ...), or "gone".
 inline const char* state_of(ThreadId id) {
   ThreadStats s;

@@ -97,6 +97,31 @@ TEST_CASE("run queue: push_front goes ahead of its level only", "[run_queue]") {
   CHECK(q.empty());
 }
 
+TEST_CASE("run queue: take_turn swaps the yielder in behind its level", "[run_queue]") {
+  RunNode a = make(9), b = make(9), me = make(9), hi = make(12), lo = make(2);
+  RunQueue q;
+  q.push_back(&lo);
+  q.push_back(&a);
+  q.push_back(&b);
+  q.push_back(&hi);
+  const std::uint32_t bits = q.bitmap();
+  // Only its own level turns: the more urgent and less urgent levels stay.
+  CHECK(q.take_turn(&me) == &a);
+  CHECK(q.size() == 4);
+  CHECK(q.bitmap() == bits);
+  CHECK(q.take_turn(&a) == &b);  // a, yielding in turn, goes behind me
+  CHECK(drain(q) == std::vector<RunNode*>{&hi, &me, &a, &lo});
+
+  // The only node of a level: the level stays, now holding the yielder.
+  RunNode x = make(20), y = make(20);
+  q.push_back(&x);
+  CHECK(q.take_turn(&y) == &x);
+  CHECK(q.size() == 1);
+  CHECK(q.top_priority() == 20);
+  CHECK(q.pop() == &y);
+  CHECK(q.empty());
+}
+
 TEST_CASE("run queue: remove keeps or clears the level bit", "[run_queue]") {
   RunNode a = make(7), b = make(7), c = make(7), only = make(4);
   RunQueue q;

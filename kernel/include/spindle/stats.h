@@ -32,6 +32,10 @@ struct CpuStats {
   std::uint64_t idle_ns = 0;
   std::uint64_t switches = 0;
   std::uint64_t interrupts = 0;
+  // Waits that spun before blocking (a semaphore acquire on a CPU with
+  // nothing else to run), and those that saw their release while spinning.
+  std::uint64_t wait_spins = 0;
+  std::uint64_t wait_spin_hits = 0;
 };
 
 struct SystemStats {
