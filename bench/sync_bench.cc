@@ -97,6 +97,13 @@ std::uint64_t total_switches() {
   return n;
 }
 
+std::uint64_t total_idle_ns() {
+  sp::SystemStats s = sp::system_stats();
+  std::uint64_t n = 0;
+  for (unsigned i = 0; i < s.cpus; ++i) n += s.cpu[i].idle_ns;
+  return n;
+}
+
 std::uint64_t total_interrupts() {
   sp::SystemStats s = sp::system_stats();
   std::uint64_t n = 0;
@@ -481,12 +488,16 @@ int spindle_sem_main(void* p) {
     return 1;
   }
   sp::Thread peer = std::move(r).value();
-  std::uint64_t sw0 = total_switches(), irq0 = total_interrupts();
+  std::uint64_t sw0 = total_switches(), irq0 = total_interrupts(), idle0 = total_idle_ns();
+  sp::TimePoint t0 = sp::Clock::now();
   for (auto _ : state) {
     to_peer.release();
     to_main.acquire();
   }
-  std::uint64_t sw1 = total_switches(), irq1 = total_interrupts();
+  std::uint64_t sw1 = total_switches(), irq1 = total_interrupts(), idle1 = total_idle_ns();
+  auto wall = static_cast<double>((sp::Clock::now() - t0).count());
+  // The share of the vCPUs' time spent in the idle loop during the run.
+  state.counters["idle_share"] = static_cast<double>(idle1 - idle0) / (wall * a.cpus);
   stop.store(true, std::memory_order_relaxed);
   to_peer.release();
   peer.join();

@@ -264,7 +264,11 @@ inline constexpr ThreadId kOutsideThreadId = kMaxThreadId;
 
 enum class SwitchReason : std::uint8_t { kBlock, kYield, kPreempt, kSliceEnd };
 
-struct Cpu {
+// Cache-line aligned: each CPU writes its own Cpu constantly (the interrupt
+// mask, the spin mark, counters). Unaligned, one CPU's last fields shared a
+// line with the next CPU's first, and a cross-vCPU semaphore ping-pong
+// spent half its time moving that line (956 -> 480 ns when aligned).
+struct alignas(64) Cpu {
   arch::CpuArea arch;
   unsigned id = 0;
   bool online = false;
