@@ -30,8 +30,19 @@ void idle_loop(Cpu& c) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
     schedule(SwitchReason::kYield);  // returns when nothing else is runnable here
     bool again = c.need_resched || g.shutting_down.load(std::memory_order_relaxed);
     unlock_keep_irqs_masked();
-    if (!again) arch::idle_wait();
-    arch::irq_enable();  // take the interrupt that woke us
+    // Sleep until an interrupt and take it: handle_irq may run threads here
+    // and come back to this thread once none is left. No second look at
+    // the queues after that, under the lock: whatever makes a thread
+    // runnable for this CPU posts it an interrupt (place() sees an idle CPU
+    // as committed to nothing, so a thread queued here always preempts),
+    // and the schedule() that switched back here has just tried to steal.
+    while (!again) {
+      arch::idle_wait();
+      arch::irq_enable();
+      arch::irq_save();
+      again = g.shutting_down.load(std::memory_order_relaxed);
+    }
+    arch::irq_enable();
   }
 }
 
