@@ -372,9 +372,6 @@ struct SPINDLE_SCOPED_CAPABILITY LockGuard {
 
 // Scheduler (sched.cc). All require the kernel lock.
 void schedule(SwitchReason why) SPINDLE_REQUIRES(g.lock);
-// this_thread::yield: the next thread of the caller's priority takes its
-// turn (nothing happens if there is none, or in an interrupt handler).
-void yield_current() SPINDLE_REQUIRES(g.lock);
 // The wait spin (sched.cc). A thread about to block whose CPU has nothing
 // else queued would hand the CPU to the idle loop, which spins anyway;
 // spinning in the waiter instead lets a release from another CPU be seen
@@ -391,7 +388,7 @@ bool wait_spin_begin(TimePoint deadline);
 void wait_spin_end(bool satisfied);
 inline bool wait_spin_allowed() {
   Cpu& c = this_cpu();  // stale after a migration: then the flag read is false, or the next look is right
-  return c.waiter_spinning.load(std::memory_order_relaxed) && c.rq.empty_hint();
+  return c.waiter_spinning.load(std::memory_order_relaxed) && c.rq.empty();
 }
 template <class Ready, class GiveUp>
 bool spin_before_wait(Ready ready, GiveUp give_up, TimePoint deadline) {

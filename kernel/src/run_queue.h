@@ -3,8 +3,8 @@
 // a count-leading-zeros. Pure data structure: no locking (the caller holds
 // the kernel lock), no knowledge of CPUs or threads beyond RunNode, so it is
 // unit-tested on the host by itself. The bitmap is a relaxed atomic (plain
-// loads and stores, no read-modify-write) only so that empty_hint() may be
-// read without the lock.
+// loads and stores, no read-modify-write) only so that empty() may be read
+// without the lock (the wait spin's look at its own CPU: a snapshot).
 #pragma once
 
 #include <atomic>
@@ -28,8 +28,6 @@ struct RunNode {
 class RunQueue {
  public:
   bool empty() const { return bitmap() == 0; }
-  // empty() without the lock: a snapshot, stale as soon as it is read.
-  bool empty_hint() const { return bitmap() == 0; }
   // Highest priority with a queued node, or -1.
   int top_priority() const {
     std::uint32_t b = bitmap();

@@ -131,33 +131,16 @@ void make_ready(Tcb* t, bool front) {
 
 namespace {
 inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock);
-}  // namespace
 
-void schedule(SwitchReason why) {
-  Cpu& c = this_cpu();
-  Tcb* prev = c.current;
-  c.need_resched = false;
-  c.slice_expired = false;
-  c.waiter_spinning.store(false, std::memory_order_relaxed);  // a spin ends at any reschedule
-  if (prev->state == ThreadState::kRunning && prev != c.idle) {
-    if (prev->suspend_requested) {
-      prev->state = ThreadState::kSuspended;
-    } else {
-      // Preempted threads keep their turn; yielding and expired ones go last.
-      enqueue(prev, why == SwitchReason::kPreempt, true);
-    }
-  }
-  switch_to(c, prev, pick_next(c), why);
-}
-
-namespace {
-// Whether schedule(kYield) would put self (running on c, as urgent as the
-// first thread queued here) back on c's queue and pick that thread: no
-// pending reschedule or suspend, no other allowed CPU less committed than
-// self's priority (place() would move self there), no other CPU with a
-// more urgent queued thread (pick_next() might steal it).
+// Whether a yield by self (running on c) keeps self on c's queue and picks
+// the first thread of self's level there, as enqueue() and pick_next()
+// would: someone of exactly self's priority queued here, no pending
+// reschedule or suspend, no other allowed CPU less committed than self's
+// priority (place() would move self there), no other CPU with a more
+// urgent queued thread (pick_next() might steal it).
 bool turn_stays_here(const Cpu& c, const Tcb* self) SPINDLE_REQUIRES(g.lock) {
   int p = self->run.priority;
+  if (self == c.idle || self->state != ThreadState::kRunning || c.rq.top_priority() != p) return false;
   if (self->suspend_requested || c.need_resched || g.shutting_down.load(std::memory_order_relaxed)) return false;
   for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); bits; bits &= bits - 1) {
     unsigned o = static_cast<unsigned>(__builtin_ctzll(bits));
@@ -168,22 +151,29 @@ bool turn_stays_here(const Cpu& c, const Tcb* self) SPINDLE_REQUIRES(g.lock) {
 }
 }  // namespace
 
-void yield_current() {
+void schedule(SwitchReason why) {
   Cpu& c = this_cpu();
-  Tcb* self = c.current;
-  int p = self->run.priority;
-  int top = c.rq.top_priority();
-  if (c.irq_depth != 0 || top < p) return;  // nobody to take a turn
-  if (top > p || !turn_stays_here(c, self)) {
-    schedule(SwitchReason::kYield);
+  Tcb* prev = c.current;
+  // A yield's common case in one step: prev to the back of its level, the
+  // level's first thread off it (what enqueue() and pick_next() would do).
+  bool take_turn = why == SwitchReason::kYield && turn_stays_here(c, prev);
+  c.need_resched = false;
+  c.slice_expired = false;
+  c.waiter_spinning.store(false, std::memory_order_relaxed);  // a spin ends at any reschedule
+  if (take_turn) {
+    prev->state = ThreadState::kReady;
+    switch_to(c, prev, tcb_of(c.rq.take_turn(&prev->run)), why);
     return;
   }
-  // schedule(kYield) in one step: self to the back of its level, the
-  // level's first thread off it.
-  c.slice_expired = false;
-  c.waiter_spinning.store(false, std::memory_order_relaxed);
-  self->state = ThreadState::kReady;
-  switch_to(c, self, tcb_of(c.rq.take_turn(&self->run)), SwitchReason::kYield);
+  if (prev->state == ThreadState::kRunning && prev != c.idle) {
+    if (prev->suspend_requested) {
+      prev->state = ThreadState::kSuspended;
+    } else {
+      // Preempted threads keep their turn; yielding and expired ones go last.
+      enqueue(prev, why == SwitchReason::kPreempt, true);
+    }
+  }
+  switch_to(c, prev, pick_next(c), why);
 }
 
 namespace {
@@ -260,7 +250,7 @@ bool wait_spin_begin(TimePoint deadline) {
   if (deadline != kForever && deadline_after(Duration(kWaitSpinMinTimeout)) > deadline) return false;
   arch::IrqState s = arch::irq_save();  // the mark goes on the CPU we run on
   Cpu& c = this_cpu();
-  bool spin = c.irq_depth == 0 && c.current != c.idle && c.rq.empty_hint();
+  bool spin = c.irq_depth == 0 && c.current != c.idle && c.rq.empty();
   if (spin) {
     c.waiter_spinning.store(true, std::memory_order_relaxed);
     bump(c.wait_spins);

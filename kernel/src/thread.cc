@@ -443,7 +443,8 @@ void yield() {
     return;
   }
   LockGuard guard;
-  yield_current();
+  Cpu& c = this_cpu();
+  if (c.irq_depth == 0 && c.rq.top_priority() >= c.current->run.priority) schedule(SwitchReason::kYield);
 }
 
 const char* name() {
