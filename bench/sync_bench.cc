@@ -90,26 +90,16 @@ int boot(unsigned cpus, int (*fn)(void*), void* arg) {
   return sp::hosted::run(o, fn, arg);
 }
 
-std::uint64_t total_switches() {
+// One CpuStats counter summed over the CPUs.
+std::uint64_t total(std::uint64_t sp::CpuStats::*counter) {
   sp::SystemStats s = sp::system_stats();
   std::uint64_t n = 0;
-  for (unsigned i = 0; i < s.cpus; ++i) n += s.cpu[i].switches;
+  for (unsigned i = 0; i < s.cpus; ++i) n += s.cpu[i].*counter;
   return n;
 }
-
-std::uint64_t total_idle_ns() {
-  sp::SystemStats s = sp::system_stats();
-  std::uint64_t n = 0;
-  for (unsigned i = 0; i < s.cpus; ++i) n += s.cpu[i].idle_ns;
-  return n;
-}
-
-std::uint64_t total_interrupts() {
-  sp::SystemStats s = sp::system_stats();
-  std::uint64_t n = 0;
-  for (unsigned i = 0; i < s.cpus; ++i) n += s.cpu[i].interrupts;
-  return n;
-}
+std::uint64_t total_switches() { return total(&sp::CpuStats::switches); }
+std::uint64_t total_idle_ns() { return total(&sp::CpuStats::idle_ns); }
+std::uint64_t total_interrupts() { return total(&sp::CpuStats::interrupts); }
 
 // (sp::arch::cpu_relax)() below is parenthesised because Boost.Fiber
 // defines a function-like macro cpu_relax.
