@@ -17,7 +17,7 @@ endif()
 # one ns of virtual time, idle time is skipped); the guest's semihosting
 # exit code is QEMU's exit status.
 function(spindle_qemu_command var image cpus gic)
-  set(${var} ${SPINDLE_QEMU} -M virt,gic-version=${gic} -cpu cortex-a53 -smp ${cpus} -m 256M
+  set(${var} ${SPINDLE_QEMU} -M virt,gic-version=${gic} -cpu cortex-a53 -smp ${cpus} -m 256M -nic none
       -nographic -semihosting -no-reboot -icount shift=0,sleep=off -kernel ${image} PARENT_SCOPE)
 endfunction()
 

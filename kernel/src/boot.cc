@@ -67,7 +67,7 @@ void cpu_main(unsigned id) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   c.id = id;
   c.idle = c.current = idle;
   set_current_thread(idle);
-  c.switched_in_at = arch::now_ns();
+  c.switched_in_at = c.clock_hint = arch::now_ns();
   c.online = true;
   g.online = g.online | CpuMask::only(id);
   g.lock.unlock();
@@ -109,6 +109,7 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   g.ncpus = arch::cpu_count();
   if (g.ncpus == 0 || g.ncpus > kMaxCpus) panic("cannot run on %u CPUs (1..%u)", g.ncpus, kMaxCpus);
   g.timeslice_ns = args.timeslice_ns;
+  g.cpu_time = args.cpu_time;
   g.thread_limit = args.thread_limit;
   if (args.first_id == 0 || args.first_id >= args.id_end || args.id_end > kOutsideThreadId ||
       args.next_id < args.first_id || args.next_id >= args.id_end) {

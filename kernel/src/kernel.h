@@ -264,6 +264,9 @@ inline constexpr ThreadId kOutsideThreadId = kMaxThreadId;
 
 enum class SwitchReason : std::uint8_t { kBlock, kYield, kPreempt, kSliceEnd };
 
+// Cpu::slice_end of a thread switched in without a clock read.
+inline constexpr std::uint64_t kSliceFromNextTick = 1;
+
 // Cache-line aligned: each CPU writes its own Cpu constantly (the interrupt
 // mask, the spin mark, counters). Unaligned, one CPU's last fields shared a
 // line with the next CPU's first, and a cross-vCPU semaphore ping-pong
@@ -278,8 +281,18 @@ struct alignas(64) Cpu {
   TimerQueue timers;
   bool need_resched = false;
   bool slice_expired = false;
-  std::uint64_t slice_end = 0;        // 0: no slice running
+  // When the running thread's slice ends: 0 if no slice runs (idle), or
+  // kSliceFromNextTick if it was switched in without a clock read (see
+  // switch_to): its slice then counts from this CPU's next timer interrupt.
+  std::uint64_t slice_end = 0;
   std::uint64_t programmed = UINT64_MAX;  // deadline given to arch::set_timer
+  // The latest clock reading on this CPU (a timed switch or a timer
+  // interrupt): never in the future, so a deadline derived from it is
+  // never later than one derived from now.
+  std::uint64_t clock_hint = 0;
+  // The clock at the last timed switch: the start of the running thread's
+  // charged time when CPU-time accounting is on, of the idle period when
+  // the idle thread runs (those switches are always timed).
   std::uint64_t switched_in_at = 0;
   std::uint64_t ipi_out = 0;          // CPUs to interrupt once the lock is dropped
   Tcb* zombie = nullptr;              // dead detached thread, freed after the switch
@@ -308,6 +321,8 @@ struct Kernel {
   unsigned ncpus = 0;
   CpuMask online;
   std::uint64_t timeslice_ns = 10'000'000;
+  // Per-thread CPU time: a clock read at every switch (set_cpu_time_accounting).
+  bool cpu_time = false;
   std::uint64_t boot_ns = 0;
   List<Tcb, &Tcb::all_link> threads;  // every thread but the idle ones
   ThreadId next_id = 1;

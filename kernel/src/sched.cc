@@ -94,7 +94,10 @@ Tcb* pick_next(Cpu& c) {
 
 void program_timer(Cpu& c) {
   std::uint64_t want = c.timers.next_deadline();
-  if (c.slice_end != 0 && c.slice_end < want) want = c.slice_end;
+  // An unstamped slice needs an interrupt to start it; clock_hint + slice
+  // is due within a slice (and may be due at once: that interrupt stamps).
+  std::uint64_t slice = c.slice_end == kSliceFromNextTick ? c.clock_hint + g.timeslice_ns : c.slice_end;
+  if (slice != 0 && slice < want) want = slice;
   // Only ever move the hardware deadline earlier: a later slice end is
   // handled when the earlier interrupt arrives, so a switch costs no
   // timer reprogramming (a system call on hosted).
@@ -180,18 +183,40 @@ namespace {
 // The second half of schedule(): next (taken off any queue, or blocked
 // with no queue) runs on c in place of prev, which is already placed
 // (queued, blocked, suspended or dead).
+//
+// The clock is read only where its value is needed: with CPU-time
+// accounting on, and at the idle thread's switches (idle time is always
+// kept; those switches wait or were waited for anyway). A switch between
+// two threads with accounting off reads no clock (a TSC read is a third of
+// a hosted yield). At a slice end the interrupt's reading serves; after a
+// yield, a block or a preemption next's slice starts at the next timer
+// interrupt, so it gets between one and two slices, never less than one.
 [[gnu::always_inline]] inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
   next->state = ThreadState::kRunning;
   next->cpu = c.id;
-  std::uint64_t now = arch::now_ns();
-  c.slice_end = next == c.idle ? 0 : now + g.timeslice_ns;
+  bool timed = g.cpu_time || next == c.idle || prev == c.idle;
+  std::uint64_t now = 0;
+  if (timed) {
+    now = arch::now_ns();
+    c.clock_hint = now;
+    c.slice_end = next == c.idle ? 0 : now + g.timeslice_ns;
+  } else if (why == SwitchReason::kSliceEnd) {
+    c.slice_end = c.clock_hint + g.timeslice_ns;  // handle_irq read the clock just now
+  } else {
+    c.slice_end = kSliceFromNextTick;
+  }
   program_timer(c);
   if (next == prev) return;
 
-  std::uint64_t ran = now - c.switched_in_at;
-  prev->cpu_ns += ran;
-  if (prev == c.idle) c.idle_ns += ran;
-  c.switched_in_at = now;
+  if (timed) {
+    std::uint64_t ran = now - c.switched_in_at;
+    if (prev == c.idle) {
+      c.idle_ns += ran;
+    } else if (g.cpu_time) {
+      prev->cpu_ns += ran;
+    }
+    c.switched_in_at = now;
+  }
   ++next->switches_in;
   ++c.switches;
   if (why == SwitchReason::kPreempt || why == SwitchReason::kSliceEnd) ++prev->preemptions;
@@ -222,12 +247,15 @@ void handle_irq(unsigned sources) {
   if (sources & arch::kIrqTimer) {
     c.programmed = UINT64_MAX;  // the one-shot has fired
     std::uint64_t now = arch::now_ns();
+    c.clock_hint = now;
     while (TimerNode* n = c.timers.pop_expired(now)) {
       Timer* t = reinterpret_cast<Timer*>(n);
       t->node.owner = -1;
       timer_fire(t);
     }
-    if (c.slice_end != 0 && now >= c.slice_end) {
+    if (c.slice_end == kSliceFromNextTick) {
+      c.slice_end = now + g.timeslice_ns;  // the running thread's slice starts here
+    } else if (c.slice_end != 0 && now >= c.slice_end) {
       if (c.rq.top_priority() >= c.current->run.priority) {
         c.need_resched = true;
         c.slice_expired = true;
@@ -394,6 +422,30 @@ Status set_timeslice(Duration slice) {
   kernel::LockGuard guard;
   kernel::g.timeslice_ns = static_cast<std::uint64_t>(slice.count());
   return Status::kOk;
+}
+
+Status set_cpu_time_accounting(bool on) {
+  if (kernel::in_user_process()) return Status::kInvalidState;  // the kernel's setting, not a process's
+  kernel::LockGuard guard;
+  if (on != kernel::g.cpu_time) {
+    // Running threads: switched on, they are charged from now; switched
+    // off, their run so far is added. An idle CPU keeps its idle period.
+    std::uint64_t now = arch::now_ns();
+    for (unsigned i = 0; i < kernel::g.ncpus; ++i) {
+      kernel::Cpu& c = kernel::g.cpus[i];
+      if (c.current == c.idle) continue;
+      if (!on) c.current->cpu_ns += now - c.switched_in_at;
+      c.switched_in_at = now;
+    }
+  }
+  kernel::g.cpu_time = on;
+  return Status::kOk;
+}
+
+bool cpu_time_accounting() {
+  if (kernel::in_user_process()) return kernel::sys(kernel::kSysInfo, kernel::kInfoCpuTime) != 0;
+  kernel::LockGuard guard;
+  return kernel::g.cpu_time;
 }
 
 Duration timeslice() {

@@ -30,7 +30,7 @@ void fill_thread_stats(const Tcb* t, std::uint64_t now, ThreadStats* s) {
   s->base_priority = t->base_priority;
   s->cpu = t->cpu;
   s->cpu_time_ns = t->cpu_ns;
-  if (t->state == ThreadState::kRunning) s->cpu_time_ns += now - g.cpus[t->cpu].switched_in_at;
+  if (g.cpu_time && t->state == ThreadState::kRunning) s->cpu_time_ns += now - g.cpus[t->cpu].switched_in_at;
   s->switches = t->switches_in;
   s->preemptions = t->preemptions;
   s->stack_size = t->stack.size;
@@ -102,6 +102,7 @@ SystemStats system_stats() {
   LockGuard guard;
   std::uint64_t now = arch::now_ns();
   s.cpus = g.ncpus;
+  s.cpu_time = g.cpu_time;
   s.uptime_ns = now - g.boot_ns;
   s.threads = g.live_threads;
   for (unsigned i = 0; i < g.ncpus; ++i) {
@@ -126,11 +127,13 @@ void print_stats() {
         "SWITCHES", "PREEMPT", "STACK(B)");
   for (std::size_t i = 0; i < n && i < kMax; ++i) {
     const ThreadStats& r = rows[i];
-    print("%6llu %-20s %-9s %4d %4u %12llu %9llu %8llu %5zu/%zuK\n", static_cast<unsigned long long>(r.id), r.name,
-          r.state, r.priority, r.cpu, static_cast<unsigned long long>(r.cpu_time_ns / 1000),
-          static_cast<unsigned long long>(r.switches), static_cast<unsigned long long>(r.preemptions),
-          r.stack_high_water, r.stack_size / 1024);
+    char cpu_us[24] = "-";
+    if (sys.cpu_time) format(cpu_us, sizeof cpu_us, "%llu", static_cast<unsigned long long>(r.cpu_time_ns / 1000));
+    print("%6llu %-20s %-9s %4d %4u %12s %9llu %8llu %5zu/%zuK\n", static_cast<unsigned long long>(r.id), r.name,
+          r.state, r.priority, r.cpu, cpu_us, static_cast<unsigned long long>(r.switches),
+          static_cast<unsigned long long>(r.preemptions), r.stack_high_water, r.stack_size / 1024);
   }
+  if (!sys.cpu_time) print("(CPU-TIME: accounting is off; set_cpu_time_accounting(true) or --cpu_time)\n");
   if (n > kMax) print("... and %zu more threads\n", n - kMax);
   print("uptime %llu ms, %u threads alive\n", static_cast<unsigned long long>(sys.uptime_ns / 1'000'000), sys.threads);
   for (unsigned i = 0; i < sys.cpus; ++i) {

@@ -208,6 +208,10 @@ std::uint64_t sys_info(Proc* p, std::uint64_t what) {
       LockGuard guard;
       return g.timeslice_ns;
     }
+    case kInfoCpuTime: {
+      LockGuard guard;
+      return g.cpu_time ? 1 : 0;
+    }
     default: return kBad;
   }
 }

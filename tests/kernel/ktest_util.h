@@ -50,6 +50,18 @@ struct EventLog {
   int operator[](unsigned i) const { return __atomic_load_n(&items[i], __ATOMIC_ACQUIRE); }
 };
 
+// CPU-time accounting on for a test's scope (it is off by default), then
+// back to what it was.
+struct CpuTimeAccounting {
+  bool was = cpu_time_accounting();
+  CpuTimeAccounting() {
+    if (set_cpu_time_accounting(true) != Status::kOk) record_failure(__FILE__, __LINE__, "accounting stayed off");
+  }
+  ~CpuTimeAccounting() { (void)set_cpu_time_accounting(was); }
+  CpuTimeAccounting(const CpuTimeAccounting&) = delete;
+  CpuTimeAccounting& operator=(const CpuTimeAccounting&) = delete;
+};
+
 inline std::uint64_t cpu_time_of(ThreadId id) {
   ThreadStats s;
   if (thread_stats(id, &s) != Status::kOk) return 0;

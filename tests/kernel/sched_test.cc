@@ -124,6 +124,7 @@ KTEST(yield_alternates_equals, 2) {
 }
 
 KTEST_SIGNAL_SWITCH(time_slices_shared_equally, 2) {
+  CpuTimeAccounting accounting;
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
   static std::atomic<bool> stop{false};
   stop = false;
@@ -152,6 +153,87 @@ KTEST_SIGNAL_SWITCH(time_slices_shared_equally, 2) {
     if (pct < 23 || pct > 43) KFAIL("hog %d got %llu%% of CPU 1 (want 33%% +- 10%%)", i, (unsigned long long)pct);
   }
   for (auto& x : t) x.join();
+}
+
+// The same with CPU-time accounting off (the default): a thread switched in
+// at a slice end still gets exactly one slice (the interrupt's clock
+// reading starts it). The share is measured by loop iterations, which the
+// three identical loops make at the same rate.
+KTEST_SIGNAL_SWITCH(time_slices_shared_equally_without_accounting, 2) {
+  KREQUIRE(!cpu_time_accounting());
+  KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  static std::atomic<bool> stop{false};
+  static std::atomic<std::uint64_t> loops[3];
+  stop = false;
+  Thread t[3];
+  for (int i = 0; i < 3; ++i) {
+    loops[i] = 0;
+    t[i] = spawn("hog", 8, CpuMask::only(1), [i] {
+      while (!stop.load(std::memory_order_relaxed)) loops[i].store(loops[i].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    });
+  }
+  this_thread::sleep_for(1200ms);
+  stop = true;
+  for (auto& x : t) KCHECK(x.join() == Status::kOk);
+  std::uint64_t total = 0;
+  for (auto& n : loops) total += n.load();
+  KCHECK(total > 0);
+  for (int i = 0; i < 3; ++i) {
+    std::uint64_t pct = loops[i].load() * 100 / (total ? total : 1);
+    if (pct < 23 || pct > 43) KFAIL("hog %d made %llu%% of the loops (want 33%% +- 10%%)", i, (unsigned long long)pct);
+  }
+}
+
+// A thread switched in by a yield gets at least one whole slice, with
+// accounting off (its slice starts at the next timer interrupt: one to two
+// slices) and on (it starts at the switch). The yielder measures how long
+// the CPU was away; a gap can only be longer than the slice (the host may
+// stall a vCPU), never shorter.
+static void yielded_to_thread_gets_a_full_slice(bool accounting) {
+  const bool was = cpu_time_accounting();
+  KREQUIRE(set_cpu_time_accounting(accounting) == Status::kOk);
+  KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  const Duration old_slice = timeslice();
+  constexpr Duration kSlice = 5ms;
+  KREQUIRE(set_timeslice(kSlice) == Status::kOk);
+  static std::atomic<bool> stop{false};
+  static Duration gaps[20];
+  static std::atomic<bool> done{false};
+  stop = false;
+  done = false;
+  Thread hog = spawn("hog", 8, CpuMask::only(1), [] {
+    while (!stop.load(std::memory_order_relaxed)) {
+    }
+  });
+  Thread yielder = spawn("yielder", 8, CpuMask::only(1), [] {
+    for (auto& gap : gaps) {
+      TimePoint before = Clock::now();
+      this_thread::yield();  // the hog is queued here: it runs now
+      gap = Clock::now() - before;
+    }
+    done = true;
+  });
+  KCHECK(wait_until([] { return done.load(); }));
+  stop = true;
+  KCHECK(hog.join() == Status::kOk);
+  KCHECK(yielder.join() == Status::kOk);
+  KCHECK(set_timeslice(old_slice) == Status::kOk);
+  KCHECK(set_cpu_time_accounting(was) == Status::kOk);
+  if (!done.load()) return;
+  Duration shortest = gaps[0];
+  for (Duration g : gaps) shortest = g < shortest ? g : shortest;
+  if (shortest < kSlice) {
+    KFAIL("with accounting %s a yielded-to thread ran only %lld us (slice %lld us)", accounting ? "on" : "off",
+          static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(shortest).count()),
+          static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(kSlice).count()));
+  }
+}
+
+KTEST_SIGNAL_SWITCH(yielded_to_thread_gets_a_full_slice_without_accounting, 2) {
+  yielded_to_thread_gets_a_full_slice(false);
+}
+KTEST_SIGNAL_SWITCH(yielded_to_thread_gets_a_full_slice_with_accounting, 2) {
+  yielded_to_thread_gets_a_full_slice(true);
 }
 
 KTEST_SIGNAL_SWITCH(affinity_honoured, 2) {

@@ -239,6 +239,7 @@ KTEST_SIGNAL_SWITCH(stack_overflow_contained, 2) {
 }
 
 KTEST(stats_account_cpu_time, 2) {
+  CpuTimeAccounting accounting;
   // Main stays off the busy thread's CPU: its sleep timer must not depend on
   // an interrupt reaching a CPU whose thread never enters the kernel.
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
@@ -263,6 +264,41 @@ KTEST(stats_account_cpu_time, 2) {
   SystemStats sys = system_stats();
   KCHECK(sys.cpus >= 2u);  // the case asks for at least 2
   KCHECK(sys.uptime_ns >= 100'000'000ull);
+  KCHECK(sys.cpu_time);
   print_stats();
+  KCHECK(t.join() == Status::kOk);
+}
+
+// Accounting is off by default: threads are charged nothing while it is
+// off, from the moment it is turned on, and keep their totals when it is
+// turned off again. Idle time is kept either way.
+KTEST(stats_cpu_time_accounting_switch, 2) {
+  KREQUIRE(!cpu_time_accounting());
+  KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  SystemStats idle_before = system_stats();
+  KCHECK(!idle_before.cpu_time);
+  this_thread::sleep_for(20ms);  // CPU 1 has nothing to run
+  KCHECK(system_stats().cpu[1].idle_ns > idle_before.cpu[1].idle_ns);
+  static std::atomic<bool> stop{false};
+  stop = false;
+  Thread t = spawn("busy", 16, CpuMask::only(1), [] {
+    while (!stop.load()) this_thread::yield();  // switches, but nobody else is here
+  });
+  this_thread::sleep_for(50ms);
+  KCHECK_EQ(cpu_time_of(t.id()), 0ull);
+  TimePoint on_at = Clock::now();
+  KREQUIRE(set_cpu_time_accounting(true) == Status::kOk);
+  KCHECK(cpu_time_accounting());
+  this_thread::sleep_for(50ms);
+  KREQUIRE(set_cpu_time_accounting(false) == Status::kOk);
+  auto on_for = static_cast<std::uint64_t>(std::chrono::nanoseconds(Clock::now() - on_at).count());
+  std::uint64_t charged = cpu_time_of(t.id());
+  // Charged from the switch-on, not from its start 50 ms before: at most
+  // the time accounting was on, and most of it (the thread had CPU 1 alone).
+  KCHECK(charged <= on_for);
+  KCHECK(charged >= on_for / 2);
+  this_thread::sleep_for(20ms);
+  KCHECK_EQ(cpu_time_of(t.id()), charged);  // off: the total stays
+  stop = true;
   KCHECK(t.join() == Status::kOk);
 }

@@ -26,6 +26,7 @@ int run(const Options& opts, int (*fn)(void*), void* arg) {
   arch::hosted_set_pin_mask(opts.pin_mask);
   kernel::BootArgs args;
   args.timeslice_ns = opts.timeslice_ns;
+  args.cpu_time = opts.cpu_time;
   args.thread_limit = opts.thread_limit;
   args.main_name = opts.main_name;
   args.main = fn;

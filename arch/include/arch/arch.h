@@ -360,6 +360,7 @@ void post_external_wake(ExternalWake* ev);
 
 struct BootArgs {
   std::uint64_t timeslice_ns = 10'000'000;
+  bool cpu_time = false;         // per-thread CPU-time accounting from boot (spindle::set_cpu_time_accounting)
   unsigned thread_limit = 0;     // live threads allowed (0: no limit); Thread::create beyond it gets kLimit
   int (*main)(void*) = nullptr;  // the first thread's body; its result is the exit code
   void* main_arg = nullptr;
@@ -427,7 +428,13 @@ enum SyscallNumber : std::uint64_t {
   kSysJobLock = 34,       // a coroutine's owner-aware lock (lock_async; ujobs.cc)
 };
 // kSysInfo's argument: what to return.
-enum SysInfo : std::uint64_t { kInfoProcessId = 0, kInfoCpuCount = 1, kInfoTimeslice = 2, kInfoSpawnHandles = 3 };
+enum SysInfo : std::uint64_t {
+  kInfoProcessId = 0,
+  kInfoCpuCount = 1,
+  kInfoTimeslice = 2,
+  kInfoSpawnHandles = 3,
+  kInfoCpuTime = 4,  // whether CPU-time accounting is on (spindle::cpu_time_accounting)
+};
 // A system call from the running thread (see arch: User mode). Interrupts
 // enabled; may block. Unknown numbers return -1 (all ones).
 void handle_syscall(arch::SyscallFrame& frame);

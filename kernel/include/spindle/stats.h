@@ -19,7 +19,9 @@ struct ThreadStats {
   int priority = 0;            // effective
   int base_priority = 0;
   unsigned cpu = 0;            // running on / queued on / last ran on
-  std::uint64_t cpu_time_ns = 0;  // time it has run, including the current slice
+  // Time it has run (including now, if running) while CPU-time accounting
+  // was on; 0 if it never was.
+  std::uint64_t cpu_time_ns = 0;
   std::uint64_t switches = 0;     // times it was switched in
   std::uint64_t preemptions = 0;  // times it was switched out involuntarily
   std::size_t stack_size = 0;
@@ -42,6 +44,7 @@ struct SystemStats {
   unsigned cpus = 0;
   std::uint64_t uptime_ns = 0;
   unsigned threads = 0;  // alive (not yet exited)
+  bool cpu_time = false; // CPU-time accounting is on
   CpuStats cpu[kMaxCpus];
 };
 
@@ -51,6 +54,17 @@ std::size_t thread_stats(std::span<ThreadStats> out);
 // One thread by id; kNotFound if it does not exist (or was joined).
 Status thread_stats(ThreadId id, ThreadStats* out);
 SystemStats system_stats();
+
+// Per-thread CPU-time accounting (ThreadStats::cpu_time_ns). It reads the
+// clock at every context switch, which is a third of a yield's cost on the
+// hosted target (a TSC read in a VM is ~17 ns), so it is off unless turned
+// on here, by BootArgs / hosted::Options::cpu_time, or by a hosted app's
+// --cpu_time flag. Turning it on charges running threads from that moment;
+// turning it off keeps the totals. Per-CPU idle time is always kept.
+// kInvalidState (nothing changed) inside a user process: it is the
+// kernel's setting. Any thread; does not block.
+Status set_cpu_time_accounting(bool on);
+bool cpu_time_accounting();
 
 // Prints a ps-like table of every thread and CPU to the console.
 void print_stats();

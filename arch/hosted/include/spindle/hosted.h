@@ -16,6 +16,7 @@ namespace spindle::hosted {
 struct Options {
   unsigned cpus = 0;                    // virtual CPUs; 0 = all host cores
   std::uint64_t timeslice_ns = 10'000'000;
+  bool cpu_time = false;                // per-thread CPU-time accounting (spindle::set_cpu_time_accounting)
   std::uint64_t pin_mask = 0;           // vCPU i on the i-th core of this set (cyclically); 0 = all
   unsigned thread_limit = 0;            // live Spindle threads allowed; 0 = no limit
   const char* main_name = "main";       // the first thread's name
