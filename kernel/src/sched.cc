@@ -92,7 +92,7 @@ Tcb* pick_next(Cpu& c) {
   return tcb_of(best);
 }
 
-void program_timer(Cpu& c) {
+[[gnu::always_inline]] inline void program_timer(Cpu& c) {
   std::uint64_t want = c.timers.next_deadline();
   // An unstamped slice needs an interrupt to start it; clock_hint + slice
   // is due within a slice (and may be due at once: that interrupt stamps).
@@ -195,6 +195,7 @@ namespace {
   next->state = ThreadState::kRunning;
   next->cpu = c.id;
   bool timed = g.cpu_time || next == c.idle || prev == c.idle;
+  bool retime = true;
   std::uint64_t now = 0;
   if (timed) {
     now = arch::now_ns();
@@ -203,9 +204,12 @@ namespace {
   } else if (why == SwitchReason::kSliceEnd) {
     c.slice_end = c.clock_hint + g.timeslice_ns;  // handle_irq read the clock just now
   } else {
+    // Already unstamped (a yield ping-pong's case): the timer's inputs are
+    // unchanged, so it needs no look.
+    retime = c.slice_end != kSliceFromNextTick;
     c.slice_end = kSliceFromNextTick;
   }
-  program_timer(c);
+  if (retime) program_timer(c);
   if (next == prev) return;
 
   if (timed) {

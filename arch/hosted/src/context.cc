@@ -106,11 +106,13 @@ void context_destroy(Context* c) {
   c->owns_fiber = false;
 }
 
+#if defined(SPINDLE_ASAN) || defined(SPINDLE_TSAN)
 void context_switch(Context* from, Context* to) {
   before_switch(from, to, false);
   spindle_hosted_switch(&from->sp, to->sp);
   after_switch(from);
 }
+#endif
 
 void context_switch_final(Context* to) {
   Context dead;
