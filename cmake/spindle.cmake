@@ -11,14 +11,20 @@ if(NOT SPINDLE_ARCH STREQUAL "hosted")
   set(CMAKE_EXECUTABLE_SUFFIX .elf)
 endif()
 
-# spindle_qemu_command(VAR IMAGE CPUS GIC): in VAR, the QEMU command line
-# that boots IMAGE (a path or generator expression) on CPUS CPUs with GIC
-# version GIC. Deterministic (-icount shift=0,sleep=off: one instruction is
-# one ns of virtual time, idle time is skipped); the guest's semihosting
-# exit code is QEMU's exit status.
+# spindle_qemu_command(VAR IMAGE CPUS GIC [PARALLEL]): in VAR, the QEMU
+# command line that boots IMAGE (a path or generator expression) on CPUS
+# CPUs with GIC version GIC. Deterministic (-icount shift=0,sleep=off: one
+# instruction is one ns of virtual time, idle time is skipped), or with
+# PARALLEL one host thread per vCPU (MTTCG: real parallelism and real
+# time, a different interleaving every run); the guest's semihosting exit
+# code is QEMU's exit status.
 function(spindle_qemu_command var image cpus gic)
+  set(clock -icount shift=0,sleep=off)
+  if("PARALLEL" IN_LIST ARGN)
+    set(clock)
+  endif()
   set(${var} ${SPINDLE_QEMU} -M virt,gic-version=${gic} -cpu cortex-a53 -smp ${cpus} -m 256M -nic none
-      -nographic -semihosting -no-reboot -icount shift=0,sleep=off -kernel ${image} PARENT_SCOPE)
+      -nographic -semihosting -no-reboot ${clock} -kernel ${image} PARENT_SCOPE)
 endfunction()
 
 # spindle_add_app(NAME [SOURCES...]): an app in apps/NAME, built for the

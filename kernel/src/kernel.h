@@ -424,10 +424,12 @@ bool spin_before_wait(Ready ready, GiveUp give_up, TimePoint deadline) {
 void make_ready(Tcb* t, bool front = false) SPINDLE_REQUIRES(g.lock);
 // Ends a wait: unlink from its wait queue, cancel its timeout, make ready.
 void wake(Waiter* w, Status s) SPINDLE_REQUIRES(g.lock);
-// Blocks the current thread (already linked on wq if wq is set) until
-// woken or until the deadline. Returns the wake status; kInterrupted at
-// once (unlinked again, nothing waited) when the thread is `ending`: every
-// caller's loop must then give up, so an ending thread reaches its exit.
+// Blocks the current thread until woken or until the deadline. If wq is
+// set the thread is already linked on it with wait_queue == wq (else
+// wait_queue is null; a mismatch panics). Returns the wake status;
+// kInterrupted at once (unlinked again, nothing waited) when the thread is
+// `ending`: every caller's loop must then give up, so an ending thread
+// reaches its exit.
 Status block_current(WaitQueue* wq, TimePoint deadline) SPINDLE_REQUIRES(g.lock);
 // Direct hand-off (channel calls): the current thread blocks as
 // block_current(nullptr, deadline) and `next`, blocked with no wait queue,

@@ -305,6 +305,9 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   Cpu& c = this_cpu();
   Tcb* self = c.current;
   if (c.irq_depth != 0 || self == c.idle) panic("a blocking call from an interrupt handler or the idle thread");
+  // An ending thread leaves at once, unlinked through wait_queue: a waiter
+  // left linked would stay in the queue after its Tcb is freed and reused.
+  if (self->wait_queue != wq) panic("kernel: thread '%s' blocks on a wait queue it is not linked on", self->name);
   if (self->ending) {
     // As wake() would undo the wait, without the switch.
     if (self->wait_queue) self->wait_queue->remove(self);

@@ -29,6 +29,7 @@ Status WaitQueue::wait(TimePoint deadline) {
   if (deadline != kForever && deadline <= Clock::now()) return Status::kTimedOut;
   Tcb* self = this_cpu().current;
   insert(self);
+  self->wait_queue = this;  // linked: block_current and wake unlink through it
   return block_current(this, deadline);
 }
 

@@ -18,6 +18,7 @@
 
 #include "../kernel/ktest.h"
 #include "../kernel/ktest_util.h"
+#include "../../kernel/src/kernel.h"
 #include "../../kernel/src/user.h"
 #include "../kernel/process_entries.h"
 #include "process_util.h"
@@ -1115,6 +1116,27 @@ void check_kills_return_every_page(F once) {
   if (after == before) return;
   for (int i = 0; i < 5; ++i) once();
   KCHECK_EQ(arch::free_page_count(), after);
+}
+
+// A thread whose process is ending gets kInterrupted from every wait at
+// once, and must leave no link behind in the wait queue: its Tcb is freed
+// as it exits and reused by the next thread, which would then sit in two
+// queues. The real window is a kill landing while the thread waits for the
+// kernel lock on another CPU (seen at -smp 4 without -icount: a new test
+// thread's Tcb was the only waiter of two buckets, and a walk of one ran
+// into the other's list for ever); here the current kernel thread is
+// marked ending by hand, which is what end_process does to it.
+KTEST(process_ending_thread_leaves_no_wait_behind, 1) {
+  static std::atomic<std::uint32_t> word{0};
+  kernel::Tcb* self = kernel::current_thread();
+  self->ending.store(true);
+  Status fifo = futex_wait(&word, 0, kForever, WaitOrder::kFifo);
+  Status prio = futex_wait(&word, 0, kForever, WaitOrder::kPriority);
+  self->ending.store(false);
+  KCHECK(fifo == Status::kInterrupted);
+  KCHECK(prio == Status::kInterrupted);
+  KCHECK_EQ(futex_wake(&word, ~0u), 0u);  // nobody is left waiting on it (this thread is running)
+  KCHECK(futex_wait(&word, 0, deadline_after(1ms), WaitOrder::kFifo) == Status::kTimedOut);
 }
 
 KTEST(process_coroutines_executors_and_thread_pool, 1) {
