@@ -564,7 +564,12 @@ int stats_in_process() {
   o.name = "stats-helper";
   Event stop;
   Thread t = Thread::create(o, [&] { stop.wait(); }).value();
-  this_thread::sleep_for(2ms);
+  // Until the helper has blocked: no fixed sleep is enough without -icount
+  // (a host-descheduled vCPU was seen still "running" it after 2 ms).
+  TimePoint give_up = deadline_after(5s);
+  for (ThreadStats h; thread_stats(t.id(), &h) == Status::kOk && !same(h.state, "blocked") && Clock::now() < give_up;) {
+    this_thread::sleep_for(1ms);
+  }
   ThreadStats rows[16];
   std::size_t n = thread_stats(rows);
   int code = 0;
