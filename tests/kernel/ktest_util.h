@@ -50,12 +50,12 @@ struct EventLog {
   int operator[](unsigned i) const { return __atomic_load_n(&items[i], __ATOMIC_ACQUIRE); }
 };
 
-// CPU-time accounting on for a test's scope (it is off by default), then
-// back to what it was.
+// CPU-time accounting on (or off) for a test's scope, then back to what it
+// was (off unless the kernel booted with it).
 struct CpuTimeAccounting {
   bool was = cpu_time_accounting();
-  CpuTimeAccounting() {
-    if (set_cpu_time_accounting(true) != Status::kOk) record_failure(__FILE__, __LINE__, "accounting stayed off");
+  explicit CpuTimeAccounting(bool on = true) {
+    if (set_cpu_time_accounting(on) != Status::kOk) record_failure(__FILE__, __LINE__, "accounting not switched");
   }
   ~CpuTimeAccounting() { (void)set_cpu_time_accounting(was); }
   CpuTimeAccounting(const CpuTimeAccounting&) = delete;

@@ -160,7 +160,7 @@ KTEST_SIGNAL_SWITCH(time_slices_shared_equally, 2) {
 // reading starts it). The share is measured by loop iterations, which the
 // three identical loops make at the same rate.
 KTEST_SIGNAL_SWITCH(time_slices_shared_equally_without_accounting, 2) {
-  KREQUIRE(!cpu_time_accounting());
+  CpuTimeAccounting off(false);
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
   static std::atomic<bool> stop{false};
   static std::atomic<std::uint64_t> loops[3];
@@ -169,7 +169,9 @@ KTEST_SIGNAL_SWITCH(time_slices_shared_equally_without_accounting, 2) {
   for (int i = 0; i < 3; ++i) {
     loops[i] = 0;
     t[i] = spawn("hog", 8, CpuMask::only(1), [i] {
-      while (!stop.load(std::memory_order_relaxed)) loops[i].store(loops[i].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      while (!stop.load(std::memory_order_relaxed)) {
+        loops[i].store(loops[i].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      }
     });
   }
   this_thread::sleep_for(1200ms);
@@ -190,8 +192,7 @@ KTEST_SIGNAL_SWITCH(time_slices_shared_equally_without_accounting, 2) {
 // the CPU was away; a gap can only be longer than the slice (the host may
 // stall a vCPU), never shorter.
 static void yielded_to_thread_gets_a_full_slice(bool accounting) {
-  const bool was = cpu_time_accounting();
-  KREQUIRE(set_cpu_time_accounting(accounting) == Status::kOk);
+  CpuTimeAccounting scope(accounting);
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
   const Duration old_slice = timeslice();
   constexpr Duration kSlice = 5ms;
@@ -218,7 +219,6 @@ static void yielded_to_thread_gets_a_full_slice(bool accounting) {
   KCHECK(hog.join() == Status::kOk);
   KCHECK(yielder.join() == Status::kOk);
   KCHECK(set_timeslice(old_slice) == Status::kOk);
-  KCHECK(set_cpu_time_accounting(was) == Status::kOk);
   if (!done.load()) return;
   Duration shortest = gaps[0];
   for (Duration g : gaps) shortest = g < shortest ? g : shortest;

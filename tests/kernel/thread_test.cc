@@ -269,11 +269,11 @@ KTEST(stats_account_cpu_time, 2) {
   KCHECK(t.join() == Status::kOk);
 }
 
-// Accounting is off by default: threads are charged nothing while it is
-// off, from the moment it is turned on, and keep their totals when it is
-// turned off again. Idle time is kept either way.
+// Threads are charged nothing while accounting is off (the default), from
+// the moment it is turned on, and keep their totals when it is turned off
+// again. Idle time is kept either way.
 KTEST(stats_cpu_time_accounting_switch, 2) {
-  KREQUIRE(!cpu_time_accounting());
+  CpuTimeAccounting scope(false);  // restores it at the end; switched by hand below
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
   SystemStats idle_before = system_stats();
   KCHECK(!idle_before.cpu_time);
