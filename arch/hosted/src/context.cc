@@ -16,7 +16,6 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-extern "C" void spindle_hosted_switch(void** save_sp, void* load_sp);
 extern "C" void spindle_hosted_start();
 
 extern "C" [[noreturn]] void spindle_hosted_first_run(void (*entry)(void*), void* arg) {

@@ -22,6 +22,9 @@
 #error "the hosted backend supports x86-64 Linux hosts"
 #endif
 
+// The register switch (switch_x86_64.S); context_switch wraps it.
+extern "C" void spindle_hosted_switch(void** save_sp, void* load_sp);
+
 namespace spindle::arch {
 
 struct CpuArea {
@@ -129,9 +132,6 @@ void context_init(Context* c, void* stack_lo, std::size_t size, void (*entry)(vo
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 void context_switch(Context* from, Context* to);  // tells the sanitizer about the switch (context.cc)
 #else
-}  // namespace spindle::arch
-extern "C" void spindle_hosted_switch(void** save_sp, void* load_sp);  // switch_x86_64.S
-namespace spindle::arch {
 // Inline: the scheduler's switch calls the assembly directly.
 inline void context_switch(Context* from, Context* to) { spindle_hosted_switch(&from->sp, to->sp); }
 #endif
