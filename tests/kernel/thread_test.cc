@@ -2,6 +2,10 @@
 // stack overflow containment, bad arguments.
 #include "ktest_util.h"
 
+#if defined(__x86_64__)
+#include <cfenv>
+#endif
+
 using namespace spindle;
 using namespace spindle::ktest;
 using namespace std::chrono_literals;
@@ -302,3 +306,109 @@ KTEST(stats_cpu_time_accounting_switch, 2) {
   stop = true;
   KCHECK(t.join() == Status::kOk);
 }
+
+#if defined(__x86_64__)
+// The hosted switch restores a thread's SSE and x87 control words (the
+// rounding mode here) only when they differ from the running ones. Three
+// threads on one CPU, two rounding up and one to nearest, so a switch
+// sometimes loads the words and sometimes skips them; first by yields,
+// then by time-slice preemption (a switch out of a signal handler). Each
+// thread checks both control registers and an actual rounding all along.
+namespace {
+unsigned mxcsr_rounding() {
+  std::uint32_t v;
+  asm volatile("stmxcsr %0" : "=m"(v));
+  return (v >> 13) & 3;
+}
+unsigned x87_rounding() {
+  std::uint16_t v;
+  asm volatile("fnstcw %0" : "=m"(v));
+  return (v >> 10) & 3;
+}
+// 1/3 in double, rounded by the current SSE mode: up gives the larger one.
+bool third_rounds_up() {
+  volatile double one = 1.0, three = 3.0;
+  volatile double q = one / three;
+  volatile double lower = 0.333333333333333314829616256247390992939472198486328125;  // nearest = down here
+  return q > lower;
+}
+struct RoundingCheck {
+  int mode;
+  std::atomic<unsigned> bad{0};
+  std::atomic<unsigned> rounds{0};
+  void verify() {
+    unsigned want = mode == FE_UPWARD ? 2u : 0u;  // RC field: 0 nearest, 2 up
+    if (mxcsr_rounding() != want || x87_rounding() != want || third_rounds_up() != (mode == FE_UPWARD)) {
+      bad.fetch_add(1, std::memory_order_relaxed);
+    }
+    rounds.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+}  // namespace
+
+KTEST_SIGNAL_SWITCH(fp_control_words_follow_each_thread, 1) {
+  KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  static RoundingCheck checks[3];
+  checks[0].mode = FE_UPWARD;
+  checks[1].mode = FE_TONEAREST;
+  checks[2].mode = FE_UPWARD;
+  static std::atomic<bool> stop{false};
+  static std::atomic<int> last{-1};
+  static std::atomic<unsigned> handovers{0};
+  stop = false;
+  last = -1;
+  handovers = 0;
+  for (RoundingCheck& c : checks) {
+    c.bad = 0;
+    c.rounds = 0;
+  }
+  // Phase 1 (priority 20): 2000 yields each, in turn. Main stays above them
+  // until all three are queued, then drops below.
+  KREQUIRE(this_thread::set_priority(25) == Status::kOk);
+  Thread t[3];
+  for (int i = 0; i < 3; ++i) {
+    t[i] = spawn("rounding", 20, CpuMask::only(0), [i] {
+      RoundingCheck& c = checks[i];
+      std::fesetround(c.mode);
+      for (int k = 0; k < 2000; ++k) {
+        c.verify();
+        if (last.exchange(i) != i) handovers.fetch_add(1);
+        this_thread::yield();
+      }
+    });
+  }
+  KREQUIRE(this_thread::set_priority(kDefaultPriority) == Status::kOk);
+  for (Thread& x : t) KCHECK(x.join() == Status::kOk);
+  for (RoundingCheck& c : checks) {
+    KCHECK_EQ(c.bad.load(), 0u);
+    KCHECK_EQ(c.rounds.load(), 2000u);
+  }
+  KCHECK(handovers.load() >= 3000u);  // they did take turns
+  // Phase 2: busy loops rotated by 1 ms slices (main sleeps on the same CPU).
+  const Duration old_slice = timeslice();
+  KREQUIRE(set_timeslice(1ms) == Status::kOk);
+  for (int i = 0; i < 3; ++i) {
+    checks[i].rounds = 0;
+    t[i] = spawn("rounding", 8, CpuMask::only(0), [i] {
+      RoundingCheck& c = checks[i];
+      std::fesetround(c.mode);
+      while (!stop.load(std::memory_order_relaxed)) c.verify();
+    });
+  }
+  this_thread::sleep_for(60ms);
+  stop = true;
+  std::uint64_t preempted = 0;
+  for (Thread& x : t) {
+    ThreadStats s;
+    if (thread_stats(x.id(), &s) == Status::kOk) preempted += s.preemptions;
+  }
+  for (Thread& x : t) KCHECK(x.join() == Status::kOk);
+  KCHECK(set_timeslice(old_slice) == Status::kOk);
+  KCHECK(preempted >= 3);  // the slices did rotate them
+  for (RoundingCheck& c : checks) {
+    KCHECK_EQ(c.bad.load(), 0u);
+    KCHECK(c.rounds.load() > 0u);
+  }
+  KCHECK(std::fegetround() == FE_TONEAREST);  // main's own mode, untouched
+}
+#endif
