@@ -12,12 +12,13 @@
 //   word, [8..0x30] r15 r14 r13 r12 rbx rbp, [0x38] return address.
 //
 //   The control words are loaded only when they differ from the running
-//   ones, which they almost never do: LDMXCSR and FLDCW are slow, and a
-//   switch that alternates two MXCSR values costs ~100 ns more per round
-//   trip on the hosts we measured. MXCSR's exception flags (bits 0-5) are
-//   not compared and not restored when the control bits match: the ABI
-//   makes them caller-saved, so a call (which a switch is) may change them.
-//   Moves rather than pushes and pops: ~3 ns less per yield round trip.
+//   ones, which they almost never do: LDMXCSR and FLDCW are slow (with a
+//   jmp-based switch, whose pipeline is not already being refilled after a
+//   mispredicted return, alternating two MXCSR values cost ~100 ns per
+//   round trip in our tests). MXCSR's exception flags (bits 0-5) are not
+//   compared and not restored when the control bits match: the ABI makes
+//   them caller-saved, so a call (which a switch is) may change them.
+//   With moves rather than pushes and pops: ~5 ns less per yield round trip.
         .text
         .globl  spindle_hosted_switch
         .type   spindle_hosted_switch, @function
