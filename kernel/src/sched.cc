@@ -39,6 +39,14 @@ int committed_priority(const Cpu& c, const Tcb* leaving) {
 // urgent than what that CPU is committed to run.
 unsigned place(const Tcb* t, bool* preempt) {
   CpuMask allowed = t->run.affinity & g.online;
+  // One choice (a one-CPU kernel, a pinned thread): the loop below would
+  // pick it; only the preemption question is left. ~15 instructions less
+  // per wake-up.
+  if (std::uint64_t one = allowed.bits(); one != 0 && (one & (one - 1)) == 0) {
+    unsigned c = static_cast<unsigned>(__builtin_ctzll(one));
+    *preempt = committed_priority(g.cpus[c], t) < t->run.priority;
+    return c;
+  }
   unsigned best = kMaxCpus;
   int best_p = INT_MAX;
   for (std::uint64_t bits = allowed.bits(); bits; bits &= bits - 1) {
