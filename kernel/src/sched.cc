@@ -41,7 +41,8 @@ unsigned place(const Tcb* t, bool* preempt) {
   CpuMask allowed = t->run.affinity & g.online;
   // One choice (a one-CPU kernel, a pinned thread): the loop below would
   // pick it; only the preemption question is left. ~15 instructions less
-  // per wake-up.
+  // per wake-up. (Not allowed.count() == 1: without POPCNT that is a
+  // libgcc call.)
   if (std::uint64_t one = allowed.bits(); one != 0 && (one & (one - 1)) == 0) {
     unsigned c = static_cast<unsigned>(__builtin_ctzll(one));
     *preempt = committed_priority(g.cpus[c], t) < t->run.priority;
