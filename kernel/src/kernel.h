@@ -449,6 +449,15 @@ Status block_and_switch_to(Tcb* next, TimePoint deadline) SPINDLE_REQUIRES(g.loc
 // and runs next here. Returns the current thread's wake status.
 inline bool can_switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
 Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
+// switch_directly in two halves, for a next that will resume straight at
+// its saved user frame rather than through its kernel continuation (the
+// system-call fast path: kernel::syscall_fast). switch_directly_begin(next)
+// blocks the current thread as switch_directly does and does all of the
+// switch but the register switch: next is then this CPU's current thread
+// and its address space is active, while the CPU still runs on the
+// caller's stack, lock held. Returns the caller (now blocked), for the
+// backend's arch::context_switch_to_user, which completes it.
+Tcb* switch_directly_begin(Tcb* next) SPINDLE_REQUIRES(g.lock);
 // What schedule() would pick once self (running on c) blocks: next, if
 // nothing here (or stealable from another CPU) is more urgent.
 [[gnu::always_inline]] inline bool direct_switch_ok(Cpu& c, Tcb* self, Tcb* next) SPINDLE_REQUIRES(g.lock) {
@@ -461,7 +470,7 @@ Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
   }
   return direct;
 }
-inline bool can_switch_directly(Tcb* next) {
+[[gnu::always_inline]] inline bool can_switch_directly(Tcb* next) {
   Cpu& c = this_cpu();
   return next->state == ThreadState::kBlocked && next->timer.cpu() < 0 && direct_switch_ok(c, c.current, next);
 }
@@ -554,8 +563,6 @@ void watchdog_fire(Timer* t) SPINDLE_REQUIRES(g.lock);   // futex.cc
 void job_timeout(Timer* t) SPINDLE_REQUIRES(g.lock);     // coro.cc
 void timer_cancel(Timer* t) SPINDLE_REQUIRES(g.lock);
 
-// Runs after every switch in the resumed context: reaps a dead thread.
-void finish_switch() SPINDLE_REQUIRES(g.lock);
 
 // Thread lifecycle (thread.cc).
 [[noreturn]] void exit_current(int code, bool faulted) SPINDLE_EXCLUDES(g.lock);
@@ -572,6 +579,14 @@ Status resume_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // list, released by release_unmapped_stacks once the lock is dropped.
 void free_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
 void release_unmapped_stacks(void* list) SPINDLE_EXCLUDES(g.lock);
+// Runs after every switch in the resumed context: reaps a dead thread.
+inline void finish_switch() SPINDLE_REQUIRES(g.lock) {
+  Cpu& c = this_cpu();
+  if (Tcb* z = c.zombie) [[unlikely]] {
+    c.zombie = nullptr;
+    free_thread(z);
+  }
+}
 
 // Coroutine jobs (coro.cc): state reset at boot; after the CPUs stopped,
 // jobs still suspended are withdrawn from the kernel's queues.

@@ -143,6 +143,7 @@ void make_ready(Tcb* t, bool front) {
 
 namespace {
 inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock);
+inline bool begin_switch(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock);
 
 // Whether a yield by self (running on c) keeps self on c's queue and picks
 // the first thread of self's level there, as enqueue() and pick_next()
@@ -200,7 +201,11 @@ namespace {
 // a hosted yield). At a slice end the interrupt's reading serves; after a
 // yield, a block or a preemption next's slice starts at the next timer
 // interrupt, so it gets between one and two slices, never less than one.
-[[gnu::always_inline]] inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
+//
+// begin_switch is everything but the register switch: afterwards next is
+// c's current thread and its address space is active, though the CPU
+// still runs on prev's stack. false: next is prev (nothing to switch).
+[[gnu::always_inline]] inline bool begin_switch(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
   next->state = ThreadState::kRunning;
   next->cpu = c.id;
   bool timed = g.cpu_time || next == c.idle || prev == c.idle;
@@ -219,7 +224,7 @@ namespace {
     c.slice_end = kSliceFromNextTick;
   }
   if (retime) program_timer(c);
-  if (next == prev) return;
+  if (next == prev) return false;
 
   if (timed) {
     std::uint64_t ran = now - c.switched_in_at;
@@ -237,19 +242,16 @@ namespace {
   c.current = next;
   set_current_thread(next);
   arch::address_space_activate(next->address_space);
+  return true;
+}
+
+[[gnu::always_inline]] inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
+  if (!begin_switch(c, prev, next, why)) return;
   if (prev->state == ThreadState::kDead) arch::context_switch_final(&next->ctx);
   arch::context_switch(&prev->ctx, &next->ctx);
   finish_switch();
 }
 }  // namespace
-
-void finish_switch() {
-  Cpu& c = this_cpu();
-  if (Tcb* z = c.zombie) {
-    c.zombie = nullptr;
-    free_thread(z);
-  }
-}
 
 void handle_irq(unsigned sources) {
   Cpu& c = this_cpu();
@@ -332,15 +334,29 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   return self->wake_status;
 }
 
-Status switch_directly(Tcb* next) {
-  Cpu& c = this_cpu();
-  Tcb* self = c.current;
+namespace {
+// switch_directly's changes of state: self blocks (no queue, no deadline),
+// next's wait ends with kOk.
+[[gnu::always_inline]] inline Tcb* block_for_direct(Tcb* next) SPINDLE_REQUIRES(g.lock) {
+  Tcb* self = this_cpu().current;
   next->wake_status = Status::kOk;
   self->state = ThreadState::kBlocked;
   self->wait_queue = nullptr;
   self->wake_status = Status::kOk;
-  switch_to(c, self, next, SwitchReason::kBlock);
+  return self;
+}
+}  // namespace
+
+Status switch_directly(Tcb* next) {
+  Tcb* self = block_for_direct(next);
+  switch_to(this_cpu(), self, next, SwitchReason::kBlock);
   return self->wake_status;
+}
+
+Tcb* switch_directly_begin(Tcb* next) {
+  Tcb* self = block_for_direct(next);
+  (void)begin_switch(this_cpu(), self, next, SwitchReason::kBlock);  // next != self: next was blocked
+  return self;
 }
 
 Status block_and_switch_to(Tcb* next, TimePoint deadline) {

@@ -86,11 +86,19 @@ struct Msg {
 // CPU to the receiver, with no heap message and no queue. Fields: kernel
 // lock, while it is in the slot.
 inline constexpr std::size_t kDirectBytes = 256;
+//
+// A receiver parked by the system-call fast path (syscall_fast) also
+// leaves `frame` (its saved user registers) and `buf`: a fast-path sender
+// may then complete the receiver's call itself and resume it straight at
+// its user frame, dropping its kernel continuation (which would do exactly
+// that work). frame == nullptr: it resumes only through its continuation.
 struct Direct {
   Tcb* thread = nullptr;
   std::size_t cap = 0;       // what fits: min(the receiver's buffer, kDirectBytes)
   std::size_t bytes = 0;     // delivered length
   bool delivered = false;    // set by the sender, which also empties the slot
+  std::uint64_t* frame = nullptr;
+  std::uintptr_t buf = 0;
   alignas(16) std::byte data[kDirectBytes];
 };
 
@@ -803,41 +811,27 @@ std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* a) {
 // receive_locked would (which may park it again, now on the general path's
 // terms, with the lock taken as LockGuard would; interrupts are masked
 // throughout, as the lock holder needs anyway).
-bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-  Tcb* self = current_thread();
-  Proc* p = process_of(self);
-  if (!p) return false;  // a bare user thread (run_user): the general path refuses the call
-  const std::size_t len = x[2];
+namespace {
+// The caller's slot while syscall_fast has it parked, with what its
+// continuation needs (the handle may be closed meanwhile).
+struct FastPark {
+  Direct d;
+  Core* core;
+  unsigned side;
+};
+
+// The rest of a call parked by syscall_fast whose caller runs again
+// through its kernel continuation (woken otherwise than by a fast call
+// that completed it, which drops this continuation): its wait ended as
+// call()'s would, and this ends the call as call() does. Out of line, so
+// that the fast path keeps no values of its own alive across its switch.
+[[gnu::noinline]] void fast_call_resumed(std::uint64_t* x, FastPark& park, Status w) SPINDLE_REQUIRES(g.lock) {
+  Direct& mine = park.d;
+  Core* c = park.core;
+  const unsigned me = park.side;
+  Proc* p = process_of(current_thread());
   const std::uintptr_t buf = x[3];
-  const std::size_t cap = x[4];
-  if (len > kDirectBytes || x[5] != deadline_arg(kForever)) return false;
-  HandleTable* t = p->handles;
-  Direct mine;
-  g.lock.lock();
-  End* end;
-  if (lookup_end(t, Handle{static_cast<std::uint32_t>(x[0])}, &end) != Status::kOk) {
-    unlock_keep_irqs_masked();
-    return false;
-  }
-  Core* c = end->core;
-  const unsigned me = end->side;
-  const unsigned to = 1 - me;
-  Direct* d = c->direct[to];
-  if (!d || len > d->cap || c->head[to] || c->holders[to] == 0 || c->head[me] || c->direct[me] ||
-      !can_switch_directly(d->thread) || !copy_in(p, d->data, x[1], len)) {
-    unlock_keep_irqs_masked();
-    return false;
-  }
-  // Committed: delivered to the peer, parked here, the peer runs.
-  d->bytes = len;
-  d->delivered = true;
-  c->direct[to] = nullptr;
-  mine.thread = self;
-  mine.cap = cap < kDirectBytes ? cap : kDirectBytes;
-  mine.delivered = false;
-  c->direct[me] = &mine;
-  c->users++;
-  Status w = switch_directly(d->thread);
+  mine.frame = nullptr;  // from here on (it may park again below) only this continuation resumes it
   if (c->direct[me] == &mine) c->direct[me] = nullptr;  // woken otherwise: leaves the slot
   Msg* m = nullptr;
   Status st;
@@ -846,7 +840,7 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   } else if (w == Status::kTimedOut || w == Status::kInterrupted) {
     st = w;
   } else {
-    st = receive_locked(t, p, c, me, buf, cap, nullptr, 0, x[5], mine, &m, nullptr);
+    st = receive_locked(p->handles, p, c, me, buf, x[4], nullptr, 0, x[5], mine, &m, nullptr);
   }
   if (st == Status::kOk && !m) st = copy_out_direct(c, me, p, buf, mine);
   c->users--;
@@ -862,7 +856,65 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
     arch::irq_save();
     x[0] = result(Status::kOk) | r.bytes << 8;
   }
+}
+}  // namespace
+
+bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  Tcb* self = current_thread();
+  Proc* p = process_of(self);
+  if (!p) return false;  // a bare user thread (run_user): the general path refuses the call
+  const std::size_t len = x[2];
+  if (len > kDirectBytes || x[5] != deadline_arg(kForever)) return false;
+  FastPark park;
+  g.lock.lock();
+  End* end;
+  if (lookup_end(p->handles, Handle{static_cast<std::uint32_t>(x[0])}, &end) != Status::kOk) {
+    unlock_keep_irqs_masked();
+    return false;
+  }
+  Core* c = end->core;
+  const unsigned me = end->side;
+  const unsigned to = 1 - me;
+  Direct* d = c->direct[to];
+  if (!d || len > d->cap || c->head[to] || c->holders[to] == 0 || c->head[me] || c->direct[me] ||
+      !can_switch_directly(d->thread) || !arch::user_read_masked(d->data, x[1], len)) {
+    unlock_keep_irqs_masked();
+    return false;
+  }
+  // Committed: delivered to the peer, parked here, the peer runs.
+  d->bytes = len;
+  d->delivered = true;
+  c->direct[to] = nullptr;
+  Direct& mine = park.d;
+  mine.thread = self;
+  mine.cap = x[4] < kDirectBytes ? x[4] : kDirectBytes;
+  mine.frame = x;
+  mine.buf = x[3];
+  park.core = c;
+  park.side = me;
+  c->direct[me] = &mine;
+  c->users++;
+  Tcb* peer = d->thread;
+  if (std::uint64_t* peer_frame = d->frame) {
+    // The peer was parked here too: its call ends here, as its
+    // continuation would end it (in its address space, active from
+    // switch_directly_begin on), and it resumes at its user frame.
+    switch_directly_begin(peer);
+    Status ps = copy_out_direct(c, to, process_of(peer), d->buf, *d);
+    c->users--;  // the peer's; the caller's handle keeps c
+    peer_frame[0] = ps == Status::kOk ? result(Status::kOk) | d->bytes << 8 : result(ps);
+    arch::context_switch_to_user(&self->ctx, peer_frame);
+    finish_switch();  // here only when woken otherwise than by a fast call
+    fast_call_resumed(x, park, current_thread()->wake_status);
+  } else {
+    fast_call_resumed(x, park, switch_directly(peer));
+  }
   return true;
+}
+
+void resumed_at_user_frame() SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  finish_switch();
+  unlock_keep_irqs_masked();
 }
 
 bool channel_syscall(Proc* p, arch::SyscallFrame& f) {

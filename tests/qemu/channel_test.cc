@@ -869,7 +869,11 @@ KTEST(channel_call_bad_arguments_from_a_process, 1) {
 namespace {
 
 // Echoes each request back with reply_and_recv (so it waits parked, as the
-// fast path wants its peer); a request starting with 'D' kills it.
+// fast path wants its peer); a request starting with 'D' kills it. After a
+// request starting with 'B' it waits for the next one with an unwritable
+// buffer (read-only code): the caller that completes that wait cannot
+// deliver, so the wait ends with kInvalidArgument and the request stays
+// queued, to be received with a good buffer.
 int echo_reply_server() {
   auto ch = Channel::adopt(this_process::handle(0));
   if (!ch.ok()) return -1;
@@ -879,7 +883,17 @@ int echo_reply_server() {
   std::size_t n = first->bytes;
   for (;;) {
     if (n > 0 && buf[0] == std::byte{'D'}) *static_cast<volatile int*>(nullptr) = 1;
-    auto r = ch->reply_and_recv(std::span<const std::byte>(buf, n), buf);
+    bool bad_next = n > 0 && buf[0] == std::byte{'B'};
+    auto* code = reinterpret_cast<std::byte*>(&echo_reply_server);
+    auto r = ch->reply_and_recv(std::span<const std::byte>(buf, n),
+                                bad_next ? std::span<std::byte>(code, 16) : std::span<std::byte>(buf));
+    if (bad_next) {
+      if (r.status() != Status::kInvalidArgument) return -4;
+      auto kept = ch->recv(buf);  // the request that could not be delivered
+      if (!kept.ok()) return -5;
+      n = kept->bytes;
+      continue;
+    }
     if (!r.ok()) return r.status() == Status::kClosed ? 0 : -3;
     n = r->bytes;
   }
@@ -905,8 +919,29 @@ int fast_path_client() {
   if (ch->call(std::span<const std::byte>(req, 8), std::span<std::byte>(rep, 4)).status() != Status::kOverflow) return 20;
   auto kept = ch->recv(rep);
   if (!kept.ok() || kept->bytes != 8 || std::memcmp(req, rep, 8) != 0) return 21;
-  // An unreadable request: nothing sent; then a good call still works.
+  // An unwritable reply buffer (kernel, null page, read-only code): the
+  // reply arrives by the fast path, which cannot deliver it, so the call
+  // says kInvalidArgument and the reply stays queued for a good buffer.
   auto* kern = reinterpret_cast<const std::byte*>(this_process::kernel_space_address());
+  std::byte* bad_bufs[] = {const_cast<std::byte*>(kern), reinterpret_cast<std::byte*>(std::uintptr_t{16}),
+                           reinterpret_cast<std::byte*>(&fast_path_client)};
+  for (int i = 0; i < 3; ++i) {
+    if (ch->call(std::span<const std::byte>(req, 4), std::span<std::byte>(bad_bufs[i], 4)).status() !=
+        Status::kInvalidArgument) {
+      return 22 + i;
+    }
+    auto reply = ch->recv(rep);
+    if (!reply.ok() || reply->bytes != 4 || std::memcmp(req, rep, 4) != 0) return 25 + i;
+  }
+  // The server waits with an unwritable buffer after 'B': this call's
+  // request cannot be delivered to it, is queued, and the server takes it
+  // from there and answers.
+  std::byte b_req[6] = {std::byte{'B'}, std::byte{1}, std::byte{2}};
+  auto b = ch->call(b_req, rep);
+  if (!b.ok() || b->bytes != sizeof b_req || std::memcmp(b_req, rep, sizeof b_req) != 0) return 28;
+  auto after_b = ch->call(std::span<const std::byte>(req, 12), rep);
+  if (!after_b.ok() || after_b->bytes != 12 || std::memcmp(req, rep, 12) != 0) return 29;
+  // An unreadable request: nothing sent; then a good call still works.
   if (ch->call(std::span<const std::byte>(kern, 4), rep).status() != Status::kInvalidArgument) return 30;
   auto again = ch->call(std::span<const std::byte>(req, 4), rep);
   if (!again.ok() || again->bytes != 4) return 31;

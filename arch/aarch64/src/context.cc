@@ -3,6 +3,7 @@
 #include "aarch64.h"
 
 extern "C" void spindle_aarch64_switch(void** save_sp, void* load_sp);
+extern "C" void spindle_aarch64_switch_to_frame(void** save_sp, void* frame);
 extern "C" [[noreturn]] void spindle_aarch64_load(void* sp);
 extern "C" void spindle_aarch64_thread_start();
 
@@ -22,5 +23,7 @@ void context_init(Context* c, void* stack_lo, std::size_t size, void (*entry)(vo
 void context_switch(Context* from, Context* to) { spindle_aarch64_switch(&from->sp, to->sp); }
 
 void context_switch_final(Context* to) { spindle_aarch64_load(to->sp); }
+
+void context_switch_to_user(Context* from, void* frame) { spindle_aarch64_switch_to_frame(&from->sp, frame); }
 
 }  // namespace spindle::arch

@@ -37,6 +37,30 @@ spindle_aarch64_load:
         ret
         .size   spindle_aarch64_switch, .-spindle_aarch64_switch
 
+// void spindle_aarch64_switch_to_frame(void** save_sp, void* frame):
+// saves the running context as spindle_aarch64_switch does, then the
+// thread the kernel already made current resumes at its EL0 frame (the
+// one its system call entered with; nothing else on its kernel stack is
+// live): on that stack the kernel's hand-over (finish the switch, release
+// the kernel lock), then the way back to EL0.
+        .globl  spindle_aarch64_switch_to_frame
+        .type   spindle_aarch64_switch_to_frame, %function
+        .balign 16
+spindle_aarch64_switch_to_frame:
+        sub     sp, sp, #SWITCH_FRAME
+        stp     x19, x20, [sp, #0]
+        stp     x21, x22, [sp, #16]
+        stp     x23, x24, [sp, #32]
+        stp     x25, x26, [sp, #48]
+        stp     x27, x28, [sp, #64]
+        stp     x29, x30, [sp, #80]
+        mov     x9, sp
+        str     x9, [x0]
+        mov     sp, x1
+        bl      spindle_aarch64_resumed_at_frame
+        b       spindle_aarch64_ret_to_user
+        .size   spindle_aarch64_switch_to_frame, .-spindle_aarch64_switch_to_frame
+
 // First code of a new context (context_init): x19 = entry, x20 = arg.
         .globl  spindle_aarch64_thread_start
         .type   spindle_aarch64_thread_start, %function

@@ -74,12 +74,10 @@ std::uint64_t* pte_of(AddressSpace* as, std::uintptr_t va, bool create) {
 }
 
 void check_range(const char* what, std::uintptr_t va, std::size_t size) {
-  if (va % kPageSize != 0 || size % kPageSize != 0 || va < kUserBase || va > kUserLimit || size > kUserLimit - va) {
+  if (va % kPageSize != 0 || size % kPageSize != 0 || !user_range_ok(va, size)) {
     panic("%s: [%p, +%zu) is not a page-aligned user range", what, reinterpret_cast<void*>(va), size);
   }
 }
-
-bool in_user_range(std::uintptr_t va, std::size_t n) { return va >= kUserBase && va <= kUserLimit && n <= kUserLimit - va; }
 
 // Whether a leaf entry gives user mode the access asked for.
 bool user_may(std::uint64_t pte, bool write) {
@@ -318,7 +316,7 @@ char* user_page_alias(AddressSpace* as, std::uintptr_t va) {
 
 bool user_accessible(AddressSpace* as, std::uintptr_t va, std::size_t n, bool write) {
   if (n == 0) return true;  // nothing to access (any address, null included)
-  if (!in_user_range(va, n)) return false;
+  if (!user_range_ok(va, n)) return false;
   Locked l(as->lock);
   for (std::uintptr_t page = va & ~(kPageSize - 1); page < va + n; page += kPageSize) {
     std::uint64_t* pte = pte_of(as, page, false);
@@ -328,7 +326,7 @@ bool user_accessible(AddressSpace* as, std::uintptr_t va, std::size_t n, bool wr
 }
 
 void* user_word(AddressSpace* as, std::uintptr_t va, bool write, bool* shared) {
-  if (va % 4 != 0 || !in_user_range(va, 4)) return nullptr;
+  if (va % 4 != 0 || !user_range_ok(va, 4)) return nullptr;
   Locked l(as->lock);
   std::uint64_t* pte = pte_of(as, va, false);
   if (!pte || !user_may(*pte, write)) return nullptr;
@@ -363,80 +361,16 @@ constexpr std::size_t kProbeChunk = 256;
 
 bool user_read(void* dst, std::uintptr_t src, std::size_t n) {
   if (n == 0) return true;
-  if (!in_user_range(src, n)) return false;
+  if (!user_range_ok(src, n)) return false;
   if (n > kProbeChunk) return user_read_chunks(dst, src, n);
   return probe_user_read(dst, reinterpret_cast<const void*>(src), n).esr == 0;
 }
 
 bool user_write(std::uintptr_t dst, const void* src, std::size_t n) {
   if (n == 0) return true;
-  if (!in_user_range(dst, n)) return false;
+  if (!user_range_ok(dst, n)) return false;
   if (n > kProbeChunk) return user_write_chunks(dst, src, n);
   return probe_user_write(reinterpret_cast<void*>(dst), src, n).esr == 0;
-}
-
-namespace {
-// A copy of n bytes (a non-zero multiple of 4, both sides 4-aligned) with
-// user mode's permissions, the probe armed by hand: the caller has
-// interrupts masked, so there is no state to save (probe.S's probes save
-// and mask DAIF themselves). A fault resumes at 9 with x0 = ESR (fault.cc),
-// which is not 0; x1 (FAR) is written then too, so it is an early-clobber
-// output that no input may share. True when every access completed.
-inline bool copy_words_in_masked(void* dst, std::uintptr_t src, std::size_t n) {
-  register std::uint64_t esr asm("x0") = 0;
-  register std::uint64_t far asm("x1");
-  std::uint64_t t, v;
-  auto d = reinterpret_cast<std::uintptr_t>(dst);
-  asm volatile(
-      "adr %[t], 9f\n\t"
-      "str %[t], [%[area], #24]\n"   // CpuArea::probe_resume
-      "1:\tldtr %w[v], [%[s]]\n\t"
-      "str %w[v], [%[d]], #4\n\t"
-      "add %[s], %[s], #4\n\t"
-      "subs %[n], %[n], #4\n\t"
-      "b.ne 1b\n"
-      "9:\tstr xzr, [%[area], #24]"
-      : "+r"(esr), "=&r"(far), [t] "=&r"(t), [v] "=&r"(v), [s] "+r"(src), [d] "+r"(d), [n] "+r"(n)
-      : [area] "r"(cpu_area())
-      : "cc", "memory");
-  (void)far;
-  return esr == 0;
-}
-
-inline bool copy_words_out_masked(std::uintptr_t dst, const void* src, std::size_t n) {
-  register std::uint64_t esr asm("x0") = 0;
-  register std::uint64_t far asm("x1");
-  std::uint64_t t, v;
-  auto s = reinterpret_cast<std::uintptr_t>(src);
-  asm volatile(
-      "adr %[t], 9f\n\t"
-      "str %[t], [%[area], #24]\n"   // CpuArea::probe_resume
-      "1:\tldr %w[v], [%[s]], #4\n\t"
-      "sttr %w[v], [%[d]]\n\t"
-      "add %[d], %[d], #4\n\t"
-      "subs %[n], %[n], #4\n\t"
-      "b.ne 1b\n"
-      "9:\tstr xzr, [%[area], #24]"
-      : "+r"(esr), "=&r"(far), [t] "=&r"(t), [v] "=&r"(v), [s] "+r"(s), [d] "+r"(dst), [n] "+r"(n)
-      : [area] "r"(cpu_area())
-      : "cc", "memory");
-  (void)far;
-  return esr == 0;
-}
-}  // namespace
-
-bool user_read_masked(void* dst, std::uintptr_t src, std::size_t n) {
-  if (n == 0) return true;
-  if (!in_user_range(src, n)) return false;
-  if (((src | reinterpret_cast<std::uintptr_t>(dst) | n) & 3) == 0) return copy_words_in_masked(dst, src, n);
-  return user_read(dst, src, n);
-}
-
-bool user_write_masked(std::uintptr_t dst, const void* src, std::size_t n) {
-  if (n == 0) return true;
-  if (!in_user_range(dst, n)) return false;
-  if (((dst | reinterpret_cast<std::uintptr_t>(src) | n) & 3) == 0) return copy_words_out_masked(dst, src, n);
-  return user_write(dst, src, n);
 }
 
 bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::size_t n) {
@@ -560,3 +494,4 @@ extern "C" void spindle_aarch64_el0_sync(Frame* f) {
 
 // Every return to EL0 passes here (vectors.S), interrupts masked.
 extern "C" void spindle_aarch64_returning_to_user() { spindle::kernel::returning_to_user(); }
+extern "C" void spindle_aarch64_resumed_at_frame() { spindle::kernel::resumed_at_user_frame(); }

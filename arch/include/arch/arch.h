@@ -21,6 +21,13 @@
 
 #include "spindle/status.h"
 
+namespace spindle::arch {
+// The user range (see User mode), here so that backends' inline user
+// copies can check it.
+inline constexpr std::uintptr_t kUserBase = 0x1000;            // page 0 stays unmapped
+inline constexpr std::uintptr_t kUserLimit = 0x8000000000ull;  // 512 GiB (aarch64: T0SZ = 25)
+}  // namespace spindle::arch
+
 #include <arch/backend.h>
 
 namespace spindle::arch {
@@ -186,6 +193,18 @@ namespace spindle::arch {
 //       Thread pointers). The calling thread's own stack becomes its
 //       kernel stack: exceptions from user mode push their frame there, so
 //       a thread preempted in user mode is switched like any other.
+//   void context_switch_to_user(Context* from, void* frame);   irqs-off,
+//       kernel lock held, only from kernel::syscall_fast (so only backends
+//       that call it need it). As context_switch(from, ...), but the
+//       thread to run, already made current by the kernel
+//       (kernel::switch_directly_begin), is one blocked inside
+//       syscall_fast whose system call the kernel has completed: it
+//       resumes at `frame`, the regs its syscall_fast was given (its saved
+//       user registers), not at its kernel context, which is dropped. On
+//       that thread's kernel stack the backend first calls
+//       kernel::resumed_at_user_frame (which releases the kernel lock),
+//       then returns to user mode as after any system call. Returns when
+//       `from` runs again through its own context (not resumed this way).
 //
 //   std::uint64_t user_syscall(std::uint64_t number, std::uint64_t a0 = 0,
 //                              ..., std::uint64_t a5 = 0);
@@ -289,9 +308,6 @@ namespace spindle::arch {
 //       with id ended (may be called again for the same end). With these
 //       two, owner_liveness tells a dead thread of a live kernel too.
 enum class OwnerLiveness : std::uint8_t { kLocal, kAlive, kDead };
-
-inline constexpr std::uintptr_t kUserBase = 0x1000;            // page 0 stays unmapped
-inline constexpr std::uintptr_t kUserLimit = 0x8000000000ull;  // 512 GiB (aarch64: T0SZ = 25)
 
 enum class UserAccess : std::uint8_t { kRead, kReadWrite, kReadExecute };
 
@@ -446,6 +462,10 @@ void handle_syscall(arch::SyscallFrame& frame);
 // another CPU); false: the fast path does not apply and nothing changed,
 // so the backend goes on to handle_syscall as for any other call.
 bool syscall_fast(std::uint64_t* regs);
+// arch::context_switch_to_user's hand-over, on the resumed thread's kernel
+// stack: finishes the switch and releases the kernel lock (interrupts stay
+// masked).
+void resumed_at_user_frame();
 // The running thread faulted in user mode. Interrupts masked. Reports it;
 // a process's thread ends its whole process (join: kFaulted with the
 // fault's kind, address and thread), a bare user thread (run_user) only
