@@ -456,8 +456,8 @@ Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
 // switch but the register switch: next is then this CPU's current thread
 // and its address space is active, while the CPU still runs on the
 // caller's stack, lock held. Returns the caller (now blocked), for the
-// backend's arch::context_switch_to_user, which completes it.
-Tcb* switch_directly_begin(Tcb* next) SPINDLE_REQUIRES(g.lock);
+// backend's arch::context_switch_to_user, which completes it. (Inline,
+// below.)
 // What schedule() would pick once self (running on c) blocks: next, if
 // nothing here (or stealable from another CPU) is more urgent.
 [[gnu::always_inline]] inline bool direct_switch_ok(Cpu& c, Tcb* self, Tcb* next) SPINDLE_REQUIRES(g.lock) {
@@ -586,6 +586,102 @@ inline void finish_switch() SPINDLE_REQUIRES(g.lock) {
     c.zombie = nullptr;
     free_thread(z);
   }
+}
+
+// ---------------------------------------------------------------------------
+// The switch's bookkeeping, inline for the scheduler (sched.cc) and the
+// system-call fast path (uchannel.cc, syscall_fast). All need the lock.
+
+[[gnu::always_inline]] inline void program_timer(Cpu& c) SPINDLE_REQUIRES(g.lock) {
+  std::uint64_t want = c.timers.next_deadline();
+  // An unstamped slice needs an interrupt to start it; clock_hint + slice
+  // is due within a slice (and may be due at once: that interrupt stamps).
+  std::uint64_t slice = c.slice_end == kSliceFromNextTick ? c.clock_hint + g.timeslice_ns : c.slice_end;
+  if (slice != 0 && slice < want) want = slice;
+  // Only ever move the hardware deadline earlier: a later slice end is
+  // handled when the earlier interrupt arrives, so a switch costs no
+  // timer reprogramming (a system call on hosted).
+  if (want < c.programmed) {
+    c.programmed = want;
+    arch::set_timer(want);
+  }
+}
+
+inline std::uintptr_t stack_pointer() { return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)); }
+
+// The deepest this thread's stack was seen (Stats).
+inline void note_stack_depth(Tcb* t) SPINDLE_REQUIRES(g.lock) {
+  std::uintptr_t sp = stack_pointer();
+  if (t->lowest_sp == 0 || sp < t->lowest_sp) t->lowest_sp = sp;
+}
+
+// Everything of a switch from prev to next on c but the register switch:
+// afterwards next is c's current thread and its address space is active,
+// though the CPU still runs on prev's stack. false: next is prev (nothing
+// to switch).
+//
+// The clock is read only where its value is needed: with CPU-time
+// accounting on, and at the idle thread's switches (idle time is always
+// kept; those switches wait or were waited for anyway). A switch between
+// two threads with accounting off reads no clock (a TSC read is a third of
+// a hosted yield). At a slice end the interrupt's reading serves; after a
+// yield, a block or a preemption next's slice starts at the next timer
+// interrupt, so it gets between one and two slices, never less than one.
+[[gnu::always_inline]] inline bool begin_switch(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
+  next->state = ThreadState::kRunning;
+  next->cpu = c.id;
+  bool timed = g.cpu_time || next == c.idle || prev == c.idle;
+  bool retime = true;
+  std::uint64_t now = 0;
+  if (timed) {
+    now = arch::now_ns();
+    c.clock_hint = now;
+    c.slice_end = next == c.idle ? 0 : now + g.timeslice_ns;
+  } else if (why == SwitchReason::kSliceEnd) {
+    c.slice_end = c.clock_hint + g.timeslice_ns;  // handle_irq read the clock just now
+  } else {
+    // Already unstamped (a yield ping-pong's case): the timer's inputs are
+    // unchanged, so it needs no look.
+    retime = c.slice_end != kSliceFromNextTick;
+    c.slice_end = kSliceFromNextTick;
+  }
+  if (retime) program_timer(c);
+  if (next == prev) return false;
+
+  if (timed) {
+    std::uint64_t ran = now - c.switched_in_at;
+    if (prev == c.idle) {
+      c.idle_ns += ran;
+    } else if (g.cpu_time) {
+      prev->cpu_ns += ran;
+    }
+    c.switched_in_at = now;
+  }
+  ++next->switches_in;
+  ++c.switches;
+  if (why == SwitchReason::kPreempt || why == SwitchReason::kSliceEnd) ++prev->preemptions;
+  note_stack_depth(prev);
+  c.current = next;
+  set_current_thread(next);
+  arch::address_space_activate(next->address_space);
+  return true;
+}
+
+// switch_directly's changes of state: self blocks (no queue, no deadline),
+// next's wait ends with kOk.
+[[gnu::always_inline]] inline Tcb* block_for_direct(Tcb* next) SPINDLE_REQUIRES(g.lock) {
+  Tcb* self = this_cpu().current;
+  next->wake_status = Status::kOk;
+  self->state = ThreadState::kBlocked;
+  self->wait_queue = nullptr;
+  self->wake_status = Status::kOk;
+  return self;
+}
+
+[[gnu::always_inline]] inline Tcb* switch_directly_begin(Tcb* next) SPINDLE_REQUIRES(g.lock) {
+  Tcb* self = block_for_direct(next);
+  (void)begin_switch(this_cpu(), self, next, SwitchReason::kBlock);  // next != self: next was blocked
+  return self;
 }
 
 // Coroutine jobs (coro.cc): state reset at boot; after the CPUs stopped,

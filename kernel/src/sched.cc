@@ -101,30 +101,8 @@ Tcb* pick_next(Cpu& c) {
   return tcb_of(best);
 }
 
-[[gnu::always_inline]] inline void program_timer(Cpu& c) {
-  std::uint64_t want = c.timers.next_deadline();
-  // An unstamped slice needs an interrupt to start it; clock_hint + slice
-  // is due within a slice (and may be due at once: that interrupt stamps).
-  std::uint64_t slice = c.slice_end == kSliceFromNextTick ? c.clock_hint + g.timeslice_ns : c.slice_end;
-  if (slice != 0 && slice < want) want = slice;
-  // Only ever move the hardware deadline earlier: a later slice end is
-  // handled when the earlier interrupt arrives, so a switch costs no
-  // timer reprogramming (a system call on hosted).
-  if (want < c.programmed) {
-    c.programmed = want;
-    arch::set_timer(want);
-  }
-}
-
-inline std::uintptr_t stack_pointer() { return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)); }
-
 // One more on a counter only this CPU writes, interrupts masked.
 void bump(std::atomic<std::uint64_t>& n) { n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
-
-void note_stack_depth(Tcb* t) {
-  std::uintptr_t sp = stack_pointer();
-  if (t->lowest_sp == 0 || sp < t->lowest_sp) t->lowest_sp = sp;
-}
 
 }  // namespace
 
@@ -143,7 +121,6 @@ void make_ready(Tcb* t, bool front) {
 
 namespace {
 inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock);
-inline bool begin_switch(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock);
 
 // Whether a yield by self (running on c) keeps self on c's queue and picks
 // the first thread of self's level there, as enqueue() and pick_next()
@@ -192,59 +169,8 @@ void schedule(SwitchReason why) {
 namespace {
 // The second half of schedule(): next (taken off any queue, or blocked
 // with no queue) runs on c in place of prev, which is already placed
-// (queued, blocked, suspended or dead).
-//
-// The clock is read only where its value is needed: with CPU-time
-// accounting on, and at the idle thread's switches (idle time is always
-// kept; those switches wait or were waited for anyway). A switch between
-// two threads with accounting off reads no clock (a TSC read is a third of
-// a hosted yield). At a slice end the interrupt's reading serves; after a
-// yield, a block or a preemption next's slice starts at the next timer
-// interrupt, so it gets between one and two slices, never less than one.
-//
-// begin_switch is everything but the register switch: afterwards next is
-// c's current thread and its address space is active, though the CPU
-// still runs on prev's stack. false: next is prev (nothing to switch).
-[[gnu::always_inline]] inline bool begin_switch(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
-  next->state = ThreadState::kRunning;
-  next->cpu = c.id;
-  bool timed = g.cpu_time || next == c.idle || prev == c.idle;
-  bool retime = true;
-  std::uint64_t now = 0;
-  if (timed) {
-    now = arch::now_ns();
-    c.clock_hint = now;
-    c.slice_end = next == c.idle ? 0 : now + g.timeslice_ns;
-  } else if (why == SwitchReason::kSliceEnd) {
-    c.slice_end = c.clock_hint + g.timeslice_ns;  // handle_irq read the clock just now
-  } else {
-    // Already unstamped (a yield ping-pong's case): the timer's inputs are
-    // unchanged, so it needs no look.
-    retime = c.slice_end != kSliceFromNextTick;
-    c.slice_end = kSliceFromNextTick;
-  }
-  if (retime) program_timer(c);
-  if (next == prev) return false;
-
-  if (timed) {
-    std::uint64_t ran = now - c.switched_in_at;
-    if (prev == c.idle) {
-      c.idle_ns += ran;
-    } else if (g.cpu_time) {
-      prev->cpu_ns += ran;
-    }
-    c.switched_in_at = now;
-  }
-  ++next->switches_in;
-  ++c.switches;
-  if (why == SwitchReason::kPreempt || why == SwitchReason::kSliceEnd) ++prev->preemptions;
-  note_stack_depth(prev);
-  c.current = next;
-  set_current_thread(next);
-  arch::address_space_activate(next->address_space);
-  return true;
-}
-
+// (queued, blocked, suspended or dead). begin_switch (kernel.h) and the
+// register switch.
 [[gnu::always_inline]] inline void switch_to(Cpu& c, Tcb* prev, Tcb* next, SwitchReason why) SPINDLE_REQUIRES(g.lock) {
   if (!begin_switch(c, prev, next, why)) return;
   if (prev->state == ThreadState::kDead) arch::context_switch_final(&next->ctx);
@@ -334,18 +260,6 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   return self->wake_status;
 }
 
-namespace {
-// switch_directly's changes of state: self blocks (no queue, no deadline),
-// next's wait ends with kOk.
-[[gnu::always_inline]] inline Tcb* block_for_direct(Tcb* next) SPINDLE_REQUIRES(g.lock) {
-  Tcb* self = this_cpu().current;
-  next->wake_status = Status::kOk;
-  self->state = ThreadState::kBlocked;
-  self->wait_queue = nullptr;
-  self->wake_status = Status::kOk;
-  return self;
-}
-}  // namespace
 
 Status switch_directly(Tcb* next) {
   Tcb* self = block_for_direct(next);
@@ -353,11 +267,6 @@ Status switch_directly(Tcb* next) {
   return self->wake_status;
 }
 
-Tcb* switch_directly_begin(Tcb* next) {
-  Tcb* self = block_for_direct(next);
-  (void)begin_switch(this_cpu(), self, next, SwitchReason::kBlock);  // next != self: next was blocked
-  return self;
-}
 
 Status block_and_switch_to(Tcb* next, TimePoint deadline) {
   Cpu& c = this_cpu();

@@ -112,6 +112,7 @@ void cpu_hw_init(unsigned id) {
 void cpu_init_local(CpuArea* area, unsigned id) {
   area->id = id;
   area->fault_stack_top = fault_stack_top(id);
+  area->asid_state = cpu_asid_state(id);
   g_areas[id] = area;
   asm volatile("dsb ish" ::: "memory");  // published before anyone IPIs it
   set_area(area);

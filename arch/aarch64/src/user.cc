@@ -90,6 +90,7 @@ bool user_may(std::uint64_t pte, bool write) {
 constexpr unsigned kMaxAsidBits = 16;
 IrqSpinLock g_asid_lock;
 unsigned g_asid_bits = 8;
+std::uint64_t g_asid_mask = 0xff;  // (1 << g_asid_bits) - 1
 std::uint64_t g_generation = 0;  // a multiple of 1 << g_asid_bits; 0 until user_cpu_init
 std::uint64_t g_asid_used[(1u << kMaxAsidBits) / 64];
 unsigned g_asid_next = 1;
@@ -112,7 +113,7 @@ CpuAsid g_cpu_asid[kMaxCpusAarch64];
 std::atomic<std::uint64_t> g_last_fault_esr{0};
 std::atomic<std::uint64_t> g_last_fault_far{0};
 
-std::uint64_t asid_mask() { return (1ull << g_asid_bits) - 1; }
+std::uint64_t asid_mask() { return g_asid_mask; }
 bool asid_taken(unsigned a) { return g_asid_used[a / 64] >> (a % 64) & 1; }
 void take_asid(unsigned a) { g_asid_used[a / 64] |= 1ull << (a % 64); }
 
@@ -168,6 +169,7 @@ void user_cpu_init() {
   if (g_generation == 0) {
     // ID_AA64MMFR0_EL1.ASIDBits: 2 = 16 bits (start.S then set TCR_EL1.AS).
     g_asid_bits = ((SPINDLE_READ_SYSREG(id_aa64mmfr0_el1) >> 4) & 0xF) == 2 ? 16 : 8;
+    g_asid_mask = (1ull << g_asid_bits) - 1;
     g_generation = 1ull << g_asid_bits;
     take_asid(0);
   }
@@ -178,6 +180,8 @@ void user_cpu_init() {
   SPINDLE_WRITE_SYSREG(cntkctl_el1, k);
   asm volatile("isb" ::: "memory");
 }
+
+void* cpu_asid_state(unsigned cpu) { return &g_cpu_asid[cpu]; }
 
 unsigned asid_bits() { return g_asid_bits; }
 
@@ -404,7 +408,7 @@ void activate_slow(CpuAsid& c, AddressSpace* as);
 }  // namespace
 
 void address_space_activate(AddressSpace* as) {
-  CpuAsid& c = g_cpu_asid[cpu_area()->id];
+  CpuAsid& c = *static_cast<CpuAsid*>(cpu_area()->asid_state);
   if (as == c.current.load(std::memory_order_relaxed)) return;
   if (as) {
     // Fast path (Linux arm64's): the space has an ASID of the current

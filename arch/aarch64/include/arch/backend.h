@@ -46,6 +46,7 @@ struct CpuArea {
   void* kernel_thread = nullptr;
   void* thread = nullptr;
   std::atomic<std::uint32_t> relax_spins{0};  // cpu_relax calls, to pace its yields
+  void* asid_state = nullptr;             // this CPU's ASID state (user.cc), for the switch's fast path
 };
 static_assert(offsetof(CpuArea, fault_stack_top) == 16, "vectors.S reads CpuArea::fault_stack_top at 16");
 static_assert(offsetof(CpuArea, probe_resume) == 24, "probe.S writes CpuArea::probe_resume at 24");
