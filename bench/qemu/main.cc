@@ -270,21 +270,27 @@ bool bench_sem_wake_noswitch() {
 
 // --- 3. mutex -------------------------------------------------------------------
 
-void bench_mutex() {
+// An uncontended Mutex's lock and its unlock, each measured alone (the
+// same code in a kernel thread and, in section 6, in a process).
+Samples g_lock, g_unlock;
+void measure_mutex() {
   spindle::Mutex m;
-  Samples lock, unlock;
   for (int i = 0; i < kRuns; ++i) {
     std::uint32_t a = insns();
     m.lock();
     std::uint32_t b = insns();
     m.unlock();
     std::uint32_t c = insns();
-    lock.add(net(a, b));
-    unlock.add(net(b, c));
+    g_lock.add(net(a, b));
+    g_unlock.add(net(b, c));
   }
-  g_s = lock;
+}
+
+void bench_mutex() {
+  measure_mutex();
+  g_s = g_lock;
   finish("mutex lock, uncontended", 94);
-  g_s = unlock;
+  g_s = g_unlock;
   finish("mutex unlock, uncontended", 24);
 }
 
@@ -388,6 +394,23 @@ int proc_null(int runs) {
   return out->send_value(stats_of_samples()) == spindle::Status::kOk ? 0 : 2;
 }
 
+// measure_mutex in a process: lock and unlock run at EL0 (no system call
+// when uncontended).
+struct MutexStats {
+  Stats lock, unlock;
+};
+int proc_mutex(int) {
+  auto out = spindle::Channel::adopt(spindle::this_process::handle(0));
+  if (!out.ok()) return 1;
+  bench_empty();
+  measure_mutex();
+  g_s = g_lock;
+  Stats lock = stats_of_samples();
+  g_s = g_unlock;
+  Stats unlock = stats_of_samples();
+  return out->send_value(MutexStats{lock, unlock}) == spindle::Status::kOk ? 0 : 2;
+}
+
 // mode 0: send then recv; mode 1: call.
 int proc_ping(int mode, int runs) {
   auto ch = spindle::Channel::adopt(spindle::this_process::handle(0));
@@ -455,6 +478,18 @@ bool bench_processes() {
     auto st = mine.recv_value<Stats>();
     if (!check(st.ok() && p->join().ok(), "null system call")) return false;
     add_row("null system call (process)", *st, 0);
+  }
+  {
+    auto [mine, theirs] = spindle::Channel::create().value();
+    spindle::Handle give[] = {theirs.handle()};
+    o.handles = give;
+    auto p = spindle::Process::spawn(o, proc_mutex, 0);
+    if (!check(p.ok(), "spawn")) return false;
+    theirs.close();
+    auto st = mine.recv_value<MutexStats>();
+    if (!check(st.ok() && p->join().ok(), "mutex in a process")) return false;
+    add_row("mutex lock, uncontended (process)", st->lock, 94);
+    add_row("mutex unlock, uncontended (process)", st->unlock, 24);
   }
   const char* names[2] = {"channel round trip: send + recv each side", "channel round trip: call / reply_and_recv"};
   for (int mode = 0; mode < 2; ++mode) {
