@@ -5,12 +5,8 @@
 // no saving: an interrupted thread's PSTATE is in its exception frame.
 #define SWITCH_FRAME 96
 
-        .text
-// void spindle_aarch64_switch(void** save_sp, void* load_sp)
-        .globl  spindle_aarch64_switch
-        .type   spindle_aarch64_switch, %function
-        .balign 16
-spindle_aarch64_switch:
+// Saves the running context: x19..x30 on its stack, sp to *x0.
+.macro SAVE_CONTEXT
         sub     sp, sp, #SWITCH_FRAME
         stp     x19, x20, [sp, #0]
         stp     x21, x22, [sp, #16]
@@ -20,6 +16,15 @@ spindle_aarch64_switch:
         stp     x29, x30, [sp, #80]
         mov     x9, sp
         str     x9, [x0]
+.endm
+
+        .text
+// void spindle_aarch64_switch(void** save_sp, void* load_sp)
+        .globl  spindle_aarch64_switch
+        .type   spindle_aarch64_switch, %function
+        .balign 16
+spindle_aarch64_switch:
+        SAVE_CONTEXT
         mov     x0, x1
         // fall through
 // void spindle_aarch64_load(void* sp): resumes a saved context.
@@ -47,15 +52,7 @@ spindle_aarch64_load:
         .type   spindle_aarch64_switch_to_frame, %function
         .balign 16
 spindle_aarch64_switch_to_frame:
-        sub     sp, sp, #SWITCH_FRAME
-        stp     x19, x20, [sp, #0]
-        stp     x21, x22, [sp, #16]
-        stp     x23, x24, [sp, #32]
-        stp     x25, x26, [sp, #48]
-        stp     x27, x28, [sp, #64]
-        stp     x29, x30, [sp, #80]
-        mov     x9, sp
-        str     x9, [x0]
+        SAVE_CONTEXT
         mov     sp, x1
         bl      spindle_aarch64_resumed_at_frame
         b       spindle_aarch64_ret_to_user
