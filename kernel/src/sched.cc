@@ -260,13 +260,11 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   return self->wake_status;
 }
 
-
 Status switch_directly(Tcb* next) {
   Tcb* self = block_for_direct(next);
   switch_to(this_cpu(), self, next, SwitchReason::kBlock);
   return self->wake_status;
 }
-
 
 Status block_and_switch_to(Tcb* next, TimePoint deadline) {
   Cpu& c = this_cpu();

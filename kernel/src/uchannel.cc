@@ -786,31 +786,6 @@ std::uint64_t channel_call_syscall(Proc* p, const std::uint64_t* a) {
 }
 
 // ---------------------------------------------------------------------------
-// The call fast path: kSysChannelCall straight from the EL0 entry
-// (syscall_fast, arch.h), interrupts still masked from the exception, for the
-// common case of call() only: a message of at most kDirectBytes, no
-// deadline, the peer parked in its end's slot (Direct) with room for it and
-// an empty queue, nothing queued for the caller and nobody else parked on
-// its end, and a direct hand-off allowed (can_switch_directly: the peer may
-// run here at once, nothing more urgent is runnable anywhere, no reschedule
-// or suspend pending, no timeout armed on the peer, the caller not ending).
-// Then it is what call() would do in that case, in one kernel lock hold,
-// without the general entry's work (interrupt enable/mask, dispatch,
-// Result plumbing): the bytes go to the peer's slot, the caller parks in
-// its own slot and the peer runs here in its place. When any condition
-// fails, or the message cannot be read (the general path then reports it),
-// it returns false having changed nothing visible (the slot's bytes are
-// scratch until `delivered`), and handle_syscall runs call(), the
-// reference.
-//
-// The invariants are call()'s: Core fields, slots and thread states under
-// the kernel lock; the peer leaves the slot only by the sender (delivered)
-// or by its own wake (kick, timeout, kill); c->users keeps the core while
-// the caller waits. The caller's wait ends as call()'s does: delivered
-// (copy out), or woken otherwise, when it looks again exactly as
-// receive_locked would (which may park it again, now on the general path's
-// terms, with the lock taken as LockGuard would; interrupts are masked
-// throughout, as the lock holder needs anyway).
 namespace {
 // The caller's slot while syscall_fast has it parked, with what its
 // continuation needs (the handle may be closed meanwhile).
@@ -859,6 +834,38 @@ struct FastPark {
 }
 }  // namespace
 
+// The call fast path: kSysChannelCall straight from the EL0 entry
+// (syscall_fast, arch.h), interrupts still masked from the exception, for the
+// common case of call() only: a message of at most kDirectBytes, no
+// deadline, the peer parked in its end's slot (Direct) with room for it and
+// an empty queue, nothing queued for the caller and nobody else parked on
+// its end, and a direct hand-off allowed (can_switch_directly: the peer may
+// run here at once, nothing more urgent is runnable anywhere, no reschedule
+// or suspend pending, no timeout armed on the peer, the caller not ending).
+// Then it is what call() would do in that case, in one kernel lock hold,
+// without the general entry's work (interrupt enable/mask, dispatch,
+// Result plumbing): the bytes go to the peer's slot, the caller parks in
+// its own slot and the peer runs here in its place. When any condition
+// fails, or the message cannot be read (the general path then reports it),
+// it returns false having changed nothing visible (the slot's bytes are
+// scratch until `delivered`), and handle_syscall runs call(), the
+// reference.
+//
+// The invariants are call()'s: Core fields, slots and thread states under
+// the kernel lock; the peer leaves the slot only by the sender (delivered)
+// or by its own wake (kick, timeout, kill); c->users keeps the core while
+// the caller waits. The caller's wait ends as call()'s does: delivered
+// (copy out), or woken otherwise, when it looks again exactly as
+// receive_locked would (which may park it again, now on the general path's
+// terms, with the lock taken as LockGuard would; interrupts are masked
+// throughout, as the lock holder needs anyway).
+//
+// A peer that this path parked (Direct::frame set) is not switched to
+// through its kernel continuation: the caller ends the peer's call for it
+// (the reply copied to the peer's buffer in the peer's address space, its
+// count on the core dropped, its result in its frame's x0) and resumes it
+// at its user frame (arch::context_switch_to_user), so the peer's
+// continuation, which would do exactly that, is dropped.
 bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   Tcb* self = current_thread();
   Proc* p = process_of(self);

@@ -378,7 +378,7 @@ bool user_write(std::uintptr_t dst, const void* src, std::size_t n) {
 }
 
 bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::size_t n) {
-  if (va < kUserBase || va > kUserLimit || n > kUserLimit - va) return false;
+  if (!user_range_ok(va, n)) return false;
   Locked l(as->lock);
   const auto* s = static_cast<const char*>(src);
   std::uint64_t ctr = SPINDLE_READ_SYSREG(ctr_el0);
