@@ -370,10 +370,13 @@ void BM_SpindleMutexNestedBothCpus(benchmark::State& state) { boot(2, spindle_ne
 // 2. Contended counter on 2 CPUs
 // ======================================================================
 
-// Spindle, 2 vCPUs: main on vCPU 0 runs the timed loop; a peer on vCPU 1
-// increments the same counter until told to stop. Both run all along; the
-// increments of both threads inside the timed window are counted.
-template <class L>
+// Spindle, 2 vCPUs: main on vCPU 0 runs the timed loop; kPeers peers
+// increment the same counter until told to stop, the first on vCPU 1, a
+// second on vCPU 0 beside main (more threads than vCPUs: a waiter whose
+// turn comes while it is not running holds up every later one). All run
+// all along; the increments of all threads inside the timed window are
+// counted.
+template <class L, int kPeers>
 int spindle_counter_main(void* p) {
   auto& state = *static_cast<benchmark::State*>(p);
   if (!pin_spindle_self(0)) {
@@ -381,19 +384,29 @@ int spindle_counter_main(void* p) {
     return 1;
   }
   Guarded<L> g;
-  Flag started, stop;
-  auto r = start_peer(2, [&] {
-    int me;
-    locked_increment(g, &me);
-    started.v.store(true, std::memory_order_release);
-    while (!stop.v.load(std::memory_order_relaxed)) locked_increment(g, &me);
-  });
-  if (!r.ok()) {
-    state.SkipWithError(sp::to_string(r.status()));
-    return 1;
+  Flag stop;
+  std::atomic<int> started{0};
+  sp::Thread peers[kPeers];
+  for (int i = 0; i < kPeers; ++i) {
+    sp::ThreadOptions o;
+    o.name = "peer";
+    o.priority = sp::this_thread::priority();
+    o.affinity = sp::CpuMask::only(i == 0 ? 1 : 0);
+    auto r = sp::Thread::create(o, [&] {
+      int me;
+      locked_increment(g, &me);
+      started.fetch_add(1, std::memory_order_release);
+      while (!stop.v.load(std::memory_order_relaxed)) locked_increment(g, &me);
+    });
+    if (!r.ok()) {
+      state.SkipWithError(sp::to_string(r.status()));
+      stop.v.store(true, std::memory_order_relaxed);
+      for (int j = 0; j < i; ++j) peers[j].join();
+      return 1;
+    }
+    peers[i] = std::move(r).value();
   }
-  sp::Thread peer = std::move(r).value();
-  while (!started.v.load(std::memory_order_acquire)) (sp::arch::cpu_relax)();
+  while (started.load(std::memory_order_acquire) < kPeers) sp::this_thread::yield();
   int me;
   Counts c0 = locked_read(g);
   std::uint64_t t0 = steady_ns();
@@ -401,14 +414,20 @@ int spindle_counter_main(void* p) {
   std::uint64_t t1 = steady_ns();
   Counts c1 = locked_read(g);
   stop.v.store(true, std::memory_order_relaxed);
-  peer.join();
+  for (auto& x : peers) x.join();
   report_increments(state, c0, c1, t1 - t0);
   return 0;
 }
 
 template <class L>
 void BM_SpindleCounter(benchmark::State& state) {
-  boot(2, spindle_counter_main<L>, &state);
+  boot(2, spindle_counter_main<L, 1>, &state);
+}
+
+// Three threads on two vCPUs.
+template <class L>
+void BM_SpindleCounterOversubscribed(benchmark::State& state) {
+  boot(2, spindle_counter_main<L, 2>, &state);
 }
 
 // The same with two host threads pinned to cores 0 and 1.
@@ -655,6 +674,8 @@ void register_benchmarks() {
   if (sp::kLockdep) return;
   timed("BM_SpindleFairMutexCounter", BM_SpindleCounter<sp::FairMutex>);
   timed("BM_SpindleSpinLockCounter", BM_SpindleCounter<sp::SpinLock>);
+  timed("BM_SpindleMutexCounter3on2", BM_SpindleCounterOversubscribed<sp::Mutex>);
+  timed("BM_SpindleSpinLockCounter3on2", BM_SpindleCounterOversubscribed<sp::SpinLock>);
   timed("BM_AbslMutexCounterAsShipped", BM_AbslMutexCounterAsShipped);
   timed("BM_AbslMutexCounterNoDetector", BM_AbslMutexCounterNoDetector);
 
@@ -770,6 +791,11 @@ void print_summary_release(const Summary& s) {
     if (v > 0 && spc > 0) {
       s.info("contended counter, 2 CPUs: %s %.1f ns/inc; Spindle Mutex throughput %.2fx of it", name, v, v / spc);
     }
+  }
+  double m3 = s.counter("BM_SpindleMutexCounter3on2", "ns_per_inc");
+  double s3 = s.counter("BM_SpindleSpinLockCounter3on2", "ns_per_inc");
+  if (m3 > 0 && s3 > 0) {
+    s.info("contended counter, 3 threads on 2 CPUs: Spindle Mutex %.1f ns/inc, SpinLock %.1f ns/inc", m3, s3);
   }
 
   const Result* ss1 = s.get("BM_SpindleSemPingPong/cpus:1");

@@ -1,7 +1,10 @@
 // SpinLock: a ticket lock for very short critical sections. Waiters are
 // served in the order they arrived, whatever CPU they run on, so no CPU
-// starves. It never sleeps: a waiter burns its CPU until served (and yields
-// now and then, so a preempted holder of equal priority gets to run).
+// starves. It never sleeps: a waiter burns its CPU until served, and when
+// the lock has not changed hands for a few dozen pauses it yields, so that
+// a preempted holder, or a preempted waiter whose turn has come, of equal
+// priority gets to run (with more spinning threads than CPUs, every later
+// ticket waits for that one).
 // Prefer Mutex unless the section is a handful of instructions.
 //
 // There is no timed variant: a ticket, once drawn, cannot be given back
