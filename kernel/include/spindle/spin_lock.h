@@ -1,7 +1,7 @@
 // SpinLock: a ticket lock for very short critical sections. Waiters are
 // served in the order they arrived, whatever CPU they run on, so no CPU
 // starves. It never sleeps: a waiter burns its CPU until served, and when
-// the lock has not changed hands for a few dozen pauses it yields, so that
+// the lock has not changed hands for 16 pauses it yields, so that
 // a preempted holder, or a preempted waiter whose turn has come, of equal
 // priority gets to run (with more spinning threads than CPUs, every later
 // ticket waits for that one).
