@@ -449,15 +449,8 @@ Status block_and_switch_to(Tcb* next, TimePoint deadline) SPINDLE_REQUIRES(g.loc
 // and runs next here. Returns the current thread's wake status.
 inline bool can_switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
 Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
-// switch_directly in two halves, for a next that will resume straight at
-// its saved user frame rather than through its kernel continuation (the
-// system-call fast path: kernel::syscall_fast). switch_directly_begin(next)
-// blocks the current thread as switch_directly does and does all of the
-// switch but the register switch: next is then this CPU's current thread
-// and its address space is active, while the CPU still runs on the
-// caller's stack, lock held. Returns the caller (now blocked), for the
-// backend's arch::context_switch_to_user, which completes it. (Inline,
-// below.)
+// (switch_directly_begin, its first half for the system-call fast path:
+// with the switch's bookkeeping, below.)
 // What schedule() would pick once self (running on c) blocks: next, if
 // nothing here (or stealable from another CPU) is more urgent.
 [[gnu::always_inline]] inline bool direct_switch_ok(Cpu& c, Tcb* self, Tcb* next) SPINDLE_REQUIRES(g.lock) {
@@ -562,7 +555,6 @@ void thread_timeout(Timer* t) SPINDLE_REQUIRES(g.lock);  // thread.cc
 void watchdog_fire(Timer* t) SPINDLE_REQUIRES(g.lock);   // futex.cc
 void job_timeout(Timer* t) SPINDLE_REQUIRES(g.lock);     // coro.cc
 void timer_cancel(Timer* t) SPINDLE_REQUIRES(g.lock);
-
 
 // Thread lifecycle (thread.cc).
 [[noreturn]] void exit_current(int code, bool faulted) SPINDLE_EXCLUDES(g.lock);
@@ -678,6 +670,14 @@ inline void note_stack_depth(Tcb* t) SPINDLE_REQUIRES(g.lock) {
   return self;
 }
 
+// switch_directly in two halves, for a next that will resume straight at
+// its saved user frame rather than through its kernel continuation (the
+// system-call fast path: kernel::syscall_fast). switch_directly_begin(next)
+// blocks the current thread as switch_directly does and does all of the
+// switch but the register switch: next is then this CPU's current thread
+// and its address space is active, while the CPU still runs on the
+// caller's stack, lock held. Returns the caller (now blocked), for the
+// backend's arch::context_switch_to_user, which completes it.
 [[gnu::always_inline]] inline Tcb* switch_directly_begin(Tcb* next) SPINDLE_REQUIRES(g.lock) {
   Tcb* self = block_for_direct(next);
   (void)begin_switch(this_cpu(), self, next, SwitchReason::kBlock);  // next != self: next was blocked
