@@ -80,6 +80,42 @@ KTEST_SIGNAL_SWITCH(preempt_on_wake_other_cpu, 2) {
   KCHECK(low.join() == Status::kOk);
 }
 
+// An idle CPU starts a thread placed on it at once, even when the creator
+// never blocks: the placement's IPI is the only thing that gets it there
+// (CPU 0's own scheduling does not steal a thread of its running one's
+// priority). Then the other order of events: the creator blocks in join at
+// once and runs the child itself, so the idle CPU's IPI finds nothing to do
+// (handle_irq leaves the lock alone); no round may hang or lose a wake.
+KTEST_SIGNAL_SWITCH(idle_cpu_starts_a_new_thread_at_once, 2) {
+  KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  const int prio = this_thread::priority();
+  for (int round = 0; round < 20; ++round) {
+    static std::atomic<bool> started{false};
+    static std::atomic<int> where{-1};
+    started = false;
+    where = -1;
+    Thread t = spawn("child", prio, CpuMask::only(0) | CpuMask::only(1), [] {
+      where = static_cast<int>(this_thread::cpu());
+      started = true;
+    });
+    // Spin without blocking or yielding (wait_until would sleep).
+    TimePoint give_up = deadline_after(5s);
+    while (!started.load() && Clock::now() < give_up) {
+    }
+    KCHECK(started.load());
+    KCHECK_EQ(where.load(), 1);
+    KCHECK(t.join() == Status::kOk);
+    if (!started.load()) return;
+  }
+  static std::atomic<int> runs{0};
+  runs = 0;
+  for (int round = 0; round < 20000; ++round) {
+    Thread t = spawn("child", prio, CpuMask::only(0) | CpuMask::only(1), [] { runs.fetch_add(1); });
+    KREQUIRE(t.join() == Status::kOk);
+    KREQUIRE(runs.load() == round + 1);
+  }
+}
+
 KTEST(lowering_priority_preempts, 1) {
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
   KREQUIRE(this_thread::set_priority(10) == Status::kOk);
