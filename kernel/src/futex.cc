@@ -307,8 +307,6 @@ void post_external_wake(ExternalWake* ev) {
 
 void forget_external_wakes() { g_external.store(nullptr, std::memory_order_relaxed); }
 
-bool external_wakes_pending() { return g_external.load(std::memory_order_relaxed) != nullptr; }
-
 void deliver_external_wakes() {
   if (!g_external.load(std::memory_order_relaxed)) return;
   ExternalWake* ev = g_external.exchange(nullptr, std::memory_order_acquire);

@@ -538,8 +538,6 @@ Status futex_wait_locked(const std::atomic<std::uint32_t>* word, std::uint32_t e
                          WaitOrder order, const char* name) SPINDLE_REQUIRES(g.lock);
 // Delivers completions queued by post_external_wake (handle_irq).
 void deliver_external_wakes() SPINDLE_REQUIRES(g.lock);
-// Whether any are queued (any context; a hint until the lock is taken).
-bool external_wakes_pending();
 // Drops undelivered completions at boot and shutdown: their waiters belong
 // to a kernel that is gone (a host call still running when it stopped).
 void forget_external_wakes();

@@ -179,31 +179,8 @@ namespace {
 }
 }  // namespace
 
-namespace {
-// Whether an idle CPU that got an IPI would find nothing to do under the
-// lock: no thread queued anywhere (one queued elsewhere may be stealable),
-// no external completion to deliver, no shutdown. Read without the lock:
-// whatever the sender made runnable for this CPU was queued before it
-// released the lock and posted the IPI, so it is seen here unless someone
-// has taken it since. (The sender's need_resched stays set until this
-// CPU's next schedule(), which clears it; until then it only keeps this
-// CPU from direct hand-offs, which an idle CPU does not make.)
-bool idle_ipi_is_spurious() {
-  if (g.shutting_down.load(std::memory_order_relaxed) || external_wakes_pending()) return false;
-  for (std::uint64_t bits = g.online.bits(); bits; bits &= bits - 1) {
-    if (!g.cpus[__builtin_ctzll(bits)].rq.empty()) return false;
-  }
-  return true;
-}
-}  // namespace
-
 void handle_irq(unsigned sources) {
   Cpu& c = this_cpu();
-  // An idle CPU woken for a thread that another CPU has taken meanwhile
-  // (a creator that joined at once, a waker that blocked) leaves the
-  // kernel lock alone: taking it would only slow that CPU down (2 vCPUs,
-  // create+join: ~1000 -> ~770 ns in paired runs).
-  if (sources == arch::kIrqIpi && c.current == c.idle && idle_ipi_is_spurious()) return;
   g.lock.lock();
   ++c.irqs;
   ++c.irq_depth;

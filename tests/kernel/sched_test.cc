@@ -84,8 +84,8 @@ KTEST_SIGNAL_SWITCH(preempt_on_wake_other_cpu, 2) {
 // never blocks: the placement's IPI is the only thing that gets it there
 // (CPU 0's own scheduling does not steal a thread of its running one's
 // priority). Then the other order of events: the creator blocks in join at
-// once and runs the child itself, so the idle CPU's IPI finds nothing to do
-// (handle_irq leaves the lock alone); no round may hang or lose a wake.
+// once and takes the child back from the idle CPU's queue, so that CPU's
+// IPI finds nothing to do; no round may hang or lose a wake.
 KTEST_SIGNAL_SWITCH(idle_cpu_starts_a_new_thread_at_once, 2) {
   KREQUIRE(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
   const int prio = this_thread::priority();
