@@ -36,6 +36,10 @@ void result_access_failed(Status s) {
 
 namespace kernel {
 
+void KernelLock::wait_for(std::uint32_t ticket) {
+  while (serving_.load(std::memory_order_acquire) != ticket) arch::cpu_relax();
+}
+
 arch::IrqState lock_irqsave() {
   arch::IrqState s = arch::irq_save();
   g.lock.lock();

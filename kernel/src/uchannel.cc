@@ -790,7 +790,10 @@ namespace {
 // The caller's slot while syscall_fast has it parked, with what its
 // continuation needs (the handle may be closed meanwhile).
 struct FastPark {
-  Direct d;
+  FastPark() {}  // d is made at the commit (syscall_fast's early returns skip it)
+  union {
+    Direct d;
+  };
   Core* core;
   unsigned side;
 };
@@ -892,7 +895,7 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   d->bytes = len;
   d->delivered = true;
   c->direct[to] = nullptr;
-  Direct& mine = park.d;
+  Direct& mine = *new (&park.d) Direct;
   mine.thread = self;
   mine.cap = x[4] < kDirectBytes ? x[4] : kDirectBytes;
   mine.frame = x;

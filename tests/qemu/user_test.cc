@@ -19,8 +19,8 @@
 
 // The routine. x0 = the user address of its Params. Exits through
 // kSysExit with: the word at Params::address (mode 2), or the word at
-// kWord after spinning Params::address iterations (mode 3), 100 + n when
-// check n failed, 10/11/12/13 if the illegal step of modes 0/1/4/5 did not
+// kWord after spinning Params::address iterations (mode 3; 105 if the
+// word read differently meanwhile), 100 + n when check n failed, 10/11/12/13 if the illegal step of modes 0/1/4/5 did not
 // fault.
 extern "C" char user_routine_start[];
 extern "C" char user_routine_end[];
@@ -71,9 +71,13 @@ user_routine_start:
         b       9f
 21:     ldr     x0, [x21]               // mode 2: a user word
         b       9f
-22:     mov     x14, x21                // mode 3: spin address times, with a few calls
-        mov     x15, #0
+22:     mov     x14, x21                // mode 3: spin address times, with a few calls,
+        mov     x15, #0                 // reading kWord all along: it must not change
+        ldr     x17, [x19, #0x800]
 5:      add     x15, x15, #1
+        ldr     x16, [x19, #0x800]
+        cmp     x16, x17
+        b.ne    7f
         tst     x15, #0xfffff
         b.ne    6f
         mov     x8, #0
@@ -81,6 +85,8 @@ user_routine_start:
 6:      cmp     x15, x14
         b.lo    5b
         ldr     x0, [x19, #0x800]       // kWord
+        b       9f
+7:      mov     x0, #105
         b       9f
 23:     adr     x14, user_routine_start // mode 4: write to its own code
         str     xzr, [x14]

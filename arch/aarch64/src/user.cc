@@ -8,9 +8,9 @@
 // An address space's tables are guarded by its own lock (AddressSpace::lock);
 // a table page is never freed before the address space is destroyed.
 //
-// ASIDs (the Linux arm64 scheme, with one lock instead of its lock-free
-// fast path). g_asid_lock guards g_generation, g_asid_used, g_asid_next and
-// every CpuAsid's active/reserved/flush_pending. An address space runs only
+// ASIDs (the Linux arm64 scheme). g_asid_lock guards g_generation,
+// g_asid_used, g_asid_next and every CpuAsid's reserved/flush_pending (and
+// active, but for address_space_activate's lock-free fast path). An address space runs only
 // with an ASID of the current generation; when none is free, the
 // generation moves on (a rollover): the bitmap restarts, the ASID each CPU
 // is running keeps its number (reserved, so nobody else gets it), and
@@ -45,8 +45,10 @@ namespace spindle::arch {
 struct AddressSpace {
   IrqSpinLock lock;                     // its tables
   std::uintptr_t l1 = 0;                // PA of the level-1 table
-  // generation | ASID; 0: never ran. Written under g_asid_lock; read
-  // without it by address_space_activate's fast path.
+  // generation | ASID (bits 0..15, whatever the hardware's ASID width;
+  // the generation counts in units of 1 << 16); 0: never ran. Written
+  // under g_asid_lock; read without it by address_space_activate's fast
+  // path.
   std::atomic<std::uint64_t> context{0};
 };
 
@@ -88,10 +90,15 @@ bool user_may(std::uint64_t pte, bool write) {
 // ASIDs.
 
 constexpr unsigned kMaxAsidBits = 16;
+// A context word's ASID field, and one generation: fixed whatever the
+// hardware's ASID width (8 or 16 bits, g_asid_bits), so that the fast path
+// needs no loaded mask and TTBR0's ASID field is ctx << 48 (with 8-bit
+// ASIDs the numbers stay below 256: TTBR0 bits 56..63 are 0).
+constexpr std::uint64_t kAsidField = 0xffff;
+constexpr std::uint64_t kGeneration = 1ull << 16;
 IrqSpinLock g_asid_lock;
 unsigned g_asid_bits = 8;
-std::uint64_t g_asid_mask = 0xff;  // (1 << g_asid_bits) - 1
-std::uint64_t g_generation = 0;  // a multiple of 1 << g_asid_bits; 0 until user_cpu_init
+std::uint64_t g_generation = 0;  // a multiple of kGeneration; 0 until user_cpu_init
 std::uint64_t g_asid_used[(1u << kMaxAsidBits) / 64];
 unsigned g_asid_next = 1;
 unsigned g_asid_limit = 0;  // tests: numbers below it only (0: all)
@@ -102,6 +109,9 @@ std::uint64_t g_rollovers = 0;
 // its CPU (a compare-and-swap in the fast path, a store under the lock in
 // the slow one) and by rollover (the exchange), so the fast path's CAS
 // fails if a rollover came between its generation check and the switch.
+// A non-zero active is of the current generation: every rollover zeroes
+// it, and only its own CPU makes it non-zero again, with a context of the
+// generation current then.
 struct CpuAsid {
   std::atomic<std::uint64_t> active{0};
   std::uint64_t reserved = 0;  // context it ran at the last rollover, kept in the new generation
@@ -113,14 +123,13 @@ CpuAsid g_cpu_asid[kMaxCpusAarch64];
 std::atomic<std::uint64_t> g_last_fault_esr{0};
 std::atomic<std::uint64_t> g_last_fault_far{0};
 
-std::uint64_t asid_mask() { return g_asid_mask; }
 bool asid_taken(unsigned a) { return g_asid_used[a / 64] >> (a % 64) & 1; }
 void take_asid(unsigned a) { g_asid_used[a / 64] |= 1ull << (a % 64); }
 
 // g_asid_lock held.
 void rollover() {
   ++g_rollovers;
-  __atomic_store_n(&g_generation, g_generation + (1ull << g_asid_bits), __ATOMIC_RELAXED);  // read by the fast path
+  g_generation += kGeneration;
   std::memset(g_asid_used, 0, sizeof g_asid_used);
   take_asid(0);
   for (CpuAsid& c : g_cpu_asid) {
@@ -129,7 +138,7 @@ void rollover() {
     std::uint64_t a = c.active.exchange(0, std::memory_order_relaxed);
     if (a == 0) a = c.reserved;
     c.reserved = a;
-    if (a) take_asid(static_cast<unsigned>(a & asid_mask()));
+    if (a) take_asid(static_cast<unsigned>(a & kAsidField));
     c.flush_pending = true;
   }
   g_asid_next = 1;
@@ -140,7 +149,7 @@ std::uint64_t new_context(AddressSpace* as) {
   std::uint64_t old = as->context.load(std::memory_order_relaxed);
   if (old != 0) {
     for (const CpuAsid& c : g_cpu_asid) {
-      if (c.reserved == old) return g_generation | (old & asid_mask());  // running since before the rollover
+      if (c.reserved == old) return g_generation | (old & kAsidField);  // running since before the rollover
     }
   }
   for (int round = 0; round < 2; ++round) {
@@ -158,7 +167,7 @@ std::uint64_t new_context(AddressSpace* as) {
 }
 
 void tlbi_asid(std::uint64_t context) {
-  std::uint64_t asid = context & asid_mask();
+  std::uint64_t asid = context & kAsidField;
   if (asid == 0) return;
   asm volatile("dsb ishst\n\ttlbi aside1is, %0\n\tdsb ish\n\tisb" ::"r"(asid << 48) : "memory");
 }
@@ -169,8 +178,7 @@ void user_cpu_init() {
   if (g_generation == 0) {
     // ID_AA64MMFR0_EL1.ASIDBits: 2 = 16 bits (start.S then set TCR_EL1.AS).
     g_asid_bits = ((SPINDLE_READ_SYSREG(id_aa64mmfr0_el1) >> 4) & 0xF) == 2 ? 16 : 8;
-    g_asid_mask = (1ull << g_asid_bits) - 1;
-    g_generation = 1ull << g_asid_bits;
+    g_generation = kGeneration;
     take_asid(0);
   }
   // CNTKCTL_EL1: EL0 may read the virtual counter and CNTFRQ (EL0VCTEN),
@@ -198,7 +206,7 @@ std::uint64_t asid_rollovers() {
 
 unsigned address_space_asid(const AddressSpace* as) {
   Locked l(g_asid_lock);
-  return static_cast<unsigned>(as->context.load(std::memory_order_relaxed) & asid_mask());
+  return static_cast<unsigned>(as->context.load(std::memory_order_relaxed) & kAsidField);
 }
 
 LastUserFault last_user_fault() {
@@ -224,8 +232,8 @@ void address_space_destroy(AddressSpace* as) {
       if (c.current.load(std::memory_order_relaxed) == as) panic("address_space_destroy: still active on a CPU");
     }
     std::uint64_t ctx = as->context.load(std::memory_order_relaxed);
-    if (ctx != 0 && (ctx & ~asid_mask()) == g_generation) {
-      unsigned a = static_cast<unsigned>(ctx & asid_mask());
+    if (ctx != 0 && (ctx & ~kAsidField) == g_generation) {
+      unsigned a = static_cast<unsigned>(ctx & kAsidField);
       g_asid_used[a / 64] &= ~(1ull << (a % 64));
     }
   }
@@ -275,7 +283,7 @@ void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size) {
   std::uint64_t asid;
   {
     Locked a(g_asid_lock);
-    asid = as->context.load(std::memory_order_relaxed) & asid_mask();
+    asid = as->context.load(std::memory_order_relaxed) & kAsidField;
   }
   for (std::size_t off = 0; off < size; off += kPageSize) {
     std::uint64_t* pte = pte_of(as, va + off, false);
@@ -411,17 +419,18 @@ void address_space_activate(AddressSpace* as) {
   CpuAsid& c = *static_cast<CpuAsid*>(cpu_area()->asid_state);
   if (as == c.current.load(std::memory_order_relaxed)) return;
   if (as) {
-    // Fast path (Linux arm64's): the space has an ASID of the current
-    // generation and no rollover happened since this CPU last loaded one
-    // (active is not 0). A rollover between the checks and the CAS zeroes
-    // active, so the CAS fails; one after the CAS finds active = ctx and
-    // reserves its number. No lock, no flush.
+    // Fast path (Linux arm64's): no rollover happened since this CPU last
+    // loaded an ASID (active is not 0), so active's generation is the
+    // current one, and the space has an ASID of that generation (a ctx of
+    // 0, never run, has none). A rollover between the checks and the CAS
+    // zeroes active, so the CAS fails; one after the CAS finds active =
+    // ctx and reserves its number. No lock, no flush, no shared load.
     std::uint64_t ctx = as->context.load(std::memory_order_relaxed);
     std::uint64_t old = c.active.load(std::memory_order_relaxed);
-    if (old != 0 && ctx != 0 && (ctx & ~asid_mask()) == __atomic_load_n(&g_generation, __ATOMIC_RELAXED) &&
+    if (old != 0 && ((ctx ^ old) & ~kAsidField) == 0 &&
         c.active.compare_exchange_strong(old, ctx, std::memory_order_relaxed)) {
       c.current.store(as, std::memory_order_relaxed);
-      std::uint64_t ttbr = ((ctx & asid_mask()) << 48) | as->l1;
+      std::uint64_t ttbr = (ctx << 48) | as->l1;
       asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"(ttbr) : "memory");
       return;
     }
@@ -438,7 +447,7 @@ namespace {
     Locked l(g_asid_lock);
     if (as) {
       ctx = as->context.load(std::memory_order_relaxed);
-      if (ctx == 0 || (ctx & ~asid_mask()) != g_generation) {
+      if (ctx == 0 || (ctx & ~kAsidField) != g_generation) {
         ctx = new_context(as);
         as->context.store(ctx, std::memory_order_relaxed);
       }
@@ -449,7 +458,7 @@ namespace {
     if (flush) c.flush_pending = false;
   }
   if (flush) asm volatile("tlbi vmalle1\n\tdsb nsh" ::: "memory");  // after a rollover, before any new ASID
-  std::uint64_t ttbr = as ? ((ctx & asid_mask()) << 48) | as->l1
+  std::uint64_t ttbr = as ? (ctx << 48) | as->l1
                           : virt_to_phys(reinterpret_cast<std::uintptr_t>(spindle_user_l1_none));
   asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"(ttbr) : "memory");
 }
