@@ -460,10 +460,10 @@ Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
 [[gnu::always_inline]] inline bool direct_switch_ok(Cpu& c, Tcb* self, Tcb* next) SPINDLE_REQUIRES(g.lock) {
   int p = next->run.priority;
   bool direct = !next->suspend_requested && next->run.affinity.has(c.id) && !c.need_resched &&
-                c.rq.top_priority() <= p && !self->ending.load(std::memory_order_relaxed) && c.irq_depth == 0 &&
+                !c.rq.has_above(p) && !self->ending.load(std::memory_order_relaxed) && c.irq_depth == 0 &&
                 !g.shutting_down.load(std::memory_order_relaxed);
   for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); direct && bits; bits &= bits - 1) {
-    if (g.cpus[__builtin_ctzll(bits)].rq.top_priority() > p) direct = false;
+    if (g.cpus[__builtin_ctzll(bits)].rq.has_above(p)) direct = false;
   }
   return direct;
 }

@@ -33,6 +33,9 @@ class RunQueue {
     std::uint32_t b = bitmap();
     return b ? 31 - std::countl_zero(b) : -1;
   }
+  // Whether a node more urgent than priority p (0..31) is queued:
+  // top_priority() > p without the bit scan.
+  bool has_above(int p) const { return (bitmap() >> p) > 1; }
   std::uint32_t bitmap() const { return bitmap_.load(std::memory_order_relaxed); }
   unsigned size() const { return count_; }
 

@@ -134,7 +134,7 @@ bool turn_stays_here(const Cpu& c, const Tcb* self) SPINDLE_REQUIRES(g.lock) {
   if (self->suspend_requested || c.need_resched || g.shutting_down.load(std::memory_order_relaxed)) return false;
   for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); bits; bits &= bits - 1) {
     unsigned o = static_cast<unsigned>(__builtin_ctzll(bits));
-    if (g.cpus[o].rq.top_priority() > p) return false;
+    if (g.cpus[o].rq.has_above(p)) return false;
     if (self->run.affinity.has(o) && committed_priority(g.cpus[o], nullptr) < p) return false;
   }
   return true;

@@ -922,10 +922,10 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   return true;
 }
 
-void resumed_at_user_frame() SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-  finish_switch();
-  unlock_keep_irqs_masked();
-}
+// No finish_switch() here: the thread switched away from is syscall_fast's
+// caller, parked alive, so there is no zombie to reap (a dead thread's
+// last switch is context_switch_final, resumed through finish_switch).
+void resumed_at_user_frame() SPINDLE_NO_THREAD_SAFETY_ANALYSIS { unlock_keep_irqs_masked(); }
 
 bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
   std::uint64_t* a = f.arg;
@@ -1064,16 +1064,14 @@ Result<Received> recv_any(Handle h, std::span<std::byte> buf, std::span<Handle> 
 Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline) {
   return send_any(h, msg, handles, deadline_or_try(deadline));
 }
-Result<Received> channel_call(Handle h, std::span<const std::byte> msg, std::span<std::byte> buf, TimePoint deadline) {
+std::uint64_t channel_call_word(Handle h, const std::byte* msg, std::size_t len, std::byte* buf, std::size_t cap,
+                                TimePoint deadline) {
   if (in_user_process()) {
-    std::uint64_t r = sys(kSysChannelCall, h.value, user_arg(msg.data()), msg.size(), user_arg(buf.data()), buf.size(),
-                          deadline_arg(deadline));
-    Status s = unpack(r);
-    if (s != Status::kOk) return s;
-    return Received{static_cast<std::size_t>(r >> 8 & 0xFFFFFFFF), 0};
+    return sys(kSysChannelCall, h.value, user_arg(msg), len, user_arg(buf), cap, deadline_arg(deadline));
   }
-  return call(&g_kernel_table, nullptr, h, reinterpret_cast<std::uintptr_t>(msg.data()), msg.size(),
-              reinterpret_cast<std::uintptr_t>(buf.data()), buf.size(), deadline_arg(deadline));
+  Result<Received> r = call(&g_kernel_table, nullptr, h, reinterpret_cast<std::uintptr_t>(msg), len,
+                            reinterpret_cast<std::uintptr_t>(buf), cap, deadline_arg(deadline));
+  return r.ok() ? result(Status::kOk) | r->bytes << 8 : result(r.status());
 }
 Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline) {
   return recv_any(h, buf, handles, deadline_or_try(deadline));

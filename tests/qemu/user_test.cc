@@ -284,3 +284,29 @@ KTEST(user_asid_rollover_keeps_spaces_apart, 1) {
         static_cast<unsigned long long>(rollovers));
   KCHECK(rollovers > 0);
 }
+
+KTEST(user_range_check_at_its_bounds, 1) {
+  // The inline check every user pointer of the fast paths goes through:
+  // [va, va + n) must lie in [kUserBase, kUserLimit), with no overflow.
+  using arch::kUserBase;
+  using arch::kUserLimit;
+  constexpr std::uintptr_t kTop = ~std::uintptr_t{0};
+  struct Case {
+    std::uintptr_t va;
+    std::size_t n;
+    bool ok;
+  } cases[] = {
+      {kUserBase, 0, true},          {kUserBase, 4, true},           {kUserBase - 1, 1, false},
+      {kUserBase - 4, 8, false},     {0, 0, false},                  {0, 4, false},
+      {kUserLimit - 4, 4, true},     {kUserLimit - 4, 5, false},     {kUserLimit, 0, true},
+      {kUserLimit, 1, false},        {kUserBase, kUserLimit - kUserBase, true},
+      {kUserBase, kUserLimit - kUserBase + 1, false},                 {kUserBase + 8, kTop - 4, false},
+      {kTop, 1, false},              {kTop - 3, 8, false},           {0xffffff8040080000, 4, false},
+  };
+  for (const Case& c : cases) {
+    if (arch::user_range_ok(c.va, c.n) != c.ok) {
+      KFAIL("user_range_ok(%#llx, %zu) should be %s", static_cast<unsigned long long>(c.va), c.n,
+            c.ok ? "true" : "false");
+    }
+  }
+}

@@ -65,6 +65,19 @@ TEST_CASE("run queue: most urgent priority first", "[run_queue]") {
   CHECK(q.bitmap() == 0);
 }
 
+TEST_CASE("run queue: has_above(p) is top_priority() > p", "[run_queue]") {
+  RunQueue q;
+  for (int p = 0; p < kPriorityLevels; ++p) CHECK_FALSE(q.has_above(p));
+  RunNode n0 = make(0), n5 = make(5), n31 = make(31);
+  for (RunNode* n : {&n0, &n5, &n31}) {
+    q.push_back(n);
+    for (int p = 0; p < kPriorityLevels; ++p) {
+      INFO("top " << q.top_priority() << ", p " << p);
+      CHECK(q.has_above(p) == (q.top_priority() > p));
+    }
+  }
+}
+
 TEST_CASE("run queue: FIFO within a level", "[run_queue]") {
   RunNode a = make(9), b = make(9), c = make(9), low = make(3);
   RunQueue q;

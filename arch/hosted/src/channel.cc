@@ -466,9 +466,12 @@ Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<
 // No fast path here (each end is a socket): a send, then a receive with
 // no handle room (a reply that carries handles is kOverflow and stays
 // queued, as on aarch64).
-Result<Received> channel_call(Handle h, std::span<const std::byte> msg, std::span<std::byte> buf, TimePoint deadline) {
-  if (Status s = send_impl(h, msg, {}, deadline, true); s != Status::kOk) return s;
-  return recv_impl(h, buf, {}, deadline, true);
+std::uint64_t channel_call_word(Handle h, const std::byte* msg, std::size_t len, std::byte* buf, std::size_t cap,
+                                TimePoint deadline) {
+  auto word = [](Status s) { return static_cast<std::uint64_t>(static_cast<int>(s)); };
+  if (Status s = send_impl(h, {msg, len}, {}, deadline, true); s != Status::kOk) return word(s);
+  Result<Received> r = recv_impl(h, {buf, cap}, {}, deadline, true);
+  return r.ok() ? r->bytes << 8 : word(r.status());
 }
 
 namespace {

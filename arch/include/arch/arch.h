@@ -463,8 +463,8 @@ void handle_syscall(arch::SyscallFrame& frame);
 // so the backend goes on to handle_syscall as for any other call.
 bool syscall_fast(std::uint64_t* regs);
 // arch::context_switch_to_user's hand-over, on the resumed thread's kernel
-// stack: finishes the switch and releases the kernel lock (interrupts stay
-// masked).
+// stack: releases the kernel lock (interrupts stay masked); the switch
+// needs no other finishing, its previous thread being alive.
 void resumed_at_user_frame();
 // The running thread faulted in user mode. Interrupts masked. Reports it;
 // a process's thread ends its whole process (join: kFaulted with the

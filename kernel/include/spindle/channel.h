@@ -48,8 +48,18 @@ Status channel_pair(Handle* a, Handle* b);
 Status channel_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles, TimePoint deadline);
 Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline);
 // channel_send(h, msg) then channel_recv(h, buf), no handles, as one call
-// (one system call in a process; on aarch64 the fast path of a call).
-Result<Received> channel_call(Handle h, std::span<const std::byte> msg, std::span<std::byte> buf, TimePoint deadline);
+// (one system call in a process; on aarch64 the fast path of a call). The
+// result is one word, the system call's own: the status in bits 0..7, the
+// reply's length in bits 8..39 (so a process's call returns it in a
+// register, and channel_call below unpacks it inline).
+std::uint64_t channel_call_word(Handle h, const std::byte* msg, std::size_t len, std::byte* buf, std::size_t cap,
+                                TimePoint deadline);
+inline Result<Received> channel_call(Handle h, std::span<const std::byte> msg, std::span<std::byte> buf,
+                                     TimePoint deadline) {
+  std::uint64_t r = channel_call_word(h, msg.data(), msg.size(), buf.data(), buf.size(), deadline);
+  if (r & 0xff) return static_cast<Status>(r & 0xff);
+  return Received{static_cast<std::size_t>(r >> 8 & 0xFFFFFFFF), 0};
+}
 // Without blocking: kWouldBlock where the calls above would wait.
 Status channel_try_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles);
 Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles);

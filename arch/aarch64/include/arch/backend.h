@@ -197,7 +197,10 @@ bool user_write(std::uintptr_t dst, const void* src, std::size_t n);
 // is written then too, so it is an early-clobber output that no input may
 // share. Anything else goes to user_read/user_write.
 inline bool user_range_ok(std::uintptr_t va, std::size_t n) {
-  return va >= kUserBase && va <= kUserLimit && n <= kUserLimit - va;
+  // [va, va + n) within [kUserBase, kUserLimit], without overflow: below
+  // kUserBase, va - kUserBase wraps past any bound.
+  constexpr std::uintptr_t kSpan = kUserLimit - kUserBase;
+  return n <= kSpan && va - kUserBase <= kSpan - n;
 }
 [[gnu::always_inline]] inline bool user_read_masked(void* dst, std::uintptr_t src, std::size_t n) {
   if (n == 0) return true;
