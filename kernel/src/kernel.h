@@ -358,7 +358,7 @@ inline Cpu& this_cpu() { return *static_cast<Cpu*>(arch::cpu_area()->kernel); }
 inline void KernelLock::lock() {
   std::uint32_t ticket = next_.fetch_add(1, std::memory_order_relaxed);
   if (serving_.load(std::memory_order_acquire) != ticket) [[unlikely]] wait_for(ticket);
-  owner_.store(static_cast<int>(this_cpu().id), std::memory_order_relaxed);
+  owner_.store(static_cast<int>(arch::cpu_area()->id), std::memory_order_relaxed);
 }
 
 inline void KernelLock::unlock() {
@@ -451,7 +451,7 @@ Status block_and_switch_to(Tcb* next, TimePoint deadline) SPINDLE_REQUIRES(g.loc
 // conditions above); switch_directly(next), only right after it said yes
 // under the same lock hold, blocks the current thread with no deadline
 // and runs next here. Returns the current thread's wake status.
-inline bool can_switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
+inline bool can_switch_directly(Cpu& c, Tcb* next) SPINDLE_REQUIRES(g.lock);
 Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
 // (switch_directly_begin, its first half for the system-call fast path:
 // with the switch's bookkeeping, below.)
@@ -467,8 +467,7 @@ Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
   }
   return direct;
 }
-[[gnu::always_inline]] inline bool can_switch_directly(Tcb* next) {
-  Cpu& c = this_cpu();
+[[gnu::always_inline]] inline bool can_switch_directly(Cpu& c, Tcb* next) {
   return next->state == ThreadState::kBlocked && next->timer.cpu() < 0 && direct_switch_ok(c, c.current, next);
 }
 // Change a thread's effective priority / affinity, wherever it is (queued,
@@ -481,8 +480,7 @@ void set_thread_affinity(Tcb* t, CpuMask mask) SPINDLE_REQUIRES(g.lock);
 // read the id with one load (arch.h says what user mode sees there).
 inline Tcb* current_thread() { return static_cast<Tcb*>(static_cast<Waiter*>(arch::kernel_thread_pointer())); }
 inline void set_current_thread(Tcb* t) {
-  arch::set_kernel_thread_pointer(static_cast<Waiter*>(t));
-  arch::set_thread_pointer(static_cast<Waiter*>(t));
+  arch::set_thread_pointers(static_cast<Waiter*>(t), static_cast<Waiter*>(t));
 }
 // Counts t among the live threads and makes it findable by id.
 void register_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
@@ -665,8 +663,8 @@ inline void note_stack_depth(Tcb* t) SPINDLE_REQUIRES(g.lock) {
 
 // switch_directly's changes of state: self blocks (no queue, no deadline),
 // next's wait ends with kOk.
-[[gnu::always_inline]] inline Tcb* block_for_direct(Tcb* next) SPINDLE_REQUIRES(g.lock) {
-  Tcb* self = this_cpu().current;
+[[gnu::always_inline]] inline Tcb* block_for_direct(Cpu& c, Tcb* next) SPINDLE_REQUIRES(g.lock) {
+  Tcb* self = c.current;
   next->wake_status = Status::kOk;
   self->state = ThreadState::kBlocked;
   self->wait_queue = nullptr;
@@ -676,15 +674,14 @@ inline void note_stack_depth(Tcb* t) SPINDLE_REQUIRES(g.lock) {
 
 // switch_directly in two halves, for a next that will resume straight at
 // its saved user frame rather than through its kernel continuation (the
-// system-call fast path: kernel::syscall_fast). switch_directly_begin(next)
+// system-call fast path: kernel::syscall_fast). switch_directly_begin(c, next)
 // blocks the current thread as switch_directly does and does all of the
 // switch but the register switch: next is then this CPU's current thread
 // and its address space is active, while the CPU still runs on the
 // caller's stack, lock held. Returns the caller (now blocked), for the
 // backend's arch::context_switch_to_user, which completes it.
-[[gnu::always_inline]] inline Tcb* switch_directly_begin(Tcb* next) SPINDLE_REQUIRES(g.lock) {
-  Tcb* self = block_for_direct(next);
-  Cpu& c = this_cpu();
+[[gnu::always_inline]] inline Tcb* switch_directly_begin(Cpu& c, Tcb* next) SPINDLE_REQUIRES(g.lock) {
+  Tcb* self = block_for_direct(c, next);
   // Neither is the idle thread, which never blocks: begin_switch's idle
   // tests fold away.
   if (self == c.idle || next == c.idle) __builtin_unreachable();

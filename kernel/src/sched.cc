@@ -261,8 +261,9 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
 }
 
 Status switch_directly(Tcb* next) {
-  Tcb* self = block_for_direct(next);
-  switch_to(this_cpu(), self, next, SwitchReason::kBlock);
+  Cpu& c = this_cpu();
+  Tcb* self = block_for_direct(c, next);
+  switch_to(c, self, next, SwitchReason::kBlock);
   return self->wake_status;
 }
 

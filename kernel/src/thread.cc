@@ -135,7 +135,7 @@ void release_unmapped_stacks(void* list) {
 
 void exit_current(int code, bool faulted) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   arch::irq_save();
-  if (g.lock.owner_cpu() == static_cast<int>(this_cpu().id)) {
+  if (g.lock.owner_cpu() == static_cast<int>(arch::cpu_area()->id)) {
     panic("thread '%s' %s while holding the kernel lock", this_cpu().current->name,
           faulted ? "faulted" : "exited");
   }

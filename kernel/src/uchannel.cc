@@ -886,8 +886,9 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   const unsigned me = end->side;
   const unsigned to = 1 - me;
   Direct* d = c->direct[to];
+  Cpu& cpu = this_cpu();
   if (!d || len > d->cap || c->head[to] || c->holders[to] == 0 || c->head[me] || c->direct[me] ||
-      !can_switch_directly(d->thread) || !arch::user_read_masked(d->data, x[1], len)) {
+      !can_switch_directly(cpu, d->thread) || !arch::user_read_masked(d->data, x[1], len)) {
     unlock_keep_irqs_masked();
     return false;
   }
@@ -909,7 +910,7 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
     // The peer was parked here too: its call ends here, as its
     // continuation would end it (in its address space, active from
     // switch_directly_begin on), and it resumes at its user frame.
-    switch_directly_begin(peer);
+    switch_directly_begin(cpu, peer);
     Status ps = copy_out_direct(c, to, process_of(peer), d->buf, *d);
     c->users--;  // the peer's; the caller's handle keeps c
     peer_frame[0] = ps == Status::kOk ? result(Status::kOk) | d->bytes << 8 : result(ps);

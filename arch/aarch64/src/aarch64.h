@@ -102,8 +102,8 @@ const char* exception_class_name(unsigned ec);
 // User mode (user.cc): per-CPU setup (EL0 counter access, no user tables
 // yet), after cpu_early_init, on that CPU.
 void user_cpu_init();
-// CPU cpu's ASID state (user.cc), for its CpuArea::asid_state.
-void* cpu_asid_state(unsigned cpu);
+// CPU cpu's ASID state (user.cc), for its CpuArea::asid.
+CpuAsid* cpu_asid_state(unsigned cpu);
 // For the image loader (image.cc), thread context: maps [va, va + size) to
 // the physical pages from pa on, which stay the kernel's (never freed with
 // the address space). Writable and executable never at once (leaf_bits).

@@ -72,8 +72,7 @@ void cpu_early_init(unsigned id) {
   g_boot_areas[id].id = id;
   g_boot_areas[id].fault_stack_top = fault_stack_top(id);
   set_area(&g_boot_areas[id]);
-  set_thread_pointer(nullptr);
-  set_kernel_thread_pointer(nullptr);
+  set_thread_pointers(nullptr, nullptr);
 }
 
 void irq_controller_init_global() {
@@ -112,7 +111,7 @@ void cpu_hw_init(unsigned id) {
 void cpu_init_local(CpuArea* area, unsigned id) {
   area->id = id;
   area->fault_stack_top = fault_stack_top(id);
-  area->asid_state = cpu_asid_state(id);
+  area->asid = cpu_asid_state(id);
   g_areas[id] = area;
   asm volatile("dsb ish" ::: "memory");  // published before anyone IPIs it
   set_area(area);

@@ -43,14 +43,11 @@ extern "C" [[noreturn]] void spindle_aarch64_enter_user(std::uintptr_t pc, std::
 namespace spindle::arch {
 
 struct AddressSpace {
-  IrqSpinLock lock;                     // its tables
-  std::uintptr_t l1 = 0;                // PA of the level-1 table
-  // generation | ASID (bits 0..15, whatever the hardware's ASID width;
-  // the generation counts in units of 1 << 16); 0: never ran. Written
-  // under g_asid_lock; read without it by address_space_activate's fast
-  // path.
-  std::atomic<std::uint64_t> context{0};
+  AddressSpaceHead head;  // first: address_space_activate (backend.h) reads it through the pointer
+  IrqSpinLock lock;       // its tables
 };
+static_assert(std::is_standard_layout_v<AddressSpace> && offsetof(AddressSpace, head) == 0,
+              "address_space_activate reads the head at the address space's address");
 
 namespace {
 
@@ -72,7 +69,7 @@ std::uint64_t leaf_bits(UserAccess a) {
 // The level-3 entry for va, creating the tables on the way if asked
 // (nullptr: not there, or no memory). as->lock held.
 std::uint64_t* pte_of(AddressSpace* as, std::uintptr_t va, bool create) {
-  return walk_to_pte(reinterpret_cast<std::uint64_t*>(phys_to_virt(as->l1)), va, create, kPxnTable);
+  return walk_to_pte(reinterpret_cast<std::uint64_t*>(phys_to_virt(as->head.l1)), va, create, kPxnTable);
 }
 
 void check_range(const char* what, std::uintptr_t va, std::size_t size) {
@@ -90,11 +87,7 @@ bool user_may(std::uint64_t pte, bool write) {
 // ASIDs.
 
 constexpr unsigned kMaxAsidBits = 16;
-// A context word's ASID field, and one generation: fixed whatever the
-// hardware's ASID width (8 or 16 bits, g_asid_bits), so that the fast path
-// needs no loaded mask and TTBR0's ASID field is ctx << 48 (with 8-bit
-// ASIDs the numbers stay below 256: TTBR0 bits 56..63 are 0).
-constexpr std::uint64_t kAsidField = 0xffff;
+// One generation in a context word (backend.h: kAsidField below it).
 constexpr std::uint64_t kGeneration = 1ull << 16;
 IrqSpinLock g_asid_lock;
 unsigned g_asid_bits = 8;
@@ -104,20 +97,6 @@ unsigned g_asid_next = 1;
 unsigned g_asid_limit = 0;  // tests: numbers below it only (0: all)
 std::uint64_t g_rollovers = 0;
 
-// active: the context this CPU loaded in TTBR0 (0: none, or "since the
-// last rollover": a rollover exchanges every CPU's with 0). Written by
-// its CPU (a compare-and-swap in the fast path, a store under the lock in
-// the slow one) and by rollover (the exchange), so the fast path's CAS
-// fails if a rollover came between its generation check and the switch.
-// A non-zero active is of the current generation: every rollover zeroes
-// it, and only its own CPU makes it non-zero again, with a context of the
-// generation current then.
-struct CpuAsid {
-  std::atomic<std::uint64_t> active{0};
-  std::uint64_t reserved = 0;  // context it ran at the last rollover, kept in the new generation
-  bool flush_pending = false;  // a rollover happened: flush the local TLB before the next load
-  std::atomic<AddressSpace*> current{nullptr};  // written only by its CPU
-};
 CpuAsid g_cpu_asid[kMaxCpusAarch64];
 
 std::atomic<std::uint64_t> g_last_fault_esr{0};
@@ -146,7 +125,7 @@ void rollover() {
 
 // A context of the current generation for as. g_asid_lock held.
 std::uint64_t new_context(AddressSpace* as) {
-  std::uint64_t old = as->context.load(std::memory_order_relaxed);
+  std::uint64_t old = as->head.context.load(std::memory_order_relaxed);
   if (old != 0) {
     for (const CpuAsid& c : g_cpu_asid) {
       if (c.reserved == old) return g_generation | (old & kAsidField);  // running since before the rollover
@@ -189,7 +168,7 @@ void user_cpu_init() {
   asm volatile("isb" ::: "memory");
 }
 
-void* cpu_asid_state(unsigned cpu) { return &g_cpu_asid[cpu]; }
+CpuAsid* cpu_asid_state(unsigned cpu) { return &g_cpu_asid[cpu]; }
 
 unsigned asid_bits() { return g_asid_bits; }
 
@@ -206,7 +185,7 @@ std::uint64_t asid_rollovers() {
 
 unsigned address_space_asid(const AddressSpace* as) {
   Locked l(g_asid_lock);
-  return static_cast<unsigned>(as->context.load(std::memory_order_relaxed) & kAsidField);
+  return static_cast<unsigned>(as->head.context.load(std::memory_order_relaxed) & kAsidField);
 }
 
 LastUserFault last_user_fault() {
@@ -216,8 +195,8 @@ LastUserFault last_user_fault() {
 AddressSpace* address_space_create() {
   auto* as = new (std::nothrow) AddressSpace;
   if (!as) return nullptr;
-  as->l1 = zeroed_page();
-  if (!as->l1) {
+  as->head.l1 = zeroed_page();
+  if (!as->head.l1) {
     delete as;
     return nullptr;
   }
@@ -231,14 +210,14 @@ void address_space_destroy(AddressSpace* as) {
     for (const CpuAsid& c : g_cpu_asid) {
       if (c.current.load(std::memory_order_relaxed) == as) panic("address_space_destroy: still active on a CPU");
     }
-    std::uint64_t ctx = as->context.load(std::memory_order_relaxed);
+    std::uint64_t ctx = as->head.context.load(std::memory_order_relaxed);
     if (ctx != 0 && (ctx & ~kAsidField) == g_generation) {
       unsigned a = static_cast<unsigned>(ctx & kAsidField);
       g_asid_used[a / 64] &= ~(1ull << (a % 64));
     }
   }
-  tlbi_asid(as->context.load(std::memory_order_relaxed));  // before its number or its pages go to anyone else
-  auto* l1 = reinterpret_cast<std::uint64_t*>(phys_to_virt(as->l1));
+  tlbi_asid(as->head.context.load(std::memory_order_relaxed));  // before its number or its pages go to anyone else
+  auto* l1 = reinterpret_cast<std::uint64_t*>(phys_to_virt(as->head.l1));
   for (unsigned i = 0; i < 512; ++i) {
     if (!(l1[i] & kValid)) continue;
     std::uint64_t* l2 = table_at(l1[i]);
@@ -252,7 +231,7 @@ void address_space_destroy(AddressSpace* as) {
     }
     page_free(l1[i] & kAddrMask, 1);
   }
-  page_free(as->l1, 1);
+  page_free(as->head.l1, 1);
   delete as;
 }
 
@@ -283,7 +262,7 @@ void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size) {
   std::uint64_t asid;
   {
     Locked a(g_asid_lock);
-    asid = as->context.load(std::memory_order_relaxed) & kAsidField;
+    asid = as->head.context.load(std::memory_order_relaxed) & kAsidField;
   }
   for (std::size_t off = 0; off < size; off += kPageSize) {
     std::uint64_t* pte = pte_of(as, va + off, false);
@@ -411,45 +390,18 @@ bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::siz
   return true;
 }
 
-namespace {
-void activate_slow(CpuAsid& c, AddressSpace* as);
-}  // namespace
-
-void address_space_activate(AddressSpace* as) {
-  CpuAsid& c = *static_cast<CpuAsid*>(cpu_area()->asid_state);
-  if (as == c.current.load(std::memory_order_relaxed)) return;
-  if (as) {
-    // Fast path (Linux arm64's): no rollover happened since this CPU last
-    // loaded an ASID (active is not 0), so active's generation is the
-    // current one, and the space has an ASID of that generation (a ctx of
-    // 0, never run, has none). A rollover between the checks and the CAS
-    // zeroes active, so the CAS fails; one after the CAS finds active =
-    // ctx and reserves its number. No lock, no flush, no shared load.
-    std::uint64_t ctx = as->context.load(std::memory_order_relaxed);
-    std::uint64_t old = c.active.load(std::memory_order_relaxed);
-    if (old != 0 && ((ctx ^ old) & ~kAsidField) == 0 &&
-        c.active.compare_exchange_strong(old, ctx, std::memory_order_relaxed)) {
-      c.current.store(as, std::memory_order_relaxed);
-      std::uint64_t ttbr = (ctx << 48) | as->l1;
-      asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"(ttbr) : "memory");
-      return;
-    }
-  }
-  activate_slow(c, as);
-}
-
-namespace {
 // A new ASID, a flush after a rollover, or no address space: under the lock.
-[[gnu::noinline]] void activate_slow(CpuAsid& c, AddressSpace* as) {
+void address_space_activate_slow(AddressSpace* as) {
+  CpuAsid& c = *cpu_area()->asid;
   std::uint64_t ctx = 0;
   bool flush;
   {
     Locked l(g_asid_lock);
     if (as) {
-      ctx = as->context.load(std::memory_order_relaxed);
+      ctx = as->head.context.load(std::memory_order_relaxed);
       if (ctx == 0 || (ctx & ~kAsidField) != g_generation) {
         ctx = new_context(as);
-        as->context.store(ctx, std::memory_order_relaxed);
+        as->head.context.store(ctx, std::memory_order_relaxed);
       }
     }
     c.active.store(ctx, std::memory_order_relaxed);
@@ -458,11 +410,10 @@ namespace {
     if (flush) c.flush_pending = false;
   }
   if (flush) asm volatile("tlbi vmalle1\n\tdsb nsh" ::: "memory");  // after a rollover, before any new ASID
-  std::uint64_t ttbr = as ? (ctx << 48) | as->l1
+  std::uint64_t ttbr = as ? (ctx << 48) | as->head.l1
                           : virt_to_phys(reinterpret_cast<std::uintptr_t>(spindle_user_l1_none));
   asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"(ttbr) : "memory");
 }
-}  // namespace
 
 void enter_user(const UserEntry& e) {
   if (e.sp % 16 != 0 || e.pc < kUserBase || e.pc >= kUserLimit) {

@@ -35,7 +35,8 @@ namespace spindle::arch {
 // ---------------------------------------------------------------------------
 // Per-CPU area. Each CPU owns a CpuArea (backend-defined contents) that the
 // kernel embeds in its own per-CPU structure. `kernel` is the kernel's
-// back-pointer to that structure.
+// back-pointer to that structure; `id` is the CPU's number (cpu_init_local
+// sets it).
 //
 //   CpuArea* cpu_area();          any. One instruction; never stale for
 //                                 irqs-off callers. A thread that may be
@@ -46,13 +47,14 @@ namespace spindle::arch {
 // each read in one migration-safe access (a thread preempted and resumed on
 // another CPU reads that CPU's register, which holds its own value):
 //
+//   void set_thread_pointers(void* kernel, void* visible);
+//                                           irqs-off, by the scheduler only:
+//                                           sets both below at once.
 //   void* kernel_thread_pointer();          any, kernel code (EL1) only.
-//   void set_kernel_thread_pointer(void*);  irqs-off, by the scheduler only.
 //       The kernel's "current thread" (its Tcb). Kept where code running
 //       in user mode cannot read it (aarch64: SP_EL0 while at EL1, as
 //       Linux arm64 does).
 //   void* thread_pointer();                 any; also user mode.
-//   void set_thread_pointer(void*);         irqs-off, by the scheduler only.
 //       Points at a detail::ThreadHead the running thread itself may read,
 //       so this_thread::id() and the lock fast paths are one load at EL1
 //       and at EL0 alike (aarch64: TPIDRRO_EL0, read-only at EL0). Rule:

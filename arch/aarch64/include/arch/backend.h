@@ -46,7 +46,7 @@ struct CpuArea {
   void* kernel_thread = nullptr;
   void* thread = nullptr;
   std::atomic<std::uint32_t> relax_spins{0};  // cpu_relax calls, to pace its yields
-  void* asid_state = nullptr;             // this CPU's ASID state (user.cc), for the switch's fast path
+  struct CpuAsid* asid = nullptr;         // this CPU's ASID state (user.cc), for the switch's fast path
 };
 static_assert(offsetof(CpuArea, fault_stack_top) == 16, "vectors.S reads CpuArea::fault_stack_top at 16");
 static_assert(offsetof(CpuArea, probe_resume) == 24, "probe.S writes CpuArea::probe_resume at 24");
@@ -82,10 +82,6 @@ inline void* kernel_thread_pointer() {
   asm volatile("mrs %0, sp_el0" : "=r"(p));
   return p;
 }
-inline void set_kernel_thread_pointer(void* p) {
-  asm volatile("msr sp_el0, %0" ::"r"(p) : "memory");
-  cpu_area()->kernel_thread = p;
-}
 
 // TPIDRRO_EL0: readable (not writable) at EL0, see arch.h for its rule.
 inline void* thread_pointer() {
@@ -93,9 +89,13 @@ inline void* thread_pointer() {
   asm volatile("mrs %0, tpidrro_el0" : "=r"(p));
   return p;
 }
-inline void set_thread_pointer(void* p) {
-  asm volatile("msr tpidrro_el0, %0" ::"r"(p) : "memory");
-  cpu_area()->thread = p;
+// Both registers, and their copies in the CpuArea, which the EL0 entry
+// path reloads (vectors.S).
+inline void set_thread_pointers(void* kernel, void* visible) {
+  asm volatile("msr sp_el0, %0\n\tmsr tpidrro_el0, %1" ::"r"(kernel), "r"(visible) : "memory");
+  CpuArea* a = cpu_area();
+  a->kernel_thread = kernel;
+  a->thread = visible;
 }
 
 inline bool irqs_enabled() {
@@ -184,7 +184,8 @@ void address_space_destroy(AddressSpace* as);
 bool user_map(AddressSpace* as, std::uintptr_t va, std::size_t size, UserAccess access);
 void user_unmap(AddressSpace* as, std::uintptr_t va, std::size_t size);
 bool user_copy_to(AddressSpace* as, std::uintptr_t va, const void* src, std::size_t n);
-void address_space_activate(AddressSpace* as);
+// address_space_activate: the fast path inline (below), the rest in user.cc.
+void address_space_activate_slow(AddressSpace* as);
 [[noreturn]] void enter_user(const UserEntry& entry);
 bool user_read(void* dst, std::uintptr_t src, std::size_t n);
 bool user_write(std::uintptr_t dst, const void* src, std::size_t n);
@@ -196,6 +197,56 @@ bool user_write(std::uintptr_t dst, const void* src, std::size_t n);
 // A fault resumes at 9 with x0 = ESR (fault.cc), which is not 0; x1 (FAR)
 // is written then too, so it is an early-clobber output that no input may
 // share. Anything else goes to user_read/user_write.
+// What address_space_activate's inline fast path reads of an address
+// space (the first member of AddressSpace, user.cc) and of a CPU's ASID
+// state; user.cc has the rest and explains the protocol (the Linux arm64
+// scheme). A context word is generation | ASID, the ASID in bits 0..15
+// whatever the hardware's width, the generation counted in units of
+// 1 << 16, so TTBR0's ASID field is context << 48.
+inline constexpr std::uint64_t kAsidField = 0xffff;
+struct AddressSpaceHead {
+  // generation | ASID; 0: never ran. Written under the ASID lock; read
+  // without it by the fast path.
+  std::atomic<std::uint64_t> context{0};
+  std::uintptr_t l1 = 0;  // PA of the level-1 table
+};
+struct CpuAsid {
+  // The context this CPU loaded in TTBR0 (0: none, or none since the last
+  // rollover, which exchanges every CPU's with 0). Written by its CPU (a
+  // compare-and-swap in the fast path, a store under the lock in the slow
+  // one) and by rollover. A non-zero active is of the current generation:
+  // every rollover zeroes it, and only its own CPU makes it non-zero
+  // again, with a context of the generation current then.
+  std::atomic<std::uint64_t> active{0};
+  std::uint64_t reserved = 0;  // context it ran at the last rollover, kept in the new generation
+  bool flush_pending = false;  // a rollover happened: flush the local TLB before the next load
+  std::atomic<AddressSpace*> current{nullptr};  // loaded in TTBR0; written only by its CPU
+};
+
+// Interrupts masked. Fast path: no rollover since this CPU last loaded an
+// ASID (active is not 0), so active's generation is the current one, and
+// the space has an ASID of that generation (a context of 0, never run, has
+// none). A rollover between the checks and the CAS zeroes active, so the
+// CAS fails; one after it finds active = the space's context and reserves
+// its number. No lock, no flush, no shared load. Anything else (a new
+// ASID, a flush after a rollover, no address space): the slow path.
+inline void address_space_activate(AddressSpace* as) {
+  CpuAsid& c = *cpu_area()->asid;
+  if (as == c.current.load(std::memory_order_relaxed)) return;
+  if (as) {
+    auto* h = reinterpret_cast<AddressSpaceHead*>(as);  // its first member (static_assert in user.cc)
+    std::uint64_t ctx = h->context.load(std::memory_order_relaxed);
+    std::uint64_t old = c.active.load(std::memory_order_relaxed);
+    if (old != 0 && ((ctx ^ old) & ~kAsidField) == 0 &&
+        c.active.compare_exchange_strong(old, ctx, std::memory_order_relaxed)) {
+      c.current.store(as, std::memory_order_relaxed);
+      asm volatile("msr ttbr0_el1, %0\n\tisb" ::"r"((ctx << 48) | h->l1) : "memory");
+      return;
+    }
+  }
+  address_space_activate_slow(as);
+}
+
 inline bool user_range_ok(std::uintptr_t va, std::size_t n) {
   // [va, va + n) within [kUserBase, kUserLimit], without overflow: below
   // kUserBase, va - kUserBase wraps past any bound.

@@ -73,13 +73,12 @@ inline void* thread_pointer() {
   asm volatile("movq %%gs:%c1, %0" : "=r"(p) : "i"(offsetof(CpuArea, thread)));
   return p;
 }
-inline void set_thread_pointer(void* p) {
-  asm volatile("movq %0, %%gs:%c1" ::"r"(p), "i"(offsetof(CpuArea, thread)) : "memory");
-}
 // No user mode here: the kernel's thread pointer is the same slot (the
 // kernel gives both the same value, arch.h).
+inline void set_thread_pointers(void*, void* visible) {
+  asm volatile("movq %0, %%gs:%c1" ::"r"(visible), "i"(offsetof(CpuArea, thread)) : "memory");
+}
 inline void* kernel_thread_pointer() { return thread_pointer(); }
-inline void set_kernel_thread_pointer(void* p) { set_thread_pointer(p); }
 
 inline bool irqs_enabled() {
   std::uint8_t v;
