@@ -230,7 +230,7 @@ struct CpuAsid {
 // CAS fails; one after it finds active = the space's context and reserves
 // its number. No lock, no flush, no shared load. Anything else (a new
 // ASID, a flush after a rollover, no address space): the slow path.
-inline void address_space_activate(AddressSpace* as) {
+[[gnu::always_inline]] inline void address_space_activate(AddressSpace* as) {
   CpuAsid& c = *cpu_area()->asid;
   if (as == c.current.load(std::memory_order_relaxed)) return;
   if (as) {
