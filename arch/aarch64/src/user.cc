@@ -10,8 +10,8 @@
 //
 // ASIDs (the Linux arm64 scheme). g_asid_lock guards g_generation,
 // g_asid_used, g_asid_next and every CpuAsid's reserved/flush_pending (and
-// active, but for address_space_activate's lock-free fast path). An address space runs only
-// with an ASID of the current generation; when none is free, the
+// active, but for address_space_activate's lock-free fast path, backend.h).
+// An address space runs only with an ASID of the current generation; when none is free, the
 // generation moves on (a rollover): the bitmap restarts, the ASID each CPU
 // is running keeps its number (reserved, so nobody else gets it), and
 // every CPU flushes its own TLB before it next loads an ASID. So an ASID

@@ -189,14 +189,7 @@ void address_space_activate_slow(AddressSpace* as);
 [[noreturn]] void enter_user(const UserEntry& entry);
 bool user_read(void* dst, std::uintptr_t src, std::size_t n);
 bool user_write(std::uintptr_t dst, const void* src, std::size_t n);
-// user_read/user_write for a caller that already has interrupts masked
-// (the system-call fast path, kernel::syscall_fast): the same checks and
-// results. Inline, with word-aligned copies of whole words done right
-// here: a word loop with the probe armed by hand (no state to save, as
-// interrupts are masked; probe.S's probes save and mask DAIF themselves).
-// A fault resumes at 9 with x0 = ESR (fault.cc), which is not 0; x1 (FAR)
-// is written then too, so it is an early-clobber output that no input may
-// share. Anything else goes to user_read/user_write.
+
 // What address_space_activate's inline fast path reads of an address
 // space (the first member of AddressSpace, user.cc) and of a CPU's ASID
 // state; user.cc has the rest and explains the protocol (the Linux arm64
@@ -247,6 +240,14 @@ struct CpuAsid {
   address_space_activate_slow(as);
 }
 
+// user_read/user_write for a caller that already has interrupts masked
+// (the system-call fast path, kernel::syscall_fast): the same checks and
+// results. Inline, with word-aligned copies of whole words done right
+// here: a word loop with the probe armed by hand (no state to save, as
+// interrupts are masked; probe.S's probes save and mask DAIF themselves).
+// A fault resumes at 9 with x0 = ESR (fault.cc), which is not 0; x1 (FAR)
+// is written then too, so it is an early-clobber output that no input may
+// share. Anything else goes to user_read/user_write.
 inline bool user_range_ok(std::uintptr_t va, std::size_t n) {
   // [va, va + n) within [kUserBase, kUserLimit], without overflow: below
   // kUserBase, va - kUserBase wraps past any bound.
