@@ -120,7 +120,10 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   g.id_end = args.id_end;
   g.next_id = args.next_id;
   g.boot_ns = arch::now_ns();
-  for (unsigned i = 0; i < g.ncpus; ++i) new (&g.cpus[i]) Cpu;
+  for (unsigned i = 0; i < g.ncpus; ++i) {
+    new (&g.cpus[i]) Cpu;
+    g.cpus[i].rq.attach(&g.queued_cpus, 1ull << i);
+  }
   jobs_boot();
 
   // The main thread goes straight into CPU 0's queue: no CPU is online yet.

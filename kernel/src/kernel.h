@@ -322,6 +322,10 @@ inline constexpr unsigned kLockBuckets = 256;
 struct Kernel {
   KernelLock lock;
   Cpu cpus[kMaxCpus];
+  // CPUs whose run queue is not empty (each RunQueue keeps its bit): the
+  // loops that look at other CPUs' queues (stealing, the direct-switch
+  // check) skip the empty ones.
+  std::uint64_t queued_cpus = 0;
   unsigned ncpus = 0;
   CpuMask online;
   std::uint64_t timeslice_ns = 10'000'000;
@@ -462,7 +466,7 @@ Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
   bool direct = !next->suspend_requested && next->run.affinity.has(c.id) && !c.need_resched &&
                 !c.rq.has_above(p) && !self->ending.load(std::memory_order_relaxed) && c.irq_depth == 0 &&
                 !g.shutting_down.load(std::memory_order_relaxed);
-  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); direct && bits; bits &= bits - 1) {
+  for (std::uint64_t bits = g.queued_cpus & ~(1ull << c.id); direct && bits; bits &= bits - 1) {
     if (g.cpus[__builtin_ctzll(bits)].rq.has_above(p)) direct = false;
   }
   return direct;

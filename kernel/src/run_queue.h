@@ -27,6 +27,12 @@ struct RunNode {
 
 class RunQueue {
  public:
+  // From now on (the queue empty) bit is set in *mask while anything is
+  // queued here and clear while nothing is: a mask of the non-empty queues.
+  void attach(std::uint64_t* mask, std::uint64_t bit) {
+    occupied_ = mask;
+    bit_ = bit;
+  }
   bool empty() const { return bitmap() == 0; }
   // Highest priority with a queued node, or -1.
   int top_priority() const {
@@ -74,6 +80,8 @@ class RunQueue {
   Level levels_[kPriorityLevels];
   std::atomic<std::uint32_t> bitmap_{0};
   unsigned count_ = 0;
+  std::uint64_t* occupied_ = nullptr;
+  std::uint64_t bit_ = 0;
 };
 
 }  // namespace spindle::kernel

@@ -87,7 +87,7 @@ Tcb* pick_next(Cpu& c) {
   RunQueue* from = &c.rq;
   RunNode* best = c.rq.peek();
   int best_p = c.rq.top_priority();
-  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); bits; bits &= bits - 1) {
+  for (std::uint64_t bits = g.queued_cpus & ~(1ull << c.id); bits; bits &= bits - 1) {
     Cpu& o = g.cpus[__builtin_ctzll(bits)];
     if (o.rq.top_priority() <= best_p) continue;
     if (RunNode* n = o.rq.peek_for_cpu(c.id, best_p + 1)) {

@@ -78,6 +78,26 @@ TEST_CASE("run queue: has_above(p) is top_priority() > p", "[run_queue]") {
   }
 }
 
+TEST_CASE("run queue: an attached mask has its bit exactly while something is queued", "[run_queue]") {
+  std::uint64_t mask = 0x1;  // another queue's bit, left alone
+  RunQueue q;
+  q.attach(&mask, 1ull << 5);
+  RunNode a = make(3), b = make(9), c = make(9), d = make(3);
+  q.push_back(&a);
+  CHECK(mask == (0x1 | 1ull << 5));
+  q.push_front(&b);
+  q.push_back(&c);
+  CHECK(mask == (0x1 | 1ull << 5));
+  q.remove(&b);
+  CHECK(q.pop() == &c);
+  CHECK(mask == (0x1 | 1ull << 5));
+  CHECK(q.take_turn(&d) == &a);  // a level's turn: never empties the queue
+  CHECK(mask == (0x1 | 1ull << 5));
+  CHECK(q.pop() == &d);
+  CHECK(q.empty());
+  CHECK(mask == 0x1);
+}
+
 TEST_CASE("run queue: FIFO within a level", "[run_queue]") {
   RunNode a = make(9), b = make(9), c = make(9), low = make(3);
   RunQueue q;
