@@ -102,10 +102,11 @@ KTEST_SIGNAL_SWITCH(idle_cpu_starts_a_new_thread_at_once, 2) {
     TimePoint give_up = deadline_after(5s);
     while (!started.load() && Clock::now() < give_up) {
     }
-    KCHECK(started.load());
+    bool ran = started.load();
+    KCHECK(ran);
     KCHECK_EQ(where.load(), 1);
-    KCHECK(t.join() == Status::kOk);
-    if (!started.load()) return;
+    KCHECK(t.join() == Status::kOk);  // blocking lets CPU 0 take the child if CPU 1 never did
+    if (!ran) return;                 // one 5 s failure is enough
   }
   static std::atomic<int> runs{0};
   runs = 0;
