@@ -460,6 +460,167 @@ unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
   return futex_wake_locked(word, n);
 }
 
+// ---------------------------------------------------------------------------
+// Counting words (futex.h). For a word of this kernel:
+//  - kSleepers is set (by futex_take, under the lock) before a taker
+//    queues, and cleared (by futex_give or a leaving taker, under the lock)
+//    only when no waiter of the word is queued. A spurious kSleepers (a
+//    waiter that left some other way) costs the next give a kernel call.
+//  - While the word reads kSleepers, user space does not write it (a take
+//    finds no unit, a give comes here), so a store under the lock is safe.
+//  - A taker is handed a unit by setting handed_off before its wake; any
+//    other wake of it (futex_wake on the word) hands nothing and it looks
+//    again.
+// A foreign word keeps no queue here: kSleepers means "someone may sleep
+// in the host's futex"; a give clears it and wakes every sleeper, and those
+// that find no unit set it again before they sleep.
+namespace kernel {
+namespace {
+
+using count_word::kCountMask;
+using count_word::kSleepers;
+
+bool has_waiters(const void* word) SPINDLE_REQUIRES(g.lock) {
+  Bucket& b = bucket_of(word);
+  return b.fifo.first_with_key(word) || b.prio.first_with_key(word);
+}
+
+// Takes a counted unit if there is one; else makes sure kSleepers is set.
+// true: the caller has a unit.
+bool take_or_mark(std::atomic<std::uint32_t>* word) {
+  std::uint32_t c = word->load(std::memory_order_relaxed);
+  for (;;) {
+    if (c & kCountMask) {
+      if (word->compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+    } else if (c & kSleepers || word->compare_exchange_weak(c, c | kSleepers, std::memory_order_relaxed,
+                                                            std::memory_order_relaxed)) {
+      return false;
+    }
+  }
+}
+
+// Adds `units` to the count; clears kSleepers when `idle`. false: the count
+// would pass max (nothing changed).
+bool add_units(std::atomic<std::uint32_t>* word, std::uint32_t units, std::uint32_t max, bool idle) {
+  std::uint32_t c = word->load(std::memory_order_relaxed);
+  if (c == kSleepers) {  // only kernels write it now (see above)
+    if (units > max) return false;
+    word->store(units | (idle ? 0 : kSleepers), std::memory_order_release);
+    return true;
+  }
+  std::uint32_t nv;
+  do {
+    if (units > max - (c & kCountMask)) return false;
+    nv = ((c & kCountMask) + units) | (idle ? 0 : c & kSleepers);
+  } while (!word->compare_exchange_weak(c, nv, std::memory_order_release, std::memory_order_relaxed));
+  return true;
+}
+
+Status foreign_take(std::atomic<std::uint32_t>* word, TimePoint deadline) {
+  const std::int64_t end = deadline_ns(deadline);
+  for (;;) {
+    if (take_or_mark(word)) return Status::kOk;
+    if (static_cast<std::int64_t>(arch::now_ns()) >= end) return Status::kTimedOut;
+    Status s = arch::foreign_wait(word, kSleepers, static_cast<std::uint64_t>(end));
+    if (s == Status::kInvalidState) return s;
+  }
+}
+
+Status foreign_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) {
+  std::uint32_t c = word->load(std::memory_order_relaxed);
+  do {
+    if (n > max - (c & kCountMask)) return Status::kOverflow;
+  } while (!word->compare_exchange_weak(c, (c & kCountMask) + n, std::memory_order_release, std::memory_order_relaxed));
+  if (c & kSleepers) arch::foreign_wake(word, UINT32_MAX);
+  return Status::kOk;
+}
+
+Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order, const char* name)
+    SPINDLE_REQUIRES(g.lock) {
+  Tcb* self = this_cpu().current;
+  Bucket& b = bucket_of(word);
+  WaitQueue& q = order == WaitOrder::kFifo ? b.fifo : b.prio;
+  for (;;) {
+    if (take_or_mark(word)) return Status::kOk;
+    self->futex_key = word;
+    self->wait_name = name;
+    self->takes_units = true;
+    self->handed_off = false;
+    Status s = q.wait(deadline);
+    self->futex_key = nullptr;
+    self->takes_units = false;
+    if (self->handed_off) {
+      self->handed_off = false;
+      return Status::kOk;
+    }
+    if (s == Status::kOk) continue;  // a plain futex_wake: look again
+    // Leaving with nothing handed over: a unit counted meanwhile is still ours to take.
+    if (s == Status::kTimedOut && take_or_mark(word)) s = Status::kOk;
+    if (!has_waiters(word)) add_units(word, 0, kCountMask, true);
+    return s;
+  }
+}
+
+Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) SPINDLE_REQUIRES(g.lock) {
+  std::uint32_t c = word->load(std::memory_order_relaxed);
+  if (n > max - (c & kCountMask)) return Status::kOverflow;
+  Bucket& b = bucket_of(word);
+  std::uint32_t counted = 0;  // units for the count: those of waiters that take their own
+  bool more = false;          // waiters remain
+  for (WaitQueue* q : {&b.fifo, &b.prio}) {
+    for (Waiter* w = q->first_with_key(word); w && !more;) {
+      if (n == 0) {
+        more = true;
+        break;
+      }
+      Waiter* next = q->next_with_key(w, word);  // before wake() unlinks w
+      Tcb* t = thread_of(w);
+      if (t && t->takes_units) {
+        t->handed_off = true;
+      } else {
+        ++counted;
+      }
+      wake(w, Status::kOk);
+      --n;
+      w = next;
+    }
+  }
+  add_units(word, counted + n, max, !more);  // fits: checked above, under the lock
+  return Status::kOk;
+}
+
+}  // namespace
+}  // namespace kernel
+
+Status futex_take(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order, const char* name) {
+  if (in_user_process()) {
+    return status_from(sys(kSysFutexTake, user_arg(word), deadline_arg(deadline), static_cast<unsigned>(order)));
+  }
+  if (!arch::irqs_enabled()) return Status::kInvalidState;
+  if (arch::foreign_word(word)) return foreign_take(word, deadline);
+  LockGuard guard;
+  return futex_take_locked(word, deadline, order, name);
+}
+
+Status futex_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) {
+  if (in_user_process()) return status_from(sys(kSysFutexGive, user_arg(word), n, max));
+  if (arch::foreign_word(word)) return foreign_give(word, n, max);
+  LockGuard guard;
+  return futex_give_locked(word, n, max);
+}
+
+unsigned futex_waiters(const std::atomic<std::uint32_t>* word) {
+  if (in_user_process()) return static_cast<unsigned>(sys(kSysFutexWaiters, user_arg(word)));
+  if (arch::foreign_word(word)) return 0;
+  LockGuard guard;
+  unsigned n = 0;
+  Bucket& b = bucket_of(word);
+  for (WaitQueue* q : {&b.fifo, &b.prio}) {
+    for (Waiter* w = q->front(); w; w = q->next(w)) n += w->futex_key == word;
+  }
+  return n;
+}
+
 namespace kernel {
 namespace {
 

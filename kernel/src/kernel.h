@@ -117,8 +117,10 @@ class WaitQueue {
   void remove(Waiter* w);
   // Links w (about to block or suspend on this queue) in order.
   void insert(Waiter* w);
-  // The first waiter (in queue order) whose futex_key is key, or nullptr.
+  // The first waiter (in queue order) whose futex_key is key, or nullptr;
+  // next_with_key: the first such after w.
   Waiter* first_with_key(const void* key) const;
+  Waiter* next_with_key(const Waiter* w, const void* key) const;
 
  private:
   List<RunNode, &RunNode::link> waiters_;
@@ -217,7 +219,8 @@ struct Tcb : Waiter {
   bool handle_released = false;  // joined, or detached
   bool faulted = false;
   bool is_idle = false;
-  bool handed_off = false;          // an unlock made it the owner (futex_lock)
+  bool handed_off = false;          // an unlock made it the owner (futex_lock), or a give handed it a unit (futex_take)
+  bool takes_units = false;         // it waits in futex_take: a give hands it a unit (handed_off)
   bool futex_shared = false;        // its futex_lock is on a word shared between processes (usyscall.cc)
   const char* wait_name = nullptr;  // what it waits on, for reports
   LockWait own_lock_wait;           // its lock_wait while it waits for a lock

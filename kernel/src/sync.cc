@@ -120,15 +120,21 @@ void SpinLock::unlock() {
 // Semaphore
 
 Semaphore::Semaphore(std::uint32_t initial, std::uint32_t max, const char* name, WaitOrder order)
-    : count_(initial <= max ? initial : 0), max_(max), name_(name), order_(order), valid_(initial <= max && max > 0) {}
+    : count_(initial <= max && max <= kMaxCount ? initial : 0),
+      max_(max),
+      name_(name),
+      order_(order),
+      valid_(initial <= max && max > 0 && max <= kMaxCount) {}
 
 Semaphore::~Semaphore() {
-  if (auto w = waiters_.load(std::memory_order_relaxed)) detail::destroyed_with_waiters("semaphore", name_, w);
+  if (count_.load(std::memory_order_relaxed) & count_word::kSleepers) {
+    if (unsigned w = futex_waiters(&count_)) detail::destroyed_with_waiters("semaphore", name_, w);
+  }
 }
 
 bool Semaphore::try_acquire() {
   std::uint32_t c = count_.load(std::memory_order_relaxed);
-  while (c > 0) {
+  while (c & count_word::kCountMask) {
     if (count_.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
   }
   return false;
@@ -138,26 +144,28 @@ Status Semaphore::acquire_until(TimePoint deadline) {
   if (!valid_) return Status::kInvalidArgument;
   if (try_acquire()) return Status::kOk;
   // Spin first only while nobody sleeps here: a spinner must not overtake
-  // a queued waiter that a release is about to wake in priority order.
-  auto units = [this] { return count_.load(std::memory_order_relaxed) != 0; };
-  auto sleepers = [this] { return waiters_.load(std::memory_order_relaxed) != 0; };
+  // the queued waiters a release hands its units to.
+  auto units = [this] { return (count_.load(std::memory_order_relaxed) & count_word::kCountMask) != 0; };
+  auto sleepers = [this] { return (count_.load(std::memory_order_relaxed) & count_word::kSleepers) != 0; };
   if (!sleepers() && kernel::spin_before_wait(units, sleepers, deadline) && try_acquire()) return Status::kOk;
-  for (;;) {
-    if (try_acquire()) return Status::kOk;
-    waiters_.fetch_add(1, std::memory_order_seq_cst);
-    Status s = futex_wait(&count_, 0, deadline, order_, name_);
-    waiters_.fetch_sub(1, std::memory_order_relaxed);
-    if (s == Status::kTimedOut) return try_acquire() ? Status::kOk : Status::kTimedOut;
-    if (s == Status::kInvalidState) return s;
-  }
+  return futex_take(&count_, deadline, order_, name_);
 }
 
 Task<Status> Semaphore::acquire_async_slow(TimePoint deadline) {
   if (!valid_) co_return Status::kInvalidArgument;
   for (;;) {
-    if (try_acquire()) co_return Status::kOk;
-    detail::CountWaiter counted(waiters_);
-    Status s = co_await detail::WordWait(&count_, 0, deadline, order_, name_);
+    // Take a unit, or mark the word so that a release comes to the kernel
+    // (which wakes this job with its unit in the count).
+    std::uint32_t c = count_.load(std::memory_order_relaxed);
+    if (c & count_word::kCountMask) {
+      if (count_.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) co_return Status::kOk;
+      continue;
+    }
+    if (!(c & count_word::kSleepers) &&
+        !count_.compare_exchange_weak(c, c | count_word::kSleepers, std::memory_order_relaxed, std::memory_order_relaxed)) {
+      continue;
+    }
+    Status s = co_await detail::WordWait(&count_, count_word::kSleepers, deadline, order_, name_);
     if (s == Status::kTimedOut) co_return try_acquire() ? Status::kOk : Status::kTimedOut;
   }
 }
@@ -167,9 +175,9 @@ Status Semaphore::release(std::uint32_t n) {
   if (n == 0) return Status::kOk;
   std::uint32_t c = count_.load(std::memory_order_relaxed);
   do {
+    if (c & count_word::kSleepers) return futex_give(&count_, n, max_);
     if (n > max_ - c) return Status::kOverflow;
-  } while (!count_.compare_exchange_weak(c, c + n, std::memory_order_seq_cst, std::memory_order_relaxed));
-  if (waiters_.load(std::memory_order_seq_cst) != 0) futex_wake(&count_, n);
+  } while (!count_.compare_exchange_weak(c, c + n, std::memory_order_release, std::memory_order_relaxed));
   return Status::kOk;
 }
 

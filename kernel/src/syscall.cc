@@ -62,7 +62,11 @@
 //   34  kSysJobLock       word, policy bits | priority << 8   Status: kWouldBlock = a proxy waits for
 //                         | aging << 32, id, deadline,        the lock (its hand-off, timeout or cancel);
 //                         job, &cancel                        kOk, kOwnerDied: taken; else not queued
-//   35                    (free)
+//   35  kSysFutexTake     word, deadline, order              Status (futex_take: kOk = a unit is the caller's)
+//   36  kSysFutexGive     word, n, max                       Status (futex_give; n, max above 32 bits:
+//                                                              kInvalidArgument)
+//   37  kSysFutexWaiters  word                               waiters (futex_waiters), ~0: bad word
+//   38                    (free)
 //
 // kSysInfo (18) also answers kInfoSpawnHandles: how many handles the
 // process was given at spawn (this_process::handle).

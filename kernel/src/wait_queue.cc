@@ -50,10 +50,15 @@ Waiter* WaitQueue::front() const { return waiter_of(waiters_.front()); }
 Waiter* WaitQueue::next(const Waiter* w) const { return waiter_of(waiters_.next(&w->run)); }
 
 Waiter* WaitQueue::first_with_key(const void* key) const {
-  for (Waiter* w = front(); w; w = next(w)) {
-    if (w->futex_key == key) return w;
-  }
-  return nullptr;
+  Waiter* w = front();
+  while (w && w->futex_key != key) w = next(w);
+  return w;
+}
+
+Waiter* WaitQueue::next_with_key(const Waiter* w, const void* key) const {
+  Waiter* n = next(w);
+  while (n && n->futex_key != key) n = next(n);
+  return n;
 }
 
 void WaitQueue::reposition(Waiter* t) {

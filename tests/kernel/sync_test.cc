@@ -41,15 +41,23 @@ KTEST(semaphore_counting_and_max, 1) {
   s.acquire();
   KCHECK_EQ(s.value(), 0u);
 
-  // The full range of the default maximum.
-  Semaphore big(UINT32_MAX - 1);
+  // The full range of the default maximum (2^31 - 1: the word's top bit
+  // marks sleepers).
+  KCHECK_EQ(Semaphore::kMaxCount, 0x7fffffffu);
+  Semaphore big(Semaphore::kMaxCount - 1);
   KCHECK_STATUS(big.release(1), Status::kOk);
-  KCHECK_EQ(big.value(), UINT32_MAX);
+  KCHECK_EQ(big.value(), Semaphore::kMaxCount);
   KCHECK_STATUS(big.release(1), Status::kOverflow);
-  KCHECK_EQ(big.value(), UINT32_MAX);
+  KCHECK_EQ(big.value(), Semaphore::kMaxCount);
+  KCHECK(big.try_acquire());
+  KCHECK_EQ(big.value(), Semaphore::kMaxCount - 1);
 }
 
 KTEST(semaphore_invalid_construction, 1) {
+  Semaphore huge(0, UINT32_MAX, "huge");  // max > kMaxCount
+  KCHECK_STATUS(huge.release(), Status::kInvalidArgument);
+  KCHECK_STATUS(huge.acquire_for(1ms), Status::kInvalidArgument);
+  KCHECK_EQ(huge.value(), 0u);
   Semaphore over(3, 2, "over");  // initial > max
   KCHECK_STATUS(over.acquire_for(1ms), Status::kInvalidArgument);
   KCHECK_STATUS(over.acquire_until(kForever), Status::kInvalidArgument);
@@ -263,6 +271,133 @@ KTEST(semaphore_timeouts, 2) {
   KCHECK_STATUS(s.release(1), Status::kOverflow);
   for (int i = 0; i < 4; ++i) KCHECK(s.try_acquire());
   KCHECK_EQ(s.value(), 0u);
+}
+
+// A release while a thread waits hands the unit to that thread: a thread
+// that asks later cannot take it first, even one more urgent that runs
+// before the waiter does.
+KTEST(semaphore_hands_a_release_to_its_waiter, 1) {
+  KCHECK(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  Semaphore s(0, 4, "hand-off");
+  std::atomic<int> through{0};
+  Thread low = spawn("low waiter", this_thread::priority() - 2, CpuMask::only(0), [&] {
+    KCHECK_STATUS(s.acquire_for(30s), Status::kOk);
+    through.fetch_add(1);
+  });
+  KCHECK(wait_blocked_sleeping(low));
+  KCHECK_STATUS(s.release(), Status::kOk);
+  // On our CPU, and we are more urgent: the waiter has not run yet, but
+  // the unit is its own already.
+  KCHECK_EQ(through.load(), 0);
+  KCHECK_EQ(s.value(), 0u);
+  KCHECK(!s.try_acquire());
+  KCHECK_STATUS(s.acquire_for(0ns), Status::kTimedOut);
+  // Two units, one waiter: one handed over, one counted.
+  Thread second = spawn("second waiter", this_thread::priority() - 1, CpuMask::only(0), [&] {
+    KCHECK_STATUS(s.acquire_for(30s), Status::kOk);
+    through.fetch_add(1);
+  });
+  KJOIN(low);
+  KCHECK(wait_blocked_sleeping(second));
+  KCHECK_STATUS(s.release(2), Status::kOk);
+  KCHECK_EQ(s.value(), 1u);
+  KCHECK(s.try_acquire());
+  KCHECK(!s.try_acquire());
+  KJOIN(second);
+  KCHECK_EQ(through.load(), 2);
+  // Nobody waits now: a release stays in user space and counts.
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KCHECK_EQ(s.value(), 1u);
+}
+
+// The counting-word calls underneath Semaphore (futex.h), on a bare word.
+KTEST(count_word_take_give, 2) {
+  using count_word::kSleepers;
+  std::atomic<std::uint32_t> w{2};
+  KCHECK_STATUS(futex_take(&w, kForever), Status::kOk);  // counted: at once
+  KCHECK_EQ(w.load(), 1u);
+  KCHECK_STATUS(futex_take(&w, kForever), Status::kOk);
+  KCHECK_STATUS(futex_take(&w, deadline_after(1ms)), Status::kTimedOut);
+  KCHECK_EQ(w.load(), 0u);  // the sleepers bit went with the last waiter
+  KCHECK_EQ(futex_waiters(&w), 0u);
+
+  // A taker is handed a unit; the rest is counted and the bit cleared.
+  Status got = Status::kInvalidState;
+  Thread taker = spawn("taker", 16, CpuMask::all(), [&] { got = futex_take(&w, deadline_after(30s)); });
+  KCHECK(wait_blocked(taker));
+  KCHECK_EQ(w.load(), kSleepers);
+  KCHECK_EQ(futex_waiters(&w), 1u);
+  KCHECK_STATUS(futex_give(&w, 11, 10), Status::kOverflow);  // past max: nothing given
+  KCHECK_EQ(w.load(), kSleepers);
+  KCHECK(is_blocked(taker.id()));
+  KCHECK_STATUS(futex_give(&w, 3, 10), Status::kOk);
+  KJOIN(taker);
+  KCHECK_STATUS(got, Status::kOk);
+  KCHECK_EQ(w.load(), 2u);
+  KCHECK_STATUS(futex_give(&w, 9, 10), Status::kOverflow);
+  KCHECK_EQ(w.load(), 2u);
+
+  // A plain futex_wake hands nothing: the taker waits on.
+  w = 0;
+  got = Status::kInvalidState;
+  taker = spawn("taker 2", 16, CpuMask::all(), [&] { got = futex_take(&w, deadline_after(30s)); });
+  KCHECK(wait_blocked(taker));
+  KCHECK_EQ(futex_wake(&w, 1), 1u);
+  KCHECK(wait_blocked(taker));
+  KCHECK_EQ(w.load(), kSleepers);
+  KCHECK_STATUS(futex_give(&w, 1, 10), Status::kOk);
+  KJOIN(taker);
+  KCHECK_STATUS(got, Status::kOk);
+  KCHECK_EQ(w.load(), 0u);
+
+  // A futex_wait waiter on a marked word (as a coroutine's acquire_async
+  // waits) is woken and finds its unit in the count.
+  w = kSleepers;
+  got = Status::kInvalidState;
+  Thread plain = spawn("plain waiter", 16, CpuMask::all(), [&] { got = futex_wait(&w, kSleepers, deadline_after(30s)); });
+  KCHECK(wait_blocked(plain));
+  KCHECK_STATUS(futex_give(&w, 1, 10), Status::kOk);
+  KJOIN(plain);
+  KCHECK_STATUS(got, Status::kOk);
+  KCHECK_EQ(w.load(), 1u);
+}
+
+// Units are neither lost nor made up when timeouts race hand-offs: six
+// threads on two CPUs take with short random timeouts and give back; at
+// most three are ever inside, and the count ends where it started.
+KTEST(semaphore_units_conserved_under_timeouts, 2) {
+  Semaphore s(3, 3, "three units");
+  std::atomic<int> inside{0}, worst{0}, taken{0};
+  std::atomic<long> errors{0};
+  const int iters = static_cast<int>(scaled(3'000));
+  Thread t[6];
+  for (int i = 0; i < 6; ++i) {
+    t[i] = spawn("unit user", 14 + i % 3, CpuMask::all(), [&, i] {
+      std::uint32_t r = 0x9e3779b9u * static_cast<std::uint32_t>(i + 1);
+      for (int k = 0; k < iters; ++k) {
+        r = r * 1664525u + 1013904223u;
+        Status st = s.acquire_for(std::chrono::microseconds(r >> 24));  // 0..255 us
+        if (st == Status::kTimedOut) continue;
+        if (st != Status::kOk) {
+          errors.fetch_add(1);
+          continue;
+        }
+        int now = inside.fetch_add(1) + 1;
+        for (int m = worst.load(); now > m && !worst.compare_exchange_weak(m, now);) {
+        }
+        taken.fetch_add(1);
+        if (r & 0x100) this_thread::yield();
+        inside.fetch_sub(1);
+        if (s.release() != Status::kOk) errors.fetch_add(1);
+      }
+    });
+  }
+  for (auto& x : t) KJOIN(x);
+  KCHECK_EQ(errors.load(), 0L);
+  KCHECK(worst.load() <= 3);
+  KCHECK(taken.load() > 0);
+  KCHECK_EQ(s.value(), 3u);
+  KCHECK(s.try_acquire() && s.try_acquire() && s.try_acquire() && !s.try_acquire());
 }
 
 // A bounded buffer from two semaphores: producers and consumers on both

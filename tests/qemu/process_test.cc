@@ -138,6 +138,21 @@ int bad_pointers() {
   if (arch::user_syscall(kSysThreadJoin, t.id(), INT64_MAX, kernel) != kBad) return 17;
   int code3 = 0;
   if (t.join(&code3) != Status::kOk || code3 != 3) return 18;
+  // The counting-word calls (Semaphore's slow paths).
+  if (futex_take(kern, deadline_after(1ms)) != bad) return 19;
+  if (futex_take(null_page) != bad) return 20;
+  if (futex_take(misaligned) != bad) return 21;
+  if (futex_take(code) != bad) return 22;  // readable, not writable
+  if (futex_give(kern, 1, 10) != bad) return 23;
+  if (futex_give(code, 1, 10) != bad) return 24;
+  if (futex_waiters(kern) != ~0u) return 25;
+  A counted{0};
+  if (arch::user_syscall(kSysFutexGive, reinterpret_cast<std::uintptr_t>(&counted), std::uint64_t{1} << 32, 10) !=
+      kBad) {
+    return 26;  // n past 32 bits
+  }
+  if (futex_give(&counted, 2, 10) != Status::kOk || counted.load() != 2) return 27;
+  if (futex_take(&counted, deadline_after(1ms)) != Status::kOk || counted.load() != 1) return 28;
   return 0;
 }
 

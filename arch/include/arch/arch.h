@@ -444,6 +444,9 @@ enum SyscallNumber : std::uint64_t {
   kSysJobCtl = 32,        // cancel a job's wait, collect completions, wake the collector
   kSysStats = 33,         // the process's threads, the system
   kSysJobLock = 34,       // a coroutine's owner-aware lock (lock_async; ujobs.cc)
+  kSysFutexTake = 35,     // a unit of a counting word (Semaphore), handed over by kSysFutexGive
+  kSysFutexGive = 36,
+  kSysFutexWaiters = 37,  // how many wait on a word (diagnostics)
 };
 // kSysInfo's argument: what to return.
 enum SysInfo : std::uint64_t {

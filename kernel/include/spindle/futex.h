@@ -33,6 +33,44 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
 unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n);
 
 // ---------------------------------------------------------------------------
+// Counting words (Semaphore). The word holds a count of free units and a
+// kSleepers bit, set while threads may wait for a unit in the kernel.
+// Protocol:
+//   take: CAS count -> count - 1 in user space while the count is not 0;
+//         else futex_take.
+//   give: CAS count -> count + n in user space while kSleepers is clear;
+//         else futex_give.
+// While a word reads exactly kSleepers (no units, sleepers) user space
+// never writes it: only the kernel does, under its lock. A futex_give
+// hands its units straight to the futex_take callers it wakes, in their
+// wait order, so a newcomer cannot take a unit a waiter was given; the
+// rest go to the count, and kSleepers is cleared when nobody waits.
+namespace count_word {
+inline constexpr std::uint32_t kCountMask = (1u << 31) - 1;  // free units
+inline constexpr std::uint32_t kSleepers = 1u << 31;          // give must call futex_give
+}  // namespace count_word
+
+// Takes one unit from the counting word, blocking in `order` until one is
+// handed over or the deadline passes (a unit already counted is taken at
+// once). Returns kOk (one unit is the caller's), kTimedOut, kInterrupted
+// (the caller's process is ending), or kInvalidState from an interrupt
+// handler. `name` as for futex_wait.
+Status futex_take(std::atomic<std::uint32_t>* word, TimePoint deadline = kForever,
+                  WaitOrder order = WaitOrder::kPriority, const char* name = nullptr);
+
+// Gives n units: one to each of up to n waiters (futex_take callers are
+// handed theirs; futex_wait callers on the word are woken and find theirs
+// in the count), the rest to the count. kOverflow (nothing given) if the
+// count would pass max; kOk otherwise. Any Spindle thread, and interrupt
+// handlers. Does not block.
+Status futex_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max);
+
+// How many threads and coroutines of this kernel wait on word (futex_wait,
+// futex_take): for diagnostics, such as a destructor's check. Waiters in
+// other kernels (hosted processes sharing the word) are not counted.
+unsigned futex_waiters(const std::atomic<std::uint32_t>* word);
+
+// ---------------------------------------------------------------------------
 // Owner-aware locks. The lock word holds the owner's thread id, so the
 // kernel can find the owner of a contended lock (priority inheritance,
 // deadlock detection, owner-died recovery). Protocol:

@@ -1,11 +1,13 @@
 // Counting semaphore with a maximum, and BinarySemaphore. acquire takes one
-// unit, waiting while there is none; release returns units and wakes as
-// many waiters (most urgent first, or in arrival order with WaitOrder::kFifo).
+// unit, waiting while there is none; release returns units and hands them
+// to waiters (most urgent first, or in arrival order with WaitOrder::kFifo).
 // Uncontended acquire and release are one atomic each; a release enters the
-// kernel only when someone waits. The order sets who is woken; a thread
-// that arrives while a woken waiter is on its way may take the unit first
-// (the woken one then waits again). For strict arrival-order service use a
-// FairMutex-protected resource instead.
+// kernel only when someone waits. A unit released while threads wait goes
+// straight to the first of them, so a thread that arrives later cannot take
+// it first: waiting threads are served in the semaphore's order. (A
+// coroutine waiting with acquire_async is woken with its unit in the count
+// and takes it when it runs.) The count and a "someone waits" bit share one
+// word (futex.h: counting words).
 #pragma once
 
 #include <atomic>
@@ -21,10 +23,10 @@ namespace spindle {
 
 class Semaphore {
  public:
-  static constexpr std::uint32_t kMaxCount = UINT32_MAX;
+  static constexpr std::uint32_t kMaxCount = count_word::kCountMask;  // 2^31 - 1
 
-  // initial <= max (else every call returns kInvalidArgument and the
-  // semaphore holds nothing).
+  // initial <= max <= kMaxCount, max > 0 (else every call returns
+  // kInvalidArgument and the semaphore holds nothing).
   explicit Semaphore(std::uint32_t initial, std::uint32_t max = kMaxCount, const char* name = "semaphore",
                      WaitOrder order = WaitOrder::kPriority);
   Semaphore(const Semaphore&) = delete;
@@ -42,7 +44,8 @@ class Semaphore {
     return acquire_until(to_spindle_time(t)) == Status::kOk;
   }
   // kOk, kTimedOut, kInvalidArgument (bad construction), kInvalidState
-  // (from an interrupt handler while none is available).
+  // (from an interrupt handler while none is available), kInterrupted (the
+  // caller's process is ending).
   Status acquire_for(Duration d) { return acquire_until(deadline_after(d)); }
   Status acquire_until(TimePoint deadline);
 
@@ -60,15 +63,14 @@ class Semaphore {
   auto acquire_async() { return acquire_async_until(kForever); }
   auto acquire_async_for(Duration d) { return acquire_async_until(deadline_after(d)); }
 
-  std::uint32_t value() const { return count_.load(std::memory_order_relaxed); }
+  std::uint32_t value() const { return count_.load(std::memory_order_relaxed) & count_word::kCountMask; }
   std::uint32_t max() const { return max_; }
   const char* name() const { return name_; }
 
  private:
   Task<Status> acquire_async_slow(TimePoint deadline);
 
-  std::atomic<std::uint32_t> count_;
-  std::atomic<std::uint32_t> waiters_{0};
+  std::atomic<std::uint32_t> count_;  // a counting word (futex.h)
   std::uint32_t max_;
   const char* name_;
   WaitOrder order_;
