@@ -132,7 +132,11 @@ bool turn_stays_here(const Cpu& c, const Tcb* self) SPINDLE_REQUIRES(g.lock) {
   int p = self->run.priority;
   if (self == c.idle || self->state != ThreadState::kRunning || c.rq.top_priority() != p) return false;
   if (self->suspend_requested || c.need_resched || g.shutting_down.load(std::memory_order_relaxed)) return false;
-  for (std::uint64_t bits = g.online.bits() & ~(1ull << c.id); bits; bits &= bits - 1) {
+  // Only CPUs with something queued can have a more urgent thread, and only
+  // CPUs self may run on can draw it away: a pinned thread looks at none
+  // but the busy ones, however many CPUs there are.
+  std::uint64_t others = (g.queued_cpus | self->run.affinity.bits()) & g.online.bits() & ~(1ull << c.id);
+  for (std::uint64_t bits = others; bits; bits &= bits - 1) {
     unsigned o = static_cast<unsigned>(__builtin_ctzll(bits));
     if (g.cpus[o].rq.has_above(p)) return false;
     if (self->run.affinity.has(o) && committed_priority(g.cpus[o], nullptr) < p) return false;
