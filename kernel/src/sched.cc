@@ -135,7 +135,8 @@ bool turn_stays_here(const Cpu& c, const Tcb* self) SPINDLE_REQUIRES(g.lock) {
   // Only CPUs with something queued can have a more urgent thread, and only
   // CPUs self may run on can draw it away: a pinned thread looks at none
   // but the busy ones, however many CPUs there are.
-  std::uint64_t others = (g.queued_cpus | self->run.affinity.bits()) & g.online.bits() & ~(1ull << c.id);
+  std::uint64_t others = g.online.bits() & ~(1ull << c.id);
+  if (others) others &= g.queued_cpus | self->run.affinity.bits();  // (a one-CPU kernel skips the loads)
   for (std::uint64_t bits = others; bits; bits &= bits - 1) {
     unsigned o = static_cast<unsigned>(__builtin_ctzll(bits));
     if (g.cpus[o].rq.has_above(p)) return false;
