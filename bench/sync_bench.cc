@@ -228,6 +228,15 @@ struct alignas(64) Flag {
   std::atomic<bool> v{false};
 };
 
+// An object on its own cache line. The ping-pong pairs keep each direction's
+// object (and the stop flag) apart, for Spindle and the anchors alike: two
+// semaphores side by side in one line measure the line's false sharing
+// between the CPUs, and whether they share one depended on their sizes.
+template <class T>
+struct alignas(64) OwnLine : T {
+  using T::T;
+};
+
 // ns per increment over both threads, the driver's share of them, and how
 // many increments a thread made in a row on average before the lock went
 // to the other thread.
@@ -483,8 +492,8 @@ int spindle_sem_main(void* p) {
     state.SkipWithError("cannot pin main to vCPU 0");
     return 1;
   }
-  sp::BinarySemaphore to_peer(false, "to-peer"), to_main(false, "to-main");
-  std::atomic<bool> stop{false};
+  OwnLine<sp::BinarySemaphore> to_peer(false, "to-peer"), to_main(false, "to-main");
+  OwnLine<std::atomic<bool>> stop{false};
   auto r = start_peer(a.cpus, [&] {
     for (;;) {
       to_peer.acquire();
@@ -524,8 +533,8 @@ void BM_SpindleSemPingPong(benchmark::State& state) {
 
 // range(0) = host cores: 1 = both threads on one core, 2 = one on each.
 void BM_LinuxSemPingPong(benchmark::State& state) {
-  std::binary_semaphore to_peer{0}, to_main{0};
-  std::atomic<bool> stop{false};
+  OwnLine<std::binary_semaphore> to_peer{0}, to_main{0};
+  OwnLine<std::atomic<bool>> stop{false};
   bool two = state.range(0) > 1;
   run_host_pair(
       two ? 0 : second_core(), second_core(),
