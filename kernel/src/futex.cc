@@ -479,24 +479,11 @@ namespace {
 
 using count_word::kCountMask;
 using count_word::kSleepers;
+using count_word::take_or_mark;
 
 bool has_waiters(const void* word) SPINDLE_REQUIRES(g.lock) {
   Bucket& b = bucket_of(word);
   return b.fifo.first_with_key(word) || b.prio.first_with_key(word);
-}
-
-// Takes a counted unit if there is one; else makes sure kSleepers is set.
-// true: the caller has a unit.
-bool take_or_mark(std::atomic<std::uint32_t>* word) {
-  std::uint32_t c = word->load(std::memory_order_relaxed);
-  for (;;) {
-    if (c & kCountMask) {
-      if (word->compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
-    } else if (c & kSleepers || word->compare_exchange_weak(c, c | kSleepers, std::memory_order_relaxed,
-                                                            std::memory_order_relaxed)) {
-      return false;
-    }
-  }
 }
 
 // Adds `units` to the count; clears kSleepers when `idle`. false: the count
@@ -519,7 +506,7 @@ bool add_units(std::atomic<std::uint32_t>* word, std::uint32_t units, std::uint3
 Status foreign_take(std::atomic<std::uint32_t>* word, TimePoint deadline) {
   const std::int64_t end = deadline_ns(deadline);
   for (;;) {
-    if (take_or_mark(word)) return Status::kOk;
+    if (take_or_mark(*word)) return Status::kOk;
     if (static_cast<std::int64_t>(arch::now_ns()) >= end) return Status::kTimedOut;
     Status s = arch::foreign_wait(word, kSleepers, static_cast<std::uint64_t>(end));
     if (s == Status::kInvalidState) return s;
@@ -541,7 +528,7 @@ Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, W
   Bucket& b = bucket_of(word);
   WaitQueue& q = order == WaitOrder::kFifo ? b.fifo : b.prio;
   for (;;) {
-    if (take_or_mark(word)) return Status::kOk;
+    if (take_or_mark(*word)) return Status::kOk;
     self->futex_key = word;
     self->wait_name = name;
     self->takes_units = true;
@@ -555,7 +542,7 @@ Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, W
     }
     if (s == Status::kOk) continue;  // a plain futex_wake: look again
     // Leaving with nothing handed over: a unit counted meanwhile is still ours to take.
-    if (s == Status::kTimedOut && take_or_mark(word)) s = Status::kOk;
+    if (s == Status::kTimedOut && take_or_mark(*word)) s = Status::kOk;
     if (!has_waiters(word)) add_units(word, 0, kCountMask, true);
     return s;
   }
@@ -616,7 +603,7 @@ unsigned futex_waiters(const std::atomic<std::uint32_t>* word) {
   unsigned n = 0;
   Bucket& b = bucket_of(word);
   for (WaitQueue* q : {&b.fifo, &b.prio}) {
-    for (Waiter* w = q->front(); w; w = q->next(w)) n += w->futex_key == word;
+    for (Waiter* w = q->first_with_key(word); w; w = q->next_with_key(w, word)) ++n;
   }
   return n;
 }

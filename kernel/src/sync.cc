@@ -156,15 +156,7 @@ Task<Status> Semaphore::acquire_async_slow(TimePoint deadline) {
   for (;;) {
     // Take a unit, or mark the word so that a release comes to the kernel
     // (which wakes this job with its unit in the count).
-    std::uint32_t c = count_.load(std::memory_order_relaxed);
-    if (c & count_word::kCountMask) {
-      if (count_.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) co_return Status::kOk;
-      continue;
-    }
-    if (!(c & count_word::kSleepers) &&
-        !count_.compare_exchange_weak(c, c | count_word::kSleepers, std::memory_order_relaxed, std::memory_order_relaxed)) {
-      continue;
-    }
+    if (count_word::take_or_mark(count_)) co_return Status::kOk;
     Status s = co_await detail::WordWait(&count_, count_word::kSleepers, deadline, order_, name_);
     if (s == Status::kTimedOut) co_return try_acquire() ? Status::kOk : Status::kTimedOut;
   }

@@ -48,26 +48,45 @@ unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n);
 namespace count_word {
 inline constexpr std::uint32_t kCountMask = (1u << 31) - 1;  // free units
 inline constexpr std::uint32_t kSleepers = 1u << 31;          // give must call futex_give
+
+// Takes a counted unit if there is one (true); else makes sure kSleepers
+// is set (false), so that a give comes to the kernel: what a waiter does
+// before it sleeps on the word (futex_take does it under the kernel lock).
+inline bool take_or_mark(std::atomic<std::uint32_t>& word) {
+  std::uint32_t c = word.load(std::memory_order_relaxed);
+  for (;;) {
+    if (c & kCountMask) {
+      if (word.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+    } else if (c & kSleepers ||
+               word.compare_exchange_weak(c, c | kSleepers, std::memory_order_relaxed, std::memory_order_relaxed)) {
+      return false;
+    }
+  }
+}
 }  // namespace count_word
 
 // Takes one unit from the counting word, blocking in `order` until one is
 // handed over or the deadline passes (a unit already counted is taken at
 // once). Returns kOk (one unit is the caller's), kTimedOut, kInterrupted
-// (the caller's process is ending), or kInvalidState from an interrupt
-// handler. `name` as for futex_wait.
+// (the caller's process is ending), kInvalidState from an interrupt
+// handler, or kInvalidArgument (in a process: a word it may not write).
+// `name` as for futex_wait.
 Status futex_take(std::atomic<std::uint32_t>* word, TimePoint deadline = kForever,
                   WaitOrder order = WaitOrder::kPriority, const char* name = nullptr);
 
 // Gives n units: one to each of up to n waiters (futex_take callers are
 // handed theirs; futex_wait callers on the word are woken and find theirs
 // in the count), the rest to the count. kOverflow (nothing given) if the
-// count would pass max; kOk otherwise. Any Spindle thread, and interrupt
-// handlers. Does not block.
+// count would pass max; kInvalidArgument (nothing given) in a process for
+// a word it may not write; kOk otherwise. Any Spindle thread, and
+// interrupt handlers. Does not block.
 Status futex_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max);
 
 // How many threads and coroutines of this kernel wait on word (futex_wait,
 // futex_take): for diagnostics, such as a destructor's check. Waiters in
-// other kernels (hosted processes sharing the word) are not counted.
+// other kernels (hosted processes sharing the word) are not counted. Any
+// Spindle thread; does not block. In a process, ~0u for a word it may not
+// read.
 unsigned futex_waiters(const std::atomic<std::uint32_t>* word);
 
 // ---------------------------------------------------------------------------
