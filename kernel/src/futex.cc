@@ -591,6 +591,7 @@ Status futex_take(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrde
 
 Status futex_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) {
   if (in_user_process()) return status_from(sys(kSysFutexGive, user_arg(word), n, max));
+  if (max > count_word::kCountMask) return Status::kInvalidArgument;
   if (arch::foreign_word(word)) return foreign_give(word, n, max);
   LockGuard guard;
   return futex_give_locked(word, n, max);

@@ -336,6 +336,9 @@ KTEST(count_word_take_give, 2) {
   KCHECK_EQ(w.load(), 2u);
   KCHECK_STATUS(futex_give(&w, 9, 10), Status::kOverflow);
   KCHECK_EQ(w.load(), 2u);
+  // A max the count cannot hold (it would reach the sleepers bit).
+  KCHECK_STATUS(futex_give(&w, 1, count_word::kCountMask + 1), Status::kInvalidArgument);
+  KCHECK_EQ(w.load(), 2u);
 
   // A plain futex_wake hands nothing: the taker waits on.
   w = 0;

@@ -153,6 +153,7 @@ int bad_pointers() {
   }
   if (futex_give(&counted, 2, 10) != Status::kOk || counted.load() != 2) return 27;
   if (futex_take(&counted, deadline_after(1ms)) != Status::kOk || counted.load() != 1) return 28;
+  if (futex_give(&counted, 1, count_word::kCountMask + 1) != bad || counted.load() != 1) return 29;  // max too big
   return 0;
 }
 

@@ -77,7 +77,8 @@ Status futex_take(std::atomic<std::uint32_t>* word, TimePoint deadline = kForeve
 // Gives n units: one to each of up to n waiters (futex_take callers are
 // handed theirs; futex_wait callers on the word are woken and find theirs
 // in the count), the rest to the count. kOverflow (nothing given) if the
-// count would pass max; kInvalidArgument (nothing given) in a process for
+// count would pass max; kInvalidArgument (nothing given) if max is above
+// kCountMask (the count would reach the sleepers bit), or in a process for
 // a word it may not write; kOk otherwise. Any Spindle thread, and
 // interrupt handlers. Does not block.
 Status futex_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max);
