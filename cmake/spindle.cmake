@@ -2,7 +2,7 @@
 
 # Flags of the freestanding kernel core: no exceptions, no RTTI. On hosted
 # builds the core still links against nothing but the arch backend and the
-# compiler's memcpy/memset (checked by the kernel_symbols test).
+# compiler's memcpy/memset.
 set(SPINDLE_KERNEL_FLAGS -fno-exceptions -fno-rtti -fno-threadsafe-statics)
 
 # Bare metal: the emulator that boots images in ctest; images are NAME.elf.
