@@ -44,12 +44,16 @@ struct Bucket {
 };
 Bucket g_buckets[kBuckets];
 
+// Fibonacci hashing: the top bits of the word index times 2^64 / phi
+// (every address bit above the alignment moves them).
+template <unsigned kBits>
 unsigned hash_key(const void* key) {
-  auto a = reinterpret_cast<std::uintptr_t>(key);
-  return static_cast<unsigned>(a >> 2 ^ a >> 10 ^ a >> 18);
+  std::uint64_t a = reinterpret_cast<std::uintptr_t>(key) >> 2;
+  return static_cast<unsigned>((a * 0x9E3779B97F4A7C15ull) >> (64 - kBits));
 }
 
-Bucket& bucket_of(const void* key) { return g_buckets[hash_key(key) % kBuckets]; }
+static_assert(kBuckets == 256);
+Bucket& bucket_of(const void* key) { return g_buckets[hash_key<8>(key)]; }
 
 WaitQueue::Order to_order(WaitOrder o) {
   return o == WaitOrder::kFifo ? WaitQueue::Order::kFifo : WaitQueue::Order::kPriority;
@@ -58,7 +62,8 @@ WaitQueue::Order to_order(WaitOrder o) {
 // ---------------------------------------------------------------------------
 // LockState lookup and lifetime.
 
-auto& lock_bucket(const void* key) { return g.lock_states[hash_key(key) % kLockBuckets]; }
+static_assert(kLockBuckets == 256);
+auto& lock_bucket(const void* key) { return g.lock_states[hash_key<8>(key)]; }
 
 LockState* find_state(const void* key) SPINDLE_REQUIRES(g.lock) {
   LockState* found = nullptr;
@@ -552,27 +557,30 @@ Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std:
   std::uint32_t c = word->load(std::memory_order_relaxed);
   if (n > max - (c & kCountMask)) return Status::kOverflow;
   Bucket& b = bucket_of(word);
-  std::uint32_t counted = 0;  // units for the count: those of waiters that take their own
-  bool more = false;          // waiters remain
-  for (WaitQueue* q : {&b.fifo, &b.prio}) {
-    for (Waiter* w = q->first_with_key(word); w && !more;) {
-      if (n == 0) {
-        more = true;
-        break;
-      }
-      Waiter* next = q->next_with_key(w, word);  // before wake() unlinks w
-      Tcb* t = thread_of(w);
-      if (t && t->takes_units) {
-        t->handed_off = true;
-      } else {
-        ++counted;
-      }
-      wake(w, Status::kOk);
-      --n;
-      w = next;
-    }
+  // The word's waiters in wake order: its FIFO waiters, then its priority-ordered ones.
+  WaitQueue* q = &b.fifo;
+  Waiter* w = b.fifo.first_with_key(word);
+  if (!w) {
+    q = &b.prio;
+    w = b.prio.first_with_key(word);
   }
-  add_units(word, counted + n, max, !more);  // fits: checked above, under the lock
+  std::uint32_t counted = 0;  // units for the count: those of waiters that take their own
+  for (; w && n != 0; --n) {
+    Waiter* next = q->next_with_key(w, word);  // before wake() unlinks w
+    if (!next && q == &b.fifo) {
+      q = &b.prio;
+      next = b.prio.first_with_key(word);
+    }
+    Tcb* t = thread_of(w);
+    if (t && t->takes_units) {
+      t->handed_off = true;
+    } else {
+      ++counted;
+    }
+    wake(w, Status::kOk);
+    w = next;
+  }
+  add_units(word, counted + n, max, !w);  // fits: checked above, under the lock
   return Status::kOk;
 }
 

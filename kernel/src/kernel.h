@@ -563,7 +563,11 @@ void timer_fire(Timer* t) SPINDLE_REQUIRES(g.lock);
 void thread_timeout(Timer* t) SPINDLE_REQUIRES(g.lock);  // thread.cc
 void watchdog_fire(Timer* t) SPINDLE_REQUIRES(g.lock);   // futex.cc
 void job_timeout(Timer* t) SPINDLE_REQUIRES(g.lock);     // coro.cc
-void timer_cancel(Timer* t) SPINDLE_REQUIRES(g.lock);
+// Disarms t if armed (inline: every wake cancels two timers, rarely armed).
+void timer_disarm(Timer* t) SPINDLE_REQUIRES(g.lock);  // t armed
+inline void timer_cancel(Timer* t) SPINDLE_REQUIRES(g.lock) {
+  if (t->cpu() >= 0) timer_disarm(t);
+}
 
 // Thread lifecycle (thread.cc).
 [[noreturn]] void exit_current(int code, bool faulted) SPINDLE_EXCLUDES(g.lock);

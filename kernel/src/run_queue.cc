@@ -2,29 +2,6 @@
 
 namespace spindle::kernel {
 
-void RunQueue::push_back(RunNode* n) {
-  levels_[n->priority].push_back(n);
-  set_bitmap(bitmap() | 1u << n->priority);
-  if (count_++ == 0 && occupied_) *occupied_ |= bit_;
-}
-
-void RunQueue::push_front(RunNode* n) {
-  levels_[n->priority].push_front(n);
-  set_bitmap(bitmap() | 1u << n->priority);
-  if (count_++ == 0 && occupied_) *occupied_ |= bit_;
-}
-
-void RunQueue::remove(RunNode* n) {
-  Level::remove(n);
-  if (levels_[n->priority].empty()) set_bitmap(bitmap() & ~(1u << n->priority));
-  if (--count_ == 0 && occupied_) *occupied_ &= ~bit_;
-}
-
-RunNode* RunQueue::peek() const {
-  int p = top_priority();
-  return p < 0 ? nullptr : levels_[p].front();
-}
-
 RunNode* RunQueue::pop() {
   RunNode* n = peek();
   if (n) remove(n);

@@ -43,16 +43,38 @@ class RunQueue {
   // top_priority() > p without the bit scan.
   bool has_above(int p) const { return (bitmap() >> p) > 1; }
   std::uint32_t bitmap() const { return bitmap_.load(std::memory_order_relaxed); }
-  unsigned size() const { return count_; }
+  // Walks the levels: for tests and diagnostics, not for the scheduler.
+  unsigned size() const {
+    unsigned n = 0;
+    for (const Level& l : levels_) n += static_cast<unsigned>(l.size());
+    return n;
+  }
 
   // Queues n at the back (fresh slice) or front (it was preempted and keeps
   // its turn) of its priority level. n must not be queued anywhere.
-  void push_back(RunNode* n);
-  void push_front(RunNode* n);
-  void remove(RunNode* n);  // n must be queued here
+  // (Inline: every wake-up and switch takes one of them.)
+  void push_back(RunNode* n) {
+    levels_[n->priority].push_back(n);
+    queued(n->priority);
+  }
+  void push_front(RunNode* n) {
+    levels_[n->priority].push_front(n);
+    queued(n->priority);
+  }
+  void remove(RunNode* n) {  // n must be queued here
+    Level::remove(n);
+    if (levels_[n->priority].empty()) {
+      std::uint32_t b = bitmap() & ~(1u << n->priority);
+      set_bitmap(b);
+      if (b == 0) *occupied_ &= ~bit_;
+    }
+  }
 
   // The first node of the highest level, without removing it; nullptr if empty.
-  RunNode* peek() const;
+  RunNode* peek() const {
+    int p = top_priority();
+    return p < 0 ? nullptr : levels_[p].front();
+  }
   RunNode* pop();
 
   // A yield's turn-taking in one step: n (not queued) goes to the back of
@@ -76,11 +98,16 @@ class RunQueue {
  private:
   using Level = List<RunNode, &RunNode::link>;
   void set_bitmap(std::uint32_t b) { bitmap_.store(b, std::memory_order_relaxed); }
+  void queued(int priority) {
+    std::uint32_t b = bitmap();
+    if (b == 0) *occupied_ |= bit_;
+    set_bitmap(b | 1u << priority);
+  }
 
   Level levels_[kPriorityLevels];
   std::atomic<std::uint32_t> bitmap_{0};
-  unsigned count_ = 0;
-  std::uint64_t* occupied_ = nullptr;
+  std::uint64_t unattached_ = 0;           // the mask until attach() (unit tests)
+  std::uint64_t* occupied_ = &unattached_;  // bit_ set here iff bitmap_ != 0
   std::uint64_t bit_ = 0;
 };
 

@@ -41,8 +41,7 @@ void timer_fire(Timer* t) {
   panic("a kernel timer without a kind fired");
 }
 
-void timer_cancel(Timer* t) {
-  if (t->cpu() < 0) return;
+void timer_disarm(Timer* t) {
   g.cpus[t->cpu()].timers.remove(&t->node);
   t->node.owner = -1;
 }
