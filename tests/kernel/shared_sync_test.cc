@@ -60,8 +60,7 @@ int add_locked(Shared* s, int n) {
   for (int i = 0; i < n; ++i) {
     if (s->lock.lock_for(10s) != Status::kOk) return 1;
     std::uint64_t v = s->guarded;
-    for (volatile int k = 0; k < 20; k = k + 1) {
-    }
+    for (int k = 0; k < 20; ++k) asm volatile("" ::: "memory");  // a short delay inside the section
     s->guarded = v + 1;
     s->lock.unlock();
   }

@@ -951,12 +951,15 @@ int fast_path_client() {
   return st == Status::kClosed ? 0 : 40;
 }
 
-// Receives one request and then waits for more, never replying.
+// Receives one request, says so on handle 1, and then waits for more,
+// never replying.
 int swallow_server() {
   auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return -1;
+  auto note = Channel::adopt(this_process::handle(1));
+  if (!ch.ok() || !note.ok()) return -1;
   std::byte b[8];
   if (!ch->recv(b).ok()) return -2;
+  if (note->send_value(1) != Status::kOk) return -4;
   auto r = ch->recv(b);
   return r.status() == Status::kClosed ? 0 : -3;
 }
@@ -984,10 +987,25 @@ KTEST(channel_call_fast_path_fallbacks_between_processes, 1) {
   }
   {
     // A caller parked by the fast path (the server took the request and
-    // waits elsewhere) is killed: its wait ends, it ends.
-    CallPair p = pair(swallow_server, call_forever);
+    // waits elsewhere) is killed: its wait ends, it ends. The kill waits
+    // for the server's word that it has the request (a fixed sleep lost
+    // that race on a loaded host: the caller died before its call, and the
+    // server's first recv said kClosed).
+    auto [a, b] = Channel::create().value();
+    auto [note_here, note_there] = Channel::create().value();
+    Handle ga[] = {a.handle()};
+    Handle gb[] = {b.handle(), note_there.handle()};
+    ProcessOptions os, oc;
+    os.handles = gb;
+    oc.handles = ga;
+    os.affinity = oc.affinity = CpuMask::only(0);
+    CallPair p{Process::spawn(os, swallow_server), Process::spawn(oc, call_forever)};
     KREQUIRE(p.server.ok() && p.caller.ok());
-    this_thread::sleep_for(2ms);
+    a.close();  // the processes hold their own: the server sees kClosed when the caller dies
+    b.close();
+    note_there.close();
+    auto noted = note_here.recv_value<int>(deadline_after(30s));
+    KCHECK(noted.ok() && *noted == 1);
     KCHECK(p.caller->kill() == Status::kOk);
     KCHECK(run_to_end(std::move(p.caller)).kind == ExitKind::kKilled);
     KCHECK_EQ(run_to_end(std::move(p.server)).code, 0);

@@ -63,6 +63,9 @@
 #include "spindle/thread.h"
 
 namespace spindle::hosted {
+
+std::atomic<unsigned> g_ranges_used{0};  // registry slots [0, used) may be set (backend.h)
+
 namespace {
 
 // ---------------------------------------------------------------------------
@@ -75,7 +78,6 @@ struct Range {
   std::atomic<std::uintptr_t> hi{0};
 };
 Range g_ranges[kMaxRegions];
-std::atomic<unsigned> g_ranges_used{0};  // slots [0, used) may be set
 pthread_mutex_t g_ranges_mu = PTHREAD_MUTEX_INITIALIZER;
 
 // ---------------------------------------------------------------------------
@@ -309,7 +311,7 @@ void tree_id_range(kernel::BootArgs* args) {
 
 namespace spindle::arch {
 
-bool foreign_word(const void* word) {
+bool foreign_word_registered(const void* word) {
   auto a = reinterpret_cast<std::uintptr_t>(word);
   unsigned n = hosted::g_ranges_used.load(std::memory_order_acquire);
   for (unsigned i = 0; i < n; ++i) {

@@ -25,6 +25,10 @@
 // The register switch (switch_x86_64.S); context_switch wraps it.
 extern "C" void spindle_hosted_switch(void** save_sp, void* load_sp);
 
+namespace spindle::hosted {
+extern std::atomic<unsigned> g_ranges_used;  // shared_words.cc: registered shared regions (upper bound)
+}  // namespace spindle::hosted
+
 namespace spindle::arch {
 
 struct CpuArea {
@@ -176,7 +180,12 @@ std::size_t console_read(char* buf, std::size_t n);
 // Words in SharedMemory regions (arch.h: Words shared with other kernels),
 // arch/hosted/src/shared_words.cc.
 enum class OwnerLiveness : std::uint8_t;
-bool foreign_word(const void* word);
+bool foreign_word_registered(const void* word);
+// Every futex call asks; a kernel that never mapped a shared region answers
+// with one load (inline), without the registry walk.
+inline bool foreign_word(const void* word) {
+  return hosted::g_ranges_used.load(std::memory_order_acquire) != 0 && foreign_word_registered(word);
+}
 Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns);
 unsigned foreign_wake(const std::atomic<std::uint32_t>* word, unsigned n);
 OwnerLiveness owner_liveness(std::uint64_t id);
