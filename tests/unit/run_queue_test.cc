@@ -300,6 +300,8 @@ TEST_CASE("run queue: randomized against a reference model", "[run_queue][random
   auto id = [&](const RunNode* n) { return static_cast<int>(n - nodes.data()); };
 
   RunQueue q;
+  std::uint64_t mask = 1ull << 60;  // another queue's bit, left alone
+  q.attach(&mask, 1ull << 2);
   std::vector<std::deque<int>> model(kPriorityLevels);
   unsigned model_size = 0;
 
@@ -386,6 +388,7 @@ TEST_CASE("run queue: randomized against a reference model", "[run_queue][random
     if (q.bitmap() != bitmap || q.top_priority() != top || q.size() != model_size ||
         q.empty() != (model_size == 0) || (peek ? id(peek) : -1) != (top < 0 ? -1 : model[top].front()))
       ++mismatches;
+    if (mask != (1ull << 60 | (model_size ? 1ull << 2 : 0))) ++mismatches;  // the occupancy mask
     if (op % 1024 == 0) {
       for (int p = 0; p < kPriorityLevels; ++p)
         if (q.has_level(p) != !model[p].empty()) ++mismatches;
