@@ -51,7 +51,6 @@ namespace detail {
 // the Waiter (an idle coroutine's whole cost is its frame plus this).
 struct CoJob : kernel::Waiter {
   std::uint8_t fail = 0;     // a Status set by job_fail before it is requeued (0: none)
-  std::uint8_t status = 0;   // the Status it ended with
   std::coroutine_handle<> resume;  // where the job continues
   std::coroutine_handle<> root;    // its outermost frame; null once destroyed
   CoJob* parent = nullptr;         // signalled when it ends (a reference held)
@@ -61,6 +60,7 @@ struct CoJob : kernel::Waiter {
   std::int8_t home = 0;      // executor it is queued on / last ran on (kMaxCpus <= 64)
   std::int8_t pinned = -1;   // executor it must run on, or -1
   std::atomic<bool> cancel{false};
+  std::uint8_t status = 0;   // the Status it ended with
 };
 static_assert(sizeof(void*) != 8 || sizeof(CoJob) <= 160, "a job record should stay within 160 bytes");
 
@@ -308,6 +308,14 @@ void end_job(CoJob* j, Status status) {
 // destructors: guards unlock, waiter counts drop) and ends it.
 void unwind(CoJob* j) {
   Status s = j->cancel.load(std::memory_order_acquire) ? Status::kInterrupted : static_cast<Status>(j->fail);
+  if (j->takes_units && j->wake_status == Status::kOk) {
+    // A give handed it a unit (job_take) and it was cancelled before it
+    // ran: the unit goes back to the word (its next taker, or the count).
+    j->takes_units = false;
+    auto* word = static_cast<std::atomic<std::uint32_t>*>(const_cast<void*>(j->futex_key));
+    j->futex_key = nullptr;
+    (void)futex_give(word, 1, count_word::kCountMask);
+  }
   std::coroutine_handle<> root = std::exchange(j->root, {});
   root.destroy();
   end_job(j, s);
@@ -432,6 +440,14 @@ bool ensure_executors() {
   return nexec() > 0;
 }
 
+// A job cancelled before it suspends unwinds on its executor instead
+// (true: it was pushed there).
+bool unwinds_instead(CoJob* j) SPINDLE_REQUIRES(g.lock) {
+  if (!j->cancel.load(std::memory_order_relaxed)) return false;
+  push(j, true);
+  return true;
+}
+
 // Marks j suspended at h until a wake (its wait was set up by the caller).
 bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
   j->resume = h;
@@ -499,7 +515,7 @@ void job_foreign_poll(Timer* t) {
       return;
     }
   } else if (fp->word->load(std::memory_order_seq_cst) != fp->expected) {
-    wake(j, Status::kOk);
+    wake(j, j->takes_units ? Status::kWouldBlock : Status::kOk);  // a taker gets no unit here: take again
     return;
   }
   if (arch::now_ns() >= fp->deadline) {
@@ -525,7 +541,9 @@ void job_woken(Waiter* w) {
     detail::frame_free(const_cast<void*>(j->futex_key), sizeof(ForeignPoll));
     j->timer.set_kind(TimerKind::kJobTimeout);
   }
-  j->futex_key = nullptr;
+  // A job handed a unit keeps the word until it runs (job_take_status), so
+  // that a cancel before then can give the unit back (unwind).
+  if (!(j->takes_units && j->wake_status == Status::kOk)) j->futex_key = nullptr;
   push(j, true);
 }
 
@@ -760,6 +778,24 @@ bool user_job_wait(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::u
   });
 }
 
+// The job's own record of the take (takes_units, futex_key) is made only
+// once it really waits: after the cancel check, with wake_status reset.
+bool user_job_take(CoJob* j, std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, TimePoint deadline,
+                   WaitOrder order, Status* now) {
+  bool parked = user_job_park(j, h, Status::kWouldBlock, now, [&] {
+    j->takes_units = true;
+    j->futex_key = word;
+    std::uint64_t how = kJobWaitTake | static_cast<std::uint64_t>(order == WaitOrder::kFifo ? 1 : 0) | priority_arg(j);
+    return status_from(
+        sys(kSysJobWait, user_arg(word), 0, deadline_arg(deadline), how, user_arg(j), user_arg(&j->cancel)));
+  });
+  if (!parked) {  // taken at once, timed out or refused: not waiting
+    j->takes_units = false;
+    j->futex_key = nullptr;
+  }
+  return parked;
+}
+
 bool user_job_wait_channel(CoJob* j, std::coroutine_handle<> h, std::uint32_t handle, bool writable,
                            TimePoint deadline, Status* now) {
   return user_job_park(j, h, Status::kOk, now, [&] {
@@ -784,10 +820,7 @@ bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
   CoJob* j = running_job(name ? name : "wait");
   if (in_user_process()) return user_job_wait(j, h, word, expected, deadline, order, now);
   LockGuard guard;
-  if (j->cancel.load(std::memory_order_relaxed)) {
-    push(j, true);  // unwinds on the executor
-    return true;
-  }
+  if (unwinds_instead(j)) return true;
   if (deadline != kForever && deadline <= Clock::now()) {
     *now = word->load(std::memory_order_seq_cst) != expected ? Status::kWouldBlock : Status::kTimedOut;
     return false;
@@ -808,6 +841,37 @@ bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
   return park(j, h);
 }
 
+bool job_take(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order,
+              const char* name, Status* now) noexcept {
+  CoJob* j = running_job(name ? name : "take");
+  if (in_user_process()) return user_job_take(j, h, word, deadline, order, now);
+  LockGuard guard;
+  if (unwinds_instead(j)) return true;
+  if (deadline != kForever && deadline <= Clock::now()) {
+    *now = count_word::try_take(*word) ? Status::kOk : Status::kTimedOut;
+    return false;
+  }
+  if (arch::foreign_word(word)) {
+    // Takers in other kernels sleep in the host's futex, so no give hands
+    // units over here: poll while the word reads "no units, sleepers", and
+    // take again once it changes (the wake says kWouldBlock).
+    if (count_word::take_or_mark(*word)) {
+      *now = Status::kOk;
+      return false;
+    }
+    j->takes_units = true;
+    if (park_foreign(j, h, word, count_word::kSleepers, false, deadline, now)) return true;
+    j->takes_units = false;
+    return false;
+  }
+  if (futex_take_async(j, word, order) == Status::kOk) {
+    *now = Status::kOk;
+    return false;
+  }
+  if (deadline != kForever) timer_arm(&j->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
+  return park(j, h);
+}
+
 bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const LockPolicy& policy,
               TimePoint deadline, Status* now) noexcept {
   CoJob* j = running_job(policy.name ? policy.name : "lock");
@@ -820,10 +884,7 @@ bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const
     });
   }
   LockGuard guard;
-  if (j->cancel.load(std::memory_order_relaxed)) {
-    push(j, true);
-    return true;
-  }
+  if (unwinds_instead(j)) return true;
   if (j->head.id == 0) {
     j->head.id = allocate_id();
     if (j->head.id == 0) panic("a coroutine needs a lock identity, and every thread id is in use");
@@ -865,10 +926,7 @@ void job_sleep(std::coroutine_handle<> h, TimePoint deadline) noexcept {
     return;
   }
   LockGuard guard;
-  if (j->cancel.load(std::memory_order_relaxed)) {
-    push(j, true);
-    return;
-  }
+  if (unwinds_instead(j)) return;
   timer_arm(&j->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
   park(j, h);
 }
@@ -892,6 +950,12 @@ std::coroutine_handle<> job_finished() noexcept {
 }
 
 Status job_wake_status() noexcept { return running_job("wait")->wake_status; }
+Status job_take_status() noexcept {
+  CoJob* j = running_job("take");
+  j->takes_units = false;  // the unit, if any, is the job's now
+  j->futex_key = nullptr;
+  return j->wake_status;
+}
 
 ThreadId job_lock_id() noexcept {
   CoJob* j = running_job("lock");

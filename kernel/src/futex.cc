@@ -287,7 +287,8 @@ unsigned futex_wake_locked(const void* word, unsigned n) {
     while (woken < n) {
       Waiter* w = q->first_with_key(word);
       if (!w) break;
-      wake(w, Status::kOk);
+      // No unit for a taker: a thread sees handed_off clear, a job kWouldBlock.
+      wake(w, w->async && w->takes_units ? Status::kWouldBlock : Status::kOk);
       ++woken;
     }
   }
@@ -325,15 +326,23 @@ void deliver_external_wakes() {
   }
 }
 
-Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                        WaitOrder order, const char* name) {
-  if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
-  (void)name;  // a job's wait is not reported by name (only threads have a watchdog)
+namespace {
+// Links a job (or a process's job proxy) on word's queue of its order; it
+// does not block: the caller parks it.
+void queue_async(Waiter* w, const std::atomic<std::uint32_t>* word, WaitOrder order) SPINDLE_REQUIRES(g.lock) {
   w->futex_key = word;
   Bucket& b = bucket_of(word);
   WaitQueue* q = order == WaitOrder::kFifo ? &b.fifo : &b.prio;
   q->insert(w);
   w->wait_queue = q;
+}
+}  // namespace
+
+Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                        WaitOrder order, const char* name) {
+  if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
+  (void)name;  // a job's wait is not reported by name (only threads have a watchdog)
+  queue_async(w, word, order);
   return Status::kOk;
 }
 
@@ -473,9 +482,11 @@ unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
 //    waiter that left some other way) costs the next give a kernel call.
 //  - While the word reads kSleepers, user space does not write it (a take
 //    finds no unit, a give comes here), so a store under the lock is safe.
-//  - A taker is handed a unit by setting handed_off before its wake; any
-//    other wake of it (futex_wake on the word) hands nothing and it looks
-//    again.
+//  - A taker (a thread in futex_take, a coroutine job or a process's job
+//    proxy in futex_take_async) is handed a unit by setting handed_off
+//    before its wake; any other wake of it (futex_wake on the word) hands
+//    nothing and it looks again. A job's wake status says which: kOk only
+//    from a give, kWouldBlock from futex_wake (and a foreign poll).
 // A foreign word keeps no queue here: kSleepers means "someone may sleep
 // in the host's futex"; a give clears it and wakes every sleeper, and those
 // that find no unit set it again before they sleep.
@@ -553,6 +564,17 @@ Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, W
   }
 }
 
+}  // namespace
+
+Status futex_take_async(Waiter* w, std::atomic<std::uint32_t>* word, WaitOrder order) SPINDLE_REQUIRES(g.lock) {
+  if (take_or_mark(*word)) return Status::kOk;
+  w->takes_units = true;
+  queue_async(w, word, order);
+  return Status::kWouldBlock;
+}
+
+namespace {
+
 Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) SPINDLE_REQUIRES(g.lock) {
   std::uint32_t c = word->load(std::memory_order_relaxed);
   if (n > max - (c & kCountMask)) return Status::kOverflow;
@@ -571,9 +593,8 @@ Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std:
       q = &b.prio;
       next = b.prio.first_with_key(word);
     }
-    Tcb* t = thread_of(w);
-    if (t && t->takes_units) {
-      t->handed_off = true;
+    if (w->takes_units) {
+      if (Tcb* t = thread_of(w)) t->handed_off = true;  // a job's is its wake status, kOk
     } else {
       ++counted;
     }

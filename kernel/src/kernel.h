@@ -200,6 +200,7 @@ struct Waiter {
   Status wake_status = Status::kOk;
   bool async = false;       // a coroutine job, not a thread
   bool parked = false;      // async: suspended on a kernel wait (queue and/or timer)
+  bool takes_units = false; // it waits to take a unit of a counting word (futex_take, futex_take_async)
 };
 
 struct Tcb : Waiter {
@@ -220,7 +221,6 @@ struct Tcb : Waiter {
   bool faulted = false;
   bool is_idle = false;
   bool handed_off = false;          // an unlock made it the owner (futex_lock), or a give handed it a unit (futex_take)
-  bool takes_units = false;         // it waits in futex_take: a give hands it a unit (handed_off)
   bool futex_shared = false;        // its futex_lock is on a word shared between processes (usyscall.cc)
   const char* wait_name = nullptr;  // what it waits on, for reports
   LockWait own_lock_wait;           // its lock_wait while it waits for a lock
@@ -534,6 +534,12 @@ Status foreign_try_lock(std::atomic<std::uint32_t>* word, std::uint32_t me, bool
     SPINDLE_REQUIRES(g.lock);
 Status futex_wait_async(Waiter* w, const std::atomic<std::uint32_t>* word, std::uint32_t expected, WaitOrder order,
                         const char* name) SPINDLE_REQUIRES(g.lock);
+// futex_take_async: a job's (or a process's job proxy's) take of a unit
+// of a counting word of this kernel: kOk, a counted unit taken at once;
+// kWouldBlock, w queued as a taker (the timer left to the caller), whose
+// wake status will be kOk only if a give handed it a unit: a wake that
+// hands none (futex_wake) says kWouldBlock to a job.
+Status futex_take_async(Waiter* w, std::atomic<std::uint32_t>* word, WaitOrder order) SPINDLE_REQUIRES(g.lock);
 Status futex_lock_async(Waiter* w, std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline,
                         const void* process = nullptr, bool shared = false) SPINDLE_REQUIRES(g.lock);
 Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) SPINDLE_REQUIRES(g.lock);

@@ -132,13 +132,7 @@ Semaphore::~Semaphore() {
   }
 }
 
-bool Semaphore::try_acquire() {
-  std::uint32_t c = count_.load(std::memory_order_relaxed);
-  while (c & count_word::kCountMask) {
-    if (count_.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
-  }
-  return false;
-}
+bool Semaphore::try_acquire() { return count_word::try_take(count_); }
 
 Status Semaphore::acquire_until(TimePoint deadline) {
   if (!valid_) return Status::kInvalidArgument;
@@ -154,11 +148,11 @@ Status Semaphore::acquire_until(TimePoint deadline) {
 Task<Status> Semaphore::acquire_async_slow(TimePoint deadline) {
   if (!valid_) co_return Status::kInvalidArgument;
   for (;;) {
-    // Take a unit, or mark the word so that a release comes to the kernel
-    // (which wakes this job with its unit in the count).
-    if (count_word::take_or_mark(count_)) co_return Status::kOk;
-    Status s = co_await detail::WordWait(&count_, count_word::kSleepers, deadline, order_, name_);
+    // A unit taken at once, or handed over by a release in wait order (as
+    // futex_take hands one to a thread); kWouldBlock: woken without one.
+    Status s = co_await detail::WordTake(&count_, deadline, order_, name_);
     if (s == Status::kTimedOut) co_return try_acquire() ? Status::kOk : Status::kTimedOut;
+    if (s != Status::kWouldBlock) co_return s;
   }
 }
 

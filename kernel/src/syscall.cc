@@ -53,6 +53,8 @@
 //   31  kSysJobWait       word, expected, deadline,          Status: kOk = a proxy waits for the job
 //                         order | priority << 8, job, &cancel   (kWouldBlock, kTimedOut: not queued)
 //       (with kJobWaitChannel in order: handle, writable, ... : a wait for a channel end; kWouldBlock: ready)
+//       (with kJobWaitTake in order: a take of a counting word's unit; kOk: taken now, kWouldBlock: a
+//        proxy waits as a taker, posted kOk only with a unit handed over, kWouldBlock without)
 //   32  kSysJobCtl        op (user.h: JobCtl), ...           kJobCollect: woken jobs copied out, 0 on a
 //                                                              kick, ~0 bad buffer; kJobCancel, kJobKick: Status
 //   33  kSysStats         op (user.h: StatsOp), ...          kStatsThreads: count (~0 bad buffer);

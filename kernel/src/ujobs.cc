@@ -140,13 +140,18 @@ void check_cancelled(JobPort* port, std::uint64_t token, std::uint64_t cancel_at
 }
 
 // kSysJobWait: word, expected, deadline, order | priority << 8, token, the
-// job's cancel flag (a byte). With kJobWaitChannel in the order argument:
-// handle, writable, ... (a channel end's word, channel_wait_word; ready
-// now: kWouldBlock).
+// job's cancel flag (a byte); kOk: a proxy waits for the job. With
+// kJobWaitChannel in the order argument: handle, writable, ... (a channel
+// end's word, channel_wait_word; ready now: kWouldBlock). With
+// kJobWaitTake: a take of a unit of the counting word (user.h; the word
+// must be writable): kOk, taken at once; kWouldBlock, the proxy waits as a
+// taker (futex_take_async).
 std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
   const bool channel = a[3] & kJobWaitChannel;
-  auto* word = channel ? nullptr : static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], false));
+  const bool take = !channel && (a[3] & kJobWaitTake);
+  auto* word = channel ? nullptr : static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], take));
   if (!channel && !word) return result(Status::kInvalidArgument);
+  const Status queued = take ? Status::kWouldBlock : Status::kOk;
   WaitOrder order = a[3] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
   TimePoint deadline = deadline_from(a[2]);
   Status why = Status::kOk;
@@ -160,16 +165,21 @@ std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
     Status now = channel ? channel_wait_word(p->handles, Handle{static_cast<std::uint32_t>(a[0])}, a[1] != 0, &on,
                                              &expected)
                          : Status::kWouldBlock;
+    const bool passed = deadline != kForever && deadline <= Clock::now();
     if (now != Status::kWouldBlock) {
       now = now == Status::kOk ? Status::kWouldBlock : now;  // ready: not queued
     } else if (port->count >= kMaxProxies) {
       now = Status::kLimit;
-    } else if (deadline != kForever && deadline <= Clock::now()) {
+    } else if (take) {
+      now = !passed                         ? futex_take_async(x, word, order)
+            : count_word::try_take(*word) ? Status::kOk
+                                          : Status::kTimedOut;
+    } else if (passed) {
       now = on->load(std::memory_order_seq_cst) != expected ? Status::kWouldBlock : Status::kTimedOut;
     } else {
       now = futex_wait_async(x, on, expected, order, "job");
     }
-    if (now != Status::kOk) {
+    if (now != queued) {
       delete x;
       return result(now);
     }
@@ -177,7 +187,7 @@ std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
     park_proxy(x);
   }
   check_cancelled(port, a[4], a[5]);  // the port outlives the call (this thread is alive)
-  return result(Status::kOk);
+  return result(queued);
 }
 
 // The identity registered under id if it is one of port's; else nullptr.

@@ -97,6 +97,11 @@ enum ThreadCtl : std::uint64_t {
 // and a[1] 1 for writable, 0 for readable; the proxy waits on the end's
 // word unless it is ready (kWouldBlock).
 inline constexpr std::uint64_t kJobWaitChannel = 2;
+// kSysJobWait's other flag: a take of a unit of the counting word at a[0]
+// (futex_take_async; a[1] unused): kOk, taken at once; kWouldBlock, the
+// proxy waits as a taker, posted kOk only when a give handed it a unit
+// (kWouldBlock when woken without one, kTimedOut, kInterrupted).
+inline constexpr std::uint64_t kJobWaitTake = 4;
 
 // kSysJobCtl's operations (coroutines in a process, ujobs.cc).
 enum JobCtl : std::uint64_t {

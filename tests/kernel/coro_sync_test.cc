@@ -130,6 +130,75 @@ KTEST(coro_mixed_waiters_priority_semaphore, 1) {
   KCHECK_EQ(order[2], 5);
 }
 
+// A release hands its unit to a waiting coroutine, as it does to a
+// waiting thread: on one CPU, with the releaser more urgent than the
+// executor, the job has not run yet but the unit is its own already (a
+// release that only counted it would let try_acquire take it here). A job
+// handed a unit and cancelled before it runs gives the unit back.
+KTEST(coro_semaphore_hands_a_release_to_a_waiting_job, 1) {
+  KCHECK(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  KCHECK(this_thread::set_priority(kDefaultPriority + 2) == Status::kOk);  // above the executors
+  Semaphore s(0, 4, "job hand-off");
+  std::atomic<int> through{0};
+  auto take = [&]() -> Task<Status> {
+    Status st = co_await s.acquire_async_for(30s);
+    through.fetch_add(1);
+    co_return st;
+  };
+  JoinHandle<Status> h = spawn(take(), SpawnOptions{.cpu = 0});
+  KREQUIRE(jobs_waiting(1));
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KCHECK_EQ(through.load(), 0);
+  KCHECK_EQ(s.value(), 0u);
+  KCHECK(!s.try_acquire());
+  KCHECK_STATUS(h.join(), Status::kOk);
+  KCHECK_EQ(through.load(), 1);
+
+  // Handed a unit, then cancelled before it ran: the unit is counted again.
+  JoinHandle<Status> c = spawn(take(), SpawnOptions{.cpu = 0});
+  KREQUIRE(jobs_waiting(1));
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KCHECK_EQ(s.value(), 0u);  // the job's
+  c.cancel();
+  KCHECK_STATUS(c.join(), Status::kInterrupted);
+  KCHECK_EQ(through.load(), 1);  // it never ran on
+  KCHECK_EQ(s.value(), 1u);
+  KCHECK(s.try_acquire());
+
+  // Cancelled while it waits: nothing was handed over, nothing comes back.
+  JoinHandle<Status> w = spawn(take(), SpawnOptions{.cpu = 0});
+  KREQUIRE(jobs_waiting(1));
+  w.cancel();
+  KCHECK_STATUS(w.join(), Status::kInterrupted);
+  KCHECK_EQ(s.value(), 0u);
+  KCHECK_STATUS(s.release(), Status::kOk);  // nobody waits: counted
+  KCHECK(s.try_acquire());
+}
+
+// The take protocol on a bare counting word (detail::WordTake, what
+// acquire_async awaits): kOk only with a unit (taken at once, or handed
+// over by futex_give), kWouldBlock when a futex_wake woke it without one,
+// kTimedOut.
+KTEST(coro_word_take_protocol, 1) {
+  static std::atomic<std::uint32_t> word{1};
+  word.store(1);
+  auto take = [](TimePoint deadline) -> Task<Status> {
+    co_return co_await detail::WordTake(&word, deadline, WaitOrder::kFifo, "bare word");
+  };
+  KCHECK_STATUS(run(take(kForever)), Status::kOk);  // counted: at once
+  KCHECK_EQ(word.load(), 0u);
+  KCHECK_STATUS(run(take(deadline_after(5ms))), Status::kTimedOut);
+  JoinHandle<Status> woken = spawn(take(kForever));
+  KREQUIRE(jobs_waiting(1));
+  KCHECK_EQ(futex_wake(&word, 1), 1u);  // no unit with it
+  KCHECK_STATUS(woken.join(), Status::kWouldBlock);
+  JoinHandle<Status> given = spawn(take(kForever));
+  KREQUIRE(jobs_waiting(1));
+  KCHECK_STATUS(futex_give(&word, 1, 10), Status::kOk);
+  KCHECK_STATUS(given.join(), Status::kOk);
+  KCHECK_EQ(word.load() & count_word::kCountMask, 0u);  // handed over, not counted
+}
+
 KTEST(coro_mixed_waiters_fifo_fair_mutex_and_queue, 1) {
   // A FairMutex hands itself over in arrival order across threads and
   // coroutines; a FIFO queue built on it serves getters the same way.

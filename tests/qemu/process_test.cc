@@ -617,6 +617,34 @@ int stats_in_process() {
 }
 
 // Bad inputs to the coroutine calls: errors, never faults.
+// A release inside a process hands its unit to a waiting coroutine (to its
+// kernel proxy), as in the kernel (coro_semaphore_hands_a_release_to_a_
+// waiting_job): checked while the job cannot run yet (the process on one
+// CPU, this thread above the executors and the collector); a job handed a
+// unit and cancelled before it runs gives the unit back.
+int job_semaphore_hand_off_in_process() {
+  if (this_thread::set_priority(kDefaultPriority + 2) != Status::kOk) return 1;
+  Semaphore s(0, 4, "job hand-off");
+  std::atomic<int> through{0};
+  auto take = [&]() -> Task<Status> {
+    Status st = co_await s.acquire_async_for(30s);
+    through.fetch_add(1);
+    co_return st;
+  };
+  JoinHandle<Status> h = spawn(take());
+  if (!ktest::settle([] { return coroutine_stats().waiting == 1; })) return 2;
+  if (s.release() != Status::kOk) return 3;
+  if (through.load() != 0 || s.value() != 0 || s.try_acquire()) return 4;  // the job's already
+  if (h.join() != Status::kOk || through.load() != 1) return 5;
+  JoinHandle<Status> c = spawn(take());
+  if (!ktest::settle([] { return coroutine_stats().waiting == 1; })) return 6;
+  if (s.release() != Status::kOk || s.value() != 0) return 7;
+  c.cancel();
+  if (c.join() != Status::kInterrupted || through.load() != 1) return 8;
+  if (s.value() != 1 || !s.try_acquire()) return 9;  // given back
+  return 0;
+}
+
 int bad_job_calls() {
   using namespace kernel;
   const auto st = [](std::uint64_t r) { return static_cast<Status>(static_cast<int>(r)); };
@@ -657,6 +685,29 @@ int bad_job_calls() {
   if (g_word.load() != id) return 17;
   if (st(arch::user_syscall(kSysJobCtl, kJobUnlock, user_arg(&g_word), id)) != Status::kOk || g_word.load() != 0) return 18;
   if (st(arch::user_syscall(kSysJobCtl, kJobIdFree, id)) != Status::kOk) return 19;
+  // Takes (kJobWaitTake): a kernel word and a read-only one are refused; a
+  // counted unit is taken at once (kOk, not queued); a timed take with no
+  // unit queues a taker proxy that the collector gets as kTimedOut.
+  const auto code = reinterpret_cast<std::uintptr_t>(&bad_job_calls);
+  if (st(arch::user_syscall(kSysJobWait, kernel, 0, INT64_MAX, kJobWaitTake, 0x5678, 0)) != Status::kInvalidArgument) {
+    return 20;
+  }
+  if (st(arch::user_syscall(kSysJobWait, code, 0, INT64_MAX, kJobWaitTake, 0x5678, 0)) != Status::kInvalidArgument) {
+    return 21;
+  }
+  g_word.store(2);
+  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, INT64_MAX, kJobWaitTake, 0x5678, 0)) != Status::kOk ||
+      g_word.load() != 1) {
+    return 22;
+  }
+  g_word.store(0);
+  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, deadline_arg(deadline_after(1ms)), kJobWaitTake, 0x9abc,
+                            0)) != Status::kWouldBlock) {
+    return 23;
+  }
+  if (arch::user_syscall(kSysJobCtl, kJobCollect, user_arg(done), 4) != 1) return 24;
+  if (done[0].token != 0x9abc || st(done[0].status) != Status::kTimedOut) return 25;
+  g_word.store(0);  // the sleepers bit the taker set
   return 0;
 }
 
@@ -1161,6 +1212,14 @@ KTEST(process_ending_thread_leaves_no_wait_behind, 1) {
   KCHECK(prio == Status::kInterrupted);
   KCHECK_EQ(futex_wake(&word, ~0u), 0u);  // nobody is left waiting on it (this thread is running)
   KCHECK(futex_wait(&word, 0, deadline_after(1ms), WaitOrder::kFifo) == Status::kTimedOut);
+}
+
+KTEST(process_job_semaphore_hand_off, 1) {
+  char why[160];
+  ProcessOptions o{.name = "job-hand-off"};
+  o.affinity = CpuMask::only(0);
+  ExitStatus st = run_to_end(Process::spawn(o, job_semaphore_hand_off_in_process));
+  if (!st.success()) KFAIL("job_semaphore_hand_off_in_process: %s", st.describe(why, sizeof why));
 }
 
 KTEST(process_coroutines_executors_and_thread_pool, 1) {

@@ -49,6 +49,16 @@ namespace count_word {
 inline constexpr std::uint32_t kCountMask = (1u << 31) - 1;  // free units
 inline constexpr std::uint32_t kSleepers = 1u << 31;          // give must call futex_give
 
+// Takes a counted unit if there is one (true); false if none (the word
+// unchanged).
+inline bool try_take(std::atomic<std::uint32_t>& word) {
+  std::uint32_t c = word.load(std::memory_order_relaxed);
+  while (c & kCountMask) {
+    if (word.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
 // Takes a counted unit if there is one (true); else makes sure kSleepers
 // is set (false), so that a give comes to the kernel: what a waiter does
 // before it sleeps on the word (futex_take does it under the kernel lock).

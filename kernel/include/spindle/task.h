@@ -88,6 +88,14 @@ bool job_wait(std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
               TimePoint deadline, WaitOrder order, const char* name, Status* now) noexcept;
 bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const LockPolicy& policy,
               TimePoint deadline, Status* now) noexcept;
+// Takes a unit of a counting word (futex.h) for the running job: false
+// with *now = kOk (a counted unit taken at once), kTimedOut or an error;
+// else suspended as a taker until a give hands it a unit, or the deadline.
+bool job_take(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order,
+              const char* name, Status* now) noexcept;
+// After a job_take suspension: kOk (a unit is the job's), kWouldBlock
+// (woken without one: take again), kTimedOut.
+Status job_take_status() noexcept;
 // In a process only (channel_wait_async): suspends until channel end
 // `handle` may be written (or read), as far as the kernel can tell, or the
 // deadline; false with *now = kWouldBlock when it may be now.
@@ -130,6 +138,28 @@ class WordWait {
  private:
   const std::atomic<std::uint32_t>* word_;
   std::uint32_t expected_;
+  TimePoint deadline_;
+  WaitOrder order_;
+  const char* name_;
+  Status status_ = kPending;
+};
+
+// Awaits a unit of the counting word at `word` (futex_take for a job):
+// kOk (taken, at once or handed over by a give in wait order), kWouldBlock
+// (woken without one: take again), kTimedOut, or an error.
+class WordTake {
+ public:
+  WordTake(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order, const char* name)
+      : word_(word), deadline_(deadline), order_(order), name_(name) {}
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    status_ = kPending;
+    return job_take(h, word_, deadline_, order_, name_, &status_);
+  }
+  Status await_resume() const noexcept { return status_ == kPending ? job_take_status() : status_; }
+
+ private:
+  std::atomic<std::uint32_t>* word_;
   TimePoint deadline_;
   WaitOrder order_;
   const char* name_;
