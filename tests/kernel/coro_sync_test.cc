@@ -199,6 +199,90 @@ KTEST(coro_word_take_protocol, 1) {
   KCHECK_EQ(word.load() & count_word::kCountMask, 0u);  // handed over, not counted
 }
 
+// Units are conserved with threads and coroutines taking and giving on
+// two CPUs, random timeouts racing the hand-offs, and waiting coroutines
+// cancelled at random moments (one handed a unit just before its cancel
+// gives it back): never more than 3 inside, and the count ends at 3.
+KTEST(coro_semaphore_units_conserved_with_timeouts_and_cancels, 2) {
+  Semaphore s(3, 3, "three units, mixed takers");
+  std::atomic<int> inside{0}, worst{0};
+  std::atomic<long> taken{0}, errors{0};
+  auto enter = [&] {
+    int now = inside.fetch_add(1) + 1;
+    for (int m = worst.load(); now > m && !worst.compare_exchange_weak(m, now);) {
+    }
+    taken.fetch_add(1);
+  };
+  auto leave = [&] {
+    inside.fetch_sub(1);
+    if (s.release() != Status::kOk) errors.fetch_add(1);
+  };
+  const int iters = static_cast<int>(scaled(2'000));
+  auto job = [&](std::uint32_t seed) -> Task<> {
+    std::uint32_t r = seed;
+    for (int k = 0; k < iters; ++k) {
+      r = r * 1664525u + 1013904223u;
+      Status st = co_await s.acquire_async_for(std::chrono::microseconds(r >> 24));  // 0..255 us
+      if (st == Status::kTimedOut) continue;
+      if (st != Status::kOk) {
+        errors.fetch_add(1);
+        continue;
+      }
+      enter();
+      if (r & 0x100) co_await yield();
+      leave();
+    }
+  };
+  // Waits long; a cancel ends it at its wait (or, handed a unit, before it
+  // runs on: then the unit goes back). Once it has a unit it runs to its
+  // release without suspending, so a cancel cannot land in between.
+  auto victim = [&]() -> Task<> {
+    if (co_await s.acquire_async_for(10s) != Status::kOk) co_return;
+    enter();
+    leave();
+  };
+  Thread threads[3];
+  for (int i = 0; i < 3; ++i) {
+    threads[i] = spawn("unit user", kDefaultPriority, CpuMask::all(), [&, i] {
+      std::uint32_t r = 0x85ebca6bu * static_cast<std::uint32_t>(i + 1);
+      for (int k = 0; k < iters; ++k) {
+        r = r * 1664525u + 1013904223u;
+        Status st = s.acquire_for(std::chrono::microseconds(r >> 24));
+        if (st == Status::kTimedOut) continue;
+        if (st != Status::kOk) {
+          errors.fetch_add(1);
+          continue;
+        }
+        enter();
+        if (r & 0x100) this_thread::yield();
+        leave();
+      }
+    });
+  }
+  JoinHandle<> jobs[4];
+  for (int i = 0; i < 4; ++i) jobs[i] = spawn(job(0x9e3779b9u * static_cast<std::uint32_t>(i + 1)));
+  std::uint32_t r = 12345;
+  const int rounds = static_cast<int>(scaled(200));
+  for (int k = 0; k < rounds; ++k) {
+    JoinHandle<> v[3];
+    for (auto& h : v) h = spawn(victim());
+    r = r * 1664525u + 1013904223u;
+    this_thread::sleep_for(std::chrono::microseconds(r >> 25));  // 0..127 us
+    for (auto& h : v) h.cancel();
+    for (auto& h : v) {
+      Status st = h.join();
+      if (st != Status::kOk && st != Status::kInterrupted) errors.fetch_add(1);
+    }
+  }
+  for (auto& t : threads) KJOIN(t);
+  for (auto& h : jobs) KCHECK_STATUS(h.join(), Status::kOk);
+  KCHECK_EQ(errors.load(), 0L);
+  KCHECK(worst.load() <= 3);
+  KCHECK(taken.load() > 0);
+  KCHECK_EQ(s.value(), 3u);
+  KCHECK(s.try_acquire() && s.try_acquire() && s.try_acquire() && !s.try_acquire());
+}
+
 KTEST(coro_mixed_waiters_fifo_fair_mutex_and_queue, 1) {
   // A FairMutex hands itself over in arrival order across threads and
   // coroutines; a FIFO queue built on it serves getters the same way.
