@@ -482,11 +482,11 @@ unsigned futex_wake(const std::atomic<std::uint32_t>* word, unsigned n) {
 //    waiter that left some other way) costs the next give a kernel call.
 //  - While the word reads kSleepers, user space does not write it (a take
 //    finds no unit, a give comes here), so a store under the lock is safe.
-//  - A taker (a thread in futex_take, a coroutine job or a process's job
-//    proxy in futex_take_async) is handed a unit by setting handed_off
-//    before its wake; any other wake of it (futex_wake on the word) hands
-//    nothing and it looks again. A job's wake status says which: kOk only
-//    from a give, kWouldBlock from futex_wake (and a foreign poll).
+//  - A taker (Waiter::takes_units) is handed a unit only by a give: a
+//    thread in futex_take by handed_off, set before its wake; a coroutine
+//    job or a process's job proxy (futex_take_async) by its wake status,
+//    kOk only from a give, kWouldBlock from futex_wake (and a foreign
+//    poll). Any other wake hands nothing and it takes again.
 // A foreign word keeps no queue here: kSleepers means "someone may sleep
 // in the host's futex"; a give clears it and wakes every sleeper, and those
 // that find no unit set it again before they sleep.
