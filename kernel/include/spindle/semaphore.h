@@ -2,12 +2,12 @@
 // unit, waiting while there is none; release returns units and hands them
 // to waiters (most urgent first, or in arrival order with WaitOrder::kFifo).
 // Uncontended acquire and release are one atomic each; a release enters the
-// kernel only when someone waits. A unit released while threads wait goes
-// straight to the first of them, so a thread that arrives later cannot take
-// it first: waiting threads are served in the semaphore's order. (A
-// coroutine waiting with acquire_async is woken with its unit in the count
-// and takes it when it runs.) The count and a "someone waits" bit share one
-// word (futex.h: counting words).
+// kernel only when someone waits. A unit released while threads or
+// coroutines (acquire_async) wait goes straight to the first of them, so
+// one that arrives later cannot take it first: waiters are served in the
+// semaphore's order, whichever kind they are. (A coroutine handed a unit
+// and cancelled before it runs gives it back.) The count and a "someone
+// waits" bit share one word (futex.h: counting words).
 #pragma once
 
 #include <atomic>
