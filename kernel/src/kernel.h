@@ -376,8 +376,6 @@ inline void KernelLock::unlock() {
 // Lock helpers. lock_irqsave masks interrupts and takes the lock;
 // unlock_irqrestore releases it, sends IPIs the critical section decided
 // on, and restores the interrupt state (delivering a pending preemption).
-arch::IrqState lock_irqsave() SPINDLE_ACQUIRE(g.lock);
-void unlock_irqrestore(arch::IrqState s) SPINDLE_RELEASE(g.lock);
 // Releases the lock and sends pending IPIs but leaves interrupts masked.
 // Inline for the common case, nothing pending (no IPI, no stack to unmap).
 void unlock_with_pending() SPINDLE_RELEASE(g.lock);
@@ -388,6 +386,15 @@ void unlock_with_pending() SPINDLE_RELEASE(g.lock);
     return;
   }
   unlock_with_pending();
+}
+inline arch::IrqState lock_irqsave() SPINDLE_ACQUIRE(g.lock) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  arch::IrqState s = arch::irq_save();
+  g.lock.lock();
+  return s;
+}
+inline void unlock_irqrestore(arch::IrqState s) SPINDLE_RELEASE(g.lock) {
+  unlock_keep_irqs_masked();
+  arch::irq_restore(s);
 }
 
 struct SPINDLE_SCOPED_CAPABILITY LockGuard {

@@ -40,12 +40,6 @@ void KernelLock::wait_for(std::uint32_t ticket) {
   while (serving_.load(std::memory_order_acquire) != ticket) arch::cpu_relax();
 }
 
-arch::IrqState lock_irqsave() {
-  arch::IrqState s = arch::irq_save();
-  g.lock.lock();
-  return s;
-}
-
 void unlock_with_pending() {
   Cpu& c = this_cpu();
   std::uint64_t targets = c.ipi_out;
@@ -59,11 +53,6 @@ void unlock_with_pending() {
     targets &= targets - 1;
     arch::send_ipi(cpu);
   }
-}
-
-void unlock_irqrestore(arch::IrqState s) {
-  unlock_keep_irqs_masked();
-  arch::irq_restore(s);
 }
 
 }  // namespace kernel

@@ -1,5 +1,6 @@
 // Time: sleeps never end early; many sleepers; timeouts of blocking calls.
 #include "ktest_util.h"
+#include "sync_util.h"
 
 using namespace spindle;
 using namespace spindle::ktest;
@@ -149,7 +150,10 @@ KTEST(futex_fifo_order, 1) {
       futex_wait(&word, 0, kForever, WaitOrder::kFifo);
       log.add(i);
     });
-    this_thread::sleep_for(2ms);  // let it block before the next arrives
+    // Blocked before the next arrives (a fixed 2 ms lost that race at
+    // -smp 2 without -icount on a loaded host: the sleep's timer fired as
+    // the waiter got the CPU, and the next, more urgent one queued first).
+    KREQUIRE(wait_blocked_sleeping(t[i]));
   }
   // Each woken waiter is more urgent than main, so it runs (and logs) at
   // once: the log is the wake order, which must be arrival order.
