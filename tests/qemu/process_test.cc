@@ -617,31 +617,34 @@ int stats_in_process() {
 }
 
 // Bad inputs to the coroutine calls: errors, never faults.
-// A release inside a process hands its unit to a waiting coroutine (to its
-// kernel proxy), as in the kernel (coro_semaphore_hands_a_release_to_a_
-// waiting_job): checked while the job cannot run yet (the process on one
-// CPU, this thread above the executors and the collector); a job handed a
-// unit and cancelled before it runs gives the unit back.
+// A give inside a process hands its unit to a waiting coroutine's kernel
+// proxy, as in the kernel (coro_semaphore_hands_a_release_to_a_waiting_job;
+// acquire_async awaits this WordTake): the unit is never counted, and a
+// job handed one and cancelled before it runs gives it back. On a bare
+// word, so that the test can see the proxy queued (futex_waiters): the
+// process's count of parked jobs rises before the job's system call.
+std::atomic<std::uint32_t> g_take_word{0};
 int job_semaphore_hand_off_in_process() {
-  if (this_thread::set_priority(kDefaultPriority + 2) != Status::kOk) return 1;
-  Semaphore s(0, 4, "job hand-off");
-  std::atomic<int> through{0};
-  auto take = [&]() -> Task<Status> {
-    Status st = co_await s.acquire_async_for(30s);
+  using count_word::kCountMask;
+  if (this_thread::set_priority(kDefaultPriority + 2) != Status::kOk) return 1;  // above the executors
+  static std::atomic<int> through{0};
+  auto take = []() -> Task<Status> {
+    Status st = co_await detail::WordTake(&g_take_word, deadline_after(30s), WaitOrder::kFifo, "take");
     through.fetch_add(1);
     co_return st;
   };
+  auto proxy_queued = [] { return ktest::settle([] { return futex_waiters(&g_take_word) == 1; }); };
   JoinHandle<Status> h = spawn(take());
-  if (!ktest::settle([] { return coroutine_stats().waiting == 1; })) return 2;
-  if (s.release() != Status::kOk) return 3;
-  if (through.load() != 0 || s.value() != 0 || s.try_acquire()) return 4;  // the job's already
+  if (!proxy_queued()) return 2;
+  if (futex_give(&g_take_word, 1, 4) != Status::kOk) return 3;
+  if (through.load() != 0 || (g_take_word.load() & kCountMask) != 0) return 4;  // the job's, not counted
   if (h.join() != Status::kOk || through.load() != 1) return 5;
   JoinHandle<Status> c = spawn(take());
-  if (!ktest::settle([] { return coroutine_stats().waiting == 1; })) return 6;
-  if (s.release() != Status::kOk || s.value() != 0) return 7;
+  if (!proxy_queued()) return 6;
+  if (futex_give(&g_take_word, 1, 4) != Status::kOk || (g_take_word.load() & kCountMask) != 0) return 7;
   c.cancel();
   if (c.join() != Status::kInterrupted || through.load() != 1) return 8;
-  if (s.value() != 1 || !s.try_acquire()) return 9;  // given back
+  if ((g_take_word.load() & kCountMask) != 1) return 9;  // given back
   return 0;
 }
 
