@@ -373,9 +373,6 @@ inline void KernelLock::unlock() {
   serving_.store(serving_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
-// Lock helpers. lock_irqsave masks interrupts and takes the lock;
-// unlock_irqrestore releases it, sends IPIs the critical section decided
-// on, and restores the interrupt state (delivering a pending preemption).
 // Releases the lock and sends pending IPIs but leaves interrupts masked.
 // Inline for the common case, nothing pending (no IPI, no stack to unmap).
 void unlock_with_pending() SPINDLE_RELEASE(g.lock);
@@ -387,7 +384,11 @@ void unlock_with_pending() SPINDLE_RELEASE(g.lock);
   }
   unlock_with_pending();
 }
-inline arch::IrqState lock_irqsave() SPINDLE_ACQUIRE(g.lock) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+// Lock helpers, inline (every kernel entry but a system call takes one
+// pair). lock_irqsave masks interrupts and takes the lock;
+// unlock_irqrestore releases it, sends IPIs the critical section decided
+// on, and restores the interrupt state (delivering a pending preemption).
+inline arch::IrqState lock_irqsave() SPINDLE_ACQUIRE(g.lock) {
   arch::IrqState s = arch::irq_save();
   g.lock.lock();
   return s;

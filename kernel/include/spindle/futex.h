@@ -84,9 +84,10 @@ inline bool take_or_mark(std::atomic<std::uint32_t>& word) {
 Status futex_take(std::atomic<std::uint32_t>* word, TimePoint deadline = kForever,
                   WaitOrder order = WaitOrder::kPriority, const char* name = nullptr);
 
-// Gives n units: one to each of up to n waiters (futex_take callers are
-// handed theirs; futex_wait callers on the word are woken and find theirs
-// in the count), the rest to the count. kOverflow (nothing given) if the
+// Gives n units: one to each of up to n waiters (takers, i.e. futex_take
+// callers and coroutines in Semaphore::acquire_async, are handed theirs;
+// futex_wait callers on the word are woken and find theirs in the count),
+// the rest to the count. kOverflow (nothing given) if the
 // count would pass max; kInvalidArgument (nothing given) if max is above
 // kCountMask (the count would reach the sleepers bit), or in a process for
 // a word it may not write; kOk otherwise. Any Spindle thread, and
