@@ -108,6 +108,7 @@ int kmain(const BootArgs& args) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   set_current_thread(&g_outside);
   g.ncpus = arch::cpu_count();
   if (g.ncpus == 0 || g.ncpus > kMaxCpus) panic("cannot run on %u CPUs (1..%u)", g.ncpus, kMaxCpus);
+  g.lock.set_single_cpu(g.ncpus == 1);
   g.timeslice_ns = args.timeslice_ns;
   g.cpu_time = args.cpu_time;
   g.thread_limit = args.thread_limit;

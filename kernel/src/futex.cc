@@ -497,6 +497,22 @@ using count_word::kCountMask;
 using count_word::kSleepers;
 using count_word::take_or_mark;
 
+// take_or_mark for a word of this kernel (not foreign), under the kernel
+// lock. On one CPU nothing else can write the word while the lock is held
+// with interrupts masked (its other users are threads of this CPU), so
+// plain loads and stores do what the CAS loop does, without the atomic
+// read-modify-write (where that is costly: KernelLock::plain_updates).
+bool take_or_mark_locked(std::atomic<std::uint32_t>* word) SPINDLE_REQUIRES(g.lock) {
+  if (!g.lock.plain_updates()) return take_or_mark(*word);
+  std::uint32_t c = word->load(std::memory_order_relaxed);
+  if (c & kCountMask) {
+    word->store(c - 1, std::memory_order_relaxed);
+    return true;
+  }
+  if (!(c & kSleepers)) word->store(c | kSleepers, std::memory_order_relaxed);
+  return false;
+}
+
 bool has_waiters(const void* word) SPINDLE_REQUIRES(g.lock) {
   Bucket& b = bucket_of(word);
   return b.fifo.first_with_key(word) || b.prio.first_with_key(word);
@@ -544,7 +560,7 @@ Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, W
   Bucket& b = bucket_of(word);
   WaitQueue& q = order == WaitOrder::kFifo ? b.fifo : b.prio;
   for (;;) {
-    if (take_or_mark(*word)) return Status::kOk;
+    if (take_or_mark_locked(word)) return Status::kOk;
     self->futex_key = word;
     self->wait_name = name;
     self->takes_units = true;
@@ -558,7 +574,7 @@ Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, W
     }
     if (s == Status::kOk) continue;  // a plain futex_wake: look again
     // Leaving with nothing handed over: a unit counted meanwhile is still ours to take.
-    if (s == Status::kTimedOut && take_or_mark(*word)) s = Status::kOk;
+    if (s == Status::kTimedOut && take_or_mark_locked(word)) s = Status::kOk;
     if (!has_waiters(word)) add_units(word, 0, kCountMask, true);
     return s;
   }
@@ -567,7 +583,7 @@ Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, W
 }  // namespace
 
 Status futex_take_async(Waiter* w, std::atomic<std::uint32_t>* word, WaitOrder order) SPINDLE_REQUIRES(g.lock) {
-  if (take_or_mark(*word)) return Status::kOk;
+  if (take_or_mark_locked(word)) return Status::kOk;
   w->takes_units = true;
   queue_async(w, word, order);
   return Status::kWouldBlock;

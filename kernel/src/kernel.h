@@ -40,10 +40,21 @@ struct CoJob;
 namespace spindle::kernel {
 
 // A ticket lock: FIFO among CPUs, so no CPU starves under contention.
+// A kernel booted on one CPU has nobody to exclude but its own interrupt
+// handlers, which lock_irqsave masks: there (set_single_cpu, at boot,
+// before any CPU runs), on backends where an atomic read-modify-write is
+// costly (arch::kAtomicRmwCostly), the ticket is taken with a plain load
+// and store; the release was a plain store already. Everything else,
+// held() included, is the same.
 class SPINDLE_CAPABILITY("kernel lock") KernelLock {
  public:
   void lock() SPINDLE_ACQUIRE();
   void unlock() SPINDLE_RELEASE();
+  void set_single_cpu(bool single) { single_cpu_ = single; }
+  // Whether, while this lock is held, plain loads and stores may stand in
+  // for atomic read-modify-writes of this kernel's words (one CPU, and
+  // worth it): a constant false where they are not costly.
+  bool plain_updates() const { return arch::kAtomicRmwCostly && single_cpu_; }
   bool held() const { return next_.load(std::memory_order_relaxed) != serving_.load(std::memory_order_relaxed); }
   int owner_cpu() const { return owner_.load(std::memory_order_relaxed); }
 
@@ -55,6 +66,7 @@ class SPINDLE_CAPABILITY("kernel lock") KernelLock {
   std::atomic<std::uint32_t> next_{0};
   std::atomic<std::uint32_t> serving_{0};
   std::atomic<int> owner_{-1};
+  bool single_cpu_ = false;
 };
 
 enum class ThreadState : std::uint8_t { kReady, kRunning, kBlocked, kSuspended, kDead };
@@ -363,7 +375,13 @@ inline Cpu& this_cpu() { return *static_cast<Cpu*>(arch::cpu_area()->kernel); }
 
 // Inline: every kernel entry takes it.
 inline void KernelLock::lock() {
-  std::uint32_t ticket = next_.fetch_add(1, std::memory_order_relaxed);
+  std::uint32_t ticket;
+  if (plain_updates()) {
+    ticket = next_.load(std::memory_order_relaxed);
+    next_.store(ticket + 1, std::memory_order_relaxed);
+  } else {
+    ticket = next_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (serving_.load(std::memory_order_acquire) != ticket) [[unlikely]] wait_for(ticket);
   owner_.store(static_cast<int>(arch::cpu_area()->id), std::memory_order_relaxed);
 }

@@ -117,6 +117,14 @@ namespace spindle::arch {
 //       an interrupt is pending (delivered by the caller's next unmask), or
 //       spuriously. Hosted: polls briefly, then sleeps in ppoll.
 //   void cpu_relax();               any. Spin-wait hint.
+//   constexpr bool kAtomicRmwCostly; Whether an uncontended atomic
+//       read-modify-write costs much more than a plain load and store
+//       (x86's `lock` prefix: ~20 cycles). Where it does, a kernel booted
+//       on one CPU takes its lock and updates counting words under it
+//       with plain loads and stores (kernel.h, KernelLock); where it does
+//       not (aarch64: an exclusive pair is one instruction more than the
+//       plain pair, and the CPU-count test would cost more), it keeps the
+//       atomic path.
 
 // ---------------------------------------------------------------------------
 // Time.

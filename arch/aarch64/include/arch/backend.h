@@ -166,6 +166,9 @@ void set_timer(std::uint64_t deadline_ns);
 
 StackRegion stack_alloc(std::size_t size);
 void stack_free(StackRegion r);
+// contract: arch.h, CPUs. Here an exclusive load/store pair: about the
+// cost of the plain pair and the one-CPU test.
+inline constexpr bool kAtomicRmwCostly = false;
 inline constexpr std::size_t kPageSize = 4096;
 // Unmapped virtual space below every stack. As on hosted: large enough that
 // a function with a big frame cannot step over it.
