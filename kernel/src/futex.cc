@@ -502,7 +502,7 @@ using count_word::take_or_mark;
 // with interrupts masked (its other users are threads of this CPU), so
 // plain loads and stores do what the CAS loop does, without the atomic
 // read-modify-write (where that is costly: KernelLock::plain_updates).
-bool take_or_mark_locked(std::atomic<std::uint32_t>* word) SPINDLE_REQUIRES(g.lock) {
+[[gnu::always_inline]] inline bool take_or_mark_locked(std::atomic<std::uint32_t>* word) SPINDLE_REQUIRES(g.lock) {
   if (!g.lock.plain_updates()) return take_or_mark(*word);
   std::uint32_t c = word->load(std::memory_order_relaxed);
   if (c & kCountMask) {
