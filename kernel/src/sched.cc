@@ -64,7 +64,7 @@ unsigned place(const Tcb* t, bool* preempt) {
   return best;
 }
 
-void enqueue(Tcb* t, bool front, bool in_schedule) {
+void enqueue(Tcb* t, bool front, bool in_schedule) SPINDLE_REQUIRES(g.lock) {
   bool preempt = false;
   unsigned target = place(t, &preempt);
   t->state = ThreadState::kReady;
@@ -317,7 +317,7 @@ bool unqueue_ready(Tcb* t) {
 }
 
 // After t's priority or affinity changed: put it back where it belongs.
-void requeue(Tcb* t, bool was_queued) {
+void requeue(Tcb* t, bool was_queued) SPINDLE_REQUIRES(g.lock) {
   if (was_queued) {
     enqueue(t, false, false);
   } else if (t->state == ThreadState::kRunning) {
