@@ -460,23 +460,29 @@ bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
 // Foreign polls. A word other kernels map (futex.cc: Foreign words) is
 // woken through the host's futex, which only a thread can sleep in; a job
 // parked on such a word is not in any wait queue but looks at the word
-// from its timer every kForeignPollNs until its wait is over: the word
+// from its timer until its wait is over, first kForeignPollFirstNs after
+// it parked, each look then twice as long after the last, up to
+// kForeignPollNs apart (a hand-off that comes soon is seen soon; a long
+// wait costs one look per kForeignPollNs): the word
 // changed (a wait: kOk, the caller re-checks), the lock could be taken for
 // it (kOk or kOwnerDied: it owns the lock, as after a hand-off), or the
 // deadline passed (kTimedOut). While parked so, its futex_key points at
 // its ForeignPoll (a frame allocation, freed when it wakes) and its timer
 // kind is kJobForeignPoll.
-constexpr std::uint64_t kForeignPollNs = 1'000'000;
+constexpr std::uint32_t kForeignPollFirstNs = 20'000;
+constexpr std::uint32_t kForeignPollNs = 1'000'000;
 
 struct ForeignPoll {
   std::atomic<std::uint32_t>* word;
   std::uint32_t expected;  // a wait: until the word differs from it
   bool lock;               // a lock: until it is taken
+  std::uint32_t interval;  // ns from this look to the next
   std::uint64_t deadline;  // now_ns base; ~0: none
 };
 
-void arm_poll(CoJob* j, const ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
-  std::uint64_t next = arch::now_ns() + kForeignPollNs;
+void arm_poll(CoJob* j, ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
+  std::uint64_t next = arch::now_ns() + fp->interval;
+  fp->interval = fp->interval < kForeignPollNs / 2 ? fp->interval * 2 : kForeignPollNs;
   timer_arm(&j->timer, next < fp->deadline ? next : fp->deadline);
 }
 
@@ -488,7 +494,7 @@ bool park_foreign(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::ui
     *now = Status::kNoMemory;
     return false;
   }
-  *fp = {const_cast<std::atomic<std::uint32_t>*>(word), expected, lock,
+  *fp = {const_cast<std::atomic<std::uint32_t>*>(word), expected, lock, kForeignPollFirstNs,
          deadline == kForever ? ~std::uint64_t{0} : static_cast<std::uint64_t>(deadline.time_since_epoch().count())};
   j->futex_key = fp;
   j->timer.set_kind(TimerKind::kJobForeignPoll);
@@ -506,7 +512,7 @@ void job_timeout(Timer* t) {
 void job_foreign_poll(Timer* t) {
   auto* j = job_of(Waiter::from_timer(t));
   if (!j->parked) return;
-  auto* fp = static_cast<const ForeignPoll*>(j->futex_key);
+  auto* fp = static_cast<ForeignPoll*>(const_cast<void*>(j->futex_key));
   if (fp->lock) {
     std::uint32_t seen;
     Status s = foreign_try_lock(fp->word, static_cast<std::uint32_t>(j->head.id), false, &seen);
