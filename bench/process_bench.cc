@@ -14,6 +14,12 @@
 //      1: the fast path is a CAS in the process's own memory, so the two
 //      must match. Each times 10^7 pairs itself (the child sends its figure
 //      back on a channel).
+//   4. Two Semaphores in a SharedMemory region bounce a token between this
+//      process and a spawned one (a thread there), one op = a round trip.
+//      This side waits as a thread (the host's futex, through a helper
+//      host thread) or as a coroutine (which polls the word from its
+//      timer: docs/architecture.md, "Processes (hosted)"). No anchor: the
+//      two are compared with each other and with the channel.
 //
 // Timed benchmarks run 5 repetitions; the summary compares medians.
 // Usage: spindle_process_bench [--benchmark_filter=REGEX] [other Google Benchmark flags]
@@ -261,6 +267,82 @@ void BM_MutexInFirstProcess(benchmark::State& state) {
   boot(spindle_lock_main, &r);
 }
 
+// ======================================================================
+// 4. Semaphores shared between processes: a thread or a coroutine waits
+// ======================================================================
+
+struct PingPong {
+  sp::Semaphore ping{0, 1, "ping"};
+  sp::Semaphore pong{0, 1, "pong"};
+};
+
+int ponger() {
+  auto shm = sp::SharedMemory::adopt(sp::this_process::handle(0));
+  if (!shm.ok()) return 1;
+  auto* pp = reinterpret_cast<PingPong*>(shm->data());
+  for (;;) {
+    if (pp->ping.acquire_for(std::chrono::seconds(10)) != sp::Status::kOk) return 2;
+    if (pp->pong.release() != sp::Status::kOk) return 3;
+  }
+}
+
+struct SharedRun {
+  benchmark::State* state;
+  bool coroutine;
+};
+
+int spindle_shared_sem_main(void* p) {
+  auto& run = *static_cast<SharedRun*>(p);
+  auto& state = *run.state;
+  auto shm = sp::SharedMemory::create(sizeof(PingPong), "ping-pong");
+  if (!shm.ok()) {
+    state.SkipWithError(sp::to_string(shm.status()));
+    return 1;
+  }
+  auto* pp = new (shm->data()) PingPong;
+  sp::Handle give[] = {shm->handle()};
+  sp::ProcessOptions o = one_cpu();
+  o.handles = give;
+  auto proc = sp::Process::spawn(o, ponger);
+  if (!proc.ok()) {
+    state.SkipWithError(sp::to_string(proc.status()));
+    return 1;
+  }
+  sp::Status s = sp::Status::kOk;
+  if (run.coroutine) {
+    // The whole timed loop in one coroutine (the benchmark's thread waits in run()).
+    auto loop = [pp, &state]() -> sp::Task<sp::Status> {
+      while (state.KeepRunning()) {
+        if (sp::Status s = pp->ping.release(); s != sp::Status::kOk) co_return s;
+        if (sp::Status s = co_await pp->pong.acquire_async_for(std::chrono::seconds(10)); s != sp::Status::kOk) {
+          co_return s;
+        }
+      }
+      co_return sp::Status::kOk;
+    };
+    s = sp::run(loop());  // a Task<Status>'s run() is the Status itself
+  } else {
+    for (auto _ : state) {
+      s = pp->ping.release();
+      if (s == sp::Status::kOk) s = pp->pong.acquire_for(std::chrono::seconds(10));
+      if (s != sp::Status::kOk) break;
+    }
+  }
+  if (s != sp::Status::kOk) state.SkipWithError(sp::to_string(s));
+  (void)proc->kill();
+  (void)proc->join();
+  return 0;
+}
+
+void BM_SharedSemPingPongThread(benchmark::State& state) {
+  SharedRun r{&state, false};
+  boot(spindle_shared_sem_main, &r);
+}
+void BM_SharedSemPingPongCoroutine(benchmark::State& state) {
+  SharedRun r{&state, true};
+  boot(spindle_shared_sem_main, &r);
+}
+
 // ------------------------------------------------------------ registry ---
 
 void register_benchmarks() {
@@ -269,6 +351,8 @@ void register_benchmarks() {
   timed("BM_PosixSpawnWaitTrue", BM_PosixSpawnWaitTrue)->Unit(benchmark::kMicrosecond);
   timed("BM_SpindleChannelRoundTrip", BM_SpindleChannelRoundTrip);
   timed("BM_PipeRoundTrip", BM_PipeRoundTrip);
+  timed("BM_SharedSemPingPongThread", BM_SharedSemPingPongThread);
+  timed("BM_SharedSemPingPongCoroutine", BM_SharedSemPingPongCoroutine);
   using Fn = void (*)(benchmark::State&);
   for (auto [name, fn] : {std::pair<const char*, Fn>{"BM_MutexInSpawnedProcess", BM_MutexInSpawnedProcess},
                           std::pair<const char*, Fn>{"BM_MutexInFirstProcess", BM_MutexInFirstProcess}}) {
@@ -301,6 +385,14 @@ void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
   if (ch && pp) {
     std::fprintf(out, "  (info)  8-byte round trip to another process: Spindle channel %.0f ns, pipes %.0f ns (%.2fx)\n",
                  ch->real_ns, pp->real_ns, ch->real_ns / pp->real_ns);
+  }
+  const Result* st = find(res, "BM_SharedSemPingPongThread");
+  const Result* sc = find(res, "BM_SharedSemPingPongCoroutine");
+  if (st && sc) {
+    std::fprintf(out,
+                 "  (info)  semaphore ping-pong with another process, shared memory: this side a thread %.0f ns, "
+                 "a coroutine %.0f ns (%.2fx)\n",
+                 st->real_ns, sc->real_ns, sc->real_ns / st->real_ns);
   }
   const Result* mc = find(res, "BM_MutexInSpawnedProcess");
   const Result* mf = find(res, "BM_MutexInFirstProcess");

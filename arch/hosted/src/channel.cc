@@ -33,6 +33,7 @@
 //   the descriptor outlives the helper's ppoll.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -160,9 +161,11 @@ Result<Handle> insert_new(HandleKind kind, Access access, int fd, std::size_t si
 
 // Waits until fd is ready for `events` or the deadline passes: false on
 // timeout. Blocks the calling Spindle thread only. A peer that answers
-// within a few microseconds is caught by polling first (yielding to other
-// threads of this vCPU between polls); only a longer wait pays for the
-// hand-off to a helper host thread and the wake-up back.
+// within a few microseconds is caught by polling first (yielding between
+// polls to other threads of this vCPU, and to the host: the peer's vCPU
+// may share this host core, and would otherwise wait for the poll to end);
+// only a longer wait pays for the hand-off to a helper host thread and the
+// wake-up back.
 bool wait_fd(int fd, short events, TimePoint deadline) {
   constexpr std::uint64_t kSpinNs = 30'000;
   std::uint64_t spin_end = arch::now_ns() + kSpinNs;
@@ -170,6 +173,7 @@ bool wait_fd(int fd, short events, TimePoint deadline) {
     pollfd p{fd, events, 0};
     if (poll(&p, 1, 0) > 0) return true;
     this_thread::yield();
+    sched_yield();
   } while (arch::now_ns() < spin_end);
   long long left = -1;
   if (deadline != kForever) {

@@ -37,8 +37,13 @@ namespace {
 
 constexpr int kSigTimer = SIGWINCH;
 constexpr int kSigIpi = SIGURG;
-// Idle vCPUs poll this many times (~20 us) before sleeping in the host kernel.
-constexpr int kIdleSpins = 4000;
+// Idle vCPUs look for an interrupt for kIdleSpinNs before sleeping in the
+// host kernel, with a pause between looks (an IPI from a hand-off on
+// another vCPU is seen within ~50 ns) and a host yield every
+// kIdleYieldNs: a vCPU pinned to a core that another process's vCPU
+// shares lets that one run instead of spinning it out.
+constexpr std::uint64_t kIdleSpinNs = 20'000;
+constexpr std::uint64_t kIdleYieldNs = 2'000;
 constexpr std::size_t kAltStackSize = 64 * 1024;  // signal frames need ~12 KiB
 
 // ThreadSanitizer runs signal handlers deferred, from inside its own
@@ -288,9 +293,15 @@ void send_ipi(unsigned cpu) {
 void idle_wait() {
   CpuArea* a = cpu_area();
   a->polling.store(1, std::memory_order_seq_cst);
-  for (int i = 0; i < kIdleSpins; ++i) {
+  const std::uint64_t start = now_ns();
+  std::uint64_t yield_at = start + kIdleYieldNs;
+  for (std::uint64_t now = start; now < start + kIdleSpinNs; now = now_ns()) {
+    for (int i = 0; i < 16 && !a->pending.load(std::memory_order_relaxed); ++i) cpu_relax();  // the clock every ~0.2 us
     if (a->pending.load(std::memory_order_relaxed)) break;
-    cpu_relax();
+    if (now >= yield_at) {
+      sched_yield();
+      yield_at = now + kIdleYieldNs;
+    }
   }
   a->polling.store(0, std::memory_order_seq_cst);
   if (a->pending.load(std::memory_order_seq_cst)) return;

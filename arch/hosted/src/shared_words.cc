@@ -47,6 +47,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -311,6 +312,10 @@ void tree_id_range(kernel::BootArgs* args) {
 
 namespace spindle::arch {
 
+// How long foreign_wait looks at the word before it sleeps in the host's
+// futex (the channel's socket poll is as long: channel.cc, wait_fd).
+constexpr std::uint64_t kForeignSpinNs = 30'000;
+
 bool foreign_word_registered(const void* word) {
   auto a = reinterpret_cast<std::uintptr_t>(word);
   unsigned n = hosted::g_ranges_used.load(std::memory_order_acquire);
@@ -324,6 +329,21 @@ bool foreign_word_registered(const void* word) {
 Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns) {
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
   const bool forever = deadline_ns == ~std::uint64_t{0} || deadline_ns >= std::uint64_t{INT64_MAX};
+  // A partner in another process that answers within microseconds is
+  // caught by looking again, yielding between looks to this vCPU's other
+  // threads and to the host (the partner's vCPU may share this host core,
+  // and would otherwise wait for the look to end), as a channel wait polls
+  // its socket (channel.cc): only a longer wait pays for the host futex
+  // through a helper host thread, whose wake and the IPI back to this vCPU
+  // are two host wake-ups (tens of microseconds on a busy VM). A change
+  // seen here counts as a wake (kOk).
+  const std::uint64_t start = now_ns();
+  const std::uint64_t spin_end = start + kForeignSpinNs < deadline_ns ? start + kForeignSpinNs : deadline_ns;
+  for (std::uint64_t now = start; now < spin_end; now = now_ns()) {
+    spindle::this_thread::yield();
+    sched_yield();
+    if (word->load(std::memory_order_seq_cst) != expected) return Status::kOk;
+  }
   if (!forever && deadline_ns <= now_ns()) return Status::kTimedOut;
   timespec abs{};
   if (!forever) {

@@ -304,8 +304,9 @@ namespace spindle::arch {
 //                       uint64_t deadline_ns);   thread. Blocks the calling
 //       thread (never its CPU) while *word == expected, until a
 //       foreign_wake from any kernel or the deadline (now_ns base; ~0:
-//       none): kOk (woken, maybe spuriously), kWouldBlock (*word differed
-//       at the call), kTimedOut.
+//       none): kOk (woken, maybe spuriously, or the word changed),
+//       kWouldBlock (*word differed at the call), kTimedOut. Hosted: looks
+//       at the word for up to 30 us first, yielding between looks.
 //   unsigned foreign_wake(const std::atomic<uint32_t>* word, unsigned n);
 //       any. Wakes up to n waiters of the word in every kernel.
 //   OwnerLiveness owner_liveness(uint64_t id);   any. For a thread id found
