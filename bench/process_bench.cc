@@ -23,6 +23,7 @@
 //
 // Timed benchmarks run 5 repetitions; the summary compares medians.
 // Usage: spindle_process_bench [--benchmark_filter=REGEX] [other Google Benchmark flags]
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -155,9 +156,22 @@ int pipe_echo() {
 }
 
 void BM_PipeRoundTrip(benchmark::State& state) {
+  // Every end close-on-exec and above the child's 3 and 4, so the child
+  // gets exactly its two dup2'ed ends: had it kept the write end of its
+  // input (an inherited descriptor that happened not to be 3 or 4), it
+  // would never see end-of-file and the waitpid below would hang.
   int to[2], from[2];
   if (pipe(to) != 0 || pipe(from) != 0) {
     state.SkipWithError("pipe failed");
+    return;
+  }
+  for (int* fd : {&to[0], &to[1], &from[0], &from[1]}) {
+    int high = fcntl(*fd, F_DUPFD_CLOEXEC, 10);
+    close(*fd);
+    *fd = high;
+  }
+  if (to[0] < 0 || to[1] < 0 || from[0] < 0 || from[1] < 0) {
+    state.SkipWithError("fcntl(F_DUPFD_CLOEXEC) failed");
     return;
   }
   posix_spawn_file_actions_t fa;
