@@ -61,7 +61,9 @@ int boot(int (*fn)(void*), void* arg) {
 
 sp::ProcessOptions one_cpu() {
   sp::ProcessOptions o;
-  o.affinity = sp::CpuMask::only(1);  // the child's vCPU on host core 1; the parent's main runs on core 0
+  // The child's vCPU on host core 1, which it shares with the parent's
+  // second vCPU (the parent's threads may run on either).
+  o.affinity = sp::CpuMask::only(1);
   return o;
 }
 
