@@ -33,6 +33,9 @@ struct Shared {
   CondVar not_full{"not full"};
   Semaphore ping{0, 1, "ping"};
   Semaphore pong{0, 1, "pong"};
+  Semaphore units{3, 3, "three units"};  // shared_semaphore_units_conserved_across_processes
+  std::atomic<int> inside{0}, worst{0};
+  std::atomic<long> taken{0}, errors{0};
   std::uint64_t guarded = 0;         // under lock
   int ring[kRing] = {};              // under lock
   int head = 0, count = 0;           // under lock
@@ -93,6 +96,39 @@ int ponger(int rounds) {
     s->pong.release();
   }
   return 0;
+}
+
+// One round of the units test: takes a unit with a short random timeout
+// (0-255 us: some end inside foreign_wait's look at the word, some in the
+// host futex), notes how many are inside, holds it for up to 63 us every
+// other round, gives it back.
+void use_a_unit(Shared* s, std::uint32_t& r) {
+  r = r * 1664525u + 1013904223u;
+  Status st = s->units.acquire_for(std::chrono::microseconds(r >> 24));
+  if (st == Status::kTimedOut) return;
+  if (st != Status::kOk) {
+    s->errors.fetch_add(1);
+    return;
+  }
+  int now = s->inside.fetch_add(1) + 1;
+  for (int m = s->worst.load(); now > m && !s->worst.compare_exchange_weak(m, now);) {
+  }
+  s->taken.fetch_add(1);
+  if (r & 0x100) this_thread::sleep_for(std::chrono::microseconds((r >> 8) & 63));  // others must wait
+  s->inside.fetch_sub(1);
+  if (s->units.release() != Status::kOk) s->errors.fetch_add(1);
+}
+
+// Two threads of a spawned process use units `rounds` times each.
+int use_units(int rounds, std::uint32_t seed) {
+  ADOPT_SHARED();
+  auto body = [s, rounds, seed](std::uint32_t salt) {
+    std::uint32_t r = seed * 0x9e3779b9u + salt;
+    for (int k = 0; k < rounds; ++k) use_a_unit(s, r);
+  };
+  Thread t = Thread::create(ThreadOptions{.name = "unit user"}, [&] { body(1); }).value();
+  body(2);
+  return t.join() == Status::kOk ? 0 : 1;
 }
 
 // Takes the lock, writes data, says so, then ends the way `how` says while
@@ -293,6 +329,51 @@ KTEST(shared_mutex_owner_thread_end_in_a_live_process_is_owner_died, 1) {
   r.s->stage.store(4, std::memory_order_release);
   KCHECK(end_of(p).success());
   KCHECK(poke.join() == Status::kOk);
+}
+
+// Units are neither lost nor made up across processes: two spawned
+// processes and this one (two threads and a coroutine) take units of one
+// shared Semaphore(3, 3) with short random timeouts and give them back; at
+// most three are ever inside, and the count ends where it started.
+KTEST(shared_semaphore_units_conserved_across_processes, 1) {
+  Region r;
+  const int rounds = static_cast<int>(scaled(1'500));
+  Process a = spawn_with(r, use_units, rounds, 11u);
+  Process b = spawn_with(r, use_units, rounds, 23u);
+  Shared* s = r.s;
+  Thread t = Thread::create(ThreadOptions{.name = "unit user"}, [s, rounds] {
+    std::uint32_t x = 0x1234567u;
+    for (int k = 0; k < rounds; ++k) use_a_unit(s, x);
+  }).value();
+  auto job = [s, rounds]() -> Task<int> {
+    std::uint32_t x = 0x7654321u;
+    for (int k = 0; k < rounds; ++k) {
+      x = x * 1664525u + 1013904223u;
+      Status st = co_await s->units.acquire_async_for(std::chrono::microseconds(x >> 24));
+      if (st == Status::kTimedOut) continue;
+      if (st != Status::kOk) co_return 1;
+      int now = s->inside.fetch_add(1) + 1;
+      for (int m = s->worst.load(); now > m && !s->worst.compare_exchange_weak(m, now);) {
+      }
+      s->taken.fetch_add(1);
+      if (x & 0x100) co_await sleep_for(std::chrono::microseconds((x >> 8) & 63));
+      s->inside.fetch_sub(1);
+      if (s->units.release() != Status::kOk) co_return 2;
+    }
+    co_return 0;
+  };
+  JoinHandle<int> coro = spawn(job());
+  std::uint32_t x = 0xabcdefu;
+  for (int k = 0; k < rounds; ++k) use_a_unit(s, x);
+  KCHECK_EQ(coro.join().value(), 0);
+  KJOIN(t);
+  KCHECK(end_of(a).success());
+  KCHECK(end_of(b).success());
+  KCHECK_EQ(s->errors.load(), 0L);
+  KCHECK(s->worst.load() <= 3);
+  KCHECK(s->taken.load() > 0);
+  KCHECK_EQ(s->units.value(), 3u);
+  KCHECK(s->units.try_acquire() && s->units.try_acquire() && s->units.try_acquire() && !s->units.try_acquire());
 }
 
 // Coroutines wait on shared objects too: a lock held by another process,
