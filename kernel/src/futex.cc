@@ -422,7 +422,7 @@ Status foreign_lock(std::atomic<std::uint32_t>* word, std::uint32_t me, TimePoin
       v |= kWaiters;
     }
     std::int64_t until = end - now > kForeignRecheckNs ? now + kForeignRecheckNs : end;
-    st = arch::foreign_wait(word, v, static_cast<std::uint64_t>(until));
+    st = arch::foreign_wait(word, v, static_cast<std::uint64_t>(until), !slept);
     if (st == Status::kInvalidState) return st;
     if (st != Status::kWouldBlock) slept = true;
   }
@@ -448,7 +448,9 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
     return status_from(sys(kSysFutexWait, user_arg(word), expected, deadline_arg(deadline), static_cast<unsigned>(order)));
   }
   if (!arch::irqs_enabled()) return Status::kInvalidState;
-  if (arch::foreign_word(word)) return arch::foreign_wait(word, expected, static_cast<std::uint64_t>(deadline_ns(deadline)));
+  if (arch::foreign_word(word)) {
+    return arch::foreign_wait(word, expected, static_cast<std::uint64_t>(deadline_ns(deadline)), true);
+  }
   LockGuard guard;
   return futex_wait_locked(word, expected, deadline, order, name);
 }
@@ -537,10 +539,12 @@ bool add_units(std::atomic<std::uint32_t>* word, std::uint32_t units, std::uint3
 
 Status foreign_take(std::atomic<std::uint32_t>* word, TimePoint deadline) {
   const std::int64_t end = deadline_ns(deadline);
-  for (;;) {
+  // Looks at the word before the first sleep only: a give wakes every
+  // sleeper, and those that find no unit go straight back to sleep.
+  for (bool first = true;; first = false) {
     if (take_or_mark(*word)) return Status::kOk;
     if (static_cast<std::int64_t>(arch::now_ns()) >= end) return Status::kTimedOut;
-    Status s = arch::foreign_wait(word, kSleepers, static_cast<std::uint64_t>(end));
+    Status s = arch::foreign_wait(word, kSleepers, static_cast<std::uint64_t>(end), first);
     if (s == Status::kInvalidState) return s;
   }
 }

@@ -326,7 +326,8 @@ bool foreign_word_registered(const void* word) {
   return false;
 }
 
-Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns) {
+Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns,
+                    bool look) {
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
   const bool forever = deadline_ns == ~std::uint64_t{0} || deadline_ns >= std::uint64_t{INT64_MAX};
   // A partner in another process that answers within microseconds is
@@ -336,9 +337,12 @@ Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expect
   // its socket (channel.cc): only a longer wait pays for the host futex
   // through a helper host thread, whose wake and the IPI back to this vCPU
   // are two host wake-ups (tens of microseconds on a busy VM). A change
-  // seen here counts as a wake (kOk).
+  // seen here counts as a wake (kOk). Only when the caller asks: a waiter
+  // woken from the futex that found nothing (a give wakes every sleeper)
+  // goes back to sleep at once, not through another look.
   const std::uint64_t start = now_ns();
-  const std::uint64_t spin_end = start + kForeignSpinNs < deadline_ns ? start + kForeignSpinNs : deadline_ns;
+  const std::uint64_t look_ns = look ? kForeignSpinNs : 0;
+  const std::uint64_t spin_end = start + look_ns < deadline_ns ? start + look_ns : deadline_ns;
   for (std::uint64_t now = start; now < spin_end; now = now_ns()) {
     spindle::this_thread::yield();
     sched_yield();
