@@ -102,6 +102,14 @@ int ponger(int rounds) {
 // (0-255 us: some end inside foreign_wait's look at the word, some in the
 // host futex), notes how many are inside, holds it for up to 63 us every
 // other round, gives it back.
+// With a unit: one more inside (the most at once kept in worst).
+void enter_with_unit(Shared* s) {
+  int now = s->inside.fetch_add(1) + 1;
+  for (int m = s->worst.load(); now > m && !s->worst.compare_exchange_weak(m, now);) {
+  }
+  s->taken.fetch_add(1);
+}
+
 void use_a_unit(Shared* s, std::uint32_t& r) {
   r = r * 1664525u + 1013904223u;
   Status st = s->units.acquire_for(std::chrono::microseconds(r >> 24));
@@ -110,10 +118,7 @@ void use_a_unit(Shared* s, std::uint32_t& r) {
     s->errors.fetch_add(1);
     return;
   }
-  int now = s->inside.fetch_add(1) + 1;
-  for (int m = s->worst.load(); now > m && !s->worst.compare_exchange_weak(m, now);) {
-  }
-  s->taken.fetch_add(1);
+  enter_with_unit(s);
   if (r & 0x100) this_thread::sleep_for(std::chrono::microseconds((r >> 8) & 63));  // others must wait
   s->inside.fetch_sub(1);
   if (s->units.release() != Status::kOk) s->errors.fetch_add(1);
@@ -352,10 +357,7 @@ KTEST(shared_semaphore_units_conserved_across_processes, 1) {
       Status st = co_await s->units.acquire_async_for(std::chrono::microseconds(x >> 24));
       if (st == Status::kTimedOut) continue;
       if (st != Status::kOk) co_return 1;
-      int now = s->inside.fetch_add(1) + 1;
-      for (int m = s->worst.load(); now > m && !s->worst.compare_exchange_weak(m, now);) {
-      }
-      s->taken.fetch_add(1);
+      enter_with_unit(s);
       if (x & 0x100) co_await sleep_for(std::chrono::microseconds((x >> 8) & 63));
       s->inside.fetch_sub(1);
       if (s->units.release() != Status::kOk) co_return 2;
