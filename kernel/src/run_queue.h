@@ -71,10 +71,9 @@ class RunQueue {
   }
 
   // The first node of the highest level, without removing it; nullptr if empty.
-  RunNode* peek() const {
-    int p = top_priority();
-    return p < 0 ? nullptr : levels_[p].front();
-  }
+  RunNode* peek() const { return peek_at(top_priority()); }
+  // peek() given top_priority()'s answer p.
+  RunNode* peek_at(int p) const { return p < 0 ? nullptr : levels_[p].front(); }
   RunNode* pop();
 
   // A yield's turn-taking in one step: n (not queued) goes to the back of

@@ -26,7 +26,7 @@ Tcb* tcb_of(RunNode* n) { return Tcb::from_run(n); }
 // current thread's (unless that is `leaving`, which is being re-placed, or
 // it is no longer running: blocking or exiting, or spinning before a wait)
 // or its most urgent queued thread's, whichever is higher; -1 when idle.
-int committed_priority(const Cpu& c, const Tcb* leaving) {
+[[gnu::always_inline]] inline int committed_priority(const Cpu& c, const Tcb* leaving) {
   const Tcb* cur = c.current;
   bool counts = cur && cur != c.idle && cur != leaving && cur->state == ThreadState::kRunning &&
                 !c.waiter_spinning.load(std::memory_order_relaxed);
@@ -82,11 +82,11 @@ void enqueue(Tcb* t, bool front, bool in_schedule) SPINDLE_REQUIRES(g.lock) {
   if (preempt && !picks_anyway) resched_cpu(target);
 }
 
-Tcb* pick_next(Cpu& c) {
+[[gnu::always_inline]] inline Tcb* pick_next(Cpu& c) {
   if (g.shutting_down.load(std::memory_order_relaxed)) return c.idle;
   RunQueue* from = &c.rq;
-  RunNode* best = c.rq.peek();
   int best_p = c.rq.top_priority();
+  RunNode* best = c.rq.peek_at(best_p);
   for (std::uint64_t bits = g.queued_cpus & ~(1ull << c.id); bits; bits &= bits - 1) {
     Cpu& o = g.cpus[__builtin_ctzll(bits)];
     if (o.rq.top_priority() <= best_p) continue;
@@ -144,6 +144,14 @@ bool turn_stays_here(const Cpu& c, const Tcb* self) SPINDLE_REQUIRES(g.lock) {
   }
   return true;
 }
+
+// Every schedule() ends the requests that led to it, and a spin.
+[[gnu::always_inline]] inline void clear_resched(Cpu& c) SPINDLE_REQUIRES(g.lock) {
+  c.need_resched = false;
+  c.slice_expired = false;
+  c.waiter_spinning.store(false, std::memory_order_relaxed);  // a spin ends at any reschedule
+}
+
 }  // namespace
 
 void schedule(SwitchReason why) {
@@ -152,9 +160,7 @@ void schedule(SwitchReason why) {
   // A yield's common case in one step: prev to the back of its level, the
   // level's first thread off it (what enqueue() and pick_next() would do).
   bool take_turn = why == SwitchReason::kYield && turn_stays_here(c, prev);
-  c.need_resched = false;
-  c.slice_expired = false;
-  c.waiter_spinning.store(false, std::memory_order_relaxed);  // a spin ends at any reschedule
+  clear_resched(c);
   if (take_turn) {
     prev->state = ThreadState::kReady;
     switch_to(c, prev, tcb_of(c.rq.take_turn(&prev->run)), why);
@@ -261,7 +267,9 @@ Status block_current(WaitQueue* wq, TimePoint deadline) {
   self->wake_status = Status::kOk;
   if (deadline != kForever) timer_arm(&self->timer, static_cast<std::uint64_t>(deadline.time_since_epoch().count()));
   if (wq) watchdog_arm(self);
-  schedule(SwitchReason::kBlock);
+  // schedule(kBlock) inline: self is not running, so nothing to place.
+  clear_resched(c);
+  switch_to(c, self, pick_next(c), SwitchReason::kBlock);
   return self->wake_status;
 }
 
