@@ -292,19 +292,27 @@ struct PingPong {
   sp::Semaphore pong{0, 1, "pong"};
 };
 
-int ponger() {
+// Answers every ping with a pong, after `delay_us` (0: at once).
+int ponger(std::uint32_t delay_us) {
   auto shm = sp::SharedMemory::adopt(sp::this_process::handle(0));
   if (!shm.ok()) return 1;
   auto* pp = reinterpret_cast<PingPong*>(shm->data());
   for (;;) {
     if (pp->ping.acquire_for(std::chrono::seconds(10)) != sp::Status::kOk) return 2;
+    if (delay_us != 0) sp::this_thread::sleep_for(std::chrono::microseconds(delay_us));
     if (pp->pong.release() != sp::Status::kOk) return 3;
   }
 }
 
+// The delayed rows' answer time: long enough that the waiting side has
+// gone to sleep (a thread in the host futex, an idle vCPU in futex_waitv),
+// so they measure how fast a sleeping waiter in this process is woken.
+constexpr std::uint32_t kDelayUs = 300;
+
 struct SharedRun {
   benchmark::State* state;
   bool coroutine;
+  std::uint32_t delay_us = 0;
 };
 
 int spindle_shared_sem_main(void* p) {
@@ -319,7 +327,7 @@ int spindle_shared_sem_main(void* p) {
   sp::Handle give[] = {shm->handle()};
   sp::ProcessOptions o = one_cpu();
   o.handles = give;
-  auto proc = sp::Process::spawn(o, ponger);
+  auto proc = sp::Process::spawn(o, ponger, run.delay_us);
   if (!proc.ok()) {
     state.SkipWithError(sp::to_string(proc.status()));
     return 1;
@@ -336,7 +344,12 @@ int spindle_shared_sem_main(void* p) {
       }
       co_return sp::Status::kOk;
     };
+    std::uint64_t w0 = sp::coroutine_stats().watch_wakes;
     s = sp::run(loop());  // a Task<Status>'s run() is the Status itself
+    // The share of the waits that an idle vCPU's watch ended (the rest: a
+    // timer's look, or a unit there at once).
+    state.counters["watch_wakes_per_op"] = static_cast<double>(sp::coroutine_stats().watch_wakes - w0) /
+                                           static_cast<double>(state.iterations());
   } else {
     for (auto _ : state) {
       s = pp->ping.release();
@@ -358,6 +371,14 @@ void BM_SharedSemPingPongCoroutine(benchmark::State& state) {
   SharedRun r{&state, true};
   boot(spindle_shared_sem_main, &r);
 }
+void BM_SharedSemDelayedThread(benchmark::State& state) {
+  SharedRun r{&state, false, kDelayUs};
+  boot(spindle_shared_sem_main, &r);
+}
+void BM_SharedSemDelayedCoroutine(benchmark::State& state) {
+  SharedRun r{&state, true, kDelayUs};
+  boot(spindle_shared_sem_main, &r);
+}
 
 // ------------------------------------------------------------ registry ---
 
@@ -369,6 +390,8 @@ void register_benchmarks() {
   timed("BM_PipeRoundTrip", BM_PipeRoundTrip);
   timed("BM_SharedSemPingPongThread", BM_SharedSemPingPongThread);
   timed("BM_SharedSemPingPongCoroutine", BM_SharedSemPingPongCoroutine);
+  timed("BM_SharedSemDelayedThread", BM_SharedSemDelayedThread)->Unit(benchmark::kMicrosecond);
+  timed("BM_SharedSemDelayedCoroutine", BM_SharedSemDelayedCoroutine)->Unit(benchmark::kMicrosecond);
   using Fn = void (*)(benchmark::State&);
   for (auto [name, fn] : {std::pair<const char*, Fn>{"BM_MutexInSpawnedProcess", BM_MutexInSpawnedProcess},
                           std::pair<const char*, Fn>{"BM_MutexInFirstProcess", BM_MutexInFirstProcess}}) {
@@ -409,6 +432,15 @@ void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
                  "  (info)  semaphore ping-pong with another process, shared memory: this side a thread %.0f ns, "
                  "a coroutine %.0f ns (%.2fx)\n",
                  st->real_ns, sc->real_ns, sc->real_ns / st->real_ns);
+  }
+  const Result* dt = find(res, "BM_SharedSemDelayedThread");
+  const Result* dc = find(res, "BM_SharedSemDelayedCoroutine");
+  if (dt && dc) {
+    std::fprintf(out,
+                 "  (info)  the same, the other process answering after %u us: a thread %.1f us, a coroutine %.1f us "
+                 "(beyond the delay: %.1f and %.1f us)\n",
+                 kDelayUs, dt->real_ns / 1e3, dc->real_ns / 1e3, dt->real_ns / 1e3 - kDelayUs,
+                 dc->real_ns / 1e3 - kDelayUs);
   }
   const Result* mc = find(res, "BM_MutexInSpawnedProcess");
   const Result* mf = find(res, "BM_MutexInFirstProcess");

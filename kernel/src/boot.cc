@@ -20,6 +20,7 @@ struct MainCall {
 };
 
 void idle_loop(Cpu& c) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+  arch::WatchedWord watch[arch::kMaxWatched];  // words parked coroutine jobs wait on (hosted)
   for (;;) {
     arch::irq_save();
     g.lock.lock();
@@ -37,7 +38,7 @@ void idle_loop(Cpu& c) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
     // as committed to nothing, so a thread queued here always preempts),
     // and the schedule() that switched back here has just tried to steal.
     while (!again) {
-      arch::idle_wait();
+      arch::idle_wait(watch, foreign_watch(watch, arch::kMaxWatched));
       arch::irq_enable();
       arch::irq_save();
       again = g.shutting_down.load(std::memory_order_relaxed);

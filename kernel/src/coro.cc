@@ -467,18 +467,33 @@ bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
 // changed (a wait: kOk, the caller re-checks), the lock could be taken for
 // it (kOk or kOwnerDied: it owns the lock, as after a hand-off), or the
 // deadline passed (kTimedOut). While parked so, its futex_key points at
-// its ForeignPoll (a frame allocation, freed when it wakes) and its timer
-// kind is kJobForeignPoll.
+// its ForeignPoll (a frame allocation, freed when it wakes), which is on
+// g_foreign_polls, and its timer kind is kJobForeignPoll.
+//
+// The timers are the backstop. An idle CPU also watches the words
+// (foreign_watch, arch::idle_wait: on hosted, futex_waitv): when one
+// differs from what its job waits to see change, the backend raises
+// kIrqForeign and every parked job looks at once (foreign_polls_now).
+// So that a change comes with a host futex wake: a taker's word reads
+// kSleepers (givers wake every sleeper), a wait's waker always wakes, and
+// a lock poll sets kWaiters (unlock wakes one: as a thread that sleeps in
+// the host futex, the job then keeps kWaiters when it takes the lock).
 constexpr std::uint32_t kForeignPollFirstNs = 20'000;
 constexpr std::uint32_t kForeignPollNs = 1'000'000;
 
 struct ForeignPoll {
   std::atomic<std::uint32_t>* word;
-  std::uint32_t expected;  // a wait: until the word differs from it
+  std::uint32_t expected;  // a wait: until the word differs from it; a lock: the value last seen
   bool lock;               // a lock: until it is taken
   std::uint32_t interval;  // ns from this look to the next
   std::uint64_t deadline;  // now_ns base; ~0: none
+  CoJob* job;
+  ListNode link;           // on g_foreign_polls while its job is parked
 };
+
+List<ForeignPoll, &ForeignPoll::link> g_foreign_polls;  // kernel lock
+std::atomic<unsigned> g_foreign_parked{0};              // its length (written under the lock)
+std::uint64_t g_foreign_watch_wakes = 0;                 // jobs woken by foreign_polls_now (kernel lock)
 
 void arm_poll(CoJob* j, ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
   std::uint64_t next = arch::now_ns() + fp->interval;
@@ -486,7 +501,18 @@ void arm_poll(CoJob* j, ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
   timer_arm(&j->timer, next < fp->deadline ? next : fp->deadline);
 }
 
+// The value a lock poll watches: `seen` (the word when the lock could not
+// be taken) with kWaiters, set in the word if it was not, so that the
+// unlock wakes the host futex. If the word moved on meanwhile, the value
+// differs from it and the next look comes at once.
+std::uint32_t lock_watch_value(std::atomic<std::uint32_t>* word, std::uint32_t seen) {
+  std::uint32_t want = seen | lock_word::kWaiters;
+  if (want != seen) (void)word->compare_exchange_strong(seen, want, std::memory_order_relaxed, std::memory_order_relaxed);
+  return want;
+}
+
 // Parks j at h polling word (see above); false with *now set if it cannot.
+// A lock poll's `expected` is the word as its failed attempt saw it.
 bool park_foreign(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
                   std::uint32_t expected, bool lock, TimePoint deadline, Status* now) SPINDLE_REQUIRES(g.lock) {
   auto* fp = static_cast<ForeignPoll*>(detail::frame_alloc(sizeof(ForeignPoll)));
@@ -494,15 +520,55 @@ bool park_foreign(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::ui
     *now = Status::kNoMemory;
     return false;
   }
-  *fp = {const_cast<std::atomic<std::uint32_t>*>(word), expected, lock, kForeignPollFirstNs,
-         deadline == kForever ? ~std::uint64_t{0} : static_cast<std::uint64_t>(deadline.time_since_epoch().count())};
+  auto* w = const_cast<std::atomic<std::uint32_t>*>(word);
+  new (fp) ForeignPoll{w, lock ? lock_watch_value(w, expected) : expected, lock, kForeignPollFirstNs,
+                       deadline == kForever ? ~std::uint64_t{0}
+                                            : static_cast<std::uint64_t>(deadline.time_since_epoch().count()),
+                       j, {}};
+  g_foreign_polls.push_back(fp);
+  g_foreign_parked.store(g_foreign_parked.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   j->futex_key = fp;
   j->timer.set_kind(TimerKind::kJobForeignPoll);
   arm_poll(j, fp);
   return park(j, h);
 }
 
+// One look for j's poll: true if it woke j (its wait is over).
+bool look_once(CoJob* j, ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
+  if (fp->lock) {
+    std::uint32_t seen;
+    Status s = foreign_try_lock(fp->word, static_cast<std::uint32_t>(j->head.id), true, &seen);
+    if (s != Status::kWouldBlock) {
+      wake(j, s);
+      return true;
+    }
+    fp->expected = lock_watch_value(fp->word, seen);
+    return false;
+  }
+  if (fp->word->load(std::memory_order_seq_cst) != fp->expected) {
+    wake(j, j->takes_units ? Status::kWouldBlock : Status::kOk);  // a taker gets no unit here: take again
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+unsigned foreign_watch(arch::WatchedWord* out, unsigned max) {
+  if (g_foreign_parked.load(std::memory_order_relaxed) == 0) return 0;  // (aarch64: always)
+  LockGuard guard;
+  unsigned n = 0;
+  for (ForeignPoll* fp = g_foreign_polls.front(); fp && n < max; fp = g_foreign_polls.next(fp)) {
+    out[n++] = {fp->word, fp->expected};
+  }
+  return n;
+}
+
+void foreign_polls_now() {
+  g_foreign_polls.for_each([](ForeignPoll* fp) {
+    if (look_once(fp->job, fp)) ++g_foreign_watch_wakes;
+  });
+}
 
 void job_timeout(Timer* t) {
   Waiter* w = Waiter::from_timer(t);
@@ -513,17 +579,7 @@ void job_foreign_poll(Timer* t) {
   auto* j = job_of(Waiter::from_timer(t));
   if (!j->parked) return;
   auto* fp = static_cast<ForeignPoll*>(const_cast<void*>(j->futex_key));
-  if (fp->lock) {
-    std::uint32_t seen;
-    Status s = foreign_try_lock(fp->word, static_cast<std::uint32_t>(j->head.id), false, &seen);
-    if (s != Status::kWouldBlock) {
-      wake(j, s);
-      return;
-    }
-  } else if (fp->word->load(std::memory_order_seq_cst) != fp->expected) {
-    wake(j, j->takes_units ? Status::kWouldBlock : Status::kOk);  // a taker gets no unit here: take again
-    return;
-  }
+  if (look_once(j, fp)) return;
   if (arch::now_ns() >= fp->deadline) {
     wake(j, Status::kTimedOut);
     return;
@@ -544,7 +600,10 @@ void job_woken(Waiter* w) {
   j->parked = false;
   --g_parked;
   if (j->timer.kind() == TimerKind::kJobForeignPoll) {  // its poll is over
-    detail::frame_free(const_cast<void*>(j->futex_key), sizeof(ForeignPoll));
+    auto* fp = static_cast<ForeignPoll*>(const_cast<void*>(j->futex_key));
+    decltype(g_foreign_polls)::remove(fp);
+    g_foreign_parked.store(g_foreign_parked.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    detail::frame_free(fp, sizeof(ForeignPoll));
     j->timer.set_kind(TimerKind::kJobTimeout);
   }
   // A job handed a unit keeps the word until it runs (job_take_status), so
@@ -561,6 +620,11 @@ void jobs_boot() {
   g_stopping.store(false, std::memory_order_relaxed);
   g_running_execs.store(0, std::memory_order_relaxed);
   g_parked = 0;
+  // Polls of jobs that were parked when the last kernel stopped (their
+  // frames are not freed: the jobs just stopped, as threads do).
+  new (&g_foreign_polls) decltype(g_foreign_polls);
+  g_foreign_parked.store(0, std::memory_order_relaxed);
+  g_foreign_watch_wakes = 0;
 }
 
 void jobs_shutdown() {
@@ -900,7 +964,7 @@ bool job_lock(std::coroutine_handle<> h, std::atomic<std::uint32_t>* word, const
     std::uint32_t seen;
     Status s = foreign_try_lock(word, static_cast<std::uint32_t>(j->head.id), false, &seen);
     if (s == Status::kWouldBlock && (deadline == kForever || deadline > Clock::now())) {
-      return park_foreign(j, h, word, 0, true, deadline, now);
+      return park_foreign(j, h, word, seen, true, deadline, now);
     }
     *now = s == Status::kWouldBlock ? Status::kTimedOut : s;
     return false;
@@ -1043,6 +1107,7 @@ CoroutineStats coroutine_stats() {
   }
   LockGuard guard;
   st.waiting = g_parked;
+  st.watch_wakes = g_foreign_watch_wakes;
   return st;
 }
 

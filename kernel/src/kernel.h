@@ -539,6 +539,12 @@ void release_job_locks(ThreadId id) SPINDLE_REQUIRES(g.lock);
 // Coroutine jobs (coro.cc): w (async) was woken; queue it on an executor.
 void job_woken(Waiter* w) SPINDLE_REQUIRES(g.lock);
 void job_foreign_poll(Timer* t) SPINDLE_REQUIRES(g.lock);
+// The words parked jobs' foreign polls watch, for arch::idle_wait: up to
+// max into out; how many. Takes the kernel lock if any job is parked so
+// (none: 0 at once). Interrupts masked.
+unsigned foreign_watch(arch::WatchedWord* out, unsigned max);
+// kIrqForeign: every parked foreign poll looks at its word now.
+void foreign_polls_now() SPINDLE_REQUIRES(g.lock);
 // A process's job proxy was woken (job_woken): posts the job to its
 // process's collector (ujobs.cc; backends without user mode have none).
 void user_proxy_woken(Waiter* w) SPINDLE_REQUIRES(g.lock);

@@ -162,7 +162,8 @@ void send_ipi(unsigned cpu) {
   }
 }
 
-void idle_wait() {
+void idle_wait(const WatchedWord*, unsigned) {
+  // No foreign words here (foreign_word is false): nothing to watch.
   // WFI wakes on a pending interrupt even while PSTATE.I masks it; the
   // caller's unmask then takes it. A software bit is only ever set by this
   // CPU itself (irqs masked here) or comes with an SGI, so checking it once

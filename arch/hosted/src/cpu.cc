@@ -1,10 +1,14 @@
 // Hosted virtual CPUs: one pinned host thread each; signals as interrupts;
-// tgkill as the IPI; ppoll for idle sleep.
+// tgkill as the IPI; ppoll or futex_waitv for idle sleep.
 //
 // Idle: a vCPU with nothing to run polls its pending bits briefly, then
 // sleeps in ppoll() with the interrupt signals unblocked atomically, so a
 // signal between its last check and the sleep is never lost. ppoll (not a
 // raw futex) also lets ThreadSanitizer deliver signals during the sleep.
+// With words to watch (arch.h: idle_wait), it sleeps in futex_waitv on
+// them and on its own pending bits instead: a signal that lands before
+// the call changes `pending`, so the call returns at once; one during the
+// sleep interrupts it.
 //
 // Signals: kSigTimer (the per-vCPU POSIX timer) and kSigIpi. Both are
 // blocked in every host thread that is not a vCPU, so they only ever land
@@ -12,6 +16,7 @@
 // and nothing else in a Spindle process relies on them; a stray one is
 // harmless (it only makes the vCPU look at its pending bits and timers).
 #include <asm/prctl.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -66,6 +71,9 @@ constexpr const timespec* kIdleTimeout = &kIdleSleepLimit;
 constexpr bool kPreemptInHandler = true;
 constexpr const timespec* kIdleTimeout = nullptr;  // race-free: sleep until a signal
 #endif
+
+// futex_waitv (Linux 5.16 and later); cleared once the host says it has none.
+std::atomic<bool> g_have_waitv{true};
 
 unsigned g_ncpus = 1;
 // Whether the vCPUs run (between run_cpus' start and the join of every
@@ -290,8 +298,59 @@ void send_ipi(unsigned cpu) {
   if (!t->polling.load(std::memory_order_seq_cst)) syscall(SYS_tgkill, g_pid, t->tid, kSigIpi);
 }
 
-void idle_wait() {
+namespace {
+// A futex_waitv vector for idle_wait: entry 0 is this vCPU's pending bits
+// (expected 0; private to the process), then the watched words (shared:
+// other processes change and wake them).
+struct WaitVector {
+  futex_waitv v[kMaxWatched + 1];
+  unsigned n = 0;
+  WaitVector(CpuArea* a, const WatchedWord* watch, unsigned count) {
+    if (count == 0 || !g_have_waitv.load(std::memory_order_relaxed)) return;
+    if (count > kMaxWatched) count = kMaxWatched;
+    v[0] = {0, reinterpret_cast<std::uintptr_t>(&a->pending), FUTEX_32 | FUTEX_PRIVATE_FLAG, 0};
+    for (unsigned i = 0; i < count; ++i) {
+      v[i + 1] = {watch[i].expected, reinterpret_cast<std::uintptr_t>(watch[i].word), FUTEX_32, 0};
+    }
+    n = count + 1;
+  }
+};
+
+// One futex_waitv on w until `until` (CLOCK_MONOTONIC; nullptr: no
+// limit), then what it says for the idle loop: true if it returned for a
+// reason the caller should act on, with kIrqForeign (a word changed, or a
+// word is no longer mapped: the kernel takes a new snapshot) or kIrqTimer
+// (the limit passed, `timer_at_limit`) added to `pending` where due; false
+// if it cannot wait here (no futex_waitv on this host: the caller sleeps
+// another way).
+bool wait_vector(WaitVector& w, CpuArea* a, const timespec* until, bool timer_at_limit) {
+  long r = syscall(SYS_futex_waitv, w.v, w.n, 0, until, CLOCK_MONOTONIC);
+  int e = r < 0 ? errno : 0;
+  if (r > 0 || e == EFAULT || (e == EAGAIN && a->pending.load(std::memory_order_seq_cst) == 0)) {
+    a->pending.fetch_or(kIrqForeign, std::memory_order_relaxed);
+  } else if (e == ETIMEDOUT) {
+    if (timer_at_limit) a->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);
+  } else if (e == ENOSYS || e == EINVAL) {
+    g_have_waitv.store(false, std::memory_order_relaxed);
+    w.n = 0;
+    return false;
+  }
+  return true;  // r == 0 (pending's own wake), EAGAIN with an interrupt pending, EINTR (a signal)
+}
+
+// A look at the watched words without sleeping: true if one changed
+// (kIrqForeign is pending then).
+bool watched_changed(WaitVector& w, CpuArea* a) {
+  static constexpr timespec kPast{0, 0};
+  if (w.n == 0) return false;
+  (void)wait_vector(w, a, &kPast, false);
+  return a->pending.load(std::memory_order_relaxed) & kIrqForeign;
+}
+}  // namespace
+
+void idle_wait(const WatchedWord* watch, unsigned n) {
   CpuArea* a = cpu_area();
+  WaitVector w(a, watch, n);
   a->polling.store(1, std::memory_order_seq_cst);
   const std::uint64_t start = now_ns();
   std::uint64_t yield_at = start + kIdleYieldNs;
@@ -299,12 +358,28 @@ void idle_wait() {
     for (int i = 0; i < 16 && !a->pending.load(std::memory_order_relaxed); ++i) cpu_relax();  // the clock every ~0.2 us
     if (a->pending.load(std::memory_order_relaxed)) break;
     if (now >= yield_at) {
+      if (watched_changed(w, a)) break;
       sched_yield();
       yield_at = now + kIdleYieldNs;
     }
   }
   a->polling.store(0, std::memory_order_seq_cst);
   if (a->pending.load(std::memory_order_seq_cst)) return;
+  if (w.n != 0) {
+    // Under TSan bounded as ppoll is (kIdleTimeout), for the same reason.
+    timespec limit{};
+    const timespec* until = nullptr;
+    if (kIdleTimeout) {
+      clock_gettime(CLOCK_MONOTONIC, &limit);
+      limit.tv_nsec += kIdleTimeout->tv_nsec;
+      if (limit.tv_nsec >= 1'000'000'000) {
+        limit.tv_nsec -= 1'000'000'000;
+        ++limit.tv_sec;
+      }
+      until = &limit;
+    }
+    if (wait_vector(w, a, until, true)) return;
+  }
   // Sleep until a signal: blocked while we check, unblocked atomically by
   // ppoll. The handler (interrupts are masked) only records the source.
   sigset_t irq = irq_signals(), old;

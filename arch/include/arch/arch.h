@@ -26,6 +26,13 @@ namespace spindle::arch {
 // copies can check it.
 inline constexpr std::uintptr_t kUserBase = 0x1000;            // page 0 stays unmapped
 inline constexpr std::uintptr_t kUserLimit = 0x8000000000ull;  // 512 GiB (aarch64: T0SZ = 25)
+
+// A word shared with other kernels that a parked coroutine job waits to
+// see differ from `expected` (idle_wait; Words shared with other kernels).
+struct WatchedWord {
+  const std::atomic<std::uint32_t>* word;
+  std::uint32_t expected;
+};
 }  // namespace spindle::arch
 
 #include <arch/backend.h>
@@ -113,9 +120,17 @@ namespace spindle::arch {
 //       Sending to yourself is allowed and is delivered at the next unmask.
 //       Hosted: also from host threads that are not vCPUs (a no-op when
 //       the kernel is not running).
-//   void idle_wait();               irqs-off, idle thread only. Returns when
+//   void idle_wait(const WatchedWord* watch, unsigned n);
+//                                   irqs-off, idle thread only. Returns when
 //       an interrupt is pending (delivered by the caller's next unmask), or
-//       spuriously. Hosted: polls briefly, then sleeps in ppoll.
+//       spuriously. `watch` (n entries, n <= kMaxWatched) are foreign words
+//       (below) that parked coroutine jobs wait on: a snapshot, so a word
+//       may have been unmapped since, and reading one must not fault. A
+//       backend that can wait on them returns with kIrqForeign pending once
+//       one differs from its expected value; one that cannot ignores them
+//       (the jobs' timers look anyway). Hosted: polls briefly (looking at
+//       the words every ~2 us), then sleeps in futex_waitv on the words and
+//       the pending bits (ppoll when there are none, or no futex_waitv).
 //   void cpu_relax();               any. Spin-wait hint.
 //   constexpr bool kAtomicRmwCostly; Whether an uncontended atomic
 //       read-modify-write costs much more than a plain load and store
@@ -355,6 +370,8 @@ struct UserFault {
 
 inline constexpr unsigned kIrqTimer = 1u << 0;
 inline constexpr unsigned kIrqIpi = 1u << 1;
+inline constexpr unsigned kIrqForeign = 1u << 2;  // a watched word changed (idle_wait)
+inline constexpr unsigned kMaxWatched = 63;       // words one idle_wait watches
 
 }  // namespace spindle::arch
 

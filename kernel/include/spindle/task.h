@@ -492,6 +492,9 @@ struct CoroutineStats {
   std::uint64_t waiting = 0;      // suspended on a wait, a sleep or a lock
   std::uint64_t frame_bytes = 0;  // coroutine frames and job records in use
   unsigned executors = 0;
+  // Jobs waiting on a word shared with other processes (hosted) that an
+  // idle CPU's watch woke, before their own timer looked (since boot).
+  std::uint64_t watch_wakes = 0;
 };
 CoroutineStats coroutine_stats();
 

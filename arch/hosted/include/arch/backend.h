@@ -129,7 +129,7 @@ void cpu_init_local(CpuArea* area, unsigned id);
 unsigned cpu_count();
 void run_cpus(void (*entry)(unsigned cpu));
 void send_ipi(unsigned cpu);
-void idle_wait();
+void idle_wait(const WatchedWord* watch, unsigned n);
 
 void context_init(Context* c, void* stack_lo, std::size_t size, void (*entry)(void*), void* arg);
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
