@@ -53,9 +53,9 @@ using spindle_bench::timed;
 
 constexpr int kLockPairs = 10'000'000;
 
-int boot(int (*fn)(void*), void* arg) {
+int boot(int (*fn)(void*), void* arg, unsigned cpus = 2) {
   sp::hosted::Options o;
-  o.cpus = 2;
+  o.cpus = cpus;
   return sp::hosted::run(o, fn, arg);
 }
 
@@ -315,6 +315,7 @@ struct SharedRun {
   std::uint32_t delay_us = 0;
 };
 
+
 int spindle_shared_sem_main(void* p) {
   auto& run = *static_cast<SharedRun*>(p);
   auto& state = *run.state;
@@ -363,22 +364,19 @@ int spindle_shared_sem_main(void* p) {
   return 0;
 }
 
-void BM_SharedSemPingPongThread(benchmark::State& state) {
-  SharedRun r{&state, false};
-  boot(spindle_shared_sem_main, &r);
+// This process on 2 vCPUs (the second shares host core 1 with the other
+// process's vCPU) or on 1 (core 0: each process has a core of its own).
+void shared_sem(benchmark::State& state, bool coroutine, std::uint32_t delay_us, unsigned cpus) {
+  SharedRun r{&state, coroutine, delay_us};
+  boot(spindle_shared_sem_main, &r, cpus);
 }
-void BM_SharedSemPingPongCoroutine(benchmark::State& state) {
-  SharedRun r{&state, true};
-  boot(spindle_shared_sem_main, &r);
-}
-void BM_SharedSemDelayedThread(benchmark::State& state) {
-  SharedRun r{&state, false, kDelayUs};
-  boot(spindle_shared_sem_main, &r);
-}
-void BM_SharedSemDelayedCoroutine(benchmark::State& state) {
-  SharedRun r{&state, true, kDelayUs};
-  boot(spindle_shared_sem_main, &r);
-}
+
+void BM_SharedSemPingPongThread(benchmark::State& state) { shared_sem(state, false, 0, 2); }
+void BM_SharedSemPingPongCoroutine(benchmark::State& state) { shared_sem(state, true, 0, 2); }
+void BM_SharedSemPingPongThreadOwnCores(benchmark::State& state) { shared_sem(state, false, 0, 1); }
+void BM_SharedSemPingPongCoroutineOwnCores(benchmark::State& state) { shared_sem(state, true, 0, 1); }
+void BM_SharedSemDelayedThread(benchmark::State& state) { shared_sem(state, false, kDelayUs, 2); }
+void BM_SharedSemDelayedCoroutine(benchmark::State& state) { shared_sem(state, true, kDelayUs, 2); }
 
 // ------------------------------------------------------------ registry ---
 
@@ -390,6 +388,8 @@ void register_benchmarks() {
   timed("BM_PipeRoundTrip", BM_PipeRoundTrip);
   timed("BM_SharedSemPingPongThread", BM_SharedSemPingPongThread);
   timed("BM_SharedSemPingPongCoroutine", BM_SharedSemPingPongCoroutine);
+  timed("BM_SharedSemPingPongThreadOwnCores", BM_SharedSemPingPongThreadOwnCores);
+  timed("BM_SharedSemPingPongCoroutineOwnCores", BM_SharedSemPingPongCoroutineOwnCores);
   timed("BM_SharedSemDelayedThread", BM_SharedSemDelayedThread)->Unit(benchmark::kMicrosecond);
   timed("BM_SharedSemDelayedCoroutine", BM_SharedSemDelayedCoroutine)->Unit(benchmark::kMicrosecond);
   using Fn = void (*)(benchmark::State&);
@@ -432,6 +432,14 @@ void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
                  "  (info)  semaphore ping-pong with another process, shared memory: this side a thread %.0f ns, "
                  "a coroutine %.0f ns (%.2fx)\n",
                  st->real_ns, sc->real_ns, sc->real_ns / st->real_ns);
+  }
+  const Result* ot = find(res, "BM_SharedSemPingPongThreadOwnCores");
+  const Result* oc = find(res, "BM_SharedSemPingPongCoroutineOwnCores");
+  if (ot && oc) {
+    std::fprintf(out,
+                 "  (info)  the same, this process on one vCPU (each process a host core of its own): a thread %.0f ns, "
+                 "a coroutine %.0f ns\n",
+                 ot->real_ns, oc->real_ns);
   }
   const Result* dt = find(res, "BM_SharedSemDelayedThread");
   const Result* dc = find(res, "BM_SharedSemDelayedCoroutine");
