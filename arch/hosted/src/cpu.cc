@@ -65,10 +65,12 @@ constexpr std::size_t kAltStackSize = 64 * 1024;  // signal frames need ~12 KiB
 // programmed deadline (tsan_poll_timer).
 #if defined(__SANITIZE_THREAD__)
 constexpr bool kPreemptInHandler = false;
+constexpr bool kIdleBounded = true;
 constexpr timespec kIdleSleepLimit{0, 1'000'000};
 constexpr const timespec* kIdleTimeout = &kIdleSleepLimit;
 #else
 constexpr bool kPreemptInHandler = true;
+constexpr bool kIdleBounded = false;
 constexpr const timespec* kIdleTimeout = nullptr;  // race-free: sleep until a signal
 #endif
 
@@ -299,14 +301,15 @@ void send_ipi(unsigned cpu) {
 }
 
 namespace {
-// A futex_waitv vector for idle_wait: entry 0 is this vCPU's pending bits
-// (expected 0; private to the process), then the watched words (shared:
-// other processes change and wake them).
+// The watched words as a futex_waitv vector for idle_wait's sleep (and
+// its looks): entry 0 is this vCPU's pending bits (expected 0; private to
+// the process), then the words (shared: other processes change and wake
+// them).
 struct WaitVector {
   futex_waitv v[kMaxWatched + 1];
   unsigned n = 0;
   WaitVector(CpuArea* a, const WatchedWord* watch, unsigned count) {
-    if (count == 0 || !g_have_waitv.load(std::memory_order_relaxed)) return;
+    if (count == 0) return;
     if (count > kMaxWatched) count = kMaxWatched;
     v[0] = {0, reinterpret_cast<std::uintptr_t>(&a->pending), FUTEX_32 | FUTEX_PRIVATE_FLAG, 0};
     for (unsigned i = 0; i < count; ++i) {
@@ -316,35 +319,41 @@ struct WaitVector {
   }
 };
 
-// One futex_waitv on w until `until` (CLOCK_MONOTONIC; nullptr: no
-// limit), then what it says for the idle loop: true if it returned for a
-// reason the caller should act on, with kIrqForeign (a word changed, or a
-// word is no longer mapped: the kernel takes a new snapshot) or kIrqTimer
-// (the limit passed, `timer_at_limit`) added to `pending` where due; false
-// if it cannot wait here (no futex_waitv on this host: the caller sleeps
-// another way).
-bool wait_vector(WaitVector& w, CpuArea* a, const timespec* until, bool timer_at_limit) {
+// Sleeps in futex_waitv on w until `until` (CLOCK_MONOTONIC; nullptr: no
+// limit), then says what it saw: true if it returned for a reason the
+// caller should act on, with kIrqForeign (a word changed, or a word is no
+// longer mapped: the kernel takes a new snapshot) or kIrqTimer (the limit
+// passed) added to `pending` where due; false if it cannot wait here (no
+// futex_waitv on this host: the caller sleeps another way).
+bool sleep_on_words(const WaitVector& w, CpuArea* a, const timespec* until) {
   long r = syscall(SYS_futex_waitv, w.v, w.n, 0, until, CLOCK_MONOTONIC);
   int e = r < 0 ? errno : 0;
   if (r > 0 || e == EFAULT || (e == EAGAIN && a->pending.load(std::memory_order_seq_cst) == 0)) {
     a->pending.fetch_or(kIrqForeign, std::memory_order_relaxed);
   } else if (e == ETIMEDOUT) {
-    if (timer_at_limit) a->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);
+    a->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);  // only with a limit (TSan)
   } else if (e == ENOSYS || e == EINVAL) {
     g_have_waitv.store(false, std::memory_order_relaxed);
-    w.n = 0;
     return false;
   }
   return true;  // r == 0 (pending's own wake), EAGAIN with an interrupt pending, EINTR (a signal)
 }
 
 // A look at the watched words without sleeping: true if one changed
-// (kIrqForeign is pending then).
-bool watched_changed(WaitVector& w, CpuArea* a) {
-  static constexpr timespec kPast{0, 0};
-  if (w.n == 0) return false;
-  (void)wait_vector(w, a, &kPast, false);
-  return a->pending.load(std::memory_order_relaxed) & kIrqForeign;
+// (kIrqForeign is pending then). One FUTEX_CMP_REQUEUE per word, moving
+// no waiter: EAGAIN says the word differs, EFAULT that it is gone, and
+// neither faults (a futex_waitv with a past deadline would do it in one
+// call, but sleeps until the timer fires: ~24 us here).
+bool watched_changed(const WaitVector& w, CpuArea* a) {
+  for (unsigned i = 1; i < w.n; ++i) {
+    auto* word = reinterpret_cast<std::uint32_t*>(w.v[i].uaddr);
+    long r = syscall(SYS_futex, word, FUTEX_CMP_REQUEUE, 0, 0, word, static_cast<std::uint32_t>(w.v[i].val));
+    if (r < 0 && (errno == EAGAIN || errno == EFAULT)) {
+      a->pending.fetch_or(kIrqForeign, std::memory_order_relaxed);
+      return true;
+    }
+  }
+  return false;
 }
 }  // namespace
 
@@ -358,18 +367,18 @@ void idle_wait(const WatchedWord* watch, unsigned n) {
     for (int i = 0; i < 16 && !a->pending.load(std::memory_order_relaxed); ++i) cpu_relax();  // the clock every ~0.2 us
     if (a->pending.load(std::memory_order_relaxed)) break;
     if (now >= yield_at) {
-      if (watched_changed(w, a)) break;
+      if (watched_changed(w, a)) break;  // (the words every ~2 us, as the yields)
       sched_yield();
       yield_at = now + kIdleYieldNs;
     }
   }
   a->polling.store(0, std::memory_order_seq_cst);
   if (a->pending.load(std::memory_order_seq_cst)) return;
-  if (w.n != 0) {
+  if (w.n != 0 && g_have_waitv.load(std::memory_order_relaxed)) {
     // Under TSan bounded as ppoll is (kIdleTimeout), for the same reason.
     timespec limit{};
     const timespec* until = nullptr;
-    if (kIdleTimeout) {
+    if constexpr (kIdleBounded) {
       clock_gettime(CLOCK_MONOTONIC, &limit);
       limit.tv_nsec += kIdleTimeout->tv_nsec;
       if (limit.tv_nsec >= 1'000'000'000) {
@@ -378,7 +387,7 @@ void idle_wait(const WatchedWord* watch, unsigned n) {
       }
       until = &limit;
     }
-    if (wait_vector(w, a, until, true)) return;
+    if (sleep_on_words(w, a, until)) return;
   }
   // Sleep until a signal: blocked while we check, unblocked atomically by
   // ppoll. The handler (interrupts are masked) only records the source.
