@@ -32,6 +32,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <tuple>
 
 #include <spindle/hosted.h>
 #include <spindle/spindle.h>
@@ -425,27 +426,26 @@ void print_summary(const std::map<std::string, Result>& res, std::FILE* out) {
     std::fprintf(out, "  (info)  8-byte round trip to another process: Spindle channel %.0f ns, pipes %.0f ns (%.2fx)\n",
                  ch->real_ns, pp->real_ns, ch->real_ns / pp->real_ns);
   }
-  const Result* st = find(res, "BM_SharedSemPingPongThread");
-  const Result* sc = find(res, "BM_SharedSemPingPongCoroutine");
-  if (st && sc) {
-    std::fprintf(out,
-                 "  (info)  semaphore ping-pong with another process, shared memory: this side a thread %.0f ns, "
-                 "a coroutine %.0f ns (%.2fx)\n",
-                 st->real_ns, sc->real_ns, sc->real_ns / st->real_ns);
-  }
-  const Result* ot = find(res, "BM_SharedSemPingPongThreadOwnCores");
-  const Result* oc = find(res, "BM_SharedSemPingPongCoroutineOwnCores");
-  if (ot && oc) {
-    std::fprintf(out,
-                 "  (info)  the same, this process on one vCPU (each process a host core of its own): a thread %.0f ns, "
-                 "a coroutine %.0f ns\n",
-                 ot->real_ns, oc->real_ns);
+  for (auto [tk, ck, where] :
+       {std::tuple{"BM_SharedSemPingPongThread", "BM_SharedSemPingPongCoroutine",
+                   "this process on 2 vCPUs, one on the other's host core"},
+        std::tuple{"BM_SharedSemPingPongThreadOwnCores", "BM_SharedSemPingPongCoroutineOwnCores",
+                   "each process on a host core of its own"}}) {
+    const Result* st = find(res, tk);
+    const Result* sc = find(res, ck);
+    if (st && sc) {
+      std::fprintf(out,
+                   "  (info)  semaphore ping-pong with another process, shared memory, %s: this side a thread %.0f ns, "
+                   "a coroutine %.0f ns (%.2fx)\n",
+                   where, st->real_ns, sc->real_ns, sc->real_ns / st->real_ns);
+    }
   }
   const Result* dt = find(res, "BM_SharedSemDelayedThread");
   const Result* dc = find(res, "BM_SharedSemDelayedCoroutine");
   if (dt && dc) {
     std::fprintf(out,
-                 "  (info)  the same, the other process answering after %u us: a thread %.1f us, a coroutine %.1f us "
+                 "  (info)  semaphore ping-pong, 2 vCPUs, the other process answering after %u us: a thread %.1f us, "
+                 "a coroutine %.1f us "
                  "(beyond the delay: %.1f and %.1f us)\n",
                  kDelayUs, dt->real_ns / 1e3, dc->real_ns / 1e3, dt->real_ns / 1e3 - kDelayUs,
                  dc->real_ns / 1e3 - kDelayUs);
