@@ -471,13 +471,13 @@ bool park(CoJob* j, std::coroutine_handle<> h) SPINDLE_REQUIRES(g.lock) {
 // g_foreign_polls, and its timer kind is kJobForeignPoll.
 //
 // The timers are the backstop. An idle CPU also watches the words
-// (foreign_watch, arch::idle_wait: on hosted, futex_waitv): when one
-// differs from what its job waits to see change, the backend raises
-// kIrqForeign and every parked job looks at once (foreign_polls_now).
-// So that a change comes with a host futex wake: a taker's word reads
-// kSleepers (givers wake every sleeper), a wait's waker always wakes, and
-// a lock poll sets kWaiters (unlock wakes one: as a thread that sleeps in
-// the host futex, the job then keeps kWaiters when it takes the lock).
+// (foreign_watch, arch::idle_wait): when one differs from what its job
+// waits to see change, the backend raises kIrqForeign and every parked
+// job looks at once (foreign_polls_now). A taker's word may be slept on
+// (hosted: futex_waitv): it reads kSleepers while the job waits, and a
+// give wakes every sleeper. A lock's or a plain wait's word is only
+// looked at: their wakes may wake one, which an idle CPU must not take
+// from a thread of another process.
 constexpr std::uint32_t kForeignPollFirstNs = 20'000;
 constexpr std::uint32_t kForeignPollNs = 1'000'000;
 
@@ -501,16 +501,6 @@ void arm_poll(CoJob* j, ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
   timer_arm(&j->timer, next < fp->deadline ? next : fp->deadline);
 }
 
-// The value a lock poll watches: `seen` (the word when the lock could not
-// be taken) with kWaiters, set in the word if it was not, so that the
-// unlock wakes the host futex. If the word moved on meanwhile, the value
-// differs from it and the next look comes at once.
-std::uint32_t lock_watch_value(std::atomic<std::uint32_t>* word, std::uint32_t seen) {
-  std::uint32_t want = seen | lock_word::kWaiters;
-  if (want != seen) (void)word->compare_exchange_strong(seen, want, std::memory_order_relaxed, std::memory_order_relaxed);
-  return want;
-}
-
 // Parks j at h polling word (see above); false with *now set if it cannot.
 // A lock poll's `expected` is the word as its failed attempt saw it.
 bool park_foreign(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::uint32_t>* word,
@@ -520,8 +510,7 @@ bool park_foreign(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::ui
     *now = Status::kNoMemory;
     return false;
   }
-  auto* w = const_cast<std::atomic<std::uint32_t>*>(word);
-  new (fp) ForeignPoll{w, lock ? lock_watch_value(w, expected) : expected, lock, kForeignPollFirstNs,
+  new (fp) ForeignPoll{const_cast<std::atomic<std::uint32_t>*>(word), expected, lock, kForeignPollFirstNs,
                        deadline == kForever ? ~std::uint64_t{0}
                                             : static_cast<std::uint64_t>(deadline.time_since_epoch().count()),
                        j, {}};
@@ -537,12 +526,12 @@ bool park_foreign(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::ui
 bool look_once(CoJob* j, ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
   if (fp->lock) {
     std::uint32_t seen;
-    Status s = foreign_try_lock(fp->word, static_cast<std::uint32_t>(j->head.id), true, &seen);
+    Status s = foreign_try_lock(fp->word, static_cast<std::uint32_t>(j->head.id), false, &seen);
     if (s != Status::kWouldBlock) {
       wake(j, s);
       return true;
     }
-    fp->expected = lock_watch_value(fp->word, seen);
+    fp->expected = seen;
     return false;
   }
   if (fp->word->load(std::memory_order_seq_cst) != fp->expected) {
@@ -559,7 +548,7 @@ unsigned foreign_watch(arch::WatchedWord* out, unsigned max) {
   LockGuard guard;
   unsigned n = 0;
   for (ForeignPoll* fp = g_foreign_polls.front(); fp && n < max; fp = g_foreign_polls.next(fp)) {
-    out[n++] = {fp->word, fp->expected};
+    out[n++] = {fp->word, fp->expected, fp->job->takes_units};
   }
   return n;
 }

@@ -301,21 +301,24 @@ void send_ipi(unsigned cpu) {
 }
 
 namespace {
-// The watched words as a futex_waitv vector for idle_wait's sleep (and
-// its looks): entry 0 is this vCPU's pending bits (expected 0; private to
-// the process), then the words (shared: other processes change and wake
-// them).
+// The watched words for one idle_wait: all of them to look at, and a
+// futex_waitv vector to sleep on: entry 0 this vCPU's pending bits
+// (expected 0; private to the process), then the words that wake all
+// (shared: other processes change and wake them; arch.h: WatchedWord).
 struct WaitVector {
+  const WatchedWord* look;
+  unsigned nlook;
   futex_waitv v[kMaxWatched + 1];
-  unsigned n = 0;
-  WaitVector(CpuArea* a, const WatchedWord* watch, unsigned count) {
-    if (count == 0) return;
-    if (count > kMaxWatched) count = kMaxWatched;
-    v[0] = {0, reinterpret_cast<std::uintptr_t>(&a->pending), FUTEX_32 | FUTEX_PRIVATE_FLAG, 0};
-    for (unsigned i = 0; i < count; ++i) {
-      v[i + 1] = {watch[i].expected, reinterpret_cast<std::uintptr_t>(watch[i].word), FUTEX_32, 0};
+  unsigned n = 0;  // entries of v; 0: nothing to sleep on
+  WaitVector(CpuArea* a, const WatchedWord* watch, unsigned count)
+      : look(watch), nlook(count < kMaxWatched ? count : kMaxWatched) {
+    unsigned k = 1;
+    for (unsigned i = 0; i < nlook; ++i) {
+      if (watch[i].wakes_all) v[k++] = {watch[i].expected, reinterpret_cast<std::uintptr_t>(watch[i].word), FUTEX_32, 0};
     }
-    n = count + 1;
+    if (k == 1) return;
+    v[0] = {0, reinterpret_cast<std::uintptr_t>(&a->pending), FUTEX_32 | FUTEX_PRIVATE_FLAG, 0};
+    n = k;
   }
 };
 
@@ -345,9 +348,9 @@ bool sleep_on_words(const WaitVector& w, CpuArea* a, const timespec* until) {
 // neither faults (a futex_waitv with a past deadline would do it in one
 // call, but sleeps until the timer fires: ~24 us here).
 bool watched_changed(const WaitVector& w, CpuArea* a) {
-  for (unsigned i = 1; i < w.n; ++i) {
-    auto* word = reinterpret_cast<std::uint32_t*>(w.v[i].uaddr);
-    long r = syscall(SYS_futex, word, FUTEX_CMP_REQUEUE, 0, 0, word, static_cast<std::uint32_t>(w.v[i].val));
+  for (unsigned i = 0; i < w.nlook; ++i) {
+    const auto* word = w.look[i].word;
+    long r = syscall(SYS_futex, word, FUTEX_CMP_REQUEUE, 0, 0, word, w.look[i].expected);
     if (r < 0 && (errno == EAGAIN || errno == EFAULT)) {
       a->pending.fetch_or(kIrqForeign, std::memory_order_relaxed);
       return true;

@@ -29,9 +29,15 @@ inline constexpr std::uintptr_t kUserLimit = 0x8000000000ull;  // 512 GiB (aarch
 
 // A word shared with other kernels that a parked coroutine job waits to
 // see differ from `expected` (idle_wait; Words shared with other kernels).
+// wakes_all: every wake of this word wakes all its sleepers (a counting
+// word's give), so a backend may sleep on it in the host's futex; on any
+// other word it only looks, since a sleep there could take a wake-one
+// (a lock's unlock, a condvar's notify_one) meant for a thread of another
+// process.
 struct WatchedWord {
   const std::atomic<std::uint32_t>* word;
   std::uint32_t expected;
+  bool wakes_all;
 };
 }  // namespace spindle::arch
 
@@ -129,8 +135,9 @@ namespace spindle::arch {
 //       backend that can wait on them returns with kIrqForeign pending once
 //       one differs from its expected value; one that cannot ignores them
 //       (the jobs' timers look anyway). Hosted: polls briefly (looking at
-//       the words every ~2 us), then sleeps in futex_waitv on the words and
-//       the pending bits (ppoll when there are none, or no futex_waitv).
+//       the words every ~2 us), then sleeps in futex_waitv on the words
+//       that wake all and the pending bits (ppoll when there are none, or
+//       no futex_waitv).
 //   void cpu_relax();               any. Spin-wait hint.
 //   constexpr bool kAtomicRmwCostly; Whether an uncontended atomic
 //       read-modify-write costs much more than a plain load and store
