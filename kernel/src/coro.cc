@@ -495,7 +495,13 @@ List<ForeignPoll, &ForeignPoll::link> g_foreign_polls;  // kernel lock
 std::atomic<unsigned> g_foreign_parked{0};              // its length (written under the lock)
 std::uint64_t g_foreign_watch_wakes = 0;                 // jobs woken by foreign_polls_now (kernel lock)
 
+std::atomic<bool> g_poll_timers{true};  // testing: detail::foreign_poll_timers
+
 void arm_poll(CoJob* j, ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
+  if (!g_poll_timers.load(std::memory_order_relaxed)) {
+    if (fp->deadline != ~std::uint64_t{0}) timer_arm(&j->timer, fp->deadline);
+    return;
+  }
   std::uint64_t next = arch::now_ns() + fp->interval;
   fp->interval = fp->interval < kForeignPollNs / 2 ? fp->interval * 2 : kForeignPollNs;
   timer_arm(&j->timer, next < fp->deadline ? next : fp->deadline);
@@ -614,6 +620,7 @@ void jobs_boot() {
   new (&g_foreign_polls) decltype(g_foreign_polls);
   g_foreign_parked.store(0, std::memory_order_relaxed);
   g_foreign_watch_wakes = 0;
+  g_poll_timers.store(true, std::memory_order_relaxed);
 }
 
 void jobs_shutdown() {
@@ -700,6 +707,7 @@ void frame_free(void* p, std::size_t n) noexcept {
 }
 
 void fail_frame_allocations(unsigned n) { g_fail_frames.store(n, std::memory_order_relaxed); }
+void foreign_poll_timers(bool on) { g_poll_timers.store(on, std::memory_order_relaxed); }
 
 void coroutine_exception() noexcept { panic("an exception escaped a coroutine (Spindle coroutines do not throw)"); }
 

@@ -422,7 +422,7 @@ Status foreign_lock(std::atomic<std::uint32_t>* word, std::uint32_t me, TimePoin
       v |= kWaiters;
     }
     std::int64_t until = end - now > kForeignRecheckNs ? now + kForeignRecheckNs : end;
-    st = arch::foreign_wait(word, v, static_cast<std::uint64_t>(until), !slept);
+    st = arch::foreign_wait(word, v, static_cast<std::uint64_t>(until), !slept, false);
     if (st == Status::kInvalidState) return st;
     if (st != Status::kWouldBlock) slept = true;
   }
@@ -449,7 +449,7 @@ Status futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected
   }
   if (!arch::irqs_enabled()) return Status::kInvalidState;
   if (arch::foreign_word(word)) {
-    return arch::foreign_wait(word, expected, static_cast<std::uint64_t>(deadline_ns(deadline)), true);
+    return arch::foreign_wait(word, expected, static_cast<std::uint64_t>(deadline_ns(deadline)), true, false);
   }
   LockGuard guard;
   return futex_wait_locked(word, expected, deadline, order, name);
@@ -544,7 +544,7 @@ Status foreign_take(std::atomic<std::uint32_t>* word, TimePoint deadline) {
   for (bool first = true;; first = false) {
     if (take_or_mark(*word)) return Status::kOk;
     if (static_cast<std::int64_t>(arch::now_ns()) >= end) return Status::kTimedOut;
-    Status s = arch::foreign_wait(word, kSleepers, static_cast<std::uint64_t>(end), first);
+    Status s = arch::foreign_wait(word, kSleepers, static_cast<std::uint64_t>(end), first, true);  // a give wakes all
     if (s == Status::kInvalidState) return s;
   }
 }

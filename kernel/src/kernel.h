@@ -329,6 +329,7 @@ struct alignas(64) Cpu {
   // store, no locked add); atomics so that stats() may read them.
   std::atomic<std::uint64_t> wait_spins{0};
   std::atomic<std::uint64_t> wait_spin_hits{0};
+  std::uint64_t watch_wakeups = 0;  // kIrqForeign interrupts taken here (kernel lock)
 };
 
 inline constexpr unsigned kIdBuckets = 1024;

@@ -217,7 +217,10 @@ void handle_irq(unsigned sources) {
     }
     program_timer(c);
   }
-  if (sources & arch::kIrqForeign) foreign_polls_now();
+  if (sources & arch::kIrqForeign) {
+    ++c.watch_wakeups;
+    foreign_polls_now();
+  }
   // An IPI carries no message: the sender set need_resched (or shutdown),
   // or queued external completions.
   deliver_external_wakes();

@@ -112,6 +112,7 @@ SystemStats system_stats() {
     s.cpu[i].interrupts = c.irqs;
     s.cpu[i].wait_spins = c.wait_spins.load(std::memory_order_relaxed);
     s.cpu[i].wait_spin_hits = c.wait_spin_hits.load(std::memory_order_relaxed);
+    s.cpu[i].watch_wakeups = c.watch_wakeups;
   }
   return s;
 }

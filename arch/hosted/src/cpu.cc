@@ -301,20 +301,27 @@ void send_ipi(unsigned cpu) {
 }
 
 namespace {
-// The watched words for one idle_wait: all of them to look at, and a
+// The watched words for one idle_wait: the jobs' words to look at, and a
 // futex_waitv vector to sleep on: entry 0 this vCPU's pending bits
-// (expected 0; private to the process), then the words that wake all
-// (shared: other processes change and wake them; arch.h: WatchedWord).
+// (expected 0; private to the process), then the jobs' words that wake
+// all (arch.h: WatchedWord) and those that helper host threads sleep on
+// for this process's threads (g_slept; shared: other processes change
+// and wake them).
 struct WaitVector {
   const WatchedWord* look;
   unsigned nlook;
-  futex_waitv v[kMaxWatched + 1];
+  futex_waitv v[1 + kMaxWatched + kMaxSleptWords];
   unsigned n = 0;  // entries of v; 0: nothing to sleep on
   WaitVector(CpuArea* a, const WatchedWord* watch, unsigned count)
       : look(watch), nlook(count < kMaxWatched ? count : kMaxWatched) {
     unsigned k = 1;
     for (unsigned i = 0; i < nlook; ++i) {
       if (watch[i].wakes_all) v[k++] = {watch[i].expected, reinterpret_cast<std::uintptr_t>(watch[i].word), FUTEX_32, 0};
+    }
+    for (const SleptWord& s : g_slept) {
+      if (const auto* word = s.word.load(std::memory_order_acquire)) {
+        v[k++] = {s.expected.load(std::memory_order_relaxed), reinterpret_cast<std::uintptr_t>(word), FUTEX_32, 0};
+      }
     }
     if (k == 1) return;
     v[0] = {0, reinterpret_cast<std::uintptr_t>(&a->pending), FUTEX_32 | FUTEX_PRIVATE_FLAG, 0};

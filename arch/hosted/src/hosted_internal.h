@@ -71,6 +71,19 @@ namespace spindle::arch {
 
 inline constexpr unsigned kMaxVcpus = 64;
 
+// Words that wake all (arch.h: foreign_wait) on which a helper host thread
+// sleeps for a thread of this process (shared_words.cc), for idle vCPUs to
+// sleep on as well (cpu.cc). A slot is free while `word` is null; its
+// owner writes `expected`, then `word`. Readers take a snapshot and may
+// see a slot in transition: at worst they sleep on a word that wakes all
+// for nothing, or look again at once.
+struct SleptWord {
+  std::atomic<const std::atomic<std::uint32_t>*> word{nullptr};
+  std::atomic<std::uint32_t> expected{0};
+};
+inline constexpr unsigned kMaxSleptWords = 32;
+extern SleptWord g_slept[kMaxSleptWords];
+
 void hosted_set_cpu_count(unsigned n);
 // post_external_wake for host threads (not vCPUs): dropped (its `delivered`
 // called) when no kernel runs. Any host thread.

@@ -305,6 +305,12 @@ void tree_id_range(kernel::BootArgs* args) {
   args->next_id = g_slot == 0 ? 1 : lo + g_first;  // after the previous occupants' (shared_words.cc)
 }
 
+unsigned threads_on_watched_words() {
+  unsigned n = 0;
+  for (const arch::SleptWord& s : arch::g_slept) n += s.word.load(std::memory_order_relaxed) != nullptr;
+  return n;
+}
+
 }  // namespace spindle::hosted
 
 // ---------------------------------------------------------------------------
@@ -315,6 +321,22 @@ namespace spindle::arch {
 // How long foreign_wait looks at the word before it sleeps in the host's
 // futex (the channel's socket poll is as long: channel.cc, wait_fd).
 constexpr std::uint64_t kForeignSpinNs = 30'000;
+
+SleptWord g_slept[kMaxSleptWords];
+
+namespace {
+// A free slot of g_slept for word, or nullptr (all taken: the vCPUs then
+// do not sleep on it, which costs only the helper's second wake-up).
+SleptWord* publish_slept(const std::atomic<std::uint32_t>* word, std::uint32_t expected) {
+  for (SleptWord& s : g_slept) {
+    const std::atomic<std::uint32_t>* none = nullptr;
+    if (s.word.load(std::memory_order_relaxed) != nullptr) continue;
+    s.expected.store(expected, std::memory_order_relaxed);
+    if (s.word.compare_exchange_strong(none, word, std::memory_order_release, std::memory_order_relaxed)) return &s;
+  }
+  return nullptr;
+}
+}  // namespace
 
 bool foreign_word_registered(const void* word) {
   auto a = reinterpret_cast<std::uintptr_t>(word);
@@ -327,7 +349,7 @@ bool foreign_word_registered(const void* word) {
 }
 
 Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns,
-                    bool look) {
+                    bool look, bool wakes_all) {
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
   const bool forever = deadline_ns == ~std::uint64_t{0} || deadline_ns >= std::uint64_t{INT64_MAX};
   // A partner in another process that answers within microseconds is
@@ -355,12 +377,17 @@ Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expect
     abs.tv_sec = static_cast<time_t>(mono / 1'000'000'000);
     abs.tv_nsec = static_cast<long>(mono % 1'000'000'000);
   }
+  // Idle vCPUs sleep on a word that wakes all as well (cpu.cc, idle_wait):
+  // the give that wakes the helper wakes them too, so the IPI that the
+  // helper's completion sends finds a vCPU already awake and polling.
+  SleptWord* slot = wakes_all ? publish_slept(word, expected) : nullptr;
   long e = hosted::host_call([&]() -> long {
     // Not FUTEX_PRIVATE_FLAG: other processes map the word.
     long r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, forever ? nullptr : &abs, nullptr,
                      FUTEX_BITSET_MATCH_ANY);
     return r == 0 ? 0 : errno;
   });
+  if (slot) slot->word.store(nullptr, std::memory_order_release);
   if (e == 0 || e == EINTR) return Status::kOk;
   if (e == EAGAIN) return Status::kWouldBlock;
   if (e == ETIMEDOUT) return Status::kTimedOut;

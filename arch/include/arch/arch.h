@@ -323,13 +323,16 @@ namespace spindle::arch {
 //   bool foreign_word(const void* word);    any. Whether other kernels may
 //       map the 4-byte word (a region registered by the backend).
 //   Status foreign_wait(const std::atomic<uint32_t>* word, uint32_t expected,
-//                       uint64_t deadline_ns, bool look);   thread.
+//                       uint64_t deadline_ns, bool look, bool wakes_all);   thread.
 //       Blocks the calling thread (never its CPU) while *word == expected, until a
 //       foreign_wake from any kernel or the deadline (now_ns base; ~0:
 //       none): kOk (woken, maybe spuriously, or the word changed),
 //       kWouldBlock (*word differed at the call), kTimedOut. Hosted, with
 //       `look`: looks at the word for up to 30 us first, yielding between
 //       looks (the kernel asks for it before a caller's first sleep only).
+//       `wakes_all` as WatchedWord's: hosted, idle vCPUs then sleep on the
+//       word too while the thread's helper host thread does, so the one
+//       that takes the helper's wake-up is already awake.
 //   unsigned foreign_wake(const std::atomic<uint32_t>* word, unsigned n);
 //       any. Wakes up to n waiters of the word in every kernel.
 //   OwnerLiveness owner_liveness(uint64_t id);   any. For a thread id found

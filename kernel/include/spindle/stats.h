@@ -38,6 +38,10 @@ struct CpuStats {
   // nothing else to run), and those that saw their release while spinning.
   std::uint64_t wait_spins = 0;
   std::uint64_t wait_spin_hits = 0;
+  // Hosted: times this CPU, idle, saw a word shared with another process
+  // change that a coroutine or (through its helper host thread) a thread
+  // of this process waited on (arch::idle_wait's watch).
+  std::uint64_t watch_wakeups = 0;
 };
 
 struct SystemStats {

@@ -65,6 +65,11 @@ void frame_free(void* p, std::size_t n) noexcept;
 [[noreturn]] void coroutine_exception() noexcept;
 // Testing: the next n frame (or job) allocations fail.
 void fail_frame_allocations(unsigned n);
+// Testing: with false, a job waiting on a word shared with another process
+// is not looked at by its own timer (which still ends the wait at its
+// deadline): only an idle CPU's watch wakes it (kernel/src/coro.cc,
+// Foreign polls). Back to true at every boot.
+void foreign_poll_timers(bool on);
 
 // Jobs (coro.cc). A job holds one reference for itself until it ends;
 // job_spawn returns a second one for the caller.

@@ -358,7 +358,7 @@ std::size_t console_read(char* buf, std::size_t n);
 // a shared word is keyed by its physical address like any other.
 enum class OwnerLiveness : std::uint8_t;
 inline bool foreign_word(const void*) { return false; }
-inline Status foreign_wait(const std::atomic<std::uint32_t>*, std::uint32_t, std::uint64_t, bool) {
+inline Status foreign_wait(const std::atomic<std::uint32_t>*, std::uint32_t, std::uint64_t, bool, bool) {
   return Status::kInvalidState;
 }
 inline unsigned foreign_wake(const std::atomic<std::uint32_t>*, unsigned) { return 0; }

@@ -190,7 +190,7 @@ inline bool foreign_word(const void* word) {
   return hosted::g_ranges_used.load(std::memory_order_acquire) != 0 && foreign_word_registered(word);
 }
 Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns,
-                    bool look);
+                    bool look, bool wakes_all);
 unsigned foreign_wake(const std::atomic<std::uint32_t>* word, unsigned n);
 OwnerLiveness owner_liveness(std::uint64_t id);
 void owner_id_used(std::uint64_t id);

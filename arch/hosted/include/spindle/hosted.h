@@ -37,6 +37,11 @@ bool run_if_spawned(int argc, char** argv, int* code);
 // Number of cores the host offers this process.
 unsigned host_cpus();
 
+// Diagnostics: how many of this process's threads sleep, through a helper
+// host thread, on a word shared with another process that idle vCPUs
+// sleep on too (a semaphore's; arch.h: foreign_wait).
+unsigned threads_on_watched_words();
+
 // Runs fn(arg) on a helper host thread (never a vCPU) and blocks the
 // calling Spindle thread, not its vCPU, until it returns; returns its
 // result. For host system calls that block: waiting for a child process, a
