@@ -331,17 +331,21 @@ struct WaitVector {
 
 // Sleeps in futex_waitv on w until `until` (CLOCK_MONOTONIC; nullptr: no
 // limit), then says what it saw: true if it returned for a reason the
-// caller should act on, with kIrqForeign (a word changed, or a word is no
-// longer mapped: the kernel takes a new snapshot) or kIrqTimer (the limit
-// passed) added to `pending` where due; false if it cannot wait here (no
-// futex_waitv on this host: the caller sleeps another way).
+// caller should act on, with kIrqForeign (a word changed) or kIrqTimer
+// (the limit passed) added to `pending` where due; false if it cannot wait
+// here, so the caller sleeps another way: no futex_waitv on this host, or
+// a word no longer mapped (a stale snapshot, or the slot of a thread a
+// stopped kernel left waiting: sleeping on the rest would only return at
+// once again).
 bool sleep_on_words(const WaitVector& w, CpuArea* a, const timespec* until) {
   long r = syscall(SYS_futex_waitv, w.v, w.n, 0, until, CLOCK_MONOTONIC);
   int e = r < 0 ? errno : 0;
-  if (r > 0 || e == EFAULT || (e == EAGAIN && a->pending.load(std::memory_order_seq_cst) == 0)) {
+  if (r > 0 || (e == EAGAIN && a->pending.load(std::memory_order_seq_cst) == 0)) {
     a->pending.fetch_or(kIrqForeign, std::memory_order_relaxed);
   } else if (e == ETIMEDOUT) {
     a->pending.fetch_or(kIrqTimer, std::memory_order_relaxed);  // only with a limit (TSan)
+  } else if (e == EFAULT) {
+    return false;
   } else if (e == ENOSYS || e == EINVAL) {
     g_have_waitv.store(false, std::memory_order_relaxed);
     return false;
