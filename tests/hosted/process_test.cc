@@ -125,6 +125,40 @@ int slow_ponger(int rounds, int delay_us) {
   return 0;
 }
 
+// A PingPong region and a process running slow_ponger on it. ok() false
+// (a failure recorded) if either could not be made.
+struct SlowPonger {
+  Result<SharedMemory> shm;
+  PingPong* pp;
+  Result<Process> child;
+  SlowPonger(int rounds, int delay_us)
+      : shm(SharedMemory::create(sizeof(PingPong))),
+        pp(shm.ok() ? new (shm->data()) PingPong : nullptr),
+        child(spawn_child(rounds, delay_us)) {
+    if (!shm.ok()) {
+      KFAIL("SharedMemory::create: %s", to_string(shm.status()));
+    } else if (!child.ok()) {
+      KFAIL("spawn: %s", to_string(child.status()));
+    }
+  }
+  Result<Process> spawn_child(int rounds, int delay_us) {
+    if (!shm.ok()) return shm.status();
+    ProcessOptions o;
+    Handle give[] = {shm->handle()};
+    o.handles = give;
+    return Process::spawn(o, slow_ponger, rounds, delay_us);
+  }
+  bool ok() const { return shm.ok() && child.ok(); }
+  // Joins the child and checks that it answered every ping.
+  void finish() {
+    auto st = child->join_for(30s);
+    KCHECK(st.ok() && st->success());
+  }
+  ~SlowPonger() {
+    if (pp) pp->~PingPong();
+  }
+};
+
 }  // namespace
 
 // A coroutine waiting on a word another process changes is woken by an
@@ -137,20 +171,9 @@ KTEST(idle_vcpus_watch_words_that_coroutines_wait_on, 1) {
   constexpr int kRounds = 10;
   errno = 0;
   bool waitv = !(syscall(SYS_futex_waitv, nullptr, 0, 0, nullptr, 0) == -1 && errno == ENOSYS);
-  auto shm = SharedMemory::create(sizeof(PingPong));
-  if (!shm.ok()) {
-    KFAIL("SharedMemory::create: %s", to_string(shm.status()));
-    return;
-  }
-  auto* pp = new (shm->data()) PingPong;
-  ProcessOptions o;
-  Handle give[] = {shm->handle()};
-  o.handles = give;
-  auto child = Process::spawn(o, slow_ponger, kRounds, 2000);
-  if (!child.ok()) {
-    KFAIL("spawn: %s", to_string(child.status()));
-    return;
-  }
+  SlowPonger other(kRounds, 2000);
+  if (!other.ok()) return;
+  PingPong* pp = other.pp;
   if (waitv) detail::foreign_poll_timers(false);
   std::uint64_t before = coroutine_stats().watch_wakes;
   auto rounds = [pp]() -> Task<int> {
@@ -169,9 +192,7 @@ KTEST(idle_vcpus_watch_words_that_coroutines_wait_on, 1) {
   } else {
     print("  (no futex_waitv on this host: the jobs' own looks served all %d rounds)\n", kRounds);
   }
-  auto st = child->join_for(30s);
-  KCHECK(st.ok() && st->success());
-  pp->~PingPong();
+  other.finish();
 }
 
 // A thread waiting on a semaphore another process releases sleeps in the
@@ -180,20 +201,9 @@ KTEST(idle_vcpus_watch_words_that_coroutines_wait_on, 1) {
 // them together with the helper), and withdrawn when the wait ends. The
 // answer comes 50 ms after the ping.
 KTEST(threads_on_shared_semaphores_are_watched_by_idle_vcpus, 1) {
-  auto shm = SharedMemory::create(sizeof(PingPong));
-  if (!shm.ok()) {
-    KFAIL("SharedMemory::create: %s", to_string(shm.status()));
-    return;
-  }
-  auto* pp = new (shm->data()) PingPong;
-  ProcessOptions o;
-  Handle give[] = {shm->handle()};
-  o.handles = give;
-  auto child = Process::spawn(o, slow_ponger, 1, 50'000);
-  if (!child.ok()) {
-    KFAIL("spawn: %s", to_string(child.status()));
-    return;
-  }
+  SlowPonger other(1, 50'000);
+  if (!other.ok()) return;
+  PingPong* pp = other.pp;
   unsigned before = hosted::threads_on_watched_words();
   std::atomic<int> got{-1};
   Thread waiter = Thread::create({.name = "waiter"}, [pp, &got] {
@@ -209,9 +219,7 @@ KTEST(threads_on_shared_semaphores_are_watched_by_idle_vcpus, 1) {
   KJOIN(waiter);
   KCHECK_EQ(got.load(), static_cast<int>(Status::kOk));
   KCHECK_EQ(hosted::threads_on_watched_words(), before);
-  auto st = child->join_for(30s);
-  KCHECK(st.ok() && st->success());
-  pp->~PingPong();
+  other.finish();
 }
 
 // The fault matrix: each fault ends only its process, reported by kind.
