@@ -528,8 +528,9 @@ bool park_foreign(CoJob* j, std::coroutine_handle<> h, const std::atomic<std::ui
   return park(j, h);
 }
 
-// One look for j's poll: true if it woke j (its wait is over).
-bool look_once(CoJob* j, ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
+// One look for fp's job: true if it woke the job (its wait is over).
+bool look_once(ForeignPoll* fp) SPINDLE_REQUIRES(g.lock) {
+  CoJob* j = fp->job;
   if (fp->lock) {
     std::uint32_t seen;
     Status s = foreign_try_lock(fp->word, static_cast<std::uint32_t>(j->head.id), false, &seen);
@@ -561,7 +562,7 @@ unsigned foreign_watch(arch::WatchedWord* out, unsigned max) {
 
 void foreign_polls_now() {
   g_foreign_polls.for_each([](ForeignPoll* fp) {
-    if (look_once(fp->job, fp)) ++g_foreign_watch_wakes;
+    if (look_once(fp)) ++g_foreign_watch_wakes;
   });
 }
 
@@ -574,7 +575,7 @@ void job_foreign_poll(Timer* t) {
   auto* j = job_of(Waiter::from_timer(t));
   if (!j->parked) return;
   auto* fp = static_cast<ForeignPoll*>(const_cast<void*>(j->futex_key));
-  if (look_once(j, fp)) return;
+  if (look_once(fp)) return;
   if (arch::now_ns() >= fp->deadline) {
     wake(j, Status::kTimedOut);
     return;
