@@ -74,9 +74,11 @@ inline constexpr unsigned kMaxVcpus = 64;
 // Words that wake all (arch.h: foreign_wait) on which a helper host thread
 // sleeps for a thread of this process (shared_words.cc), for idle vCPUs to
 // sleep on as well (cpu.cc). A slot is free while `word` is null; its
-// owner writes `expected`, then `word`. Readers take a snapshot and may
-// see a slot in transition: at worst they sleep on a word that wakes all
-// for nothing, or look again at once.
+// owner claims it by setting `word` (so a claim that loses the race
+// writes nothing), then writes `expected`. Readers take a snapshot and
+// may see a slot in transition (a new word with the last owner's
+// expected value): at worst they sleep on a word that wakes all for
+// nothing, or look again at once.
 struct SleptWord {
   std::atomic<const std::atomic<std::uint32_t>*> word{nullptr};
   std::atomic<std::uint32_t> expected{0};

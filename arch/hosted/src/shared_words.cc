@@ -331,8 +331,10 @@ SleptWord* publish_slept(const std::atomic<std::uint32_t>* word, std::uint32_t e
   for (SleptWord& s : g_slept) {
     const std::atomic<std::uint32_t>* none = nullptr;
     if (s.word.load(std::memory_order_relaxed) != nullptr) continue;
-    s.expected.store(expected, std::memory_order_relaxed);
-    if (s.word.compare_exchange_strong(none, word, std::memory_order_release, std::memory_order_relaxed)) return &s;
+    if (s.word.compare_exchange_strong(none, word, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      s.expected.store(expected, std::memory_order_release);
+      return &s;
+    }
   }
   return nullptr;
 }
