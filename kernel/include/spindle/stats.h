@@ -39,8 +39,9 @@ struct CpuStats {
   std::uint64_t wait_spins = 0;
   std::uint64_t wait_spin_hits = 0;
   // Hosted: times this CPU, idle, saw a word shared with another process
-  // change that a coroutine or (through its helper host thread) a thread
-  // of this process waited on (arch::idle_wait's watch).
+  // change (or its region go away) that a coroutine or (through its helper
+  // host thread) a thread of this process waited on (arch::idle_wait's
+  // watch). Always 0 on aarch64, where no word is shared that way.
   std::uint64_t watch_wakeups = 0;
 };
 

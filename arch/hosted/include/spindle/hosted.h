@@ -39,7 +39,9 @@ unsigned host_cpus();
 
 // Diagnostics: how many of this process's threads sleep, through a helper
 // host thread, on a word shared with another process that idle vCPUs
-// sleep on too (a semaphore's; arch.h: foreign_wait).
+// sleep on too (a semaphore's; arch.h: foreign_wait). A snapshot; any
+// thread, never blocks. At most 32 (more such waits still work, without
+// the idle vCPUs' help).
 unsigned threads_on_watched_words();
 
 // Runs fn(arg) on a helper host thread (never a vCPU) and blocks the
