@@ -560,6 +560,17 @@ unsigned foreign_watch(arch::WatchedWord* out, unsigned max) {
   return n;
 }
 
+unsigned foreign_jobs_in(const void* lo, std::size_t size) {
+  if (g_foreign_parked.load(std::memory_order_relaxed) == 0) return 0;
+  auto a = reinterpret_cast<std::uintptr_t>(lo);
+  LockGuard guard;
+  unsigned n = 0;
+  g_foreign_polls.for_each([&](ForeignPoll* fp) {
+    if (reinterpret_cast<std::uintptr_t>(fp->word) - a < size) ++n;
+  });
+  return n;
+}
+
 void foreign_polls_now() {
   g_foreign_polls.for_each([](ForeignPoll* fp) {
     if (look_once(fp)) ++g_foreign_watch_wakes;

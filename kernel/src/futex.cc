@@ -232,6 +232,28 @@ void watchdog_arm(Tcb* t) {
   }
 }
 
+unsigned waiters_in(const void* lo, std::size_t size, bool (*mine)(const Waiter*, const void*), const void* ctx) {
+  auto in = [&](const void* key) {
+    return reinterpret_cast<std::uintptr_t>(key) - reinterpret_cast<std::uintptr_t>(lo) < size;
+  };
+  unsigned n = 0;
+  auto count = [&](const WaitQueue& q, bool all) {
+    for (Waiter* w = q.front(); w; w = q.next(w)) {
+      if ((all || in(w->futex_key)) && mine(w, ctx)) ++n;
+    }
+  };
+  for (Bucket& b : g_buckets) {
+    count(b.prio, false);
+    count(b.fifo, false);
+  }
+  for (auto& bucket : g.lock_states) {
+    bucket.for_each([&](LockState* s) {
+      if (in(s->key)) count(s->waiters, true);
+    });
+  }
+  return n;
+}
+
 void release_lock_states() {
   for (auto& bucket : g.lock_states) {
     while (LockState* s = bucket.pop_front()) delete s;

@@ -520,6 +520,12 @@ inline void set_current_thread(Tcb* t) {
 void register_thread(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // Returns every LockState to the allocator (at shutdown, nobody waits).
 void release_lock_states() SPINDLE_REQUIRES(g.lock);
+// Counts the waiters (threads and coroutine jobs, on a plain or counting
+// futex word or an owner-aware lock) whose word lies in [lo, lo + size)
+// and for which mine(w, ctx) holds: a shared region about to be unmapped
+// (uchannel.cc) must have none of its unmapper's.
+unsigned waiters_in(const void* lo, std::size_t size, bool (*mine)(const Waiter* w, const void* ctx),
+                    const void* ctx) SPINDLE_REQUIRES(g.lock);
 // The live (not yet freed) thread with this id, or nullptr.
 Tcb* find_thread(ThreadId id) SPINDLE_REQUIRES(g.lock);
 // The thread or coroutine job that holds this id, or nullptr.

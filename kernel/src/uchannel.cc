@@ -709,19 +709,24 @@ Result<detail::Mapping> shm_map_in(HandleTable* t, Proc* p, Handle h) {
   return detail::Mapping{reinterpret_cast<std::byte*>(at), r->size, access};
 }
 
-void shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at) {
+// kInvalidState, nothing changed, while a thread or job of p (nullptr: of
+// the kernel) waits on a word in the region: its wait would outlive the
+// mapping, and the pages too once nobody else holds them.
+Status shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at, unsigned* waiting) {
   RegionMap* found = nullptr;
   {
     LockGuard guard;
     for (RegionMap** m = &t->maps; *m; m = &(*m)->next) {
-      if ((*m)->at == at) {
-        found = *m;
-        *m = found->next;
-        break;
-      }
+      if ((*m)->at != at) continue;
+      Region* r = (*m)->region;
+      *waiting = waiters_in(r->pages, r->size, [](const Waiter* w, const void* ctx) { return waiter_process(w) == ctx; }, p);
+      if (*waiting != 0) return Status::kInvalidState;
+      found = *m;
+      *m = found->next;
+      break;
     }
   }
-  if (!found) return;
+  if (!found) return Status::kOk;
   if (p) {
     arch::user_unmap(p->as, at, found->region->size);  // the pages stay the region's
     uncharge_memory(p, found->region->size);
@@ -729,6 +734,7 @@ void shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at) {
   LockGuard guard;
   release(found->region);
   delete found;
+  return Status::kOk;
 }
 
 std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<int>(s)); }
@@ -986,7 +992,12 @@ bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
           f.result = result(m.ok() ? Status::kOk : m.status());
           return true;
         }
-        case kShmUnmap: shm_unmap_in(t, p, a[1]); f.result = 0; return true;
+        case kShmUnmap: {
+          unsigned waiting = 0;
+          Status st = shm_unmap_in(t, p, a[1], &waiting);
+          f.result = st == Status::kOk ? 0 : result(st) | std::uint64_t{waiting} << 32;
+          return true;
+        }
         default: f.result = result(Status::kInvalidArgument); return true;
       }
     }
@@ -1199,11 +1210,20 @@ Result<Mapping> shm_map(Handle h) {
 }
 
 void shm_unmap(const Mapping& m) {
+  Status st;
+  unsigned waiting = 0;
   if (in_user_process()) {
-    (void)sys(kSysShm, kShmUnmap, user_arg(m.data));
-    return;
+    std::uint64_t r = sys(kSysShm, kShmUnmap, user_arg(m.data));
+    st = status_from(r & 0xffffffffu);
+    waiting = static_cast<unsigned>(r >> 32);
+  } else {
+    st = shm_unmap_in(&g_kernel_table, nullptr, reinterpret_cast<std::uintptr_t>(m.data), &waiting);
   }
-  shm_unmap_in(&g_kernel_table, nullptr, reinterpret_cast<std::uintptr_t>(m.data));
+  if (st != Status::kOk) {
+    panic("SharedMemory at %p (%zu bytes) unmapped while %u thread(s) or coroutine(s) of this process wait on "
+          "words in it",
+          static_cast<void*>(m.data), m.size, waiting);
+  }
 }
 
 }  // namespace detail

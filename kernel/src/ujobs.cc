@@ -60,6 +60,7 @@ struct Identity : Waiter {
 };
 
 struct JobPort {
+  Proc* proc = nullptr;  // its process
   List<Proxy, &Proxy::link> parked;
   List<Proxy, &Proxy::link> done;
   List<Identity, &Identity::link> ids;
@@ -67,6 +68,12 @@ struct JobPort {
   unsigned kicks = 0;                 // kJobKick calls not yet seen by a collect
   std::atomic<std::uint32_t> seq{0};  // bumped at every post and kick: collectors wait on it
 };
+
+Proc* waiter_process(const Waiter* w) {
+  if (!w->async) return process_of(static_cast<const Tcb*>(w));
+  if (w->timer.kind() == TimerKind::kProxyTimeout) return static_cast<const Proxy*>(w)->port->proc;
+  return nullptr;  // a kernel coroutine job
+}
 
 namespace {
 
@@ -86,6 +93,7 @@ JobPort* port_of(Proc* p) {
   if (p->jobs) {
     delete fresh;  // another thread made one meanwhile (the kernel heap never sleeps)
   } else {
+    fresh->proc = p;
     p->jobs = fresh;
   }
   return p->jobs;

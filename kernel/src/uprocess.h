@@ -125,6 +125,9 @@ namespace spindle::kernel {
 using Proc = detail::ProcessRecord;
 
 inline Proc* process_of(const Tcb* t) { return static_cast<Proc*>(t->process); }
+// The process a waiter (thread or coroutine job) belongs to; nullptr: the
+// kernel's (ujobs.cc).
+Proc* waiter_process(const Waiter* w) SPINDLE_REQUIRES(g.lock);
 
 // Decides how p ends (the first call wins) and makes every thread of it
 // end: waits interrupted, suspensions lifted, running ones preempted.

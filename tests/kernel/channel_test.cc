@@ -4,6 +4,8 @@
 // target can check (hosted: bad buffers from the first process; aarch64:
 // the call fast path, system-call inputs from a process) is in
 // tests/hosted/process_test.cc and tests/qemu/channel_test.cc.
+#include <string_view>
+
 #include <spindle/spindle.h>
 
 #include "ktest.h"
@@ -32,6 +34,52 @@ int write_granted() {
   }
   shm->data()[0] = std::byte{99};  // faults on a read-only mapping
   return 0;
+}
+
+// Destroys a SharedMemory while a thread (how 0) or a coroutine (how 1) of
+// this process waits on a Semaphore inside it: a misuse (the wait would
+// outlive the mapping), which must end the process with a panic naming the
+// region, not with a stray fault later. Returns only if it did not.
+int unmap_under_waiter(int how) {
+  auto shm = SharedMemory::create(64);
+  if (!shm.ok()) return 1;
+  auto* sem = new (shm->data()) Semaphore(0, 1, "in-region");
+  Thread waiter;
+  if (how == 0) {
+    auto t = Thread::create({.name = "waiter"}, [sem] { (void)sem->acquire_for(10s); });
+    if (!t.ok()) return 2;
+    waiter = std::move(*t);
+    ThreadId id = waiter.id();
+    if (!ktest::wait_until([id] {
+          ThreadStats ts;
+          return thread_stats(id, &ts) == Status::kOk && std::string_view(ts.state) == "blocked";
+        })) {
+      return 3;
+    }
+  } else {
+    auto t = Thread::create({.name = "runner"}, [sem] {
+      auto job = [sem]() -> Task<int> { co_return static_cast<int>(co_await sem->acquire_async_for(10s)); };
+      (void)run(job());
+    });
+    if (!t.ok()) return 2;
+    waiter = std::move(*t);
+    // Suspended, and its executor past the wait's system call (aarch64)
+    // or kernel call (hosted): every other thread is blocked.
+    if (!ktest::wait_until([] {
+          if (coroutine_stats().waiting == 0) return false;
+          ThreadStats ts[16];
+          std::size_t n = thread_stats(ts);
+          for (std::size_t i = 0; i < n && i < 16; ++i) {
+            std::string_view state(ts[i].state);
+            if (ts[i].id != this_thread::id() && state != "blocked" && state != "dead") return false;
+          }
+          return true;
+        })) {
+      return 3;
+    }
+  }
+  *shm = SharedMemory();  // panics
+  return 4;
 }
 
 int square(int x) { return x * x; }
@@ -129,6 +177,15 @@ KTEST(shared_memory_grants_read_write_and_read_only, 1) {
   KCHECK(SharedMemory::adopt(ch.first.handle()).status() == Status::kInvalidArgument);
   KCHECK(ch.first.send_value(1) == Status::kOk);
   KCHECK(detail::channel_send(shm->handle(), {}, {}, kForever) == Status::kInvalidArgument);
+}
+
+KTEST(unmapping_a_region_under_a_waiter_of_its_process_panics, 2) {
+  char why[160];
+  for (int how : {0, 1}) {
+    ExitStatus st = run_to_end(Process::spawn(unmap_under_waiter, how));
+    print("  %s waiting: %s\n", how == 0 ? "a thread" : "a coroutine", st.describe(why, sizeof why));
+    KCHECK(st.kind == ExitKind::kFaulted && st.fault == FaultKind::kPanic);
+  }
 }
 
 KTEST(process_pool_results_crash_and_replacement, 2) {

@@ -35,6 +35,7 @@
 #include <arch/arch.h>
 
 #include "hosted_internal.h"
+#include "spindle/panic.h"
 #include "spindle/process.h"
 
 namespace spindle::arch {
@@ -445,6 +446,10 @@ void console_write(const char* s, std::size_t n) {
   }
 }
 
-void halt(int exit_code) { _exit(exit_code); }
+void halt(int exit_code) {
+  // A spawned process's panic ends it as on aarch64: kFaulted, kPanic.
+  if (exit_code == spindle::kPanicExitCode) hosted::process_fault(FaultKind::kPanic, 0);
+  _exit(exit_code);
+}
 
 }  // namespace spindle::arch

@@ -61,6 +61,7 @@
 
 #include "hosted_internal.h"
 #include "spindle/hosted.h"
+#include "spindle/panic.h"
 #include "spindle/thread.h"
 
 namespace spindle::hosted {
@@ -77,6 +78,10 @@ constexpr unsigned kMaxRegions = 256;
 struct Range {
   std::atomic<std::uintptr_t> lo{0};
   std::atomic<std::uintptr_t> hi{0};
+  // This process's threads in arch::foreign_wait on a word of the range
+  // (RangeWait): unmapping the range under them is a misuse
+  // (unregister_shared panics).
+  std::atomic<unsigned> waiters{0};
 };
 Range g_ranges[kMaxRegions];
 pthread_mutex_t g_ranges_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -220,6 +225,21 @@ Status register_shared(const void* data, std::size_t size) {
 
 void unregister_shared(const void* data) {
   auto lo = reinterpret_cast<std::uintptr_t>(data);
+  // The misuse check first, outside the registry's lock: a wait that
+  // begins meanwhile races with the unmap, as any use of memory being
+  // unmapped does.
+  for (Range& r : g_ranges) {
+    if (r.lo.load(std::memory_order_acquire) != lo) continue;
+    std::size_t size = r.hi.load(std::memory_order_relaxed) - lo;
+    unsigned threads = r.waiters.load(std::memory_order_acquire);
+    unsigned jobs = kernel::foreign_jobs_in(data, size);
+    if (threads + jobs != 0) {
+      panic("SharedMemory at %p (%zu bytes) unmapped while %u thread(s) or coroutine(s) of this process wait on "
+            "words in it",
+            data, size, threads + jobs);
+    }
+    break;
+  }
   arch::IrqState irq = arch::irq_save();
   pthread_mutex_lock(&g_ranges_mu);
   for (Range& r : g_ranges) {
@@ -340,19 +360,39 @@ SleptWord* publish_slept(const std::atomic<std::uint32_t>* word, std::uint32_t e
 }
 }  // namespace
 
-bool foreign_word_registered(const void* word) {
+namespace {
+// The registry's range holding word, or nullptr.
+hosted::Range* range_of(const void* word) {
   auto a = reinterpret_cast<std::uintptr_t>(word);
   unsigned n = hosted::g_ranges_used.load(std::memory_order_acquire);
   for (unsigned i = 0; i < n; ++i) {
-    std::uintptr_t lo = hosted::g_ranges[i].lo.load(std::memory_order_acquire);
-    if (lo != 0 && a >= lo && a < hosted::g_ranges[i].hi.load(std::memory_order_relaxed)) return true;
+    hosted::Range& r = hosted::g_ranges[i];
+    std::uintptr_t lo = r.lo.load(std::memory_order_acquire);
+    if (lo != 0 && a >= lo && a < r.hi.load(std::memory_order_relaxed)) return &r;
   }
-  return false;
+  return nullptr;
 }
+
+// Counts a thread's foreign_wait on its word's range (Range::waiters).
+struct RangeWait {
+  hosted::Range* r;
+  explicit RangeWait(const void* word) : r(range_of(word)) {
+    if (r) r->waiters.fetch_add(1, std::memory_order_acq_rel);
+  }
+  ~RangeWait() {
+    if (r) r->waiters.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  RangeWait(const RangeWait&) = delete;
+  RangeWait& operator=(const RangeWait&) = delete;
+};
+}  // namespace
+
+bool foreign_word_registered(const void* word) { return range_of(word) != nullptr; }
 
 Status foreign_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t deadline_ns,
                     bool look, bool wakes_all) {
   if (word->load(std::memory_order_seq_cst) != expected) return Status::kWouldBlock;
+  RangeWait counted(word);
   const bool forever = deadline_ns == ~std::uint64_t{0} || deadline_ns >= std::uint64_t{INT64_MAX};
   // A partner in another process that answers within microseconds is
   // caught by looking again, yielding between looks to this vCPU's other

@@ -394,6 +394,11 @@ void handle_irq(unsigned sources);
 [[noreturn]] void stack_overflow(std::uintptr_t fault_addr);
 // Whether the running thread's guard region contains addr.
 bool current_stack_guard_contains(std::uintptr_t addr);
+// Words shared with other kernels (see arch: foreign words): how many
+// coroutine jobs of this kernel wait on a word in [lo, lo + size), so that
+// a backend can refuse to unmap a region under them. Thread context; takes
+// the kernel lock.
+unsigned foreign_jobs_in(const void* lo, std::size_t size);
 
 // A completion posted from outside the kernel's threads: a device
 // interrupt handler, or (hosted) a host thread that is not a vCPU, such as

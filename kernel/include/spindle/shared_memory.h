@@ -44,6 +44,12 @@ class SharedMemory {
   }
   SharedMemory(const SharedMemory&) = delete;
   SharedMemory& operator=(const SharedMemory&) = delete;
+  // Unmaps the region here and closes the handle. Unmapping it (here or by
+  // assigning over it) while a thread or coroutine of this process waits
+  // on a word inside it (a Semaphore, Mutex, CondVar... in the region) is
+  // a misuse: a panic naming the region and the count (in a process: the
+  // process ends, kFaulted with FaultKind::kPanic). Other processes'
+  // waiters keep their own mappings and are not affected.
   ~SharedMemory() { reset(); }
 
   // A new zeroed region of `size` bytes (rounded up to whole pages), mapped
