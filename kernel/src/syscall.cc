@@ -40,7 +40,9 @@
 //   21  kSysChannelSend   h, msg, len, handles, n, deadline  Status (deadline 1 << 63: try only, kWouldBlock)
 //   22  kSysChannelRecv   h, buf, len, handles, n, deadline  Status | bytes << 8 | handles << 40
 //   23  kSysHandle        op (user.h: HandleOp), h, access   kind; Status; Status | new handle << 32
-//   24  kSysShm           op (user.h: ShmOp), size | h | at, Mapping*   Status | handle << 32; Status; 0
+//   24  kSysShm           op (user.h: ShmOp), size | h | at, Mapping*   Status | handle << 32; Status; 0, or
+//                                                              kInvalidState | waiters << 32 (unmap: the
+//                                                              caller's threads or jobs wait on its words)
 //   25  kSysChannelCall   h, msg, len, buf, cap, deadline    Status | bytes << 8 (Channel::call and
 //                                                              reply_and_recv: send msg, then receive
 //                                                              into buf; no handles either way;

@@ -719,7 +719,8 @@ Status shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at, unsigned* waitin
     for (RegionMap** m = &t->maps; *m; m = &(*m)->next) {
       if ((*m)->at != at) continue;
       Region* r = (*m)->region;
-      *waiting = waiters_in(r->pages, r->size, [](const Waiter* w, const void* ctx) { return waiter_process(w) == ctx; }, p);
+      auto of_p = [](const Waiter* w, const void* ctx) { return waiter_process(w) == ctx; };
+      *waiting = waiters_in(r->pages, r->size, of_p, p);
       if (*waiting != 0) return Status::kInvalidState;
       found = *m;
       *m = found->next;
