@@ -709,10 +709,11 @@ Result<detail::Mapping> shm_map_in(HandleTable* t, Proc* p, Handle h) {
   return detail::Mapping{reinterpret_cast<std::byte*>(at), r->size, access};
 }
 
-// kInvalidState, nothing changed, while a thread or job of p (nullptr: of
-// the kernel) waits on a word in the region: its wait would outlive the
-// mapping, and the pages too once nobody else holds them.
-Status shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at, unsigned* waiting) {
+// Unmaps the region at `at` (if mapped there) and returns 0; while threads
+// or jobs of p (nullptr: of the kernel) wait on words in it, changes
+// nothing and returns how many: their waits would outlive the mapping, and
+// the pages too once nobody else holds them.
+unsigned shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at) {
   RegionMap* found = nullptr;
   {
     LockGuard guard;
@@ -720,14 +721,13 @@ Status shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at, unsigned* waitin
       if ((*m)->at != at) continue;
       Region* r = (*m)->region;
       auto of_p = [](const Waiter* w, const void* ctx) { return waiter_process(w) == ctx; };
-      *waiting = waiters_in(r->pages, r->size, of_p, p);
-      if (*waiting != 0) return Status::kInvalidState;
+      if (unsigned waiting = waiters_in(r->pages, r->size, of_p, p)) return waiting;
       found = *m;
       *m = found->next;
       break;
     }
   }
-  if (!found) return Status::kOk;
+  if (!found) return 0;
   if (p) {
     arch::user_unmap(p->as, at, found->region->size);  // the pages stay the region's
     uncharge_memory(p, found->region->size);
@@ -735,7 +735,7 @@ Status shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at, unsigned* waitin
   LockGuard guard;
   release(found->region);
   delete found;
-  return Status::kOk;
+  return 0;
 }
 
 std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<int>(s)); }
@@ -994,9 +994,8 @@ bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
           return true;
         }
         case kShmUnmap: {
-          unsigned waiting = 0;
-          Status st = shm_unmap_in(t, p, a[1], &waiting);
-          f.result = st == Status::kOk ? 0 : result(st) | std::uint64_t{waiting} << 32;
+          unsigned waiting = shm_unmap_in(t, p, a[1]);
+          f.result = waiting == 0 ? 0 : result(Status::kInvalidState) | std::uint64_t{waiting} << 32;
           return true;
         }
         default: f.result = result(Status::kInvalidArgument); return true;
@@ -1210,21 +1209,9 @@ Result<Mapping> shm_map(Handle h) {
   return shm_map_in(&g_kernel_table, nullptr, h);
 }
 
-void shm_unmap(const Mapping& m) {
-  Status st;
-  unsigned waiting = 0;
-  if (in_user_process()) {
-    std::uint64_t r = sys(kSysShm, kShmUnmap, user_arg(m.data));
-    st = status_from(r & 0xffffffffu);
-    waiting = static_cast<unsigned>(r >> 32);
-  } else {
-    st = shm_unmap_in(&g_kernel_table, nullptr, reinterpret_cast<std::uintptr_t>(m.data), &waiting);
-  }
-  if (st != Status::kOk) {
-    panic("SharedMemory at %p (%zu bytes) unmapped while %u thread(s) or coroutine(s) of this process wait on "
-          "words in it",
-          static_cast<void*>(m.data), m.size, waiting);
-  }
+unsigned shm_unmap(const Mapping& m) {
+  if (in_user_process()) return static_cast<unsigned>(sys(kSysShm, kShmUnmap, user_arg(m.data)) >> 32);
+  return shm_unmap_in(&g_kernel_table, nullptr, reinterpret_cast<std::uintptr_t>(m.data));
 }
 
 }  // namespace detail

@@ -587,9 +587,10 @@ Result<Mapping> shm_map(Handle h) {
   return Mapping{static_cast<std::byte*>(p), r.obj->size, r.obj->access};
 }
 
-void shm_unmap(const Mapping& m) {
-  hosted::unregister_shared(m.data);
+unsigned shm_unmap(const Mapping& m) {
+  if (unsigned waiting = hosted::unregister_shared(m.data)) return waiting;
   munmap(m.data, m.size);
+  return 0;
 }
 
 }  // namespace detail

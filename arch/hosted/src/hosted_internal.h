@@ -45,7 +45,10 @@ void adopt_inherited(const SpawnedHandle* hs, unsigned n);
 // mappings are registered so that futex calls on their words go to the
 // host's futex (arch::foreign_word); kLimit when the registry is full.
 Status register_shared(const void* data, std::size_t size);
-void unregister_shared(const void* data);
+// 0 once the mapping at data is no longer registered; while threads or
+// coroutine jobs of this process wait on its words, how many (nothing
+// changed).
+unsigned unregister_shared(const void* data);
 // The process tree's slot table: a child's slot names its thread ids and
 // tells whether it still runs. The parent takes one at spawn (creating the
 // table in the root on first use; host thread context) and gives it back

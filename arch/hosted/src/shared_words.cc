@@ -61,7 +61,6 @@
 
 #include "hosted_internal.h"
 #include "spindle/hosted.h"
-#include "spindle/panic.h"
 #include "spindle/thread.h"
 
 namespace spindle::hosted {
@@ -80,7 +79,7 @@ struct Range {
   std::atomic<std::uintptr_t> hi{0};
   // This process's threads in arch::foreign_wait on a word of the range
   // (RangeWait): unmapping the range under them is a misuse
-  // (unregister_shared panics).
+  // (unregister_shared refuses, SharedMemory panics).
   std::atomic<unsigned> waiters{0};
 };
 Range g_ranges[kMaxRegions];
@@ -223,7 +222,7 @@ Status register_shared(const void* data, std::size_t size) {
   return st;
 }
 
-void unregister_shared(const void* data) {
+unsigned unregister_shared(const void* data) {
   auto lo = reinterpret_cast<std::uintptr_t>(data);
   // The misuse check first, outside the registry's lock: a wait that
   // begins meanwhile races with the unmap, as any use of memory being
@@ -231,13 +230,8 @@ void unregister_shared(const void* data) {
   for (Range& r : g_ranges) {
     if (r.lo.load(std::memory_order_acquire) != lo) continue;
     std::size_t size = r.hi.load(std::memory_order_relaxed) - lo;
-    unsigned threads = r.waiters.load(std::memory_order_acquire);
-    unsigned jobs = kernel::foreign_jobs_in(data, size);
-    if (threads + jobs != 0) {
-      panic("SharedMemory at %p (%zu bytes) unmapped while %u thread(s) or coroutine(s) of this process wait on "
-            "words in it",
-            data, size, threads + jobs);
-    }
+    unsigned waiting = r.waiters.load(std::memory_order_acquire) + kernel::foreign_jobs_in(data, size);
+    if (waiting != 0) return waiting;
     break;
   }
   arch::IrqState irq = arch::irq_save();
@@ -250,6 +244,7 @@ void unregister_shared(const void* data) {
   }
   pthread_mutex_unlock(&g_ranges_mu);
   arch::irq_restore(irq);
+  return 0;
 }
 
 bool tree_ready() {

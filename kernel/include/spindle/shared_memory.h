@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "spindle/handle.h"
+#include "spindle/panic.h"
 #include "spindle/status.h"
 
 namespace spindle {
@@ -27,7 +28,9 @@ struct Mapping {
 };
 Result<Handle> shm_create(std::size_t size, const char* name);
 Result<Mapping> shm_map(Handle h);
-void shm_unmap(const Mapping& m);
+// Unmaps m and returns 0; or, while threads or coroutines of this process
+// wait on words inside it, changes nothing and returns how many.
+unsigned shm_unmap(const Mapping& m);
 }  // namespace detail
 
 class SharedMemory {
@@ -87,7 +90,13 @@ class SharedMemory {
 
  private:
   void reset() {
-    if (m_.data) detail::shm_unmap(m_);
+    if (m_.data) {
+      if (unsigned n = detail::shm_unmap(m_)) {
+        panic("SharedMemory at %p (%zu bytes) unmapped while %u thread(s) or coroutine(s) of this process wait on "
+              "words in it",
+              static_cast<void*>(m_.data), m_.size, n);
+      }
+    }
     m_ = {};
     if (h_.valid()) (void)handle_close(std::exchange(h_, Handle{}));
   }
