@@ -580,6 +580,8 @@ Status foreign_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint
   return Status::kOk;
 }
 
+}  // namespace
+
 Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order, const char* name)
     SPINDLE_REQUIRES(g.lock) {
   Tcb* self = this_cpu().current;
@@ -606,16 +608,12 @@ Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, W
   }
 }
 
-}  // namespace
-
 Status futex_take_async(Waiter* w, std::atomic<std::uint32_t>* word, WaitOrder order) SPINDLE_REQUIRES(g.lock) {
   if (take_or_mark_locked(word)) return Status::kOk;
   w->takes_units = true;
   queue_async(w, word, order);
   return Status::kWouldBlock;
 }
-
-namespace {
 
 Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) SPINDLE_REQUIRES(g.lock) {
   std::uint32_t c = word->load(std::memory_order_relaxed);
@@ -647,7 +645,6 @@ Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std:
   return Status::kOk;
 }
 
-}  // namespace
 }  // namespace kernel
 
 Status futex_take(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order, const char* name) {
@@ -672,6 +669,11 @@ unsigned futex_waiters(const std::atomic<std::uint32_t>* word) {
   if (in_user_process()) return static_cast<unsigned>(sys(kSysFutexWaiters, user_arg(word)));
   if (arch::foreign_word(word)) return 0;
   LockGuard guard;
+  return kernel::futex_waiters_locked(word);
+}
+
+namespace kernel {
+unsigned futex_waiters_locked(const void* word) {
   unsigned n = 0;
   Bucket& b = bucket_of(word);
   for (WaitQueue* q : {&b.fifo, &b.prio}) {
@@ -679,6 +681,7 @@ unsigned futex_waiters(const std::atomic<std::uint32_t>* word) {
   }
   return n;
 }
+}  // namespace kernel
 
 namespace kernel {
 namespace {
@@ -803,9 +806,14 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
   if (!arch::irqs_enabled()) return Status::kInvalidState;
   if (arch::foreign_word(word)) return foreign_lock(word, static_cast<std::uint32_t>(this_thread::id()), deadline);
   LockGuard guard;
+  return kernel::futex_lock_locked(word, policy, deadline, false);
+}
+
+namespace kernel {
+Status futex_lock_locked(std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline, bool shared) {
   Tcb* self = this_cpu().current;
   for (;;) {
-    Status st = lock_step(self, word, policy, deadline, self->process, self->futex_shared);
+    Status st = lock_step(self, word, policy, deadline, self->process, shared);
     if (st != Status::kWouldBlock) return st;
     Status r = block_current(self->wait_queue, deadline);  // wake() runs lock_waiter_left
     self->futex_key = nullptr;
@@ -817,6 +825,7 @@ Status futex_lock(std::atomic<std::uint32_t>* word, const LockPolicy& policy, Ti
     // Woken to compete (no hand-off): try again.
   }
 }
+}  // namespace kernel
 
 Status futex_unlock(std::atomic<std::uint32_t>* word) {
   if (in_user_process()) return status_from(sys(kSysFutexUnlock, user_arg(word)));

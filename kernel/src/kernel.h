@@ -233,7 +233,6 @@ struct Tcb : Waiter {
   bool faulted = false;
   bool is_idle = false;
   bool handed_off = false;          // an unlock made it the owner (futex_lock), or a give handed it a unit (futex_take)
-  bool futex_shared = false;        // its futex_lock is on a word shared between processes (usyscall.cc)
   const char* wait_name = nullptr;  // what it waits on, for reports
   LockWait own_lock_wait;           // its lock_wait while it waits for a lock
   int base_priority = kDefaultPriority;
@@ -587,9 +586,18 @@ Status futex_unlock_as(std::atomic<std::uint32_t>* word, ThreadId id) SPINDLE_RE
 void futex_forget_waiters() SPINDLE_REQUIRES(g.lock);
 // futex_wake with the kernel lock held.
 unsigned futex_wake_locked(const void* word, unsigned n) SPINDLE_REQUIRES(g.lock);
-// futex_wait with the kernel lock held (a thread's wait; returns with it held).
+// The futex calls of a thread with the kernel lock held (a wait returns
+// with it held again): the system calls of processes translate the word
+// and check it under the same hold (usyscall.cc: on_user_word). `shared`:
+// the word is in memory shared between processes (futex_lock's owner rules).
 Status futex_wait_locked(const std::atomic<std::uint32_t>* word, std::uint32_t expected, TimePoint deadline,
                          WaitOrder order, const char* name) SPINDLE_REQUIRES(g.lock);
+Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order, const char* name)
+    SPINDLE_REQUIRES(g.lock);
+Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) SPINDLE_REQUIRES(g.lock);
+Status futex_lock_locked(std::atomic<std::uint32_t>* word, const LockPolicy& policy, TimePoint deadline, bool shared)
+    SPINDLE_REQUIRES(g.lock);
+unsigned futex_waiters_locked(const void* word) SPINDLE_REQUIRES(g.lock);
 // Delivers completions queued by post_external_wake (handle_irq).
 void deliver_external_wakes() SPINDLE_REQUIRES(g.lock);
 // Drops undelivered completions at boot and shutdown: their waiters belong

@@ -712,29 +712,32 @@ Result<detail::Mapping> shm_map_in(HandleTable* t, Proc* p, Handle h) {
 // Unmaps the region at `at` (if mapped there) and returns 0; while threads
 // or jobs of p (nullptr: of the kernel) wait on words in it, changes
 // nothing and returns how many: their waits would outlive the mapping, and
-// the pages too once nobody else holds them.
+// the pages too once nobody else holds them. The waiters are counted, the
+// pages unmapped from p and the region released in one hold of the kernel
+// lock, which also counts p->unmaps up: a futex system call of p that
+// translated a word of the region before this hold, but has not yet taken
+// the lock, sees that and translates again (UserWord), finding it unmapped.
 unsigned shm_unmap_in(HandleTable* t, Proc* p, std::uintptr_t at) {
-  RegionMap* found = nullptr;
+  std::size_t size = 0;
   {
     LockGuard guard;
-    for (RegionMap** m = &t->maps; *m; m = &(*m)->next) {
-      if ((*m)->at != at) continue;
-      Region* r = (*m)->region;
-      auto of_p = [](const Waiter* w, const void* ctx) { return waiter_process(w) == ctx; };
-      if (unsigned waiting = waiters_in(r->pages, r->size, of_p, p)) return waiting;
-      found = *m;
-      *m = found->next;
-      break;
+    RegionMap** m = &t->maps;
+    while (*m && (*m)->at != at) m = &(*m)->next;
+    if (!*m) return 0;
+    RegionMap* found = *m;
+    Region* r = found->region;
+    auto of_p = [](const Waiter* w, const void* ctx) { return waiter_process(w) == ctx; };
+    if (unsigned waiting = waiters_in(r->pages, r->size, of_p, p)) return waiting;
+    *m = found->next;
+    size = r->size;
+    if (p) {
+      arch::user_unmap(p->as, at, size);  // the pages stay the region's
+      p->unmaps.store(p->unmaps.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
+    release(r);
+    delete found;
   }
-  if (!found) return 0;
-  if (p) {
-    arch::user_unmap(p->as, at, found->region->size);  // the pages stay the region's
-    uncharge_memory(p, found->region->size);
-  }
-  LockGuard guard;
-  release(found->region);
-  delete found;
+  if (p) uncharge_memory(p, size);
   return 0;
 }
 

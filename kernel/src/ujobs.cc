@@ -157,8 +157,8 @@ void check_cancelled(JobPort* port, std::uint64_t token, std::uint64_t cancel_at
 std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
   const bool channel = a[3] & kJobWaitChannel;
   const bool take = !channel && (a[3] & kJobWaitTake);
-  auto* word = channel ? nullptr : static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], take));
-  if (!channel && !word) return result(Status::kInvalidArgument);
+  UserWord uw;
+  if (!channel && !uw.translate(p, a[0], take)) return result(Status::kInvalidArgument);
   const Status queued = take ? Status::kWouldBlock : Status::kOk;
   WaitOrder order = a[3] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
   TimePoint deadline = deadline_from(a[2]);
@@ -168,6 +168,11 @@ std::uint64_t sys_job_wait(Proc* p, const std::uint64_t* a) {
   JobPort* port = x->port;  // x may be collected and freed once parked
   {
     LockGuard guard;
+    if (!channel && !uw.recheck(p, a[0], take)) {
+      delete x;
+      return result(Status::kInvalidArgument);
+    }
+    std::atomic<std::uint32_t>* word = uw.word;
     const std::atomic<std::uint32_t>* on = word;
     auto expected = static_cast<std::uint32_t>(a[1]);
     Status now = channel ? channel_wait_word(p->handles, Handle{static_cast<std::uint32_t>(a[0])}, a[1] != 0, &on,
@@ -241,9 +246,8 @@ void free_identity(JobPort* port, Identity* i) SPINDLE_REQUIRES(g.lock) {
 // deadline, token, the job's cancel flag. One attempt (futex_lock_async)
 // for the job's identity id; kWouldBlock: its proxy is queued on the lock.
 std::uint64_t sys_job_lock(Proc* p, const std::uint64_t* a) {
-  bool shared = false;
-  auto* word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], true, &shared));
-  if (!word) return result(Status::kInvalidArgument);
+  UserWord uw;
+  if (!uw.translate(p, a[0], true)) return result(Status::kInvalidArgument);
   LockPolicy policy;
   policy.order = a[1] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
   policy.inherit = a[1] & 2;
@@ -257,13 +261,13 @@ std::uint64_t sys_job_lock(Proc* p, const std::uint64_t* a) {
   {
     LockGuard guard;
     Status now = Status::kWouldBlock;
-    if (!identity_of(port, a[2])) {
+    if (!identity_of(port, a[2]) || !uw.recheck(p, a[0], true)) {
       now = Status::kInvalidArgument;
     } else if (port->count >= kMaxProxies) {
       now = Status::kLimit;
     } else {
       x->head.id = a[2];  // a hand-off writes it to the word
-      now = futex_lock_async(x, word, policy, deadline_from(a[3]), p, shared);
+      now = futex_lock_async(x, uw.word, policy, deadline_from(a[3]), p, uw.shared);
     }
     if (now != Status::kWouldBlock) {
       delete x;
@@ -329,11 +333,12 @@ std::uint64_t sys_job_ctl(Proc* p, const std::uint64_t* a) {
       return result(Status::kOk);
     }
     case kJobUnlock: {
-      auto* word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[1], true));
-      if (!word) return result(Status::kInvalidArgument);
+      UserWord uw;
+      if (!uw.translate(p, a[1], true)) return result(Status::kInvalidArgument);
       LockGuard guard;
+      if (!uw.recheck(p, a[1], true)) return result(Status::kInvalidArgument);
       if (!p->jobs || !identity_of(p->jobs, a[2])) return result(Status::kInvalidState);
-      return result(futex_unlock_as(word, a[2]));
+      return result(futex_unlock_as(uw.word, a[2]));
     }
     case kJobKick: {
       JobPort* port = port_of(p);

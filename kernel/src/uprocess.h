@@ -108,6 +108,11 @@ struct ProcessRecord {
   std::size_t tree_charged = 0;     // bytes charged to it and its descendants (heap, stacks, mapped regions)
   kernel::JobPort* jobs = nullptr;  // its coroutines' kernel waits (ujobs.cc); freed when no thread is left
   kernel::HandleTable* handles = nullptr;  // its handles (uchannel.cc); closed once no thread is left
+  // Shared regions unmapped from it so far (uchannel.cc: shm_unmap_in),
+  // written under the kernel lock in the hold that unmaps one; read by a
+  // system call that translated a shared futex word before that hold
+  // (usyscall.cc: on_user_word).
+  std::atomic<std::uint32_t> unmaps{0};
   // Set once (under the kernel lock) and waited on by process_join.
   std::atomic<std::uint32_t> end_word{0};   // the end is decided
   std::atomic<std::uint32_t> gone_word{0};  // ... and no thread is left alive
@@ -125,6 +130,37 @@ namespace spindle::kernel {
 using Proc = detail::ProcessRecord;
 
 inline Proc* process_of(const Tcb* t) { return static_cast<Proc*>(t->process); }
+
+// A futex word of a process, as a system call gets it: translated to the
+// kernel's alias of the word (arch::user_word) without the kernel lock,
+// then rechecked under it before the word is touched. A shared region is
+// unmapped, and its pages may go back to the kernel, in one hold of the
+// kernel lock that also counts Proc::unmaps up (uchannel.cc:
+// shm_unmap_in); so a translation of a shared word made before such a
+// hold may point into freed pages, and is made again under the lock,
+// where no region can go meanwhile. (Private words stay mapped while the
+// process has threads.) The pattern:
+//   UserWord w;
+//   if (!w.translate(p, va, write)) return <bad word>;
+//   LockGuard guard;
+//   if (!w.recheck(p, va, write)) return <bad word>;
+//   ... use w.word ...
+struct UserWord {
+  std::atomic<std::uint32_t>* word = nullptr;
+  bool shared = false;  // in memory shared between processes (a SharedMemory region)
+  std::uint32_t unmaps = 0;
+
+  // False: va is not a word of p with that access.
+  bool translate(Proc* p, std::uint64_t va, bool write) {
+    unmaps = p->unmaps.load(std::memory_order_acquire);  // before the page table is read
+    word = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, va, write, &shared));
+    return word != nullptr;
+  }
+  // Under the kernel lock: false if va is no longer a word of p.
+  bool recheck(Proc* p, std::uint64_t va, bool write) SPINDLE_REQUIRES(g.lock) {
+    return !shared || p->unmaps.load(std::memory_order_relaxed) == unmaps || translate(p, va, write);
+  }
+};
 // The process a waiter (thread or coroutine job) belongs to; nullptr: the
 // kernel's (ujobs.cc).
 Proc* waiter_process(const Waiter* w) SPINDLE_REQUIRES(g.lock);

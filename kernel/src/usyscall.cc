@@ -19,11 +19,19 @@ namespace spindle::kernel {
 namespace {
 
 constexpr std::uint64_t kBad = ~std::uint64_t{0};
+constexpr std::uint64_t kInvalid = static_cast<std::uint64_t>(static_cast<int>(Status::kInvalidArgument));
 
 std::uint64_t result(Status s) { return static_cast<std::uint64_t>(static_cast<int>(s)); }
 
-std::atomic<std::uint32_t>* user_futex(Proc* p, std::uint64_t va, bool write) {
-  return static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, va, write));
+// A futex system call on p's word at va: op(word, shared) runs under the
+// kernel lock with the word translated and still mapped (UserWord); `bad`
+// if va is not a word of p with that access.
+template <class Op>
+std::uint64_t on_user_word(Proc* p, std::uint64_t va, bool write, std::uint64_t bad, Op op) {
+  UserWord w;
+  if (!w.translate(p, va, write)) return bad;
+  LockGuard guard;
+  return w.recheck(p, va, write) ? op(w.word, w.shared) : bad;
 }
 
 // A NUL-terminated user string into dst (truncated); false if unreadable.
@@ -222,21 +230,26 @@ bool count_word_syscall(Proc* p, arch::SyscallFrame& f) {
   const std::uint64_t* a = f.arg;
   switch (f.number) {
     case kSysFutexTake: {
-      auto* w = user_futex(p, a[0], true);
       WaitOrder order = a[2] == static_cast<unsigned>(WaitOrder::kFifo) ? WaitOrder::kFifo : WaitOrder::kPriority;
-      f.result = result(w ? futex_take(w, deadline_from(a[1]), order) : Status::kInvalidArgument);
+      f.result = on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_take_locked(w, deadline_from(a[1]), order, nullptr));
+      });
       return true;
     }
     case kSysFutexGive: {
-      auto* w = user_futex(p, a[0], true);
-      f.result = result(w && a[1] <= ~0u && a[2] <= ~0u
-                            ? futex_give(w, static_cast<std::uint32_t>(a[1]), static_cast<std::uint32_t>(a[2]))
-                            : Status::kInvalidArgument);
+      if (a[1] > ~0u || a[2] > count_word::kCountMask) {
+        f.result = kInvalid;
+        return true;
+      }
+      f.result = on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_give_locked(w, static_cast<std::uint32_t>(a[1]), static_cast<std::uint32_t>(a[2])));
+      });
       return true;
     }
     case kSysFutexWaiters: {
-      auto* w = user_futex(p, a[0], false);
-      f.result = w ? futex_waiters(w) : kBad;
+      f.result = on_user_word(p, a[0], false, kBad, [](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return std::uint64_t{futex_waiters_locked(w)};
+      });
       return true;
     }
     default: return false;
@@ -279,33 +292,33 @@ void handle_syscall(arch::SyscallFrame& f) {
     case kSysWrite: f.result = sys_write(p, a[0], a[1]); return;
     case kSysRead: f.result = sys_read(p, a[0], a[1]); return;
     case kSysFutexWait: {
-      auto* w = user_futex(p, a[0], false);
       WaitOrder order = a[3] == static_cast<unsigned>(WaitOrder::kFifo) ? WaitOrder::kFifo : WaitOrder::kPriority;
-      f.result = w ? result(futex_wait(w, static_cast<std::uint32_t>(a[1]), deadline_from(a[2]), order))
-                   : result(Status::kInvalidArgument);
+      f.result = on_user_word(p, a[0], false, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_wait_locked(w, static_cast<std::uint32_t>(a[1]), deadline_from(a[2]), order, nullptr));
+      });
       return;
     }
     case kSysFutexWake: {
-      auto* w = user_futex(p, a[0], false);
-      f.result = w ? futex_wake(w, a[1] > ~0u ? ~0u : static_cast<unsigned>(a[1])) : kBad;
+      f.result = on_user_word(p, a[0], false, kBad, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return std::uint64_t{futex_wake_locked(w, a[1] > ~0u ? ~0u : static_cast<unsigned>(a[1]))};
+      });
       return;
     }
     case kSysFutexLock: {
-      bool shared = false;
-      auto* w = static_cast<std::atomic<std::uint32_t>*>(arch::user_word(p->as, a[0], true, &shared));
       LockPolicy policy;
       policy.order = a[1] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
       policy.inherit = a[1] & 2;
       policy.handoff = a[1] & 4;
       policy.aging = static_cast<std::uint32_t>(a[2]);
-      self->futex_shared = shared;
-      f.result = w ? result(futex_lock(w, policy, deadline_from(a[3]))) : result(Status::kInvalidArgument);
-      self->futex_shared = false;
+      f.result = on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool shared) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_lock_locked(w, policy, deadline_from(a[3]), shared));
+      });
       return;
     }
     case kSysFutexUnlock: {
-      auto* w = user_futex(p, a[0], true);
-      f.result = w ? result(futex_unlock(w)) : result(Status::kInvalidArgument);
+      f.result = on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_unlock_as(w, self->head.id));
+      });
       return;
     }
     case kSysThreadCreate: f.result = sys_thread_create(p, a[0]); return;

@@ -191,6 +191,65 @@ KTEST(shared_memory_four_processes_and_owner_died, 1) {
 }
 
 namespace {
+
+// A thread gives units to a counting word in a region (futex_give: a
+// system call each) while a more urgent thread of the same process, woken
+// by a timer at a varying moment, destroys the region (unmapped and
+// closed: its pages go back to the kernel) and creates a fresh one of the
+// same size, which the kernel heap tends to build from those pages. A
+// give that translated its word before the unmap and takes the kernel
+// lock after it must not write the old pages (they may be the fresh
+// region's, or anything else's): each give returns kOk (done while the
+// region was mapped) or kInvalidArgument (not a word of the process any
+// more), and the fresh region reads all zeros. With one CPU, the timer's
+// preemption lands inside the give's system call, between its
+// translation and its lock, in a good share of the rounds.
+int give_across_unmap(int rounds) {
+  constexpr std::size_t kSize = 4096;
+  constexpr std::size_t kOffset = 256;
+  std::uint32_t seed = 12345;
+  for (int i = 0; i < rounds; ++i) {
+    auto shm = SharedMemory::create(kSize);
+    if (!shm.ok()) return 1;
+    auto* word = reinterpret_cast<std::atomic<std::uint32_t>*>(shm->data() + kOffset);
+    std::atomic<int> outcome{0};  // 1: stopped by kInvalidArgument; 2: another status
+    auto giver = Thread::create({.name = "giver", .priority = kDefaultPriority - 1}, [word, &outcome] {
+      for (;;) {
+        Status s = futex_give(word, 1, count_word::kCountMask);
+        if (s == Status::kOk) continue;
+        outcome.store(s == Status::kInvalidArgument ? 1 : 2);
+        return;
+      }
+    });
+    if (!giver.ok()) return 2;
+    seed = seed * 1664525u + 1013904223u;
+    (void)this_thread::sleep_for(std::chrono::microseconds(20 + (seed >> 16) % 200));
+    *shm = SharedMemory{};  // unmapped and closed: the pages are free
+    auto fresh = SharedMemory::create(kSize);
+    if (!fresh.ok()) return 1;
+    if (giver->join() != Status::kOk) return 5;
+    if (outcome.load() != 1) return 3;
+    for (std::byte b : fresh->bytes()) {
+      if (b != std::byte{0}) return 4;  // a give wrote pages that were no longer its region's
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+// The unmap check's other half (tests/kernel/channel_test.cc: a waiter
+// already queued): a futex system call racing with the unmap of its word.
+KTEST(futex_call_racing_an_unmap_of_its_word_never_writes_the_freed_pages, 1) {
+  ProcessOptions o;
+  o.affinity = CpuMask::only(0);
+  ExitStatus st = run_to_end(Process::spawn(o, give_across_unmap, 300));
+  char why[160];
+  print("  %s\n", st.describe(why, sizeof why));
+  KCHECK(st.success());
+}
+
+namespace {
 Task<int> echo_async(Channel& ch, int rounds) {
   for (int i = 0; i < rounds; ++i) {
     if (co_await ch.send_async(std::as_bytes(std::span<const int, 1>(&i, 1))) != Status::kOk) co_return -1;
