@@ -544,7 +544,7 @@ bool has_waiters(const void* word) SPINDLE_REQUIRES(g.lock) {
 
 // Adds `units` to the count; clears kSleepers when `idle`. false: the count
 // would pass max (nothing changed).
-bool add_units(std::atomic<std::uint32_t>* word, std::uint32_t units, std::uint32_t max, bool idle) {
+[[gnu::always_inline]] inline bool add_units(std::atomic<std::uint32_t>* word, std::uint32_t units, std::uint32_t max, bool idle) {
   std::uint32_t c = word->load(std::memory_order_relaxed);
   if (c == kSleepers) {  // only kernels write it now (see above)
     if (units > max) return false;
@@ -580,10 +580,11 @@ Status foreign_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint
   return Status::kOk;
 }
 
-}  // namespace
-
-Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order, const char* name)
-    SPINDLE_REQUIRES(g.lock) {
+// futex_take_locked and futex_give_locked's bodies, inline in futex_take
+// and futex_give (the kernel's own semaphores' path); the external ones are
+// for the system calls of processes.
+[[gnu::always_inline]] inline Status take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order,
+                                                 const char* name) SPINDLE_REQUIRES(g.lock) {
   Tcb* self = this_cpu().current;
   Bucket& b = bucket_of(word);
   WaitQueue& q = order == WaitOrder::kFifo ? b.fifo : b.prio;
@@ -608,6 +609,18 @@ Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, W
   }
 }
 
+[[gnu::always_inline]] inline Status give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max)
+    SPINDLE_REQUIRES(g.lock);
+
+}  // namespace
+
+Status futex_take_locked(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrder order, const char* name) {
+  return take_locked(word, deadline, order, name);
+}
+Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) {
+  return give_locked(word, n, max);
+}
+
 Status futex_take_async(Waiter* w, std::atomic<std::uint32_t>* word, WaitOrder order) SPINDLE_REQUIRES(g.lock) {
   if (take_or_mark_locked(word)) return Status::kOk;
   w->takes_units = true;
@@ -615,7 +628,8 @@ Status futex_take_async(Waiter* w, std::atomic<std::uint32_t>* word, WaitOrder o
   return Status::kWouldBlock;
 }
 
-Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) SPINDLE_REQUIRES(g.lock) {
+namespace {
+Status give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) {
   std::uint32_t c = word->load(std::memory_order_relaxed);
   if (n > max - (c & kCountMask)) return Status::kOverflow;
   Bucket& b = bucket_of(word);
@@ -644,6 +658,7 @@ Status futex_give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std:
   add_units(word, counted + n, max, !w);  // fits: checked above, under the lock
   return Status::kOk;
 }
+}  // namespace
 
 }  // namespace kernel
 
@@ -654,7 +669,7 @@ Status futex_take(std::atomic<std::uint32_t>* word, TimePoint deadline, WaitOrde
   if (!arch::irqs_enabled()) return Status::kInvalidState;
   if (arch::foreign_word(word)) return foreign_take(word, deadline);
   LockGuard guard;
-  return futex_take_locked(word, deadline, order, name);
+  return take_locked(word, deadline, order, name);
 }
 
 Status futex_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) {
@@ -662,7 +677,7 @@ Status futex_give(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32
   if (max > count_word::kCountMask) return Status::kInvalidArgument;
   if (arch::foreign_word(word)) return foreign_give(word, n, max);
   LockGuard guard;
-  return futex_give_locked(word, n, max);
+  return give_locked(word, n, max);
 }
 
 unsigned futex_waiters(const std::atomic<std::uint32_t>* word) {

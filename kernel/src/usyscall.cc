@@ -224,35 +224,51 @@ std::uint64_t sys_info(Proc* p, std::uint64_t what) {
   }
 }
 
-// The counting-word calls (Semaphore; futex.h), outside handle_syscall's
-// switch so that its jump table stays within the numbers below 20.
-bool count_word_syscall(Proc* p, arch::SyscallFrame& f) {
-  const std::uint64_t* a = f.arg;
-  switch (f.number) {
-    case kSysFutexTake: {
-      WaitOrder order = a[2] == static_cast<unsigned>(WaitOrder::kFifo) ? WaitOrder::kFifo : WaitOrder::kPriority;
-      f.result = on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-        return result(futex_take_locked(w, deadline_from(a[1]), order, nullptr));
+// The futex calls (futex.h: wait, wake, the owner-aware lock and unlock,
+// the counting-word take, give and waiters), out of line: their word
+// translations and lock holds would otherwise grow handle_syscall's frame
+// for every system call. ~0 (unknown) for other numbers.
+[[gnu::noinline]] std::uint64_t futex_syscall(Proc* p, const Tcb* self, std::uint64_t number, const std::uint64_t* a) {
+  auto order_of = [](std::uint64_t o) {
+    return o == static_cast<unsigned>(WaitOrder::kFifo) ? WaitOrder::kFifo : WaitOrder::kPriority;
+  };
+  switch (number) {
+    case kSysFutexWait:
+      return on_user_word(p, a[0], false, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_wait_locked(w, static_cast<std::uint32_t>(a[1]), deadline_from(a[2]), order_of(a[3]), nullptr));
       });
-      return true;
+    case kSysFutexWake:
+      return on_user_word(p, a[0], false, kBad, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return std::uint64_t{futex_wake_locked(w, a[1] > ~0u ? ~0u : static_cast<unsigned>(a[1]))};
+      });
+    case kSysFutexLock: {
+      LockPolicy policy;
+      policy.order = a[1] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
+      policy.inherit = a[1] & 2;
+      policy.handoff = a[1] & 4;
+      policy.aging = static_cast<std::uint32_t>(a[2]);
+      return on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool shared) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_lock_locked(w, policy, deadline_from(a[3]), shared));
+      });
     }
-    case kSysFutexGive: {
-      if (a[1] > ~0u || a[2] > count_word::kCountMask) {
-        f.result = kInvalid;
-        return true;
-      }
-      f.result = on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+    case kSysFutexUnlock:
+      return on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_unlock_as(w, self->head.id));
+      });
+    case kSysFutexTake:
+      return on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+        return result(futex_take_locked(w, deadline_from(a[1]), order_of(a[2]), nullptr));
+      });
+    case kSysFutexGive:
+      if (a[1] > ~0u || a[2] > count_word::kCountMask) return kInvalid;
+      return on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
         return result(futex_give_locked(w, static_cast<std::uint32_t>(a[1]), static_cast<std::uint32_t>(a[2])));
       });
-      return true;
-    }
-    case kSysFutexWaiters: {
-      f.result = on_user_word(p, a[0], false, kBad, [](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+    case kSysFutexWaiters:
+      return on_user_word(p, a[0], false, kBad, [](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
         return std::uint64_t{futex_waiters_locked(w)};
       });
-      return true;
-    }
-    default: return false;
+    default: return kBad;
   }
 }
 
@@ -291,36 +307,10 @@ void handle_syscall(arch::SyscallFrame& f) {
     }
     case kSysWrite: f.result = sys_write(p, a[0], a[1]); return;
     case kSysRead: f.result = sys_read(p, a[0], a[1]); return;
-    case kSysFutexWait: {
-      WaitOrder order = a[3] == static_cast<unsigned>(WaitOrder::kFifo) ? WaitOrder::kFifo : WaitOrder::kPriority;
-      f.result = on_user_word(p, a[0], false, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-        return result(futex_wait_locked(w, static_cast<std::uint32_t>(a[1]), deadline_from(a[2]), order, nullptr));
-      });
-      return;
-    }
-    case kSysFutexWake: {
-      f.result = on_user_word(p, a[0], false, kBad, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-        return std::uint64_t{futex_wake_locked(w, a[1] > ~0u ? ~0u : static_cast<unsigned>(a[1]))};
-      });
-      return;
-    }
-    case kSysFutexLock: {
-      LockPolicy policy;
-      policy.order = a[1] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
-      policy.inherit = a[1] & 2;
-      policy.handoff = a[1] & 4;
-      policy.aging = static_cast<std::uint32_t>(a[2]);
-      f.result = on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool shared) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-        return result(futex_lock_locked(w, policy, deadline_from(a[3]), shared));
-      });
-      return;
-    }
-    case kSysFutexUnlock: {
-      f.result = on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
-        return result(futex_unlock_as(w, self->head.id));
-      });
-      return;
-    }
+    case kSysFutexWait:
+    case kSysFutexWake:
+    case kSysFutexLock:
+    case kSysFutexUnlock: f.result = futex_syscall(p, self, f.number, a); return;
     case kSysThreadCreate: f.result = sys_thread_create(p, a[0]); return;
     case kSysThreadStart: f.result = sys_thread_start(p, a[0]); return;
     case kSysThreadJoin: f.result = sys_thread_join(p, a[0], deadline_from(a[1]), a[2]); return;
@@ -335,7 +325,9 @@ void handle_syscall(arch::SyscallFrame& f) {
     case kSysInfo: f.result = sys_info(p, a[0]); return;
     case kSysPanic: sys_panic(p, a[0], a[1]);
     default:
-      if (!channel_syscall(p, f) && !count_word_syscall(p, f) && !process_syscall(p, f) && !jobs_syscall(p, f)) {
+      if (f.number >= kSysFutexTake && f.number <= kSysFutexWaiters) {
+        f.result = futex_syscall(p, self, f.number, a);
+      } else if (!channel_syscall(p, f) && !process_syscall(p, f) && !jobs_syscall(p, f)) {
         f.result = kBad;
       }
       return;
