@@ -411,7 +411,8 @@ int proc_mutex(int) {
   return out->send_value(MutexStats{lock, unlock}) == spindle::Status::kOk ? 0 : 2;
 }
 
-// mode 0: send then recv; mode 1: call.
+// mode 0: send then recv; mode 1: call with buffers; mode 2: call_value
+// (in registers).
 int proc_ping(int mode, int runs) {
   auto ch = spindle::Channel::adopt(spindle::this_process::handle(0));
   auto out = spindle::Channel::adopt(spindle::this_process::handle(1));
@@ -425,6 +426,9 @@ int proc_ping(int mode, int runs) {
       auto r = ch->recv_value<int>();
       if (!r.ok()) return 3;
       v = *r;
+    } else if (mode == 1) {
+      auto r = ch->call(std::as_bytes(std::span<const int, 1>(&i, 1)), std::as_writable_bytes(std::span<int, 1>(&v, 1)));
+      if (!r.ok() || r->bytes != sizeof v) return 3;
     } else {
       auto r = ch->call_value<int>(i);
       if (!r.ok()) return 3;
@@ -437,7 +441,8 @@ int proc_ping(int mode, int runs) {
   return out->send_value(stats_of_samples()) == spindle::Status::kOk ? 0 : 5;
 }
 
-// Echoes every request; mode 0: recv then send; mode 1: reply_and_recv.
+// Echoes every request; mode 0: recv then send; mode 1: reply_and_recv;
+// mode 2: reply_and_recv_value (an int).
 int proc_echo(int mode) {
   auto ch = spindle::Channel::adopt(spindle::this_process::handle(0));
   if (!ch.ok()) return 1;
@@ -445,6 +450,15 @@ int proc_echo(int mode) {
   auto first = ch->recv(buf);
   if (!first.ok()) return 2;
   std::size_t n = first->bytes;
+  if (mode == 2) {
+    int v;
+    __builtin_memcpy(&v, buf, sizeof v);
+    for (;;) {
+      auto r = ch->reply_and_recv_value<int>(v);
+      if (!r.ok()) return r.status() == spindle::Status::kClosed ? 0 : 4;
+      v = *r;
+    }
+  }
   for (;;) {
     if (mode == 0) {
       if (ch->send(std::span<const std::byte>(buf, n)) != spindle::Status::kOk) return 3;
@@ -491,8 +505,9 @@ bool bench_processes() {
     add_row("mutex lock, uncontended (process)", st->lock, 94);
     add_row("mutex unlock, uncontended (process)", st->unlock, 24);
   }
-  const char* names[2] = {"channel round trip: send + recv each side", "channel round trip: call / reply_and_recv"};
-  for (int mode = 0; mode < 2; ++mode) {
+  const char* names[3] = {"channel round trip: send + recv each side", "channel round trip: call / reply_and_recv",
+                          "channel round trip: call_value (registers)"};
+  for (int mode = 0; mode < 3; ++mode) {
     auto [a, b] = spindle::Channel::create().value();
     auto [mine, theirs] = spindle::Channel::create().value();
     spindle::Handle ga[] = {a.handle(), theirs.handle()};

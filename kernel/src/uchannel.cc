@@ -97,10 +97,38 @@ struct Direct {
   std::size_t cap = 0;       // what fits: min(the receiver's buffer, kDirectBytes)
   std::size_t bytes = 0;     // delivered length
   bool delivered = false;    // set by the sender, which also empties the slot
+  bool regs = false;         // parked by kSysChannelCallRegs: the bytes go to frame's x1, x2 (buf unused)
   std::uint64_t* frame = nullptr;
   std::uintptr_t buf = 0;
-  alignas(16) std::byte data[kDirectBytes];
+  union {  // words: a register message (GCC defines reading the other member)
+    alignas(16) std::byte data[kDirectBytes];
+    std::uint64_t words[kDirectBytes / 8];
+  };
 };
+
+// kSysChannelCallRegs (call_value's register form; user side: detail::
+// channel_call_regs) answers these in x0 where it has no result of its own
+// (the status byte of a result is a Status, far below them):
+//  - kCallRegsGeneral: nothing done, make the call with buffers instead
+//    (kSysChannelCall): the fast path did not apply;
+//  - kCallRegsSent: the request went out, the call was then woken without
+//    a reply in its slot: receive the reply with kSysChannelRecv.
+inline constexpr std::uint64_t kCallRegsGeneral = 0xFE;
+inline constexpr std::uint64_t kCallRegsSent = 0xFD;
+
+// A register reply: the first two words of d's data as x1, x2. A sender
+// to a register slot (Direct::regs) fills both: from a buffer, over zeros
+// (stage_for), from registers, with the sender's own x2, x3 (past the
+// length: whatever the sender put there), so no stale kernel stack from
+// d.data reaches user registers.
+[[gnu::always_inline]] inline void regs_from(std::uint64_t* x, const Direct& d) {
+  x[1] = d.words[0];
+  x[2] = d.words[1];
+}
+// Before a buffer's bytes are copied into d's data.
+[[gnu::always_inline]] inline void stage_for(Direct& d) {
+  if (d.regs) d.words[0] = d.words[1] = 0;
+}
 
 struct Core {
   End end[2];
@@ -212,6 +240,7 @@ bool copy_in(Proc* p, void* dst, std::uintptr_t src, std::size_t n) {
   Direct* d = c->direct[to];
   *done = false;
   if (!d || len > d->cap || c->head[to]) return Status::kOk;
+  stage_for(*d);
   if (!copy_in(p, d->data, msg, len)) return Status::kInvalidArgument;
   d->bytes = len;
   d->delivered = true;
@@ -821,6 +850,16 @@ struct FastPark {
   const std::uintptr_t buf = x[3];
   mine.frame = nullptr;  // from here on (it may park again below) only this continuation resumes it
   if (c->direct[me] == &mine) c->direct[me] = nullptr;  // woken otherwise: leaves the slot
+  if (mine.regs) {  // a reply in the slot, or the user side receives it (kCallRegsSent)
+    if (mine.delivered) regs_from(x, mine);
+    x[0] = mine.delivered                                              ? result(Status::kOk) | mine.bytes << 8
+           : w == Status::kTimedOut || w == Status::kInterrupted ? result(w)
+                                                                      : kCallRegsSent;
+    c->users--;
+    maybe_free(c);
+    unlock_keep_irqs_masked();
+    return;
+  }
   Msg* m = nullptr;
   Status st;
   if (mine.delivered) {
@@ -883,8 +922,13 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   Tcb* self = current_thread();
   Proc* p = process_of(self);
   if (!p) return false;  // a bare user thread (run_user): the general path refuses the call
-  const std::size_t len = x[2];
-  if (len > kDirectBytes || x[5] != deadline_arg(kForever)) return false;
+  // kSysChannelCallRegs: h, len, the request in x2 and x3, cap (no deadline).
+  const bool regs = x[8] == kSysChannelCallRegs;
+  const std::size_t len = regs ? x[1] : x[2];
+  if (regs ? len > detail::kCallRegBytes || x[4] > detail::kCallRegBytes
+           : len > kDirectBytes || x[5] != deadline_arg(kForever)) {
+    return false;
+  }
   FastPark park;
   g.lock.lock();
   End* end;
@@ -898,9 +942,13 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   Direct* d = c->direct[to];
   Cpu& cpu = this_cpu();
   if (!d || len > d->cap || c->head[to] || c->holders[to] == 0 || c->head[me] || c->direct[me] ||
-      !can_switch_directly(cpu, d->thread) || !arch::user_read_masked(d->data, x[1], len)) {
+      !can_switch_directly(cpu, d->thread) || (!regs && (stage_for(*d), !arch::user_read_masked(d->data, x[1], len)))) {
     unlock_keep_irqs_masked();
     return false;
+  }
+  if (regs) {  // the bytes past len: regs_from
+    d->words[0] = x[2];
+    d->words[1] = x[3];
   }
   // Committed: delivered to the peer, parked here, the peer runs.
   d->bytes = len;
@@ -909,8 +957,9 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   Direct& mine = *new (&park.d) Direct;
   mine.thread = self;
   mine.cap = x[4] < kDirectBytes ? x[4] : kDirectBytes;
+  mine.regs = regs;
   mine.frame = x;
-  mine.buf = x[3];
+  mine.buf = regs ? 0 : x[3];
   park.core = c;
   park.side = me;
   c->direct[me] = &mine;
@@ -921,7 +970,12 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
     // continuation would end it (in its address space, active from
     // switch_directly_begin on), and it resumes at its user frame.
     switch_directly_begin(cpu, peer);
-    Status ps = copy_out_direct(c, to, process_of(peer), d->buf, *d);
+    Status ps = Status::kOk;
+    if (d->regs) {
+      regs_from(peer_frame, *d);
+    } else {
+      ps = copy_out_direct(c, to, process_of(peer), d->buf, *d);
+    }
     c->users--;  // the peer's; the caller's handle keeps c
     peer_frame[0] = ps == Status::kOk ? result(Status::kOk) | d->bytes << 8 : result(ps);
     arch::context_switch_to_user(&self->ctx, peer_frame);
@@ -953,6 +1007,10 @@ bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
       f.result = result(s);
       return true;
     }
+    case kSysChannelCallRegs:  // not taken by syscall_fast: the user side calls again with buffers
+      f.result = a[1] > detail::kCallRegBytes || a[4] > detail::kCallRegBytes ? result(Status::kInvalidArgument)
+                                                                               : kCallRegsGeneral;
+      return true;
     case kSysChannelSend: {
       Handle hs[kMaxHandlesPerTransfer];
       if (a[4] > kMaxHandlesPerTransfer || !arch::user_read(hs, a[3], a[4] * sizeof(Handle))) {
@@ -1087,6 +1145,31 @@ std::uint64_t channel_call_word(Handle h, const std::byte* msg, std::size_t len,
   Result<Received> r = call(&g_kernel_table, nullptr, h, reinterpret_cast<std::uintptr_t>(msg), len,
                             reinterpret_cast<std::uintptr_t>(buf), cap, deadline_arg(deadline));
   return r.ok() ? result(Status::kOk) | r->bytes << 8 : result(r.status());
+}
+namespace {
+// channel_call_regs past the register call: `why` is its answer, or
+// kCallRegsGeneral outside a process.
+[[gnu::noinline]] std::uint64_t call_regs_rest(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1,
+                                               std::size_t cap, std::uint64_t* reply, std::uint64_t why) {
+  if (why == kCallRegsSent) {
+    Result<Received> got = recv_any(h, {reinterpret_cast<std::byte*>(reply), cap}, {}, deadline_arg(kForever));
+    return got.ok() ? result(Status::kOk) | got->bytes << 8 : result(got.status());
+  }
+  if (why != kCallRegsGeneral) return why;  // a bare user thread's (tests): not a process
+  const std::uint64_t m[2] = {m0, m1};
+  return channel_call_word(h, reinterpret_cast<const std::byte*>(m), len, reinterpret_cast<std::byte*>(reply), cap,
+                           kForever);
+}
+}  // namespace
+
+std::uint64_t channel_call_regs(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
+                                std::uint64_t* reply) {
+  if (!in_user_process()) return call_regs_rest(h, len, m0, m1, cap, reply, kCallRegsGeneral);
+  arch::UserRegs r = arch::user_syscall_regs(kSysChannelCallRegs, h.value, len, m0, m1, cap);
+  if ((r.x0 & 0xff) >= kCallRegsSent) [[unlikely]] return call_regs_rest(h, len, m0, m1, cap, reply, r.x0);
+  reply[0] = r.x1;
+  reply[1] = r.x2;
+  return r.x0;
 }
 Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline) {
   return recv_any(h, buf, handles, deadline_or_try(deadline));

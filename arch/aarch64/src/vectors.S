@@ -165,14 +165,15 @@ el1_irq:
         mov     x0, sp
 .endm
 
-// System call 25 (kSysChannelCall) goes to the kernel's fast path first,
-// interrupts still masked; x8 still holds the user's number (EL0_ENTRY
-// clobbers only x0..x2). The syndrome must say SVC: an abort taken with
-// x8 = 25 is a fault like any other. x0 = the frame, whose first 31 words
-// are x0..x30.
+// System calls 25 and 26 (kSysChannelCall, kSysChannelCallRegs) go to
+// the kernel's fast path first, interrupts still masked; x8 still holds
+// the user's number (EL0_ENTRY clobbers only x0..x2). The syndrome must
+// say SVC: an abort taken with x8 = 25 or 26 is a fault like any other.
+// x0 = the frame, whose first 31 words are x0..x30.
 el0_sync:
         EL0_ENTRY
         cmp     x8, #25
+        ccmp    x8, #26, #4, ne                 // x8 == 25, or else x8 == 26: Z
         b.ne    1f
         mrs     x1, esr_el1
         lsr     x1, x1, #26

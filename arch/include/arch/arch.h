@@ -243,6 +243,10 @@ namespace spindle::arch {
 //       user mode only (code of a process's copy, see Image copies): a
 //       system call, kernel::handle_syscall's result. Hosted: never called
 //       (no process code runs in a hosted kernel).
+//   UserRegs user_syscall_regs(std::uint64_t number, std::uint64_t a0,
+//                              ..., std::uint64_t a4);
+//       the same, for a system call whose results are the first three
+//       argument registers (kSysChannelCallRegs).
 //
 // Checked access to user memory, for system calls. The range must lie in
 // [kUserBase, kUserLimit) and be mapped with the access user mode would
@@ -478,7 +482,8 @@ enum SyscallNumber : std::uint64_t {
   kSysHandle = 23,       // kind, close, duplicate
   kSysShm = 24,          // create, map, unmap a shared region
   kSysChannelCall = 25,  // send then receive on one end, one call (Channel::call, reply_and_recv)
-  // 26..27: reserved (channels).
+  kSysChannelCallRegs = 26,  // the same, request and reply of up to 16 bytes in registers (call_value)
+  // 27: reserved (channels).
   kSysProcessSpawn = 28,  // a child process (nested)
   kSysProcessJoin = 29,   // a child's end
   kSysProcessKill = 30,   // a child
@@ -502,7 +507,7 @@ enum SysInfo : std::uint64_t {
 // enabled; may block. Unknown numbers return -1 (all ones).
 void handle_syscall(arch::SyscallFrame& frame);
 // The channel fast path (see arch: User mode): a backend may offer system
-// call kSysChannelCall here first, interrupts masked (as the exception left
+// calls kSysChannelCall and kSysChannelCallRegs here first, interrupts masked (as the exception left
 // them), before it enables them for handle_syscall. regs: the caller's
 // saved x0..x30 (arguments in regs[0..5]). True: done, the result is in
 // regs[0] (the thread may have blocked and run again meanwhile, maybe on
