@@ -490,13 +490,14 @@ Result<Process> spawn_peer(Channel* mine, ProcessOptions o, int (*entry)(A...), 
   return Process::spawn(o, entry, args...);
 }
 
-// Spawns a triple server and a caller, each with one end, on the given CPUs.
+// Spawns a server and a caller, each with one end of a new channel as its
+// handle 0, on the given CPUs.
 struct CallPair {
   Result<Process> server;
   Result<Process> caller;
 };
 template <typename... A>
-CallPair spawn_call_pair(CpuMask server_cpus, CpuMask caller_cpus, int (*caller)(A...), A... args) {
+CallPair spawn_pair(int (*server)(), CpuMask server_cpus, CpuMask caller_cpus, int (*caller)(A...), A... args) {
   auto [a, b] = Channel::create().value();
   Handle ga[] = {a.handle()};
   Handle gb[] = {b.handle()};
@@ -505,8 +506,14 @@ CallPair spawn_call_pair(CpuMask server_cpus, CpuMask caller_cpus, int (*caller)
   os.affinity = server_cpus;
   oc.handles = ga;
   oc.affinity = caller_cpus;
-  // a and b close on return: each process holds its own end.
-  return CallPair{Process::spawn(os, triple_server), Process::spawn(oc, caller, args...)};
+  // a and b close on return: each process holds its own end (so the
+  // server sees kClosed when the caller ends).
+  return CallPair{Process::spawn(os, server), Process::spawn(oc, caller, args...)};
+}
+// The same with a triple server.
+template <typename... A>
+CallPair spawn_call_pair(CpuMask server_cpus, CpuMask caller_cpus, int (*caller)(A...), A... args) {
+  return spawn_pair(triple_server, server_cpus, caller_cpus, caller, args...);
 }
 
 }  // namespace
@@ -1026,18 +1033,9 @@ int swallow_server() {
 }  // namespace
 
 KTEST(channel_call_fast_path_fallbacks_between_processes, 1) {
-  auto pair = [](int (*server)(), int (*caller)()) {
-    auto [a, b] = Channel::create().value();
-    Handle ga[] = {a.handle()};
-    Handle gb[] = {b.handle()};
-    ProcessOptions os, oc;
-    os.handles = gb;
-    oc.handles = ga;
-    os.affinity = oc.affinity = CpuMask::only(0);  // one CPU: the direct hand-off applies
-    return CallPair{Process::spawn(os, server), Process::spawn(oc, caller)};
-  };
   {
-    CallPair p = pair(echo_reply_server, fast_path_client);
+    // One CPU: the direct hand-off applies.
+    CallPair p = spawn_pair(echo_reply_server, CpuMask::only(0), CpuMask::only(0), fast_path_client);
     KREQUIRE(p.server.ok() && p.caller.ok());
     ExitStatus c = run_to_end(std::move(p.caller));
     KCHECK(c.kind == ExitKind::kExited);
@@ -1178,47 +1176,22 @@ int value_echo_client() {
 }  // namespace
 
 KTEST(channel_call_value_in_registers, 1) {
+  const CpuMask all = CpuMask::all(), one = CpuMask::only(0);  // one CPU: the direct hand-off applies
   {  // Values both ways, on any CPUs.
-    CallPair p = [] {
-      auto [a, b] = Channel::create().value();
-      Handle ga[] = {a.handle()};
-      Handle gb[] = {b.handle()};
-      ProcessOptions os, oc;
-      os.handles = gb;
-      oc.handles = ga;
-      return CallPair{Process::spawn(os, value_triple_server), Process::spawn(oc, triple_caller, 3000, 5, false)};
-    }();
+    CallPair p = spawn_pair(value_triple_server, all, all, triple_caller, 3000, 5, false);
     KREQUIRE(p.server.ok() && p.caller.ok());
     KCHECK_EQ(run_to_end(std::move(p.caller)).code, 0);
     KCHECK_EQ(run_to_end(std::move(p.server)).code, 3000);
   }
   {  // A caller with buffers, the server in registers.
-    auto [a, b] = Channel::create().value();
-    Handle ga[] = {a.handle()};
-    Handle gb[] = {b.handle()};
-    ProcessOptions os, oc;
-    os.handles = gb;
-    oc.handles = ga;
-    os.affinity = oc.affinity = CpuMask::only(0);
-    CallPair p{Process::spawn(os, value_triple_server), Process::spawn(oc, span_triple_caller, 1000)};
+    CallPair p = spawn_pair(value_triple_server, one, one, span_triple_caller, 1000);
     KREQUIRE(p.server.ok() && p.caller.ok());
-    a.close();  // each process holds its own end: the server sees kClosed when the caller ends
-    b.close();
     KCHECK_EQ(run_to_end(std::move(p.caller)).code, 0);
     KCHECK_EQ(run_to_end(std::move(p.server)).code, 1000);
   }
   {  // Sizes, mismatches, raw registers, bad arguments, the server's death.
-    auto [a, b] = Channel::create().value();
-    Handle ga[] = {a.handle()};
-    Handle gb[] = {b.handle()};
-    ProcessOptions os, oc;
-    os.handles = gb;
-    oc.handles = ga;
-    os.affinity = oc.affinity = CpuMask::only(0);  // one CPU: the direct hand-off applies
-    CallPair p{Process::spawn(os, echo_reply_server), Process::spawn(oc, value_echo_client)};
+    CallPair p = spawn_pair(echo_reply_server, one, one, value_echo_client);
     KREQUIRE(p.server.ok() && p.caller.ok());
-    a.close();
-    b.close();
     ExitStatus c = run_to_end(std::move(p.caller));
     KCHECK(c.kind == ExitKind::kExited);
     KCHECK_EQ(c.code, 0);
@@ -1228,17 +1201,8 @@ KTEST(channel_call_value_in_registers, 1) {
 
 KTEST(channel_call_value_round_trip_between_two_processes, 1) {
   // One CPU: the time is the instructions of the round trip.
-  auto [a, b] = Channel::create().value();
-  Handle ga[] = {a.handle()};
-  Handle gb[] = {b.handle()};
-  ProcessOptions os, oc;
-  os.handles = gb;
-  oc.handles = ga;
-  os.affinity = oc.affinity = CpuMask::only(0);
-  CallPair p{Process::spawn(os, value_triple_server), Process::spawn(oc, triple_caller, 2000, 0, true)};
+  CallPair p = spawn_pair(value_triple_server, CpuMask::only(0), CpuMask::only(0), triple_caller, 2000, 0, true);
   KREQUIRE(p.server.ok() && p.caller.ok());
-  a.close();
-  b.close();
   ExitStatus c = run_to_end(std::move(p.caller));
   KCHECK(c.kind == ExitKind::kExited && c.code > 0);
   KCHECK_EQ(run_to_end(std::move(p.server)).code, 2000);

@@ -327,6 +327,9 @@ inline std::uint64_t user_syscall(std::uint64_t number, std::uint64_t a0 = 0, st
   asm volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
   return x0;
 }
+// The same with x0..x2 as results (kSysChannelCallRegs's reply), five
+// arguments: not user_syscall's body, whose x5 the call fast path would
+// pay one instruction a direction to set.
 struct UserRegs {
   std::uint64_t x0, x1, x2;
 };
