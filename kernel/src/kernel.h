@@ -588,7 +588,7 @@ void futex_forget_waiters() SPINDLE_REQUIRES(g.lock);
 unsigned futex_wake_locked(const void* word, unsigned n) SPINDLE_REQUIRES(g.lock);
 // The futex calls of a thread with the kernel lock held (a wait returns
 // with it held again): the system calls of processes translate the word
-// and check it under the same hold (usyscall.cc: on_user_word). `shared`:
+// and recheck it under the same hold (uprocess.h: UserWord). `shared`:
 // the word is in memory shared between processes (futex_lock's owner rules).
 Status futex_wait_locked(const std::atomic<std::uint32_t>* word, std::uint32_t expected, TimePoint deadline,
                          WaitOrder order, const char* name) SPINDLE_REQUIRES(g.lock);

@@ -110,8 +110,8 @@ struct ProcessRecord {
   kernel::HandleTable* handles = nullptr;  // its handles (uchannel.cc); closed once no thread is left
   // Shared regions unmapped from it so far (uchannel.cc: shm_unmap_in),
   // written under the kernel lock in the hold that unmaps one; read by a
-  // system call that translated a shared futex word before that hold
-  // (usyscall.cc: on_user_word).
+  // futex system call that translated a shared word before taking the
+  // lock (UserWord, below; usyscall.cc and ujobs.cc).
   std::atomic<std::uint32_t> unmaps{0};
   // Set once (under the kernel lock) and waited on by process_join.
   std::atomic<std::uint32_t> end_word{0};   // the end is decided
