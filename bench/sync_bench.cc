@@ -18,7 +18,8 @@
 //   3. Semaphore ping-pong (one op = a round trip A->B->A): two Spindle
 //      threads on one vCPU, then on two vCPUs, with two BinarySemaphores;
 //      two Linux threads pinned to one core, then to two cores, with two
-//      std::binary_semaphores; two Boost.Fiber fibers with two channels.
+//      std::binary_semaphores; two Boost.Fiber fibers with two channels;
+//      the floor: the same on a bone-minimal one-CPU scheduler (no kernel).
 //   4. CondVar ping-pong: Mutex + CondVar passing a turn (one op = a round
 //      trip), 1 and 2 vCPUs, against std::mutex + std::condition_variable
 //      on one and two host cores.
@@ -54,6 +55,7 @@
 #include <thread>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 // Spindle first: Boost.Fiber defines a function-like macro cpu_relax().
 #include <spindle/hosted.h>
@@ -573,6 +575,135 @@ void BM_BoostFiberChannelPingPong(benchmark::State& state) {
   peer.join();
 }
 
+// The floor under every kernel here: the same ping-pong on a one-CPU
+// scheduler cut to the bone. A FIFO list of ready fibers and a semaphore
+// that is a count and a FIFO of waiters; no lock, no interrupt mask, no
+// priorities, timeouts, placement, counters or checks; Spindle's own
+// register switch (spindle_hosted_switch). give() and take() are calls, and
+// the two sides loop in different functions, as in BM_SpindleSemPingPong
+// (so each switch pays the same mispredicted return). What it measures is
+// what two switches, two wakes and two blocks cost on this host with no
+// kernel at all: a kernel's ping-pong can approach it, not beat it.
+extern "C" void spindle_hosted_switch(void** save_sp, void* load_sp);  // arch/hosted/src/switch_x86_64.S
+
+namespace floor_sched {
+
+struct Fiber {
+  void* sp = nullptr;
+  Fiber* next = nullptr;
+};
+
+struct FifoList {
+  FifoList() = default;
+  FifoList(const FifoList&) = delete;  // tail points into the object
+  void clear() {
+    head = nullptr;
+    tail = &head;
+  }
+  Fiber* head = nullptr;
+  Fiber** tail = &head;
+  void push(Fiber* f) {
+    f->next = nullptr;
+    *tail = f;
+    tail = &f->next;
+  }
+  Fiber* pop() {  // not empty
+    Fiber* f = head;
+    head = f->next;
+    if (!head) tail = &head;
+    return f;
+  }
+};
+
+struct Sem {
+  unsigned count = 0;
+  FifoList waiters;
+};
+
+Fiber* g_current = nullptr;
+FifoList g_ready;
+
+[[gnu::noinline]] void give(Sem& s) {
+  if (s.waiters.head) {
+    g_ready.push(s.waiters.pop());
+  } else {
+    ++s.count;
+  }
+}
+
+// The caller blocks if no unit is left: someone must be ready (one CPU, no idle loop).
+[[gnu::noinline]] void take(Sem& s) {
+  if (s.count) {
+    --s.count;
+    return;
+  }
+  Fiber* self = g_current;
+  s.waiters.push(self);
+  Fiber* next = g_ready.pop();
+  g_current = next;
+  spindle_hosted_switch(&self->sp, next->sp);
+}
+
+// The caller goes to the back of the ready list and the front one runs.
+[[gnu::noinline]] void yield() {
+  Fiber* self = g_current;
+  g_ready.push(self);
+  Fiber* next = g_ready.pop();
+  g_current = next;
+  spindle_hosted_switch(&self->sp, next->sp);
+}
+
+Sem g_to_peer, g_to_main, g_done, g_never;
+bool g_stop = false;
+
+[[noreturn]] void peer_main() {
+  for (;;) {
+    take(g_to_peer);
+    if (g_stop) break;
+    give(g_to_main);
+  }
+  give(g_done);
+  take(g_never);  // main runs on; this fiber's stack is freed with it blocked here
+  __builtin_trap();
+}
+
+}  // namespace floor_sched
+
+void BM_FloorSemPingPong(benchmark::State& state) {
+  using namespace floor_sched;
+  constexpr std::size_t kStack = 64 * 1024;
+  std::vector<std::uint64_t> stack(kStack / sizeof(std::uint64_t));
+  // The frame spindle_hosted_switch pops (switch_x86_64.S): control words,
+  // six callee-saved registers, then the return address, peer_main's entry,
+  // with %rsp = 8 mod 16 after the `ret`, as after a call.
+  std::uint64_t* top = stack.data() + stack.size();
+  top[-1] = 0;
+  top[-2] = reinterpret_cast<std::uint64_t>(&peer_main);
+  for (int i = 3; i <= 8; ++i) top[-i] = 0;
+  std::uint32_t mxcsr = 0;
+  std::uint16_t fpucw = 0;
+  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fpucw));
+  top[-9] = mxcsr | (std::uint64_t{fpucw} << 32);
+  Fiber main_fiber, peer;
+  peer.sp = &top[-9];
+  for (Sem* s : {&g_to_peer, &g_to_main, &g_done, &g_never}) {
+    s->count = 0;
+    s->waiters.clear();
+  }
+  g_stop = false;
+  g_current = &main_fiber;
+  g_ready.clear();
+  g_ready.push(&peer);
+  yield();  // the peer runs up to its first take and blocks there
+  for (auto _ : state) {
+    give(g_to_peer);
+    take(g_to_main);
+  }
+  g_stop = true;
+  give(g_to_peer);
+  take(g_done);
+}
+
 // The same two ping-pongs with both sides looping in one function: after
 // every switch the resumed side returns to the call site the other side
 // used, so the CPU's return-stack predictions stay right. In the rows
@@ -753,6 +884,7 @@ void register_benchmarks() {
   timed("BM_SpindleSemPingPong", BM_SpindleSemPingPong)->ArgName("cpus")->Arg(1)->Arg(2);
   timed("BM_LinuxSemPingPong", BM_LinuxSemPingPong)->ArgName("cores")->Arg(1)->Arg(2);
   timed("BM_BoostFiberChannelPingPong", BM_BoostFiberChannelPingPong);
+  timed("BM_FloorSemPingPong", BM_FloorSemPingPong);
   timed("BM_SpindleSemPingPongOneSite", BM_SpindleSemPingPongOneSite);
   timed("BM_BoostFiberChannelPingPongOneSite", BM_BoostFiberChannelPingPongOneSite);
 
@@ -883,6 +1015,12 @@ void print_summary_release(const Summary& s) {
     s.target(bfc->real_ns >= 4 * ss1->real_ns,
              "semaphore ping-pong, one CPU: Boost.Fiber channel %.1f ns / Spindle %.1f ns = %.2fx; target >= 4x",
              bfc->real_ns, ss1->real_ns, bfc->real_ns / ss1->real_ns);
+  }
+  const Result* fl = s.get("BM_FloorSemPingPong");
+  if (ss1 && bfc && fl) {
+    s.info("the floor (a bone-minimal one-CPU scheduler, same register switch): %.1f ns; 4x Boost.Fiber needs "
+           "<= %.1f ns, %.1f ns above it; Spindle is %.1f ns above it",
+           fl->real_ns, bfc->real_ns / 4, bfc->real_ns / 4 - fl->real_ns, ss1->real_ns - fl->real_ns);
   }
   const Result* ss1o = s.get("BM_SpindleSemPingPongOneSite");
   const Result* bfco = s.get("BM_BoostFiberChannelPingPongOneSite");
