@@ -412,11 +412,13 @@ int proc_mutex(int) {
 }
 
 // mode 0: send then recv; mode 1: call with buffers; mode 2: call_value
-// (in registers).
+// (in registers); mode 3: call_value with a deadline (an hour ahead, made
+// before the loop; the server's side is mode 2's).
 int proc_ping(int mode, int runs) {
   auto ch = spindle::Channel::adopt(spindle::this_process::handle(0));
   auto out = spindle::Channel::adopt(spindle::this_process::handle(1));
   if (!ch.ok() || !out.ok()) return 1;
+  const spindle::TimePoint deadline = spindle::deadline_after(std::chrono::hours(1));
   bench_empty();
   for (int i = 0; i < runs + 10; ++i) {  // 10 warm-up rounds (the server's first recv)
     std::uint32_t a = insns();
@@ -429,8 +431,12 @@ int proc_ping(int mode, int runs) {
     } else if (mode == 1) {
       auto r = ch->call(std::as_bytes(std::span<const int, 1>(&i, 1)), std::as_writable_bytes(std::span<int, 1>(&v, 1)));
       if (!r.ok() || r->bytes != sizeof v) return 3;
-    } else {
+    } else if (mode == 2) {
       auto r = ch->call_value<int>(i);
+      if (!r.ok()) return 3;
+      v = *r;
+    } else {
+      auto r = ch->call_value<int>(i, deadline);
       if (!r.ok()) return 3;
       v = *r;
     }
@@ -442,7 +448,7 @@ int proc_ping(int mode, int runs) {
 }
 
 // Echoes every request; mode 0: recv then send; mode 1: reply_and_recv;
-// mode 2: reply_and_recv_value (an int).
+// modes 2 and 3: reply_and_recv_value (an int).
 int proc_echo(int mode) {
   auto ch = spindle::Channel::adopt(spindle::this_process::handle(0));
   if (!ch.ok()) return 1;
@@ -450,7 +456,7 @@ int proc_echo(int mode) {
   auto first = ch->recv(buf);
   if (!first.ok()) return 2;
   std::size_t n = first->bytes;
-  if (mode == 2) {
+  if (mode >= 2) {
     int v;
     __builtin_memcpy(&v, buf, sizeof v);
     for (;;) {
@@ -505,9 +511,10 @@ bool bench_processes() {
     add_row("mutex lock, uncontended (process)", st->lock, 94);
     add_row("mutex unlock, uncontended (process)", st->unlock, 24);
   }
-  const char* names[3] = {"channel round trip: send + recv each side", "channel round trip: call / reply_and_recv",
-                          "channel round trip: call_value (registers)"};
-  for (int mode = 0; mode < 3; ++mode) {
+  const char* names[4] = {"channel round trip: send + recv each side", "channel round trip: call / reply_and_recv",
+                          "channel round trip: call_value (registers)",
+                          "channel round trip: call_value, deadline"};
+  for (int mode = 0; mode < 4; ++mode) {
     auto [a, b] = spindle::Channel::create().value();
     auto [mine, theirs] = spindle::Channel::create().value();
     spindle::Handle ga[] = {a.handle(), theirs.handle()};

@@ -480,10 +480,12 @@ Status block_and_switch_to(Tcb* next, TimePoint deadline) SPINDLE_REQUIRES(g.loc
 // The two halves of block_and_switch_to's direct case, for the channel
 // fast path, which must know before it changes anything whether the
 // hand-off will be direct: can_switch_directly(next) is that test (the
-// current thread not ending, next blocked with no timeout armed, and the
-// conditions above); switch_directly(next), only right after it said yes
-// under the same lock hold, blocks the current thread with no deadline
-// and runs next here. Returns the current thread's wake status.
+// current thread not ending, next blocked, and the conditions above; a
+// timeout armed on next is the caller's to disarm, timer_cancel, as
+// wake() would); switch_directly(next), only right after it said yes
+// under the same lock hold, blocks the current thread (with the timeout
+// the caller armed on it, if any, as block_and_switch_to does) and runs
+// next here. Returns the current thread's wake status.
 inline bool can_switch_directly(Cpu& c, Tcb* next) SPINDLE_REQUIRES(g.lock);
 Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
 // (switch_directly_begin, its first half for the system-call fast path:
@@ -501,7 +503,7 @@ Status switch_directly(Tcb* next) SPINDLE_REQUIRES(g.lock);
   return direct;
 }
 [[gnu::always_inline]] inline bool can_switch_directly(Cpu& c, Tcb* next) {
-  return next->state == ThreadState::kBlocked && next->timer.cpu() < 0 && direct_switch_ok(c, c.current, next);
+  return next->state == ThreadState::kBlocked && direct_switch_ok(c, c.current, next);
 }
 // Change a thread's effective priority / affinity, wherever it is (queued,
 // running, blocked), keeping every queue's order and the global rule.

@@ -47,12 +47,13 @@
 //                                                              reply_and_recv: send msg, then receive
 //                                                              into buf; no handles either way;
 //                                                              aarch64 tries kernel::syscall_fast first)
-//   26  kSysChannelCallRegs  h, len, m0, m1, cap               x0: Status | bytes << 8, the reply in x1, x2
+//   26  kSysChannelCallRegs  h, len, m0, m1, cap[, deadline]   x0: Status | bytes << 8, the reply in x1, x2
 //                         (call_value, reply_and_recv_value:      (kInvalidArgument: len or cap above 16);
 //                         a request of len <= 16 bytes in m0,    or, with nothing in x1/x2: 0xFE, nothing
 //                         m1, a reply of at most cap <= 16       done, make the call with 25; 0xFD, the
-//                         bytes, no deadline)                    request went out, receive the reply with 22
-//                                                              (user side: detail::channel_call_regs)
+//                         bytes; len | 1 << 8: a deadline in     request went out, receive the reply with 22
+//                         x5, else none)                         (both with the same deadline)
+//                                                              (user side: detail::channel_call_regs(_until))
 //   27: reserved (channels).
 //   28  kSysProcessSpawn  UserProcessSpawn* (user.h)         Status; fills pid (a child of the caller)
 //   29  kSysProcessJoin   pid, deadline, ExitStatus*         Status (kNotFound: not the caller's child;

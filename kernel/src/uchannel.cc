@@ -115,6 +115,12 @@ struct Direct {
 //    a reply in its slot: receive the reply with kSysChannelRecv.
 inline constexpr std::uint64_t kCallRegsGeneral = 0xFE;
 inline constexpr std::uint64_t kCallRegsSent = 0xFD;
+// In kSysChannelCallRegs's length argument: x5 holds a deadline (without
+// it the call waits forever and x5 is not read). A flag rather than a
+// system call number of its own: a call without a deadline then pays
+// nothing to tell the two apart, its length test (at most 16) failing for
+// either form with the flag set.
+inline constexpr std::uint64_t kCallRegsDeadline = 1u << 8;
 
 // A register reply: the first two words of d's data as x1, x2. A sender
 // to a register slot (Direct::regs) fills both: from a buffer, over zeros
@@ -889,11 +895,15 @@ struct FastPark {
 // The call fast path: kSysChannelCall straight from the EL0 entry
 // (syscall_fast, arch.h), interrupts still masked from the exception, for the
 // common case of call() only: a message of at most kDirectBytes, no
-// deadline, the peer parked in its end's slot (Direct) with room for it and
-// an empty queue, nothing queued for the caller and nobody else parked on
-// its end, and a direct hand-off allowed (can_switch_directly: the peer may
-// run here at once, nothing more urgent is runnable anywhere, no reschedule
-// or suspend pending, no timeout armed on the peer, the caller not ending).
+// deadline or one not yet past, the peer parked in its end's slot (Direct)
+// with room for it and an empty queue, nothing queued for the caller and
+// nobody else parked on its end, and a direct hand-off allowed
+// (can_switch_directly: the peer may run here at once, nothing more urgent
+// is runnable anywhere, no reschedule or suspend pending, the caller not
+// ending). The peer's timeout, if it waits with one, is disarmed as its
+// wake would disarm it; the caller's deadline arms its own timer before it
+// parks, and a timeout then wakes it as it wakes a call() (its slot left,
+// kTimedOut unless the reply was delivered first).
 // Then it is what call() would do in that case, in one kernel lock hold,
 // without the general entry's work (interrupt enable/mask, dispatch,
 // Result plumbing): the bytes go to the peer's slot, the caller parks in
@@ -918,24 +928,49 @@ struct FastPark {
 // count on the core dropped, its result in its frame's x0) and resumes it
 // at its user frame (arch::context_switch_to_user), so the peer's
 // continuation, which would do exactly that, is dropped.
-bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
+//
+// Two instances: kTimed for a call with a deadline (25 with one, 26 with
+// kCallRegsDeadline), so that a call without one tests for a deadline
+// only where it would bail out anyway.
+namespace {
+template <bool kTimed>
+[[gnu::always_inline]] inline bool fast_call(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS;
+[[gnu::noinline]] bool fast_call_timed(std::uint64_t* x) { return fast_call<true>(x); }
+// A peer's armed timeout (timer_cancel's cold half, taking the thread:
+// the fast path then computes no timer address it rarely needs).
+[[gnu::noinline]] void disarm_timeout(Tcb* t) SPINDLE_REQUIRES(g.lock) { timer_disarm(&t->timer); }
+
+template <bool kTimed>
+bool fast_call(std::uint64_t* x) {
   Tcb* self = current_thread();
   Proc* p = process_of(self);
   if (!p) return false;  // a bare user thread (run_user): the general path refuses the call
-  // kSysChannelCallRegs: h, len, the request in x2 and x3, cap (no deadline).
+  // kSysChannelCallRegs: h, len (| kCallRegsDeadline), the request in x2
+  // and x3, cap (, the deadline); kSysChannelCall: h, msg, len, buf, cap,
+  // deadline.
   const bool regs = x[8] == kSysChannelCallRegs;
-  const std::size_t len = regs ? x[1] : x[2];
-  if (regs ? len > detail::kCallRegBytes || x[4] > detail::kCallRegBytes
-           : len > kDirectBytes || x[5] != deadline_arg(kForever)) {
+  const std::size_t len = regs ? x[1] & (kTimed ? ~kCallRegsDeadline : ~std::uint64_t{0}) : x[2];
+  if (regs ? len > detail::kCallRegBytes || x[4] > detail::kCallRegBytes : len > kDirectBytes) {
+    if (!kTimed && regs && (x[1] & kCallRegsDeadline)) return fast_call_timed(x);
     return false;
   }
-  FastPark park;
-  g.lock.lock();
-  End* end;
-  if (lookup_end(p->handles, Handle{static_cast<std::uint32_t>(x[0])}, &end) != Status::kOk) {
+  if (!kTimed && !regs && x[5] != deadline_arg(kForever)) return fast_call_timed(x);
+  // A deadline arms the caller's timer as soon as the lock is held
+  // (nothing can fire before the caller parks: interrupts are masked), and
+  // a bail-out disarms it. One already past (or kTryOnly) is the general
+  // path's: it decides whether anything is sent.
+  const bool timed = kTimed && x[5] != deadline_arg(kForever);
+  if (timed && deadline_from(x[5]) <= Clock::now()) return false;
+  auto bail = [self] {
+    if (kTimed) timer_cancel(&self->timer);
     unlock_keep_irqs_masked();
     return false;
-  }
+  };
+  FastPark park;
+  g.lock.lock();
+  if (timed) timer_arm(&self->timer, x[5]);
+  End* end;
+  if (lookup_end(p->handles, Handle{static_cast<std::uint32_t>(x[0])}, &end) != Status::kOk) return bail();
   Core* c = end->core;
   const unsigned me = end->side;
   const unsigned to = 1 - me;
@@ -943,8 +978,7 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   Cpu& cpu = this_cpu();
   if (!d || len > d->cap || c->head[to] || c->holders[to] == 0 || c->head[me] || c->direct[me] ||
       !can_switch_directly(cpu, d->thread) || (!regs && (stage_for(*d), !arch::user_read_masked(d->data, x[1], len)))) {
-    unlock_keep_irqs_masked();
-    return false;
+    return bail();
   }
   if (regs) {  // the bytes past len: regs_from
     d->words[0] = x[2];
@@ -965,6 +999,7 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   c->direct[me] = &mine;
   c->users++;
   Tcb* peer = d->thread;
+  if (peer->timer.cpu() >= 0) [[unlikely]] disarm_timeout(peer);  // its wait ends as wake() would end it
   if (std::uint64_t* peer_frame = d->frame) {
     // The peer was parked here too: its call ends here, as its
     // continuation would end it (in its address space, active from
@@ -986,6 +1021,9 @@ bool syscall_fast(std::uint64_t* x) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
   }
   return true;
 }
+}  // namespace
+
+bool syscall_fast(std::uint64_t* x) { return fast_call<false>(x); }
 
 // No finish_switch() here: the thread switched away from is syscall_fast's
 // caller, parked alive, so there is no zombie to reap (a dead thread's
@@ -1008,8 +1046,9 @@ bool channel_syscall(Proc* p, arch::SyscallFrame& f) {
       return true;
     }
     case kSysChannelCallRegs:  // not taken by syscall_fast: the user side calls again with buffers
-      f.result = a[1] > detail::kCallRegBytes || a[4] > detail::kCallRegBytes ? result(Status::kInvalidArgument)
-                                                                               : kCallRegsGeneral;
+      f.result = (a[1] & ~kCallRegsDeadline) > detail::kCallRegBytes || a[4] > detail::kCallRegBytes
+                     ? result(Status::kInvalidArgument)
+                     : kCallRegsGeneral;
       return true;
     case kSysChannelSend: {
       Handle hs[kMaxHandlesPerTransfer];
@@ -1147,29 +1186,44 @@ std::uint64_t channel_call_word(Handle h, const std::byte* msg, std::size_t len,
   return r.ok() ? result(Status::kOk) | r->bytes << 8 : result(r.status());
 }
 namespace {
-// channel_call_regs past the register call: `why` is its answer, or
-// kCallRegsGeneral outside a process.
+// channel_call_regs(_until) past the register call: `why` is its answer,
+// or kCallRegsGeneral outside a process.
 [[gnu::noinline]] std::uint64_t call_regs_rest(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1,
-                                               std::size_t cap, std::uint64_t* reply, std::uint64_t why) {
+                                               std::size_t cap, std::uint64_t* reply, std::uint64_t why,
+                                               TimePoint deadline) {
   if (why == kCallRegsSent) {
-    Result<Received> got = recv_any(h, {reinterpret_cast<std::byte*>(reply), cap}, {}, deadline_arg(kForever));
+    Result<Received> got = recv_any(h, {reinterpret_cast<std::byte*>(reply), cap}, {}, deadline_arg(deadline));
     return got.ok() ? result(Status::kOk) | got->bytes << 8 : result(got.status());
   }
   if (why != kCallRegsGeneral) return why;  // a bare user thread's (tests): not a process
   const std::uint64_t m[2] = {m0, m1};
   return channel_call_word(h, reinterpret_cast<const std::byte*>(m), len, reinterpret_cast<std::byte*>(reply), cap,
-                           kForever);
+                           deadline);
 }
-}  // namespace
 
-std::uint64_t channel_call_regs(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
-                                std::uint64_t* reply) {
-  if (!in_user_process()) return call_regs_rest(h, len, m0, m1, cap, reply, kCallRegsGeneral);
-  arch::UserRegs r = arch::user_syscall_regs(kSysChannelCallRegs, h.value, len, m0, m1, cap);
-  if ((r.x0 & 0xff) >= kCallRegsSent) [[unlikely]] return call_regs_rest(h, len, m0, m1, cap, reply, r.x0);
+[[gnu::always_inline]] inline std::uint64_t regs_reply(arch::UserRegs r, std::uint64_t* reply) {
   reply[0] = r.x1;
   reply[1] = r.x2;
   return r.x0;
+}
+}  // namespace
+
+// Two functions, not one with a deadline: the call without one (system
+// call 26) sets no sixth register and tests no deadline.
+std::uint64_t channel_call_regs(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
+                                std::uint64_t* reply) {
+  if (!in_user_process()) return call_regs_rest(h, len, m0, m1, cap, reply, kCallRegsGeneral, kForever);
+  arch::UserRegs r = arch::user_syscall_regs(kSysChannelCallRegs, h.value, len, m0, m1, cap);
+  if ((r.x0 & 0xff) >= kCallRegsSent) [[unlikely]] return call_regs_rest(h, len, m0, m1, cap, reply, r.x0, kForever);
+  return regs_reply(r, reply);
+}
+std::uint64_t channel_call_regs_until(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
+                                      std::uint64_t* reply, TimePoint deadline) {
+  if (!in_user_process()) return call_regs_rest(h, len, m0, m1, cap, reply, kCallRegsGeneral, deadline);
+  arch::UserRegs r = arch::user_syscall_regs(kSysChannelCallRegs, h.value, len | kCallRegsDeadline, m0, m1, cap,
+                                             deadline_arg(deadline));
+  if ((r.x0 & 0xff) >= kCallRegsSent) [[unlikely]] return call_regs_rest(h, len, m0, m1, cap, reply, r.x0, deadline);
+  return regs_reply(r, reply);
 }
 Result<Received> channel_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles, TimePoint deadline) {
   return recv_any(h, buf, handles, deadline_or_try(deadline));

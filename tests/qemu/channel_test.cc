@@ -1210,3 +1210,158 @@ KTEST(channel_call_value_round_trip_between_two_processes, 1) {
         "%d ns (= instructions under -icount)\n",
         c.code);
 }
+
+// ---------------------------------------------------------------------------
+// Calls with a deadline on the fast path: call_value (system call 26 with
+// the deadline flag, 1 << 8 in its length) and call with buffers (25). The
+// caller's timer is armed as it parks; a peer that waits with a deadline of
+// its own has its timer disarmed when a fast call hands it the CPU.
+
+namespace {
+
+// A deadline a second ahead, as system call 26 takes it in x5.
+std::uint64_t raw_deadline_1s() { return static_cast<std::uint64_t>(deadline_after(1s).time_since_epoch().count()); }
+
+// Against value_triple_server: call_value and call (buffers) with a
+// deadline, every reply right; then raw register calls with the deadline
+// flag, most of them answered by the fast path in registers.
+int timed_triple_caller(int rounds) {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  for (int i = 0; i < rounds; ++i) {
+    auto r = ch->call_value<int>(i, deadline_after(1s));
+    if (!r.ok() || *r != i * 3 + 1) return -2;
+    int reply = 0;
+    auto b = ch->call(std::as_bytes(std::span(&i, 1)), std::as_writable_bytes(std::span(&reply, 1)),
+                      deadline_after(1s));
+    if (!b.ok() || b->bytes != sizeof reply || reply != i * 3 + 1) return -3;
+  }
+  const std::uint64_t h = ch->handle().value;
+  int fast = 0;
+  for (std::uint64_t i = 0; i < 20; ++i) {
+    arch::UserRegs r = arch::user_syscall_regs(kernel::kSysChannelCallRegs, h, 4 | 1u << 8, i, 0, 4, raw_deadline_1s());
+    if ((r.x0 & 0xff) >= 0xfd) {  // not fast: take the reply off the end and go on
+      int v = static_cast<int>(i), reply = 0;
+      auto out = std::as_writable_bytes(std::span(&reply, 1));
+      if (r.x0 == 0xfe && !ch->call(std::as_bytes(std::span(&v, 1)), out).ok()) return -4;
+      if (r.x0 == 0xfd && !ch->recv(out).ok()) return -5;
+      continue;
+    }
+    if (r.x0 != (4u << 8) || r.x1 != i * 3 + 1 || r.x2 != 0) return -6;
+    ++fast;
+  }
+  return fast > 0 ? 0 : -7;
+}
+
+// The triple server; its odd-numbered waits have a deadline 50 ms ahead
+// (and a request within 1 ms: spaced_caller), its even-numbered ones none
+// (and a request 60 ms later). No wait may time out: a timer armed for a
+// timed wait and left armed when a fast call handed this thread the CPU
+// would end the untimed wait after it. Returns the requests served.
+int timed_triple_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  auto first = ch->recv_value<int>();
+  if (!first.ok()) return first.status() == Status::kClosed ? 0 : -2;
+  int v = *first;
+  for (int n = 1;; ++n) {
+    auto r = ch->reply_and_recv_value<int>(v * 3 + 1, n % 2 ? deadline_after(50ms) : kForever);
+    if (!r.ok()) return r.status() == Status::kClosed ? n : r.status() == Status::kTimedOut ? -100 - n : -3;
+    v = *r;
+  }
+}
+
+// call_value with no deadline, `rounds` times, then 1 ms apart after an
+// even-numbered call and 60 ms apart after an odd-numbered one (see
+// timed_triple_server).
+int spaced_caller(int rounds) {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  for (int i = 0; i < rounds; ++i) {
+    auto r = ch->call_value<int>(i);
+    if (!r.ok() || *r != i * 3 + 1) return -2;
+    this_thread::sleep_for(i % 2 ? 60ms : 1ms);
+  }
+  return 0;
+}
+
+// Receives one request and answers it 30 ms late (v + 1), then triples.
+int late_first_server() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return -1;
+  auto first = ch->recv_value<int>();
+  if (!first.ok()) return -2;
+  this_thread::sleep_for(30ms);
+  if (ch->send_value(*first + 1) != Status::kOk) return -3;
+  return serve_triple(*ch) >= 0 ? 0 : -4;
+}
+
+// Against late_first_server, which is parked in its receive when the call
+// comes (so the caller parks on the fast path): a 5 ms deadline ends the
+// call with kTimedOut, not the reply 30 ms later, which the next receive
+// takes. A deadline already past: kTimedOut, the request still sent (the
+// general path's rule, which the fast path leaves such calls to).
+int timing_out_caller() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  this_thread::sleep_for(10ms);  // the server parks in its receive
+  TimePoint t0 = Clock::now();
+  if (ch->call_value<int>(41, deadline_after(5ms)).status() != Status::kTimedOut) return 2;
+  if (Clock::now() - t0 < 5ms) return 3;
+  auto late = ch->recv_value<int>();
+  if (!late.ok() || *late != 42) return 4;
+  if (ch->call_value<int>(7, deadline_after(0ns)).status() != Status::kTimedOut) return 5;
+  auto r = ch->recv_value<int>();
+  if (!r.ok() || *r != 22) return 6;
+  // In step again: a timed call that the server answers at once.
+  auto ok = ch->call_value<int>(5, deadline_after(1s));
+  return ok.ok() && *ok == 16 ? 0 : 7;
+}
+
+// A call with a 300 ms deadline that nobody answers (the test holds the
+// other end and kills this process while it waits).
+int call_timed_unanswered() {
+  auto ch = Channel::adopt(this_process::handle(0));
+  if (!ch.ok()) return 1;
+  (void)ch->call_value<int>(1, deadline_after(300ms));
+  return 2;
+}
+
+}  // namespace
+
+KTEST(channel_call_with_a_deadline_takes_the_fast_path, 1) {
+  const CpuMask all = CpuMask::all(), one = CpuMask::only(0);
+  for (CpuMask cpus : {one, all}) {  // timed calls in registers and with buffers
+    CallPair p = spawn_pair(value_triple_server, cpus, cpus, timed_triple_caller, 500);
+    KREQUIRE(p.server.ok() && p.caller.ok());
+    KCHECK_EQ(run_to_end(std::move(p.caller)).code, 0);
+    KCHECK_EQ(run_to_end(std::move(p.server)).code, 1000 + 20);
+  }
+  for (CpuMask cpus : {one, all}) {  // a server waiting with deadlines: none ends early
+    CallPair p = spawn_pair(timed_triple_server, cpus, cpus, spaced_caller, 16);
+    KREQUIRE(p.server.ok() && p.caller.ok());
+    KCHECK_EQ(run_to_end(std::move(p.caller)).code, 0);
+    KCHECK_EQ(run_to_end(std::move(p.server)).code, 16);
+  }
+  {  // a timeout while parked by the fast path; a deadline already past
+    CallPair p = spawn_pair(late_first_server, one, one, timing_out_caller);
+    KREQUIRE(p.server.ok() && p.caller.ok());
+    KCHECK_EQ(run_to_end(std::move(p.caller)).code, 0);
+    KCHECK_EQ(run_to_end(std::move(p.server)).code, 0);
+  }
+  {  // killed while parked with its timer armed: the timer goes with the
+     // thread (it would fire into a freed thread 300 ms later otherwise)
+    Channel g;
+    ProcessOptions o;
+    o.affinity = CpuMask::only(0);
+    auto waiting = spawn_peer(&g, o, call_timed_unanswered);
+    KREQUIRE(waiting.ok());
+    KCHECK(g.recv_value<int>().value() == 1);
+    KCHECK(waiting->kill() == Status::kOk);
+    KCHECK(run_to_end(std::move(waiting)).kind == ExitKind::kKilled);
+    this_thread::sleep_for(400ms);
+    auto [a, b] = Channel::create().value();  // the kernel still works
+    KCHECK(a.send_value(3) == Status::kOk);
+    KCHECK(b.recv_value<int>().value() == 3);
+  }
+}

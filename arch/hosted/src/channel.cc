@@ -477,11 +477,15 @@ std::uint64_t channel_call_word(Handle h, const std::byte* msg, std::size_t len,
   Result<Received> r = recv_impl(h, {buf, cap}, {}, deadline, true);
   return r.ok() ? r->bytes << 8 : word(r.status());
 }
-std::uint64_t channel_call_regs(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
-                                std::uint64_t* reply) {
+std::uint64_t channel_call_regs_until(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
+                                      std::uint64_t* reply, TimePoint deadline) {
   const std::uint64_t m[2] = {m0, m1};
   return channel_call_word(h, reinterpret_cast<const std::byte*>(m), len, reinterpret_cast<std::byte*>(reply), cap,
-                           kForever);
+                           deadline);
+}
+std::uint64_t channel_call_regs(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
+                                std::uint64_t* reply) {
+  return channel_call_regs_until(h, len, m0, m1, cap, reply, kForever);
 }
 
 namespace {

@@ -244,7 +244,7 @@ namespace spindle::arch {
 //       system call, kernel::handle_syscall's result. Hosted: never called
 //       (no process code runs in a hosted kernel).
 //   UserRegs user_syscall_regs(std::uint64_t number, std::uint64_t a0,
-//                              ..., std::uint64_t a4);
+//                              ..., std::uint64_t a4[, std::uint64_t a5]);
 //       the same, for a system call whose results are the first three
 //       argument registers (kSysChannelCallRegs).
 //

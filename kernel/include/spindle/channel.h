@@ -61,15 +61,18 @@ inline Result<Received> channel_call(Handle h, std::span<const std::byte> msg, s
   return Received{static_cast<std::size_t>(r >> 8 & 0xFFFFFFFF), 0};
 }
 // channel_call_word for call_value: a request of len and a reply of at
-// most cap bytes, both at most kCallRegBytes, no deadline. The request's
+// most cap bytes, both at most kCallRegBytes; channel_call_regs waits
+// without a deadline, channel_call_regs_until with one. The request's
 // bytes are m0, m1 (little-endian, as in memory); the reply's land in
 // reply[0..1]. In an aarch64 process the call passes them in registers
-// (system call 26: no copies through memory at either end when the peer
-// waits in a call of the same form); elsewhere, or when the kernel's fast
-// path does not apply, it is channel_call_word.
+// (system calls 26 and 27: no copies through memory at either end when the
+// peer waits in a call of the same form); elsewhere, or when the kernel's
+// fast path does not apply, it is channel_call_word.
 inline constexpr std::size_t kCallRegBytes = 16;
 std::uint64_t channel_call_regs(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
                                 std::uint64_t* reply);
+std::uint64_t channel_call_regs_until(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
+                                      std::uint64_t* reply, TimePoint deadline);
 // Without blocking: kWouldBlock where the calls above would wait.
 Status channel_try_send(Handle h, std::span<const std::byte> msg, std::span<const Handle> handles);
 Result<Received> channel_try_recv(Handle h, std::span<std::byte> buf, std::span<Handle> handles);
@@ -173,32 +176,33 @@ class Channel {
   }
   // call() with trivially copyable values: kInvalidArgument (reply
   // consumed) if the reply has another size than R. Values of at most 16
-  // bytes with no deadline travel in registers in an aarch64 process
-  // (docs/architecture.md, "Channel calls").
+  // bytes travel in registers in an aarch64 process, with or without a
+  // deadline (docs/architecture.md, "Channel calls").
   template <typename R, typename T>
   Result<R> call_value(const T& request, TimePoint deadline = kForever) {
     static_assert(std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && std::is_trivially_copyable_v<R>,
                   "call_value: values must be trivially copyable and not pointers");
     if constexpr (sizeof(T) <= detail::kCallRegBytes && sizeof(R) <= detail::kCallRegBytes) {
-      if (deadline == kForever) {
-        std::uint64_t m[2] = {0, 0};
-        __builtin_memcpy(m, &request, sizeof(T));  // inline: a freestanding build would call memcpy
-        std::uint64_t reply[2];
-        std::uint64_t w = detail::channel_call_regs(h_, sizeof(T), m[0], m[1], sizeof(R), reply);
-        if (w & 0xff) return static_cast<Status>(w & 0xff);
-        if ((w >> 8 & 0xFFFFFFFF) != sizeof(R)) return Status::kInvalidArgument;
-        R v;
-        __builtin_memcpy(&v, reply, sizeof(R));
-        return v;
-      }
+      std::uint64_t m[2] = {0, 0};
+      __builtin_memcpy(m, &request, sizeof(T));  // inline: a freestanding build would call memcpy
+      std::uint64_t reply[2];
+      std::uint64_t w = deadline == kForever
+                            ? detail::channel_call_regs(h_, sizeof(T), m[0], m[1], sizeof(R), reply)
+                            : detail::channel_call_regs_until(h_, sizeof(T), m[0], m[1], sizeof(R), reply, deadline);
+      if (w & 0xff) return static_cast<Status>(w & 0xff);
+      if ((w >> 8 & 0xFFFFFFFF) != sizeof(R)) return Status::kInvalidArgument;
+      R v;
+      __builtin_memcpy(&v, reply, sizeof(R));
+      return v;
+    } else {
+      alignas(R) std::byte buf[sizeof(R)];
+      Result<Received> r = call(std::as_bytes(std::span<const T, 1>(&request, 1)), buf, deadline);
+      if (!r.ok()) return r.status();
+      if (r->bytes != sizeof(R)) return Status::kInvalidArgument;
+      R v;
+      __builtin_memcpy(&v, buf, sizeof(R));  // inline: a freestanding build would call memcpy
+      return v;
     }
-    alignas(R) std::byte buf[sizeof(R)];
-    Result<Received> r = call(std::as_bytes(std::span<const T, 1>(&request, 1)), buf, deadline);
-    if (!r.ok()) return r.status();
-    if (r->bytes != sizeof(R)) return Status::kInvalidArgument;
-    R v;
-    __builtin_memcpy(&v, buf, sizeof(R));  // inline: a freestanding build would call memcpy
-    return v;
   }
   // The server's side of call_value: reply_and_recv with values (the
   // same operation, in registers under the same conditions). Returns the

@@ -344,6 +344,19 @@ inline UserRegs user_syscall_regs(std::uint64_t number, std::uint64_t a0, std::u
   asm volatile("svc #0" : "+r"(x0), "+r"(x1), "+r"(x2) : "r"(x8), "r"(x3), "r"(x4) : "memory");
   return {x0, x1, x2};
 }
+// Six arguments (kSysChannelCallRegs with a deadline in x5).
+inline UserRegs user_syscall_regs(std::uint64_t number, std::uint64_t a0, std::uint64_t a1, std::uint64_t a2,
+                                  std::uint64_t a3, std::uint64_t a4, std::uint64_t a5) {
+  register std::uint64_t x8 asm("x8") = number;
+  register std::uint64_t x0 asm("x0") = a0;
+  register std::uint64_t x1 asm("x1") = a1;
+  register std::uint64_t x2 asm("x2") = a2;
+  register std::uint64_t x3 asm("x3") = a3;
+  register std::uint64_t x4 asm("x4") = a4;
+  register std::uint64_t x5 asm("x5") = a5;
+  asm volatile("svc #0" : "+r"(x0), "+r"(x1), "+r"(x2) : "r"(x8), "r"(x3), "r"(x4), "r"(x5) : "memory");
+  return {x0, x1, x2};
+}
 // Diagnostics (aarch64 only): the ASID `as` runs with (0: none yet) and
 // the ASID width; the syndrome (ESR_EL1) and FAR of the last fault taken
 // from EL0 on any CPU, for tests.
