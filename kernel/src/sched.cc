@@ -64,7 +64,9 @@ unsigned place(const Tcb* t, bool* preempt) {
   return best;
 }
 
-void enqueue(Tcb* t, bool front, bool in_schedule) SPINDLE_REQUIRES(g.lock) {
+// enqueue() with the placement: t may run on another CPU than this one.
+[[gnu::noinline]] void enqueue_placed(Tcb* t, bool front, bool in_schedule) SPINDLE_REQUIRES(g.lock) {
+  Cpu& self = this_cpu();
   bool preempt = false;
   unsigned target = place(t, &preempt);
   t->state = ThreadState::kReady;
@@ -77,9 +79,32 @@ void enqueue(Tcb* t, bool front, bool in_schedule) SPINDLE_REQUIRES(g.lock) {
   }
   // A CPU inside schedule(), or whose current thread is blocking or
   // exiting (so schedule() follows under this lock hold), picks anyway.
-  Cpu& self = this_cpu();
   bool picks_anyway = target == self.id && (in_schedule || self.current->state != ThreadState::kRunning);
   if (preempt && !picks_anyway) resched_cpu(target);
+}
+
+// Queues runnable t where it should run: on the CPU place() picks,
+// preempting there if t is more urgent than what that CPU is committed to,
+// unless that CPU picks anyway (it is in schedule(), in_schedule, or its
+// current thread is blocking or exiting under this lock hold). front: t
+// keeps its turn (it was preempted). Inline for the case of a thread that
+// may run only on this CPU (a one-CPU kernel, a thread pinned here, as in
+// a same-CPU hand-off): no placement to make, and no frame to build.
+[[gnu::always_inline]] inline void enqueue(Tcb* t, bool front, bool in_schedule) SPINDLE_REQUIRES(g.lock) {
+  Cpu& self = this_cpu();
+  if ((t->run.affinity.bits() & g.online.bits()) != 1ull << self.id) [[unlikely]] {
+    enqueue_placed(t, front, in_schedule);
+    return;
+  }
+  bool preempt = committed_priority(self, t) < t->run.priority;
+  t->state = ThreadState::kReady;
+  t->cpu = self.id;
+  if (front) {
+    self.rq.push_front(&t->run);
+  } else {
+    self.rq.push_back(&t->run);
+  }
+  if (preempt && !in_schedule && self.current->state == ThreadState::kRunning) resched_cpu(self.id);
 }
 
 [[gnu::always_inline]] inline Tcb* pick_next(Cpu& c) {
