@@ -1078,19 +1078,23 @@ KTEST(channel_call_fast_path_fallbacks_between_processes, 1) {
 
 namespace {
 
-// The triple server in registers: reply_and_recv_value.
-int value_triple_server() {
+// The triple server in registers: reply_and_recv_value. With
+// `alternate`, its odd-numbered waits have a deadline 50 ms ahead and its
+// even-numbered ones none (see timed_triple_server). Returns the requests
+// served; a wait that timed out: -100 - its number.
+int serve_triple_values(bool alternate) {
   auto ch = Channel::adopt(this_process::handle(0));
   if (!ch.ok()) return -1;
   auto first = ch->recv_value<int>();
   if (!first.ok()) return first.status() == Status::kClosed ? 0 : -2;
   int v = *first;
   for (int n = 1;; ++n) {
-    auto r = ch->reply_and_recv_value<int>(v * 3 + 1);
-    if (!r.ok()) return r.status() == Status::kClosed ? n : -3;
+    auto r = ch->reply_and_recv_value<int>(v * 3 + 1, alternate && n % 2 ? deadline_after(50ms) : kForever);
+    if (!r.ok()) return r.status() == Status::kClosed ? n : r.status() == Status::kTimedOut ? -100 - n : -3;
     v = *r;
   }
 }
+int value_triple_server() { return serve_triple_values(false); }
 
 // triple_caller with buffers (Channel::call), against value_triple_server.
 int span_triple_caller(int rounds) {
@@ -1257,19 +1261,8 @@ int timed_triple_caller(int rounds) {
 // (and a request within 1 ms: spaced_caller), its even-numbered ones none
 // (and a request 60 ms later). No wait may time out: a timer armed for a
 // timed wait and left armed when a fast call handed this thread the CPU
-// would end the untimed wait after it. Returns the requests served.
-int timed_triple_server() {
-  auto ch = Channel::adopt(this_process::handle(0));
-  if (!ch.ok()) return -1;
-  auto first = ch->recv_value<int>();
-  if (!first.ok()) return first.status() == Status::kClosed ? 0 : -2;
-  int v = *first;
-  for (int n = 1;; ++n) {
-    auto r = ch->reply_and_recv_value<int>(v * 3 + 1, n % 2 ? deadline_after(50ms) : kForever);
-    if (!r.ok()) return r.status() == Status::kClosed ? n : r.status() == Status::kTimedOut ? -100 - n : -3;
-    v = *r;
-  }
-}
+// would end the untimed wait after it.
+int timed_triple_server() { return serve_triple_values(true); }
 
 // call_value with no deadline, `rounds` times, then 1 ms apart after an
 // even-numbered call and 60 ms apart after an odd-numbered one (see
