@@ -65,9 +65,10 @@ inline Result<Received> channel_call(Handle h, std::span<const std::byte> msg, s
 // without a deadline, channel_call_regs_until with one. The request's
 // bytes are m0, m1 (little-endian, as in memory); the reply's land in
 // reply[0..1]. In an aarch64 process the call passes them in registers
-// (system calls 26 and 27: no copies through memory at either end when the
-// peer waits in a call of the same form); elsewhere, or when the kernel's
-// fast path does not apply, it is channel_call_word.
+// (system call 26, the deadline in a sixth register: no copies through
+// memory at either end when the peer waits in a call of the same form);
+// elsewhere, or when the kernel's fast path does not apply, it is
+// channel_call_word.
 inline constexpr std::size_t kCallRegBytes = 16;
 std::uint64_t channel_call_regs(Handle h, std::size_t len, std::uint64_t m0, std::uint64_t m1, std::size_t cap,
                                 std::uint64_t* reply);
