@@ -248,10 +248,7 @@ void free_identity(JobPort* port, Identity* i) SPINDLE_REQUIRES(g.lock) {
 std::uint64_t sys_job_lock(Proc* p, const std::uint64_t* a) {
   UserWord uw;
   if (!uw.translate(p, a[0], true)) return result(Status::kInvalidArgument);
-  LockPolicy policy;
-  policy.order = a[1] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
-  policy.inherit = a[1] & 2;
-  policy.handoff = a[1] & 4;
+  LockPolicy policy = policy_from_bits(a[1]);
   policy.aging = static_cast<std::uint32_t>(a[1] >> 32);
   policy.name = "job lock";
   Status why = Status::kOk;

@@ -132,9 +132,17 @@ enum ShmOp : std::uint64_t { kShmCreate = 0, kShmMap = 1, kShmUnmap = 2 };
 // kSysHandle's operations.
 enum HandleOp : std::uint64_t { kHandleKind = 0, kHandleClose = 1, kHandleDuplicate = 2 };
 
-// kSysFutexLock's policy word: order, inherit, handoff (bits 0..2).
+// kSysFutexLock's policy word: order, inherit, handoff (bits 0..2);
+// policy_from_bits reads them back (the rest of the policy left default).
 inline std::uint64_t policy_bits(const LockPolicy& p) {
   return (p.order == WaitOrder::kFifo ? 1u : 0u) | (p.inherit ? 2u : 0u) | (p.handoff ? 4u : 0u);
+}
+inline LockPolicy policy_from_bits(std::uint64_t bits) {
+  LockPolicy p;
+  p.order = bits & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
+  p.inherit = bits & 2;
+  p.handoff = bits & 4;
+  return p;
 }
 
 }  // namespace spindle::kernel

@@ -242,10 +242,7 @@ std::uint64_t sys_info(Proc* p, std::uint64_t what) {
         return std::uint64_t{futex_wake_locked(w, a[1] > ~0u ? ~0u : static_cast<unsigned>(a[1]))};
       });
     case kSysFutexLock: {
-      LockPolicy policy;
-      policy.order = a[1] & 1 ? WaitOrder::kFifo : WaitOrder::kPriority;
-      policy.inherit = a[1] & 2;
-      policy.handoff = a[1] & 4;
+      LockPolicy policy = policy_from_bits(a[1]);
       policy.aging = static_cast<std::uint32_t>(a[2]);
       return on_user_word(p, a[0], true, kInvalid, [&](auto* w, bool shared) SPINDLE_NO_THREAD_SAFETY_ANALYSIS {
         return result(futex_lock_locked(w, policy, deadline_from(a[3]), shared));
