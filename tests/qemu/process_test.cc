@@ -8,7 +8,7 @@
 // status), kill of threads in every state, hierarchical limits, page counts
 // after nested, killed and faulting trees, shared regions charged to the
 // mapping process, coroutines and stats inside a process, threads and
-// locks inside a process, 4 processes on 4 CPUs, and 1000 spawns that give
+// locks inside a process, 4 processes on 4 CPUs, and 10000 spawns that give
 // every page back.
 #include <arch/arch.h>
 #include <spindle/spindle.h>
@@ -1054,8 +1054,8 @@ KTEST(processes_on_four_cpus, 4) {
 
 // Sequential spawn/join returns every page: the image copy, stacks, heap,
 // tables, the ASID.
-KTEST(process_spawn_join_1000_returns_every_page, 1) {
-  constexpr int kRounds = 1000;
+KTEST(process_spawn_join_10000_returns_every_page, 1) {
+  constexpr int kRounds = 10000;
   (void)run_to_end(Process::spawn(exit_with, 0));  // warm up the kernel heap's classes
   std::size_t before = arch::free_page_count();
   ProcessOptions one_cpu;
