@@ -540,6 +540,33 @@ void add_row(const char* name, const Stats& st, std::uint32_t reference, const c
   if (g_nrows < kMaxRows) g_rows[g_nrows++] = Row{name, st.min, st.median, st.max, reference, source};
 }
 
+// A server and a measuring process joined by a channel (handle 0 of
+// each); the measuring process sends its result R on a second channel (its
+// handle 1). Both spawned with o (affinity: CPU 0) by the given functions;
+// false, with a message naming `what`, if anything fails.
+template <class R, class SpawnServer, class SpawnPinger>
+bool run_pair(spindle::ProcessOptions o, const char* what, R* result, SpawnServer spawn_server,
+              SpawnPinger spawn_pinger) {
+  auto [a, b] = spindle::Channel::create().value();
+  auto [mine, theirs] = spindle::Channel::create().value();
+  spindle::Handle ga[] = {a.handle(), theirs.handle()};
+  spindle::Handle gb[] = {b.handle()};
+  o.handles = gb;
+  auto server = spawn_server(o);
+  o.handles = ga;
+  auto pinger = spawn_pinger(o);
+  if (!check(server.ok() && pinger.ok(), "spawn")) return false;
+  a.close();
+  b.close();
+  theirs.close();
+  auto st = mine.recv_value<R>();
+  auto j1 = pinger->join();
+  auto j2 = server->join();
+  if (!check(st.ok() && j1.ok() && j1->success() && j2.ok() && j2->success(), what)) return false;
+  *result = *st;
+  return true;
+}
+
 bool bench_processes() {
   std::uint64_t el0_reads = 1;  // PMUSERENR_EL0.EN: EL0 may read the counters (this CPU: 0)
   asm volatile("msr pmuserenr_el0, %0\n\tisb" ::"r"(el0_reads));
@@ -572,46 +599,22 @@ bool bench_processes() {
                           "channel round trip: call_value (registers)",
                           "channel round trip: call_value, deadline"};
   for (int mode = 0; mode < 4; ++mode) {
-    auto [a, b] = spindle::Channel::create().value();
-    auto [mine, theirs] = spindle::Channel::create().value();
-    spindle::Handle ga[] = {a.handle(), theirs.handle()};
-    spindle::Handle gb[] = {b.handle()};
-    o.handles = gb;
-    auto server = spindle::Process::spawn(o, proc_echo, mode);
-    o.handles = ga;
-    auto pinger = spindle::Process::spawn(o, proc_ping, mode, kRuns);
-    if (!check(server.ok() && pinger.ok(), "spawn")) return false;
-    a.close();
-    b.close();
-    theirs.close();
-    auto st = mine.recv_value<Stats>();
-    auto j1 = pinger->join();
-    auto j2 = server->join();
-    if (!check(st.ok() && j1.ok() && j1->success() && j2.ok() && j2->success(), names[mode])) return false;
+    auto serve = [mode](const spindle::ProcessOptions& so) { return spindle::Process::spawn(so, proc_echo, mode); };
+    auto ping = [mode](const spindle::ProcessOptions& po) {
+      return spindle::Process::spawn(po, proc_ping, mode, kRuns);
+    };
+    Stats st;
+    if (!run_pair(o, names[mode], &st, serve, ping)) return false;
     // seL4's call + reply for the call rows (a round trip each); seL4 has
     // no send + recv pair to compare with, nor IPC timeouts.
-    add_row(names[mode], *st, mode == 1 || mode == 2 ? kSel4Call + kSel4Reply : 0, "seL4");
+    add_row(names[mode], st, mode == 1 || mode == 2 ? kSel4Call + kSel4Reply : 0, "seL4");
   }
-  {
-    auto [a, b] = spindle::Channel::create().value();
-    auto [mine, theirs] = spindle::Channel::create().value();
-    spindle::Handle ga[] = {a.handle(), theirs.handle()};
-    spindle::Handle gb[] = {b.handle()};
-    o.handles = gb;
-    auto server = spindle::Process::spawn(o, proc_stamp);
-    o.handles = ga;
-    auto pinger = spindle::Process::spawn(o, proc_ping_one_way, kRuns);
-    if (!check(server.ok() && pinger.ok(), "spawn")) return false;
-    a.close();
-    b.close();
-    theirs.close();
-    auto st = mine.recv_value<OneWayStats>();
-    auto j1 = pinger->join();
-    auto j2 = server->join();
-    if (!check(st.ok() && j1.ok() && j1->success() && j2.ok() && j2->success(), "one-way call_value")) return false;
-    add_row("call_value one way: the call", st->call, kSel4Call, "seL4");
-    add_row("call_value one way: the reply", st->reply, kSel4Reply, "seL4");
-  }
+  auto stamp = [](const spindle::ProcessOptions& so) { return spindle::Process::spawn(so, proc_stamp); };
+  auto ping = [](const spindle::ProcessOptions& po) { return spindle::Process::spawn(po, proc_ping_one_way, kRuns); };
+  OneWayStats one_way;
+  if (!run_pair(o, "one-way call_value", &one_way, stamp, ping)) return false;
+  add_row("call_value one way: the call", one_way.call, kSel4Call, "seL4");
+  add_row("call_value one way: the reply", one_way.reply, kSel4Reply, "seL4");
   return true;
 }
 
