@@ -629,7 +629,37 @@ Status futex_take_async(Waiter* w, std::atomic<std::uint32_t>* word, WaitOrder o
 }
 
 namespace {
+// give_locked's common case in one flat step: one unit for the word's only
+// waiter, a thread that takes units, blocked with no timer and allowed only
+// on this CPU (a same-CPU hand-off). It does what the general loop below
+// and wake() would do for it; anything else (another waiter in the bucket,
+// a job, a timeout or watchdog armed, a pending suspend, placement to
+// decide) is left to them: false, nothing changed.
+[[gnu::always_inline]] inline bool give_to_lone_local_waiter(std::atomic<std::uint32_t>* word)
+    SPINDLE_REQUIRES(g.lock) {
+  if (word->load(std::memory_order_relaxed) != kSleepers) return false;  // count 0, someone sleeps
+  Bucket& b = bucket_of(word);
+  Waiter* w = b.prio.front();
+  if (!b.fifo.empty() || !w || w->futex_key != word || b.prio.next(w) || w->async || !w->takes_units ||
+      w->lock_wait) {
+    return false;
+  }
+  Tcb* t = static_cast<Tcb*>(w);
+  Cpu& c = this_cpu();
+  if (t->state != ThreadState::kBlocked || t->timer.cpu() >= 0 || t->watchdog.timer.cpu() >= 0 ||
+      t->suspend_requested || !only_here(c, t)) {
+    return false;
+  }
+  b.prio.remove(w);
+  t->handed_off = true;
+  t->wake_status = Status::kOk;
+  enqueue_here(c, t, false, false);
+  word->store(0, std::memory_order_release);  // no unit counted, nobody left asleep
+  return true;
+}
+
 Status give_locked(std::atomic<std::uint32_t>* word, std::uint32_t n, std::uint32_t max) {
+  if (n == 1 && max != 0 && give_to_lone_local_waiter(word)) return Status::kOk;
   std::uint32_t c = word->load(std::memory_order_relaxed);
   if (n > max - (c & kCountMask)) return Status::kOverflow;
   Bucket& b = bucket_of(word);

@@ -119,7 +119,8 @@ class WaitQueue {
   std::size_t size() const { return waiters_.size(); }
   // Blocks the current thread on this queue until woken or until the
   // deadline (then kTimedOut). Kernel lock held; returns with it held.
-  Status wait(TimePoint deadline);
+  // (Inline, below: its few callers are blocking paths.)
+  [[gnu::always_inline]] inline Status wait(TimePoint deadline);
   // Wakes the first waiter (priority-then-FIFO or FIFO) with status s.
   Waiter* wake_one(Status s = Status::kOk);
   unsigned wake_all(Status s = Status::kOk);
@@ -611,6 +612,39 @@ void release_held_locks(Tcb* t) SPINDLE_REQUIRES(g.lock);
 void watchdog_arm(Tcb* t) SPINDLE_REQUIRES(g.lock);
 // Ask `cpu` to reschedule (IPI sent when the lock is dropped).
 void resched_cpu(unsigned cpu) SPINDLE_REQUIRES(g.lock);
+// The priority a CPU will be running once pending preemptions land: its
+// current thread's (unless that is `leaving`, which is being re-placed, or
+// it is no longer running: blocking or exiting, or spinning before a wait)
+// or its most urgent queued thread's, whichever is higher; -1 when idle.
+[[gnu::always_inline]] inline int committed_priority(const Cpu& c, const Tcb* leaving) {
+  const Tcb* cur = c.current;
+  bool counts = cur && cur != c.idle && cur != leaving && cur->state == ThreadState::kRunning &&
+                !c.waiter_spinning.load(std::memory_order_relaxed);
+  int p = counts ? cur->run.priority : -1;
+  int q = c.rq.top_priority();
+  return p > q ? p : q;
+}
+// Whether t may run on c and nowhere else (a one-CPU kernel, a thread
+// pinned there): then making it ready needs no placement.
+[[gnu::always_inline]] inline bool only_here(const Cpu& c, const Tcb* t) {
+  return (t->run.affinity.bits() & g.online.bits()) == 1ull << c.id;
+}
+// make_ready's queueing for a t that only_here(c, t), c this CPU (no
+// pending suspend: the caller looked): queued on c (at the front if it
+// keeps its turn), c rescheduling if t is more urgent than what it is
+// committed to and does not pick anyway (in_schedule, or its current
+// thread blocking or exiting under this lock hold).
+[[gnu::always_inline]] inline void enqueue_here(Cpu& c, Tcb* t, bool front, bool in_schedule) SPINDLE_REQUIRES(g.lock) {
+  bool preempt = committed_priority(c, t) < t->run.priority;
+  t->state = ThreadState::kReady;
+  t->cpu = c.id;
+  if (front) {
+    c.rq.push_front(&t->run);
+  } else {
+    c.rq.push_back(&t->run);
+  }
+  if (preempt && !in_schedule && c.current->state == ThreadState::kRunning) resched_cpu(c.id);
+}
 
 void timer_arm(Timer* t, std::uint64_t deadline) SPINDLE_REQUIRES(g.lock);
 // Runs what an expired timer is for (by its kind).
@@ -646,6 +680,14 @@ inline void finish_switch() SPINDLE_REQUIRES(g.lock) {
     c.zombie = nullptr;
     free_thread(z);
   }
+}
+
+inline Status WaitQueue::wait(TimePoint deadline) {
+  if (deadline != kForever && deadline <= Clock::now()) return Status::kTimedOut;
+  Tcb* self = this_cpu().current;
+  insert(self);
+  self->wait_queue = this;  // linked: block_current and wake unlink through it
+  return block_current(this, deadline);
 }
 
 // ---------------------------------------------------------------------------

@@ -53,11 +53,11 @@ class RunQueue {
   // Queues n at the back (fresh slice) or front (it was preempted and keeps
   // its turn) of its priority level. n must not be queued anywhere.
   // (Inline: every wake-up and switch takes one of them.)
-  void push_back(RunNode* n) {
+  [[gnu::always_inline]] void push_back(RunNode* n) {
     levels_[n->priority].push_back(n);
     queued(n->priority);
   }
-  void push_front(RunNode* n) {
+  [[gnu::always_inline]] void push_front(RunNode* n) {
     levels_[n->priority].push_front(n);
     queued(n->priority);
   }
@@ -97,7 +97,7 @@ class RunQueue {
  private:
   using Level = List<RunNode, &RunNode::link>;
   void set_bitmap(std::uint32_t b) { bitmap_.store(b, std::memory_order_relaxed); }
-  void queued(int priority) {
+  [[gnu::always_inline]] void queued(int priority) {
     std::uint32_t b = bitmap();
     if (b == 0) *occupied_ |= bit_;
     set_bitmap(b | 1u << priority);

@@ -22,19 +22,6 @@ namespace {
 
 Tcb* tcb_of(RunNode* n) { return Tcb::from_run(n); }
 
-// The priority a CPU will be running once pending preemptions land: its
-// current thread's (unless that is `leaving`, which is being re-placed, or
-// it is no longer running: blocking or exiting, or spinning before a wait)
-// or its most urgent queued thread's, whichever is higher; -1 when idle.
-[[gnu::always_inline]] inline int committed_priority(const Cpu& c, const Tcb* leaving) {
-  const Tcb* cur = c.current;
-  bool counts = cur && cur != c.idle && cur != leaving && cur->state == ThreadState::kRunning &&
-                !c.waiter_spinning.load(std::memory_order_relaxed);
-  int p = counts ? cur->run.priority : -1;
-  int q = c.rq.top_priority();
-  return p > q ? p : q;
-}
-
 // Chooses the CPU for runnable thread t; *preempt tells whether t is more
 // urgent than what that CPU is committed to run.
 unsigned place(const Tcb* t, bool* preempt) {
@@ -92,19 +79,11 @@ unsigned place(const Tcb* t, bool* preempt) {
 // a same-CPU hand-off): no placement to make, and no frame to build.
 [[gnu::always_inline]] inline void enqueue(Tcb* t, bool front, bool in_schedule) SPINDLE_REQUIRES(g.lock) {
   Cpu& self = this_cpu();
-  if ((t->run.affinity.bits() & g.online.bits()) != 1ull << self.id) [[unlikely]] {
+  if (!only_here(self, t)) [[unlikely]] {
     enqueue_placed(t, front, in_schedule);
     return;
   }
-  bool preempt = committed_priority(self, t) < t->run.priority;
-  t->state = ThreadState::kReady;
-  t->cpu = self.id;
-  if (front) {
-    self.rq.push_front(&t->run);
-  } else {
-    self.rq.push_back(&t->run);
-  }
-  if (preempt && !in_schedule && self.current->state == ThreadState::kRunning) resched_cpu(self.id);
+  enqueue_here(self, t, front, in_schedule);
 }
 
 [[gnu::always_inline]] inline Tcb* pick_next(Cpu& c) {

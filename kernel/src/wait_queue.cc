@@ -25,14 +25,6 @@ void WaitQueue::remove(Waiter* t) {
   t->wait_queue = nullptr;
 }
 
-Status WaitQueue::wait(TimePoint deadline) {
-  if (deadline != kForever && deadline <= Clock::now()) return Status::kTimedOut;
-  Tcb* self = this_cpu().current;
-  insert(self);
-  self->wait_queue = this;  // linked: block_current and wake unlink through it
-  return block_current(this, deadline);
-}
-
 Waiter* WaitQueue::wake_one(Status s) {
   Waiter* w = front();
   if (w) wake(w, s);

@@ -310,6 +310,102 @@ KTEST(semaphore_hands_a_release_to_its_waiter, 1) {
   KCHECK_EQ(s.value(), 1u);
 }
 
+// The same-CPU hand-off (futex.cc, give_to_lone_local_waiter: a release
+// to the only waiter, a thread pinned to the releaser's CPU that waits with
+// no timeout) and the cases it leaves to the general path: a waiter with a
+// pending suspend, a second waiter in line, a timed waiter.
+KTEST(semaphore_same_cpu_hand_off, 1) {
+  KCHECK(this_thread::set_affinity(CpuMask::only(0)) == Status::kOk);
+  const int me = this_thread::priority();
+  // A ping-pong of two pinned threads, every wait untimed: each release
+  // hands its unit to a lone sleeper (a lost hand-off hangs, and KJOIN
+  // reports it).
+  {
+    constexpr int kRounds = 20000;
+    BinarySemaphore ping(false, "ping"), pong(false, "pong");
+    std::atomic<int> pings{0}, pongs{0};
+    Thread a = spawn("pinger", me - 1, CpuMask::only(0), [&] {
+      for (int i = 0; i < kRounds; ++i) {
+        ping.release();
+        pong.acquire();
+        pings.fetch_add(1);
+      }
+    });
+    Thread b = spawn("ponger", me - 1, CpuMask::only(0), [&] {
+      for (int i = 0; i < kRounds; ++i) {
+        ping.acquire();
+        pongs.fetch_add(1);
+        pong.release();
+      }
+    });
+    KJOIN(a);
+    KJOIN(b);
+    KCHECK_EQ(pings.load(), kRounds);
+    KCHECK_EQ(pongs.load(), kRounds);
+    KCHECK_EQ(ping.value(), 0u);
+    KCHECK_EQ(pong.value(), 0u);
+  }
+  Semaphore s(0, 4, "hand-off here");
+  std::atomic<int> through{0};
+  auto taker = [&] {
+    s.acquire();
+    through.fetch_add(1);
+  };
+  // A less urgent lone waiter: the unit is its own at once, though it has
+  // not run (a later try from here finds nothing).
+  Thread low = spawn("low", me - 2, CpuMask::only(0), taker);
+  KCHECK(wait_blocked_sleeping(low));
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KCHECK_EQ(through.load(), 0);
+  KCHECK(!s.try_acquire());
+  KJOIN(low);
+  KCHECK_EQ(through.load(), 1);
+  // A more urgent lone waiter runs before release returns.
+  Thread high = spawn("high", me + 1, CpuMask::only(0), taker);
+  KCHECK(wait_blocked_sleeping(high));
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KCHECK_EQ(through.load(), 2);
+  KJOIN(high);
+  // A waiter with a suspend pending gets the unit but stays suspended
+  // until resumed.
+  Thread held = spawn("suspended", me + 1, CpuMask::only(0), taker);
+  KCHECK(wait_blocked_sleeping(held));
+  KCHECK_STATUS(held.suspend(), Status::kOk);
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KCHECK_EQ(through.load(), 2);
+  KCHECK_EQ(s.value(), 0u);
+  KCHECK_STATUS(held.resume(), Status::kOk);
+  KCHECK_EQ(through.load(), 3);
+  KJOIN(held);
+  // Two waiters in line: one release wakes the first only.
+  Thread first = spawn("first", me - 1, CpuMask::only(0), taker);
+  KCHECK(wait_blocked_sleeping(first));
+  Thread second = spawn("second", me - 1, CpuMask::only(0), taker);
+  KCHECK(wait_blocked_sleeping(second));
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KJOIN(first);
+  KCHECK_EQ(through.load(), 4);
+  KCHECK(is_blocked(second.id()));
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KJOIN(second);
+  KCHECK_EQ(through.load(), 5);
+  // A timed lone waiter: its timer is cancelled with the hand-off (a stale
+  // one would end the untimed wait after it at the first one's deadline).
+  Thread timed = spawn("timed", me - 1, CpuMask::only(0), [&] {
+    KCHECK_STATUS(s.acquire_for(200ms), Status::kOk);
+    KCHECK_STATUS(s.acquire_until(kForever), Status::kOk);
+    through.fetch_add(1);
+  });
+  KCHECK(wait_blocked_sleeping(timed));
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KCHECK(wait_blocked_sleeping(timed));  // in its second wait
+  this_thread::sleep_for(300ms);  // past the first wait's deadline
+  KCHECK_STATUS(s.release(), Status::kOk);
+  KJOIN(timed);
+  KCHECK_EQ(through.load(), 6);
+  KCHECK_EQ(s.value(), 0u);
+}
+
 // The counting-word calls underneath Semaphore (futex.h), on a bare word.
 KTEST(count_word_take_give, 2) {
   using count_word::kSleepers;
