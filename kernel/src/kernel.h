@@ -128,14 +128,18 @@ class WaitQueue {
   void reposition(Waiter* w);
   // Internal: unlink w (woken or timed out).
   void remove(Waiter* w);
-  // Links w (about to block or suspend on this queue) in order.
-  void insert(Waiter* w);
+  // Links w (about to block or suspend on this queue) in order. Inline
+  // for the common cases, where w goes last: a FIFO queue, an empty one,
+  // or one whose last waiter is at least as urgent as w.
+  inline void insert(Waiter* w);
   // The first waiter (in queue order) whose futex_key is key, or nullptr;
   // next_with_key: the first such after w.
   Waiter* first_with_key(const void* key) const;
   Waiter* next_with_key(const Waiter* w, const void* key) const;
 
  private:
+  void insert_by_priority(Waiter* w);  // insert's general case
+
   List<RunNode, &RunNode::link> waiters_;
   Order order_;
 };
@@ -215,6 +219,15 @@ struct Waiter {
   bool parked = false;      // async: suspended on a kernel wait (queue and/or timer)
   bool takes_units = false; // it waits to take a unit of a counting word (futex_take, futex_take_async)
 };
+
+inline void WaitQueue::insert(Waiter* w) {
+  RunNode* last = waiters_.back();
+  if (order_ == Order::kFifo || !last || last->priority >= w->run.priority) {
+    waiters_.push_back(&w->run);
+  } else {
+    insert_by_priority(w);
+  }
+}
 
 struct Tcb : Waiter {
   detail::Tcb* as_handle() { return reinterpret_cast<detail::Tcb*>(this); }

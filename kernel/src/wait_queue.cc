@@ -8,11 +8,7 @@ namespace {
 Waiter* waiter_of(RunNode* n) { return n ? Waiter::from_run(n) : nullptr; }
 }  // namespace
 
-void WaitQueue::insert(Waiter* t) {
-  if (order_ == Order::kFifo) {
-    waiters_.push_back(&t->run);
-    return;
-  }
+void WaitQueue::insert_by_priority(Waiter* t) {
   // Behind every waiter of equal or higher priority: FIFO within a level.
   // Scanned from the back, so waiters of one priority queue up in O(1).
   RunNode* after = waiters_.back();
