@@ -633,8 +633,9 @@ namespace {
 // waiter, a thread that takes units, blocked with no timer and allowed only
 // on this CPU (a same-CPU hand-off). It does what the general loop below
 // and wake() would do for it; anything else (another waiter in the bucket,
-// a job, a timeout or watchdog armed, a pending suspend, placement to
-// decide) is left to them: false, nothing changed.
+// a job, a waiter that takes no units or waits for a lock, a timeout or
+// watchdog armed, a pending suspend, placement to decide) is left to them:
+// false, nothing changed.
 [[gnu::always_inline]] inline bool give_to_lone_local_waiter(std::atomic<std::uint32_t>* word)
     SPINDLE_REQUIRES(g.lock) {
   if (word->load(std::memory_order_relaxed) != kSleepers) return false;  // count 0, someone sleeps
