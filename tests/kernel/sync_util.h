@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <string_view>
 
 #include "ktest_util.h"
 
@@ -97,11 +98,13 @@ void with_growing_timeout(F attempt, const char* file, int line) {
 
 // Joins t, or (if it shows no sign of life for `timeout`: a hang, i.e. a
 // bug) records a failure and detaches it, so the case still ends. A thread
-// that is still being switched in is progressing, only slowly (a host with
-// other load on its cores: each cross-vCPU wake-up then waits for the host
-// scheduler, ~1 ms instead of ~5 us), so it gets more time, up to
-// `kJoinCap` in all. A thread blocked forever (a lost wake-up) is switched
-// no longer and fails at its first timeout.
+// that is still being switched in, or is running when looked at, is
+// progressing, only slowly (a host with other load on its cores: each
+// cross-vCPU wake-up then waits for the host scheduler, ~1 ms instead of
+// ~5 us; a spinner alone on its CPU yields to nobody and is never switched
+// again), so it gets more time, up to `kJoinCap` in all. A thread blocked
+// forever (a lost wake-up) is switched no longer and fails at its first
+// timeout.
 inline constexpr Duration kJoinCap = std::chrono::minutes(2);
 inline Status join_within(Thread& t, const char* file, int line, Duration timeout = std::chrono::seconds(20)) {
   if (!t.joinable()) return Status::kInvalidState;
@@ -116,12 +119,13 @@ inline Status join_within(Thread& t, const char* file, int line, Duration timeou
     s = t.join_for(timeout, &code);
     waited += timeout;
     if (s != Status::kTimedOut) break;
-    bool moved = thread_stats(t.id(), &ts) == Status::kOk && ts.switches != seen;
+    bool moved = thread_stats(t.id(), &ts) == Status::kOk &&
+                 (ts.switches != seen || std::string_view(ts.state) == "running");
     if (!moved || waited >= kJoinCap) {
       record_failure(file, line, "thread %llu did not finish within %lld ms (%s)",
                      static_cast<unsigned long long>(t.id()),
                      static_cast<long long>(duration_cast<milliseconds>(waited).count()),
-                     moved ? "still being switched in: too slow" : "not switched in since the last look: hung?");
+                     moved ? "still running or being switched in: too slow" : "not switched in since the last look: hung?");
       (void)t.detach();
       return s;
     }

@@ -661,8 +661,12 @@ int bad_job_calls() {
   if (st(arch::user_syscall(kSysJobCtl, kJobCancel, 0x1234)) != Status::kOk) return 4;  // nothing waits: no effect
   if (st(arch::user_syscall(kSysJobCtl, 77)) != Status::kInvalidArgument) return 5;
   // A proxy for a made-up token: a timed wait that the collector would
-  // get; collect it here (no executor runs in this process).
-  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, deadline_arg(deadline_after(1ms)), 0, 0x5678, 0)) !=
+  // get; collect it here (no executor runs in this process). The deadline
+  // is far enough that the call queues before it passes even when the
+  // host deschedules this vCPU (1 ms had passed under MTTCG on a loaded
+  // host, and the wait ended at once).
+  constexpr auto kQueuedWait = 20ms;
+  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, deadline_arg(deadline_after(kQueuedWait)), 0, 0x5678, 0)) !=
       Status::kOk) {
     return 6;
   }
@@ -704,8 +708,8 @@ int bad_job_calls() {
     return 22;
   }
   g_word.store(0);
-  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, deadline_arg(deadline_after(1ms)), kJobWaitTake, 0x9abc,
-                            0)) != Status::kWouldBlock) {
+  if (st(arch::user_syscall(kSysJobWait, user_arg(&g_word), 0, deadline_arg(deadline_after(kQueuedWait)), kJobWaitTake,
+                            0x9abc, 0)) != Status::kWouldBlock) {
     return 23;
   }
   if (arch::user_syscall(kSysJobCtl, kJobCollect, user_arg(done), 4) != 1) return 24;
